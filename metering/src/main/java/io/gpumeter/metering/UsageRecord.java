@@ -1,0 +1,66 @@
+package io.gpumeter.metering;
+
+import java.time.Instant;
+import java.util.Objects;
+
+/**
+ * What one request used, as measured. Immutable; the ledger is idempotent on {@link #requestId}.
+ *
+ * <p>Invariants checked at construction: every time is non-negative and {@code deviceNs ==
+ * prefillNs + decodeNs}.
+ *
+ * @param requestId unique id (also returned to the client); the ledger's primary key
+ * @param apiKeyId the key that made the request
+ * @param accountId the account owning the key
+ * @param model model name
+ * @param timer provenance: timer kind, device, GPU name/UUID, driver and CUDA versions
+ * @param weightPolicy name and parameters of the weight policy used to split steps
+ * @param deviceNs total device time charged (sum of this request's shares of every step)
+ * @param prefillNs part of {@code deviceNs} from steps in which it processed prompt tokens
+ * @param decodeNs part of {@code deviceNs} from steps in which it generated a token
+ * @param promptTokens prompt length in tokens
+ * @param completionTokens tokens generated
+ * @param queueNs time from submission to the first step it took part in (wall clock, not charged)
+ * @param steps number of steps it took part in
+ * @param status how it ended
+ * @param startedAt when it was submitted
+ * @param finishedAt when it left the scheduler
+ */
+public record UsageRecord(
+    String requestId,
+    long apiKeyId,
+    long accountId,
+    String model,
+    TimerInfo timer,
+    String weightPolicy,
+    long deviceNs,
+    long prefillNs,
+    long decodeNs,
+    int promptTokens,
+    int completionTokens,
+    long queueNs,
+    int steps,
+    UsageStatus status,
+    Instant startedAt,
+    Instant finishedAt) {
+
+  public UsageRecord {
+    Objects.requireNonNull(requestId, "requestId");
+    Objects.requireNonNull(model, "model");
+    Objects.requireNonNull(timer, "timer");
+    Objects.requireNonNull(weightPolicy, "weightPolicy");
+    Objects.requireNonNull(status, "status");
+    Objects.requireNonNull(startedAt, "startedAt");
+    Objects.requireNonNull(finishedAt, "finishedAt");
+    if (deviceNs < 0 || prefillNs < 0 || decodeNs < 0 || queueNs < 0) {
+      throw new IllegalArgumentException("negative time in record " + requestId);
+    }
+    if (deviceNs != prefillNs + decodeNs) {
+      throw new IllegalArgumentException(
+          "deviceNs " + deviceNs + " != prefillNs " + prefillNs + " + decodeNs " + decodeNs);
+    }
+    if (promptTokens < 0 || completionTokens < 0 || steps < 0) {
+      throw new IllegalArgumentException("negative count in record " + requestId);
+    }
+  }
+}
