@@ -1,0 +1,612 @@
+package io.gpumeter.batching;
+
+import io.gpumeter.metering.Apportioner;
+import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.StepTimer;
+import io.gpumeter.metering.Ticker;
+import io.gpumeter.metering.UsageRecord;
+import io.gpumeter.metering.UsageSink;
+import io.gpumeter.metering.UsageStatus;
+import io.gpumeter.metering.WeightPolicy;
+import io.gpumeter.model.KvCache;
+import io.gpumeter.model.LanguageModel;
+import io.gpumeter.model.StepBatch;
+import java.time.Clock;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Objects;
+import java.util.SplittableRandom;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Iteration-level (continuous) batching scheduler for one model on one device.
+ *
+ * <p><b>Concurrency:</b> any thread may {@link #submit} or {@link Generation#cancel()}; everything
+ * else, including every call into the model, happens on one scheduler thread. Submissions go
+ * through a lock-free inbox ({@link ConcurrentLinkedQueue}) and wake the thread with {@link
+ * LockSupport#unpark}; a single {@link AtomicInteger} bounds the number waiting (full: {@link
+ * AdmissionRejectedException.Reason#QUEUE_FULL}, mapped to 429). Cancellation is a volatile flag
+ * read at the next step. Result futures are completed on the scheduler thread, so their
+ * dependants must hand off and never block.
+ *
+ * <p><b>The step loop:</b> each iteration (1) drains the inbox into per-key waiting queues, (2)
+ * retires cancelled and timed-out sequences, waiting or running, (3) admits waiting requests
+ * into free KV cache slots, (4) builds one packed step: every running sequence that is decoding
+ * contributes its last token first, then sequences still in their prompt contribute chunks of at
+ * most {@code prefillChunk} tokens in admission order while the step's token budget lasts (so a
+ * long prompt never stalls decoding), (5) runs and times the step, (6) splits the measured time
+ * with the {@link Apportioner} by the {@link WeightPolicy}, (7) samples, emits and finishes. The
+ * batch is rebuilt at every step: new requests join at the next step and finished ones leave at
+ * once. When idle the thread parks; the first arrival waits {@code batchWindowNanos} for company.
+ *
+ * <p><b>Fairness:</b> waiting requests are queued per API key, and keys take turns: admission
+ * pops the key at the head of a ring, admits that key's oldest request, and puts the key at the
+ * back if it has more waiting. A key flooding the server therefore gets one admission per turn,
+ * like any other key with work waiting; a key with one request waits at most one turn per free
+ * slot.
+ *
+ * <p><b>Accounting:</b> the step timer's span is closed in {@code finally}, so a failing step is
+ * still measured and split among its sequences (which then fail with their time on the record).
+ * A sequence's time is the sum of its shares; prefill and decode shares are kept apart. Every
+ * sequence, however it ends (done, cancelled, timed out, failed, shut down), gets exactly one
+ * {@link UsageRecord}, published to the {@link UsageSink} before its result completes.
+ */
+public final class ContinuousScheduler implements GenerationService, AutoCloseable {
+  private static final Logger log = LoggerFactory.getLogger(ContinuousScheduler.class);
+  private static final long IDLE_PARK_NANOS = TimeUnit.MILLISECONDS.toNanos(50);
+
+  private final LanguageModel model;
+  private final StepTimer timer;
+  private final DeviceTimeCounters counters;
+  private final UsageSink sink;
+  private final SchedulerConfig config;
+  private final Ticker ticker;
+  private final Clock clock;
+  private final StepListener stepListener;
+  private final String modelName;
+  private final String policyName;
+  private final int contextLength;
+  private final int vocabSize;
+  private final int eosId;
+
+  private final ConcurrentLinkedQueue<Seq> inbox = new ConcurrentLinkedQueue<>();
+  private final AtomicInteger queued = new AtomicInteger();
+  private final AtomicLong rejected = new AtomicLong();
+  private volatile boolean accepting = true;
+  private volatile long drainDeadline = Long.MAX_VALUE;
+  private volatile boolean stopRequested;
+  private final Thread thread;
+
+  // ---- scheduler-thread state ----
+  private final Map<Long, ArrayDeque<Seq>> waitingByKey = new HashMap<>();
+  private final ArrayDeque<Long> keyRing = new ArrayDeque<>();
+  private int waitingCount;
+  private final Seq[] running;
+  private int runningCount;
+  private final int[] freeSlots;
+  private int freeSlotCount;
+  private final KvCache cache;
+  private final StepBatch batch;
+  private final float[][] logits;
+  private final Seq[] stepSeqs;
+  private final boolean[] stepPrefill;
+  private final int[] stepLen;
+  private final long[] weights;
+  private final long[] shares;
+  private final long[] scratch;
+
+  // ---- figures, written by the scheduler thread ----
+  private volatile int runningFigure;
+  private volatile long stepsFigure;
+  private volatile long lastStepNs;
+  private volatile int lastBatchSize;
+  private volatile int lastStepTokens;
+  private final AtomicLong completed = new AtomicLong();
+
+  /**
+   * Creates and starts a scheduler. The model must already be loaded and warmed; the scheduler
+   * owns its KV cache, not the model.
+   */
+  public ContinuousScheduler(
+      LanguageModel model,
+      StepTimer timer,
+      DeviceTimeCounters counters,
+      UsageSink sink,
+      SchedulerConfig config,
+      Ticker ticker,
+      Clock clock,
+      StepListener stepListener) {
+    this.model = Objects.requireNonNull(model, "model");
+    this.timer = Objects.requireNonNull(timer, "timer");
+    this.counters = Objects.requireNonNull(counters, "counters");
+    this.sink = Objects.requireNonNull(sink, "sink");
+    this.config = Objects.requireNonNull(config, "config");
+    this.ticker = Objects.requireNonNull(ticker, "ticker");
+    this.clock = Objects.requireNonNull(clock, "clock");
+    this.stepListener = Objects.requireNonNull(stepListener, "stepListener");
+    this.modelName = model.config().name();
+    this.policyName = config.weightPolicy().describe();
+    this.contextLength = model.config().contextLength();
+    this.vocabSize = model.config().vocabSize();
+    this.eosId = model.config().eosId();
+    int slots = config.maxRunning();
+    this.running = new Seq[slots];
+    this.freeSlots = new int[slots];
+    for (int i = 0; i < slots; i++) {
+      freeSlots[i] = slots - 1 - i; // pop order 0, 1, 2, ...
+    }
+    this.freeSlotCount = slots;
+    this.cache = model.newCache(slots);
+    this.batch = new StepBatch(config.maxTokensPerStep(), slots);
+    this.logits = new float[slots][vocabSize];
+    this.stepSeqs = new Seq[slots];
+    this.stepPrefill = new boolean[slots];
+    this.stepLen = new int[slots];
+    this.weights = new long[slots];
+    this.shares = new long[slots];
+    this.scratch = new long[slots];
+    this.thread = new Thread(this::loop, "scheduler-" + modelName);
+    this.thread.setDaemon(true);
+    this.thread.start();
+  }
+
+  /** A scheduler on the system clocks, with no step listener. */
+  public static ContinuousScheduler start(
+      LanguageModel model,
+      StepTimer timer,
+      DeviceTimeCounters counters,
+      UsageSink sink,
+      SchedulerConfig config) {
+    return new ContinuousScheduler(
+        model, timer, counters, sink, config, Ticker.system(), Clock.systemUTC(), StepListener.NONE);
+  }
+
+  public String modelName() {
+    return modelName;
+  }
+
+  public SchedulerConfig config() {
+    return config;
+  }
+
+  public DeviceTimeCounters counters() {
+    return counters;
+  }
+
+  @Override
+  public Generation submit(GenerationRequest request) {
+    if (!accepting) {
+      rejected.incrementAndGet();
+      throw new AdmissionRejectedException(
+          AdmissionRejectedException.Reason.SHUTTING_DOWN, "model " + modelName + " is shutting down");
+    }
+    int prompt = request.promptTokens().length;
+    if ((long) prompt + request.maxTokens() > contextLength) {
+      rejected.incrementAndGet();
+      throw new AdmissionRejectedException(
+          AdmissionRejectedException.Reason.TOO_LONG,
+          "this model's maximum context length is "
+              + contextLength
+              + " tokens; the prompt has "
+              + prompt
+              + " tokens and max_tokens is "
+              + request.maxTokens());
+    }
+    for (int t : request.promptTokens()) {
+      if (t < 0 || t >= vocabSize) {
+        throw new IllegalArgumentException("token id " + t + " outside vocabulary of " + vocabSize);
+      }
+    }
+    if (queued.incrementAndGet() > config.queueCapacity()) {
+      queued.decrementAndGet();
+      rejected.incrementAndGet();
+      throw new AdmissionRejectedException(
+          AdmissionRejectedException.Reason.QUEUE_FULL,
+          "model " + modelName + " has " + config.queueCapacity() + " requests waiting; retry later");
+    }
+    long now = ticker.read();
+    long timeout = request.timeoutNanos() > 0 ? request.timeoutNanos() : config.defaultTimeoutNanos();
+    Seq seq = new Seq(this, request, now, saturatedAdd(now, timeout), clock.instant());
+    inbox.add(seq);
+    LockSupport.unpark(thread);
+    return seq;
+  }
+
+  @Override
+  public SchedulerStats stats() {
+    return new SchedulerStats(
+        queued.get(),
+        runningFigure,
+        stepsFigure,
+        lastStepNs,
+        lastBatchSize,
+        lastStepTokens,
+        completed.get(),
+        rejected.get());
+  }
+
+  /**
+   * Stops admitting, lets running and waiting work finish for up to {@code grace}, then cancels
+   * what is left (each still gets its record) and releases the KV cache.
+   */
+  public void shutdown(long grace, TimeUnit unit) {
+    accepting = false;
+    drainDeadline = saturatedAdd(ticker.read(), unit.toNanos(grace));
+    stopRequested = true;
+    LockSupport.unpark(thread);
+    try {
+      thread.join();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+  }
+
+  @Override
+  public void close() {
+    shutdown(30, TimeUnit.SECONDS);
+  }
+
+  // ------------------------------------------------------------------ loop
+
+  private void loop() {
+    try {
+      while (true) {
+        try {
+          drainInbox();
+          long now = ticker.read();
+          if (stopRequested && (now - drainDeadline >= 0 || idle())) {
+            break;
+          }
+          retireExpired(now);
+          boolean wasIdle = runningCount == 0;
+          admit();
+          if (runningCount == 0) {
+            LockSupport.parkNanos(this, IDLE_PARK_NANOS);
+            continue;
+          }
+          if (wasIdle && config.batchWindowNanos() > 0 && runningCount < running.length) {
+            LockSupport.parkNanos(this, config.batchWindowNanos());
+            drainInbox();
+            admit();
+          }
+          runStep();
+        } catch (RuntimeException | Error e) {
+          // A bug in the loop itself, not in the model: fail what is running (with the time it
+          // has) and keep serving.
+          log.error("scheduler loop for {} failed; failing running sequences", modelName, e);
+          for (int i = runningCount - 1; i >= 0; i--) {
+            finish(running[i], FinishReason.ERROR, e);
+          }
+          if (e instanceof VirtualMachineError && !(e instanceof OutOfMemoryError)) {
+            throw e;
+          }
+        }
+      }
+    } finally {
+      // Whatever is left ends now, each with its record.
+      drainInbox();
+      for (int i = runningCount - 1; i >= 0; i--) {
+        finish(running[i], FinishReason.CANCELLED, null);
+      }
+      for (ArrayDeque<Seq> q : waitingByKey.values()) {
+        for (Seq s : q) {
+          queued.decrementAndGet();
+          finish(s, FinishReason.CANCELLED, null);
+        }
+      }
+      waitingByKey.clear();
+      keyRing.clear();
+      waitingCount = 0;
+      runningFigure = 0;
+      cache.close();
+    }
+  }
+
+  private boolean idle() {
+    return runningCount == 0 && waitingCount == 0 && inbox.isEmpty();
+  }
+
+  private void drainInbox() {
+    Seq s;
+    while ((s = inbox.poll()) != null) {
+      Long key = s.request.apiKeyId();
+      ArrayDeque<Seq> q = waitingByKey.get(key);
+      if (q == null) {
+        q = new ArrayDeque<>();
+        waitingByKey.put(key, q);
+      }
+      if (q.isEmpty()) {
+        keyRing.addLast(key);
+      }
+      q.addLast(s);
+      waitingCount++;
+    }
+  }
+
+  /** Cancelled or timed-out sequences leave now, waiting or running, with the time they used. */
+  private void retireExpired(long now) {
+    for (int i = runningCount - 1; i >= 0; i--) {
+      Seq s = running[i];
+      if (s.cancelled) {
+        finish(s, FinishReason.CANCELLED, null);
+      } else if (now - s.deadline >= 0) {
+        finish(s, FinishReason.TIMEOUT, null);
+      }
+    }
+    if (waitingCount == 0) {
+      return;
+    }
+    for (var it = waitingByKey.entrySet().iterator(); it.hasNext(); ) {
+      var entry = it.next();
+      ArrayDeque<Seq> q = entry.getValue();
+      for (var qi = q.iterator(); qi.hasNext(); ) {
+        Seq s = qi.next();
+        FinishReason why =
+            s.cancelled ? FinishReason.CANCELLED : now - s.deadline >= 0 ? FinishReason.TIMEOUT : null;
+        if (why != null) {
+          qi.remove();
+          waitingCount--;
+          queued.decrementAndGet();
+          finish(s, why, null);
+        }
+      }
+      if (q.isEmpty()) {
+        it.remove();
+        keyRing.remove(entry.getKey());
+      }
+    }
+  }
+
+  private void admit() {
+    while (freeSlotCount > 0 && waitingCount > 0) {
+      Long key = keyRing.pollFirst();
+      if (key == null) {
+        return;
+      }
+      ArrayDeque<Seq> q = waitingByKey.get(key);
+      Seq s = q.pollFirst();
+      if (!q.isEmpty()) {
+        keyRing.addLast(key);
+      } else {
+        waitingByKey.remove(key);
+      }
+      waitingCount--;
+      queued.decrementAndGet();
+      s.slot = freeSlots[--freeSlotCount];
+      running[runningCount++] = s;
+    }
+    runningFigure = runningCount;
+  }
+
+  private void runStep() {
+    batch.clear();
+    int n = 0;
+    int budget = config.maxTokensPerStep();
+    WeightPolicy policy = config.weightPolicy();
+    // Decode first: one token per running sequence past its prompt.
+    for (int i = 0; i < runningCount; i++) {
+      Seq s = running[i];
+      if (s.cached >= s.promptLen) {
+        int row = batch.addSequence(s.slot, s.tokens, s.cached, 1, s.cached);
+        stepSeqs[row] = s;
+        stepPrefill[row] = false;
+        stepLen[row] = 1;
+        weights[row] = policy.weight(false, 1, s.cached + 1);
+        budget--;
+        n++;
+      }
+    }
+    // Then prompt chunks, in admission order, while the budget lasts.
+    for (int i = 0; i < runningCount && budget > 0; i++) {
+      Seq s = running[i];
+      if (s.cached < s.promptLen) {
+        int len = Math.min(Math.min(s.promptLen - s.cached, config.prefillChunk()), budget);
+        int row = batch.addSequence(s.slot, s.tokens, s.cached, len, s.cached);
+        stepSeqs[row] = s;
+        stepPrefill[row] = true;
+        stepLen[row] = len;
+        weights[row] = policy.weight(true, len, s.cached + len);
+        budget -= len;
+        n++;
+      }
+    }
+    if (n == 0) {
+      return;
+    }
+    int tokens = batch.tokenCount();
+    long startNanos = ticker.read();
+    Throwable failure = null;
+    long measured;
+    StepTimer.Span span = timer.begin();
+    try {
+      model.step(batch, cache, logits);
+    } catch (RuntimeException | Error e) {
+      failure = e;
+    } finally {
+      measured = span.end();
+    }
+    Apportioner.split(measured, weights, n, shares, scratch);
+    for (int row = 0; row < n; row++) {
+      Seq s = stepSeqs[row];
+      if (s.firstStepNanos < 0) {
+        s.firstStepNanos = startNanos;
+      }
+      s.steps++;
+      if (stepPrefill[row]) {
+        s.prefillNs += shares[row];
+      } else {
+        s.decodeNs += shares[row];
+      }
+      s.cached += stepLen[row];
+    }
+    counters.recordChargedStep(measured, n, tokens);
+    stepsFigure++;
+    lastStepNs = measured;
+    lastBatchSize = n;
+    lastStepTokens = tokens;
+    stepListener.onStep(measured, shares, n, tokens, failure != null);
+
+    if (failure != null) {
+      log.error("model step failed for {} ({} sequences, {} tokens)", modelName, n, tokens, failure);
+      for (int row = 0; row < n; row++) {
+        finish(stepSeqs[row], FinishReason.ERROR, failure);
+      }
+      clearStepRefs(n);
+      return;
+    }
+    for (int row = 0; row < n; row++) {
+      Seq s = stepSeqs[row];
+      if (s.cached < s.length) {
+        continue; // a prompt chunk that did not reach the end of the prompt
+      }
+      int token = Sampler.sample(logits[row], vocabSize, s.request.temperature(), s.rng);
+      if (token == eosId) {
+        finish(s, FinishReason.STOP, null);
+        continue;
+      }
+      s.tokens[s.length++] = token;
+      s.generated++;
+      s.request.listener().onToken(token);
+      if (s.generated >= s.request.maxTokens() || s.length >= contextLength) {
+        finish(s, FinishReason.LENGTH, null);
+      }
+    }
+    clearStepRefs(n);
+  }
+
+  private void clearStepRefs(int n) {
+    Arrays.fill(stepSeqs, 0, n, null);
+  }
+
+  /** Removes a sequence from wherever it is and publishes its one record. */
+  private void finish(Seq s, FinishReason reason, Throwable error) {
+    if (s.done) {
+      return;
+    }
+    s.done = true;
+    if (s.slot >= 0) {
+      int idx = -1;
+      for (int i = 0; i < runningCount; i++) {
+        if (running[i] == s) {
+          idx = i;
+          break;
+        }
+      }
+      if (idx >= 0) {
+        System.arraycopy(running, idx + 1, running, idx, runningCount - idx - 1);
+        running[--runningCount] = null;
+        runningFigure = runningCount;
+      }
+      freeSlots[freeSlotCount++] = s.slot;
+      s.slot = -1;
+    }
+    long end = ticker.read();
+    long queueNs = Math.max(0, (s.firstStepNanos >= 0 ? s.firstStepNanos : end) - s.submitNanos);
+    UsageStatus status =
+        switch (reason) {
+          case STOP, LENGTH -> UsageStatus.OK;
+          case CANCELLED -> UsageStatus.CANCELLED;
+          case TIMEOUT -> UsageStatus.TIMEOUT;
+          case ERROR -> UsageStatus.FAILED;
+        };
+    UsageRecord record =
+        new UsageRecord(
+            s.request.requestId(),
+            s.request.apiKeyId(),
+            s.request.accountId(),
+            modelName,
+            timer.info(),
+            policyName,
+            s.prefillNs + s.decodeNs,
+            s.prefillNs,
+            s.decodeNs,
+            s.promptLen,
+            s.generated,
+            queueNs,
+            s.steps,
+            status,
+            s.startedAt,
+            clock.instant());
+    CompletableFuture<Void> durable;
+    try {
+      durable = sink.publish(record);
+    } catch (RuntimeException e) {
+      durable = CompletableFuture.failedFuture(e);
+    }
+    completed.incrementAndGet();
+    int[] out = Arrays.copyOfRange(s.tokens, s.promptLen, s.promptLen + s.generated);
+    s.future.complete(new GenerationResult(out, reason, record, durable, error));
+  }
+
+  private static long saturatedAdd(long a, long b) {
+    long r = a + b;
+    return ((a ^ r) & (b ^ r)) < 0 ? Long.MAX_VALUE : r;
+  }
+
+  private void wake() {
+    LockSupport.unpark(thread);
+  }
+
+  /** One request's life in the scheduler. Fields other than {@code cancelled} are loop-only. */
+  private static final class Seq implements Generation {
+    final ContinuousScheduler owner;
+    final GenerationRequest request;
+    final CompletableFuture<GenerationResult> future = new CompletableFuture<>();
+    final int[] tokens;
+    final int promptLen;
+    final long submitNanos;
+    final long deadline;
+    final java.time.Instant startedAt;
+    final SplittableRandom rng;
+    volatile boolean cancelled;
+    boolean done;
+    int length;
+    int cached;
+    int generated;
+    int slot = -1;
+    long firstStepNanos = -1;
+    long prefillNs;
+    long decodeNs;
+    int steps;
+
+    Seq(ContinuousScheduler owner, GenerationRequest request, long submitNanos, long deadline,
+        java.time.Instant startedAt) {
+      this.owner = owner;
+      this.request = request;
+      this.promptLen = request.promptTokens().length;
+      this.tokens = Arrays.copyOf(request.promptTokens(), promptLen + request.maxTokens());
+      this.length = promptLen;
+      this.submitNanos = submitNanos;
+      this.deadline = deadline;
+      this.startedAt = startedAt;
+      this.rng = new SplittableRandom(request.seed());
+    }
+
+    @Override
+    public String requestId() {
+      return request.requestId();
+    }
+
+    @Override
+    public CompletableFuture<GenerationResult> result() {
+      return future;
+    }
+
+    @Override
+    public void cancel() {
+      if (!cancelled) {
+        cancelled = true;
+        owner.wake();
+      }
+    }
+  }
+}

@@ -1,0 +1,104 @@
+package io.gpumeter.batching;
+
+import io.gpumeter.metering.WeightPolicy;
+import java.util.Objects;
+
+/**
+ * Immutable scheduler settings. Defaults suit the bundled demo model on 2 CPU cores.
+ *
+ * @param maxRunning sequences in the running batch at most (also the KV cache slots)
+ * @param maxTokensPerStep token budget of one step (decode tokens first, then prefill chunks)
+ * @param prefillChunk longest prompt chunk one sequence prefills in one step
+ * @param queueCapacity submissions waiting for admission at most; beyond it submit is refused
+ * @param batchWindowNanos when idle, how long the first arrival waits for company before its
+ *     first step
+ * @param defaultTimeoutNanos deadline of a request that sets none
+ * @param weightPolicy how a step's time is split among its sequences
+ */
+public record SchedulerConfig(
+    int maxRunning,
+    int maxTokensPerStep,
+    int prefillChunk,
+    int queueCapacity,
+    long batchWindowNanos,
+    long defaultTimeoutNanos,
+    WeightPolicy weightPolicy) {
+
+  public SchedulerConfig {
+    Objects.requireNonNull(weightPolicy, "weightPolicy");
+    require(maxRunning >= 1, "maxRunning must be >= 1, was %s", maxRunning);
+    require(maxTokensPerStep >= 1, "maxTokensPerStep must be >= 1, was %s", maxTokensPerStep);
+    require(prefillChunk >= 1, "prefillChunk must be >= 1, was %s", prefillChunk);
+    require(queueCapacity >= 1, "queueCapacity must be >= 1, was %s", queueCapacity);
+    require(batchWindowNanos >= 0, "batchWindowNanos must be >= 0, was %s", batchWindowNanos);
+    require(defaultTimeoutNanos > 0, "defaultTimeoutNanos must be > 0, was %s", defaultTimeoutNanos);
+    require(
+        maxTokensPerStep >= maxRunning,
+        "maxTokensPerStep (%s) must be >= maxRunning (%s) so every running sequence can decode",
+        maxTokensPerStep,
+        maxRunning);
+  }
+
+  public static SchedulerConfig defaults() {
+    return new SchedulerConfig(
+        32, 256, 128, 1024, 2_000_000L, 300_000_000_000L, WeightPolicy.tokens());
+  }
+
+  /** Static batching: one sequence at a time (the "batching off" baseline). */
+  public SchedulerConfig withMaxRunning(int n) {
+    return new SchedulerConfig(
+        n,
+        Math.max(maxTokensPerStep, n),
+        prefillChunk,
+        queueCapacity,
+        batchWindowNanos,
+        defaultTimeoutNanos,
+        weightPolicy);
+  }
+
+  public SchedulerConfig withQueueCapacity(int n) {
+    return new SchedulerConfig(
+        maxRunning,
+        maxTokensPerStep,
+        prefillChunk,
+        n,
+        batchWindowNanos,
+        defaultTimeoutNanos,
+        weightPolicy);
+  }
+
+  public SchedulerConfig withTokenBudget(int maxTokensPerStep, int prefillChunk) {
+    return new SchedulerConfig(
+        maxRunning,
+        maxTokensPerStep,
+        prefillChunk,
+        queueCapacity,
+        batchWindowNanos,
+        defaultTimeoutNanos,
+        weightPolicy);
+  }
+
+  public SchedulerConfig withBatchWindowNanos(long nanos) {
+    return new SchedulerConfig(
+        maxRunning, maxTokensPerStep, prefillChunk, queueCapacity, nanos, defaultTimeoutNanos,
+        weightPolicy);
+  }
+
+  public SchedulerConfig withDefaultTimeoutNanos(long nanos) {
+    return new SchedulerConfig(
+        maxRunning, maxTokensPerStep, prefillChunk, queueCapacity, batchWindowNanos, nanos,
+        weightPolicy);
+  }
+
+  public SchedulerConfig withWeightPolicy(WeightPolicy policy) {
+    return new SchedulerConfig(
+        maxRunning, maxTokensPerStep, prefillChunk, queueCapacity, batchWindowNanos,
+        defaultTimeoutNanos, policy);
+  }
+
+  private static void require(boolean ok, String message, Object... args) {
+    if (!ok) {
+      throw new IllegalArgumentException(String.format(message, args));
+    }
+  }
+}
