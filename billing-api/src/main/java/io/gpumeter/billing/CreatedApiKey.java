@@ -1,0 +1,28 @@
+package io.gpumeter.billing;
+
+import java.time.Instant;
+
+/**
+ * A key just created by {@link ApiKeys#create}. The only place the plaintext ever appears: the
+ * database keeps its SHA-256 hash and {@link #prefix()}. {@link #toString()} leaves it out.
+ *
+ * @param plaintext the key to hand to the user, {@code gm_} followed by 40 base62 characters
+ */
+public record CreatedApiKey(
+    long keyId,
+    long accountId,
+    String accountName,
+    String prefix,
+    String plaintext,
+    Instant createdAt) {
+
+  public ApiKeyPrincipal principal() {
+    return new ApiKeyPrincipal(keyId, accountId, accountName, prefix);
+  }
+
+  @Override
+  public String toString() {
+    return "CreatedApiKey[keyId=" + keyId + ", accountId=" + accountId + ", accountName="
+        + accountName + ", prefix=" + prefix + ", createdAt=" + createdAt + "]";
+  }
+}

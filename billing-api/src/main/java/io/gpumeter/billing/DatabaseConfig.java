@@ -1,0 +1,238 @@
+package io.gpumeter.billing;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import java.util.Objects;
+
+/**
+ * Where the billing database lives and how it is reached. Immutable; build with {@link
+ * #builder()}, {@link #embedded(Path)}, {@link #external(String, String, String)} or {@link
+ * #fromEnvironment(Map)}.
+ *
+ * <p>With a JDBC URL the database is external and nothing is started. Without one, {@link
+ * Database#start} runs an embedded PostgreSQL whose data lives in {@link #dataDirectory()} and
+ * survives restarts.
+ */
+public final class DatabaseConfig {
+
+  /** Environment variables read by {@link #fromEnvironment(Map)}. */
+  public static final String ENV_URL = "GPUMETER_DB_URL";
+
+  public static final String ENV_USER = "GPUMETER_DB_USER";
+  public static final String ENV_PASSWORD = "GPUMETER_DB_PASSWORD";
+  public static final String ENV_DATA_DIR = "GPUMETER_DATA_DIR";
+  public static final String ENV_PORT = "GPUMETER_DB_PORT";
+
+  public static final Path DEFAULT_DATA_DIRECTORY = Path.of("data", "postgres");
+
+  private final String jdbcUrl;
+  private final String user;
+  private final String password;
+  private final Path dataDirectory;
+  private final Path binaryCacheDirectory;
+  private final int port;
+  private final int maximumPoolSize;
+  private final Duration connectionTimeout;
+  private final Duration startupTimeout;
+
+  private DatabaseConfig(Builder b) {
+    this.jdbcUrl = b.jdbcUrl;
+    this.user = b.user;
+    this.password = b.password;
+    this.dataDirectory = b.dataDirectory.toAbsolutePath().normalize();
+    Path cache = b.binaryCacheDirectory;
+    if (cache == null) {
+      Path parent = dataDirectory.getParent();
+      cache = parent != null ? parent : dataDirectory;
+    }
+    this.binaryCacheDirectory = cache.toAbsolutePath().normalize();
+    this.port = b.port;
+    this.maximumPoolSize = b.maximumPoolSize;
+    this.connectionTimeout = b.connectionTimeout;
+    this.startupTimeout = b.startupTimeout;
+  }
+
+  public static Builder builder() {
+    return new Builder();
+  }
+
+  /** An embedded PostgreSQL with its data in {@code dataDirectory}. */
+  public static DatabaseConfig embedded(Path dataDirectory) {
+    return builder().dataDirectory(dataDirectory).build();
+  }
+
+  /** An external PostgreSQL; {@code user} and {@code password} may be null (taken from the URL). */
+  public static DatabaseConfig external(String jdbcUrl, String user, String password) {
+    return builder().jdbcUrl(jdbcUrl).user(user).password(password).build();
+  }
+
+  /**
+   * Reads {@value #ENV_URL}, {@value #ENV_USER}, {@value #ENV_PASSWORD} (external database), or
+   * {@value #ENV_DATA_DIR} and {@value #ENV_PORT} (embedded database). Pass {@code System.getenv()}.
+   *
+   * @throws IllegalArgumentException if a value does not parse
+   */
+  public static DatabaseConfig fromEnvironment(Map<String, String> env) {
+    Builder b = builder();
+    String url = blankToNull(env.get(ENV_URL));
+    if (url != null) {
+      b.jdbcUrl(url).user(blankToNull(env.get(ENV_USER))).password(env.get(ENV_PASSWORD));
+    }
+    String dir = blankToNull(env.get(ENV_DATA_DIR));
+    if (dir != null) {
+      b.dataDirectory(Path.of(dir));
+    }
+    String port = blankToNull(env.get(ENV_PORT));
+    if (port != null) {
+      try {
+        b.port(Integer.parseInt(port));
+      } catch (NumberFormatException e) {
+        throw new IllegalArgumentException(ENV_PORT + " must be a port number, was '" + port + "'");
+      }
+    }
+    return b.build();
+  }
+
+  private static String blankToNull(String s) {
+    return s == null || s.isBlank() ? null : s.trim();
+  }
+
+  /** True when no JDBC URL is configured and an embedded server is to be started. */
+  public boolean isEmbedded() {
+    return jdbcUrl == null;
+  }
+
+  /** The external JDBC URL, or null for the embedded server. */
+  public String jdbcUrl() {
+    return jdbcUrl;
+  }
+
+  public String user() {
+    return user;
+  }
+
+  public String password() {
+    return password;
+  }
+
+  /** Data folder of the embedded server (absolute). */
+  public Path dataDirectory() {
+    return dataDirectory;
+  }
+
+  /**
+   * Where the root-safe repack of the PostgreSQL binaries is cached (absolute). Defaults to the
+   * parent of {@link #dataDirectory()}.
+   */
+  public Path binaryCacheDirectory() {
+    return binaryCacheDirectory;
+  }
+
+  /** Port of the embedded server; 0 picks a free one. */
+  public int port() {
+    return port;
+  }
+
+  public int maximumPoolSize() {
+    return maximumPoolSize;
+  }
+
+  public Duration connectionTimeout() {
+    return connectionTimeout;
+  }
+
+  /** How long to wait for the embedded server to accept connections. */
+  public Duration startupTimeout() {
+    return startupTimeout;
+  }
+
+  @Override
+  public String toString() {
+    return isEmbedded()
+        ? "DatabaseConfig{embedded, dataDirectory=" + dataDirectory + ", port=" + port + "}"
+        : "DatabaseConfig{jdbcUrl=" + jdbcUrl + ", user=" + user + ", password=***}";
+  }
+
+  /** Validates each value as it is set, naming the bad value. */
+  public static final class Builder {
+    private String jdbcUrl;
+    private String user;
+    private String password;
+    private Path dataDirectory = DEFAULT_DATA_DIRECTORY;
+    private Path binaryCacheDirectory;
+    private int port;
+    private int maximumPoolSize = 10;
+    private Duration connectionTimeout = Duration.ofSeconds(5);
+    private Duration startupTimeout = Duration.ofSeconds(30);
+
+    private Builder() {}
+
+    public Builder jdbcUrl(String jdbcUrl) {
+      if (jdbcUrl != null && !jdbcUrl.startsWith("jdbc:postgresql:")) {
+        throw new IllegalArgumentException(
+            "jdbcUrl must start with jdbc:postgresql:, was '" + jdbcUrl + "'");
+      }
+      this.jdbcUrl = jdbcUrl;
+      return this;
+    }
+
+    public Builder user(String user) {
+      this.user = user;
+      return this;
+    }
+
+    public Builder password(String password) {
+      this.password = password;
+      return this;
+    }
+
+    public Builder dataDirectory(Path dataDirectory) {
+      this.dataDirectory = Objects.requireNonNull(dataDirectory, "dataDirectory");
+      return this;
+    }
+
+    public Builder binaryCacheDirectory(Path binaryCacheDirectory) {
+      this.binaryCacheDirectory = binaryCacheDirectory;
+      return this;
+    }
+
+    public Builder port(int port) {
+      if (port < 0 || port > 65535) {
+        throw new IllegalArgumentException("port must be in [0, 65535], was " + port);
+      }
+      this.port = port;
+      return this;
+    }
+
+    public Builder maximumPoolSize(int maximumPoolSize) {
+      if (maximumPoolSize < 1) {
+        throw new IllegalArgumentException("maximumPoolSize must be >= 1, was " + maximumPoolSize);
+      }
+      this.maximumPoolSize = maximumPoolSize;
+      return this;
+    }
+
+    public Builder connectionTimeout(Duration connectionTimeout) {
+      // HikariCP's floor is 250 ms.
+      if (connectionTimeout.toMillis() < 250) {
+        throw new IllegalArgumentException(
+            "connectionTimeout must be >= 250ms, was " + connectionTimeout);
+      }
+      this.connectionTimeout = connectionTimeout;
+      return this;
+    }
+
+    public Builder startupTimeout(Duration startupTimeout) {
+      if (startupTimeout.isNegative() || startupTimeout.isZero()) {
+        throw new IllegalArgumentException("startupTimeout must be positive, was " + startupTimeout);
+      }
+      this.startupTimeout = startupTimeout;
+      return this;
+    }
+
+    public DatabaseConfig build() {
+      return new DatabaseConfig(this);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+package io.gpumeter.billing;
+
+import io.gpumeter.metering.TimerInfo;
+import io.gpumeter.metering.UsageRecord;
+import io.gpumeter.metering.UsageStatus;
+import java.nio.file.Path;
+import java.time.Instant;
+
+/** Shared helpers: one binary cache for the whole build, and usage records. */
+final class TestSupport {
+  private TestSupport() {}
+
+  /** Shared by all test classes so the root-safe repack is built once per build folder. */
+  static Path binaryCache() {
+    return Path.of("target", "pg-binaries").toAbsolutePath();
+  }
+
+  static DatabaseConfig embedded(Path dataDir) {
+    return DatabaseConfig.builder()
+        .dataDirectory(dataDir)
+        .binaryCacheDirectory(binaryCache())
+        .maximumPoolSize(6)
+        .build();
+  }
+
+  static final TimerInfo CPU = TimerInfo.cpu("test cpu");
+
+  static UsageRecord record(
+      String requestId, long keyId, long accountId, String model, Instant finishedAt, long prefillNs,
+      long decodeNs, int promptTokens, int completionTokens) {
+    return new UsageRecord(
+        requestId,
+        keyId,
+        accountId,
+        model,
+        CPU,
+        "tokens",
+        prefillNs + decodeNs,
+        prefillNs,
+        decodeNs,
+        promptTokens,
+        completionTokens,
+        1_000,
+        1 + completionTokens,
+        UsageStatus.OK,
+        finishedAt.minusMillis(50),
+        finishedAt);
+  }
+
+  static UsageRecord record(String requestId, long keyId, Instant finishedAt) {
+    return record(requestId, keyId, 1000 + keyId, "toy", finishedAt, 700, 300, 7, 3);
+  }
+}
