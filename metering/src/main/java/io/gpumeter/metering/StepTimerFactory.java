@@ -15,4 +15,12 @@ public interface StepTimerFactory {
       return HostStepTimer.cpu();
     };
   }
+
+  /**
+   * CUDA event timers for {@code cuda:N} where CUDA works in this process, host timers otherwise
+   * (with a logged warning); see {@link AutoStepTimerFactory}.
+   */
+  static StepTimerFactory auto() {
+    return new AutoStepTimerFactory();
+  }
 }
