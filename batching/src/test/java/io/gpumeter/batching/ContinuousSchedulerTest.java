@@ -130,7 +130,7 @@ class ContinuousSchedulerTest {
       seq = java.util.Arrays.copyOf(seq, seq.length + 1);
       seq[seq.length - 1] = best;
     }
-    assertThat(cached).containsExactlyElementsOf(recomputed);
+    assertThat(cached).containsExactly(recomputed.stream().mapToInt(Integer::intValue).toArray());
   }
 
   @Test
