@@ -1,0 +1,236 @@
+package io.gpumeter.server;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.JsonNodeType;
+import io.netty.buffer.ByteBuf;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import java.io.IOException;
+import java.util.Iterator;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * A validated {@code POST /v1/completions} body. Every rule names the offending parameter in the
+ * error, as OpenAI does.
+ *
+ * <p>Accepted: {@code model}, {@code prompt} (a string, or an array holding one string), {@code
+ * max_tokens}, {@code temperature}, {@code seed}, {@code user} (ignored). Parameters this server
+ * does not implement are accepted only with their neutral value ({@code n: 1}, {@code top_p: 1},
+ * {@code stream: false}, ...), so a client never silently gets something else than it asked for;
+ * any other parameter is refused.
+ *
+ * @param seed the sampling seed, or null for a random one
+ */
+record CompletionParams(String model, String prompt, int maxTokens, double temperature, Long seed) {
+
+  /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
+  private static final Map<String, String> NEUTRAL =
+      Map.ofEntries(
+          Map.entry("n", "1"),
+          Map.entry("best_of", "1"),
+          Map.entry("echo", "false"),
+          Map.entry("logprobs", "null"),
+          Map.entry("stop", "null"),
+          Map.entry("suffix", "null"),
+          Map.entry("top_p", "1"),
+          Map.entry("presence_penalty", "0"),
+          Map.entry("frequency_penalty", "0"),
+          Map.entry("logit_bias", "{}"),
+          Map.entry("stream_options", "null"));
+
+  private static final Set<String> KNOWN =
+      Set.of("model", "prompt", "max_tokens", "temperature", "seed", "user", "stream");
+
+  /**
+   * @throws ApiException 400 naming the parameter for every invalid request
+   */
+  static CompletionParams parse(ByteBuf body, int maxTokensDefault, int maxTokensCap) {
+    JsonNode root;
+    try {
+      root = Json.read(body);
+    } catch (IOException e) {
+      throw new ApiException(
+          HttpResponseStatus.BAD_REQUEST,
+          ApiException.INVALID_REQUEST,
+          "We could not parse the JSON body of your request: "
+              + firstLine(e.getMessage())
+              + ". The body must be a JSON object, sent with Content-Type: application/json.",
+          null,
+          "invalid_json");
+    }
+    if (root == null || root.isMissingNode()) {
+      throw new ApiException(
+          HttpResponseStatus.BAD_REQUEST,
+          ApiException.INVALID_REQUEST,
+          "The request body is empty; send a JSON object with at least 'model' and 'prompt'.",
+          null,
+          "invalid_json");
+    }
+    if (!root.isObject()) {
+      throw new ApiException(
+          HttpResponseStatus.BAD_REQUEST,
+          ApiException.INVALID_REQUEST,
+          "The request body must be a JSON object, got " + describe(root) + ".",
+          null,
+          "invalid_json");
+    }
+    for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
+      String name = it.next();
+      if (!KNOWN.contains(name) && !NEUTRAL.containsKey(name)) {
+        throw ApiException.invalid(name, "Unrecognized request argument supplied: " + name);
+      }
+    }
+
+    String model = requiredString(root, "model");
+    String prompt = prompt(root);
+
+    int maxTokens = maxTokensDefault;
+    JsonNode mt = present(root, "max_tokens");
+    if (mt != null) {
+      if (!mt.isIntegralNumber()) {
+        throw ApiException.wrongType("max_tokens", "an integer", describe(mt));
+      }
+      if (!mt.canConvertToLong() || mt.longValue() < 1) {
+        throw ApiException.invalid(
+            "max_tokens", "max_tokens must be at least 1, got " + mt.asText() + ".");
+      }
+      if (mt.longValue() > maxTokensCap) {
+        throw ApiException.invalid(
+            "max_tokens",
+            "max_tokens must be at most " + maxTokensCap + ", got " + mt.asText() + ".");
+      }
+      maxTokens = mt.intValue();
+    }
+
+    double temperature = 1.0;
+    JsonNode t = present(root, "temperature");
+    if (t != null) {
+      if (!t.isNumber()) {
+        throw ApiException.wrongType("temperature", "a number", describe(t));
+      }
+      temperature = t.doubleValue();
+      if (!(temperature >= 0 && temperature <= 2)) {
+        throw ApiException.invalid(
+            "temperature", "temperature must be between 0 and 2, got " + t.asText() + ".");
+      }
+    }
+
+    Long seed = null;
+    JsonNode s = present(root, "seed");
+    if (s != null) {
+      if (!s.isIntegralNumber() || !s.canConvertToLong()) {
+        throw ApiException.wrongType("seed", "a 64-bit integer", describe(s));
+      }
+      seed = s.longValue();
+    }
+
+    JsonNode user = present(root, "user");
+    if (user != null && !user.isTextual()) {
+      throw ApiException.wrongType("user", "a string", describe(user));
+    }
+
+    JsonNode stream = present(root, "stream");
+    if (stream != null) {
+      if (!stream.isBoolean()) {
+        throw ApiException.wrongType("stream", "a boolean", describe(stream));
+      }
+      if (stream.booleanValue()) {
+        throw ApiException.invalid(
+            "stream", "streaming is not supported yet; omit 'stream'" + " or set it to false.");
+      }
+    }
+
+    for (Map.Entry<String, String> e : NEUTRAL.entrySet()) {
+      JsonNode v = present(root, e.getKey());
+      if (v != null && !isNeutral(v, e.getValue())) {
+        throw ApiException.invalid(
+            e.getKey(),
+            "'"
+                + e.getKey()
+                + "' is not supported yet; omit it"
+                + (e.getValue().equals("null") ? "" : " or set it to " + e.getValue())
+                + ".");
+      }
+    }
+    return new CompletionParams(model, prompt, maxTokens, temperature, seed);
+  }
+
+  private static boolean isNeutral(JsonNode v, String neutral) {
+    return switch (neutral) {
+      case "1" -> v.isNumber() && v.doubleValue() == 1;
+      case "0" -> v.isNumber() && v.doubleValue() == 0;
+      case "false" -> v.isBoolean() && !v.booleanValue();
+      case "{}" -> v.isObject() && v.isEmpty();
+      default -> (v.isArray() || v.isObject()) && v.isEmpty();
+    };
+  }
+
+  private static String prompt(JsonNode root) {
+    JsonNode p = present(root, "prompt");
+    if (p == null) {
+      throw ApiException.missing("prompt");
+    }
+    if (p.isTextual()) {
+      return p.textValue();
+    }
+    if (p.isArray()) {
+      if (p.size() == 1 && p.get(0).isTextual()) {
+        return p.get(0).textValue();
+      }
+      if (p.size() > 1 && p.get(0).isTextual()) {
+        throw ApiException.invalid(
+            "prompt",
+            "only one prompt per request is supported, got "
+                + p.size()
+                + "; send one request per prompt.");
+      }
+      throw ApiException.invalid(
+          "prompt",
+          "prompt must be a string or an array holding one"
+              + " string (token arrays are not supported).");
+    }
+    throw ApiException.wrongType("prompt", "a string", describe(p));
+  }
+
+  private static String requiredString(JsonNode root, String name) {
+    JsonNode v = present(root, name);
+    if (v == null) {
+      throw ApiException.missing(name);
+    }
+    if (!v.isTextual()) {
+      throw ApiException.wrongType(name, "a string", describe(v));
+    }
+    return v.textValue();
+  }
+
+  /** The value, or null when absent or JSON null (OpenAI treats both as "not given"). */
+  private static JsonNode present(JsonNode root, String name) {
+    JsonNode v = root.get(name);
+    return v == null || v.isNull() ? null : v;
+  }
+
+  private static String describe(JsonNode v) {
+    JsonNodeType type = v.getNodeType();
+    return switch (type) {
+      case STRING -> "a string";
+      case NUMBER ->
+          v.isIntegralNumber()
+              ? "an integer (" + v.asText() + ")"
+              : "a number (" + v.asText() + ")";
+      case BOOLEAN -> "a boolean";
+      case ARRAY -> "an array";
+      case OBJECT -> "an object";
+      case NULL -> "null";
+      default -> type.name().toLowerCase(java.util.Locale.ROOT);
+    };
+  }
+
+  private static String firstLine(String s) {
+    if (s == null) {
+      return "malformed JSON";
+    }
+    int nl = s.indexOf('\n');
+    String line = nl < 0 ? s : s.substring(0, nl);
+    return line.length() > 200 ? line.substring(0, 200) : line;
+  }
+}

@@ -1,0 +1,237 @@
+package io.gpumeter.server;
+
+import com.fasterxml.jackson.core.JsonGenerator;
+import io.gpumeter.batching.AdmissionRejectedException;
+import io.gpumeter.batching.FinishReason;
+import io.gpumeter.batching.Generation;
+import io.gpumeter.batching.GenerationRequest;
+import io.gpumeter.batching.GenerationResult;
+import io.gpumeter.batching.TokenListener;
+import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.metering.TimerInfo;
+import io.gpumeter.metering.UsageRecord;
+import io.netty.handler.codec.http.HttpHeaderNames;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import java.io.IOException;
+import java.util.Map;
+import java.util.Optional;
+import java.util.UUID;
+import java.util.concurrent.ThreadLocalRandom;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * {@code POST /v1/completions}: authenticate, validate, tokenize, submit to the model's scheduler,
+ * and answer once the generation is done and its charge is durable.
+ *
+ * <p>Every step after authentication runs on the connection's event loop; the scheduler completes
+ * the result on its own thread and {@link Exchange#then} hops back. If the client disconnects
+ * first, the generation is cancelled; it is still charged for the steps it took part in.
+ *
+ * <p>Durability: the response is sent only after the usage record is durable (the default
+ * durability mode, DESIGN.md invariant 4). If it cannot be made durable the generated text is
+ * withheld and the client gets 503: the work was done but could not be billed.
+ */
+final class CompletionsEndpoint {
+  private static final Logger log = LoggerFactory.getLogger(CompletionsEndpoint.class);
+
+  private final Map<String, ModelEndpoint> models;
+  private final Authenticator auth;
+  private final int maxTokensDefault;
+  private final int maxTokensCap;
+
+  CompletionsEndpoint(
+      Map<String, ModelEndpoint> models,
+      Authenticator auth,
+      int maxTokensDefault,
+      int maxTokensCap) {
+    this.models = models;
+    this.auth = auth;
+    this.maxTokensDefault = maxTokensDefault;
+    this.maxTokensCap = maxTokensCap;
+  }
+
+  void handle(Exchange ex) {
+    String requestId = "cmpl-" + newId();
+    ex.requestId(requestId);
+    ex.then(auth.authenticate(ex.request()), principal -> submit(ex, requestId, principal));
+  }
+
+  private void submit(Exchange ex, String requestId, ApiKeyPrincipal principal) {
+    CompletionParams p = CompletionParams.parse(ex.body(), maxTokensDefault, maxTokensCap);
+    ModelEndpoint m = models.get(p.model());
+    if (m == null) {
+      throw new ApiException(
+          HttpResponseStatus.NOT_FOUND,
+          ApiException.INVALID_REQUEST,
+          "The model '"
+              + p.model()
+              + "' does not exist. Available models: "
+              + models.keySet()
+              + " (GET /v1/models).",
+          "model",
+          "model_not_found");
+    }
+    int[] prompt = m.model().tokenizer().encode(p.prompt());
+    if (prompt.length == 0) {
+      // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
+      prompt = new int[] {m.model().config().eosId()};
+    }
+    long seed = p.seed() != null ? p.seed() : ThreadLocalRandom.current().nextLong();
+    GenerationRequest request =
+        new GenerationRequest(
+            requestId,
+            principal.keyId(),
+            principal.accountId(),
+            prompt,
+            p.maxTokens(),
+            p.temperature(),
+            seed,
+            0L,
+            TokenListener.NONE);
+    Generation generation;
+    try {
+      generation = m.scheduler().submit(request);
+    } catch (AdmissionRejectedException e) {
+      throw rejected(e);
+    }
+    ex.onAbandon(generation::cancel);
+    ex.then(
+        generation.result(),
+        result ->
+            ex.then(
+                result.durable().handle((ok, err) -> Optional.ofNullable(err)),
+                durableError -> finish(ex, m, result, durableError.orElse(null))));
+  }
+
+  private void finish(Exchange ex, ModelEndpoint m, GenerationResult result, Throwable notDurable) {
+    UsageRecord usage = result.usage();
+    FinishReason reason = result.finishReason();
+    if (notDurable != null) {
+      log.error(
+          "charge for {} ({} ns) could not be made durable; withholding the response",
+          usage.requestId(),
+          usage.deviceNs(),
+          Exchange.unwrap(notDurable));
+      if (reason == FinishReason.STOP || reason == FinishReason.LENGTH) {
+        throw new ApiException(
+            HttpResponseStatus.SERVICE_UNAVAILABLE,
+            ApiException.SERVER,
+            "The completion was generated but its charge could not be recorded durably, so it"
+                + " is not returned. Retry later.",
+            null,
+            "billing_unavailable");
+      }
+    }
+    switch (reason) {
+      case STOP, LENGTH -> {
+        String text = m.model().tokenizer().decode(result.tokens());
+        ex.respondJson(HttpResponseStatus.OK, g -> writeCompletion(g, m.name(), text, result));
+      }
+      case CANCELLED ->
+          throw new ApiException(
+              HttpResponseStatus.SERVICE_UNAVAILABLE,
+              ApiException.SERVER,
+              "The server is shutting down; the generation was stopped after "
+                  + usage.completionTokens()
+                  + " tokens (device time used so far is charged)."
+                  + " Retry on another replica or later.",
+              null,
+              "shutting_down");
+      case TIMEOUT ->
+          throw new ApiException(
+              HttpResponseStatus.GATEWAY_TIMEOUT,
+              ApiException.SERVER,
+              "The generation did not finish within the server's request timeout; it was"
+                  + " stopped after "
+                  + usage.completionTokens()
+                  + " tokens (device time used"
+                  + " is charged). Ask for fewer max_tokens or retry later.",
+              null,
+              "timeout");
+      case ERROR -> {
+        log.error("generation {} failed in the model", usage.requestId(), result.error());
+        throw new ApiException(
+            HttpResponseStatus.INTERNAL_SERVER_ERROR,
+            ApiException.SERVER,
+            "The model failed while generating (request id "
+                + usage.requestId()
+                + "). Retry,"
+                + " and report it if the error persists.",
+            null,
+            "model_error");
+      }
+      default -> throw new IllegalStateException("unknown finish reason " + reason);
+    }
+  }
+
+  static ApiException rejected(AdmissionRejectedException e) {
+    return switch (e.reason()) {
+      case QUEUE_FULL ->
+          new ApiException(
+                  HttpResponseStatus.TOO_MANY_REQUESTS,
+                  ApiException.RATE_LIMIT,
+                  e.getMessage(),
+                  null,
+                  "queue_full")
+              .withHeader(HttpHeaderNames.RETRY_AFTER, "1");
+      case TOO_LONG ->
+          new ApiException(
+              HttpResponseStatus.BAD_REQUEST,
+              ApiException.INVALID_REQUEST,
+              e.getMessage() + ". Reduce the prompt or max_tokens.",
+              "prompt",
+              "context_length_exceeded");
+      case SHUTTING_DOWN ->
+          new ApiException(
+              HttpResponseStatus.SERVICE_UNAVAILABLE,
+              ApiException.SERVER,
+              "The server is shutting down; retry on another replica or later.",
+              null,
+              "shutting_down");
+    };
+  }
+
+  private static void writeCompletion(
+      JsonGenerator g, String model, String text, GenerationResult result) throws IOException {
+    UsageRecord u = result.usage();
+    TimerInfo timer = u.timer();
+    g.writeStartObject();
+    g.writeStringField("id", u.requestId());
+    g.writeStringField("object", "text_completion");
+    g.writeNumberField("created", u.startedAt().getEpochSecond());
+    g.writeStringField("model", model);
+    g.writeArrayFieldStart("choices");
+    g.writeStartObject();
+    g.writeStringField("text", text);
+    g.writeNumberField("index", 0);
+    g.writeNullField("logprobs");
+    g.writeStringField("finish_reason", result.finishReason().openAiName());
+    g.writeEndObject();
+    g.writeEndArray();
+    g.writeObjectFieldStart("usage");
+    g.writeNumberField("prompt_tokens", u.promptTokens());
+    g.writeNumberField("completion_tokens", u.completionTokens());
+    g.writeNumberField("total_tokens", (long) u.promptTokens() + u.completionTokens());
+    Json.writeMillis(g, "device_time_ms", u.deviceNs());
+    g.writeNumberField("device_time_ns", u.deviceNs());
+    g.writeNumberField("prefill_time_ns", u.prefillNs());
+    g.writeNumberField("decode_time_ns", u.decodeNs());
+    g.writeStringField("device", timer.device());
+    g.writeStringField("device_name", timer.deviceName());
+    g.writeStringField("timer", timer.timerKind());
+    g.writeEndObject();
+    g.writeEndObject();
+  }
+
+  /** 128 random bits as 32 hex digits (ledger primary key: must not collide). */
+  private static String newId() {
+    UUID u = UUID.randomUUID();
+    return hex(u.getMostSignificantBits()) + hex(u.getLeastSignificantBits());
+  }
+
+  private static String hex(long v) {
+    String s = Long.toHexString(v);
+    return s.length() == 16 ? s : "0".repeat(16 - s.length()) + s;
+  }
+}

@@ -1,0 +1,250 @@
+package io.gpumeter.server;
+
+import com.fasterxml.jackson.core.JsonGenerator;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.ByteBufAllocator;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.EventLoop;
+import io.netty.handler.codec.http.DefaultFullHttpResponse;
+import io.netty.handler.codec.http.FullHttpResponse;
+import io.netty.handler.codec.http.HttpHeaderNames;
+import io.netty.handler.codec.http.HttpRequest;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.handler.codec.http.HttpUtil;
+import io.netty.handler.codec.http.HttpVersion;
+import io.netty.handler.codec.http.QueryStringDecoder;
+import io.netty.util.AsciiString;
+import io.netty.util.ReferenceCountUtil;
+import java.io.IOException;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutionException;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One request and its one response. Owned by the connection's event loop: create, continue (through
+ * {@link #then}) and answer it there. Exactly one of {@link #respond}, {@link #fail} or {@link
+ * #abandon} takes effect; later calls are ignored, so a result that arrives after the client left
+ * is dropped quietly.
+ */
+final class Exchange {
+  private static final Logger log = LoggerFactory.getLogger(Exchange.class);
+
+  static final AsciiString APPLICATION_JSON = AsciiString.cached("application/json");
+  static final AsciiString X_REQUEST_ID = AsciiString.cached("x-request-id");
+
+  private final ApiHandler handler;
+  private final ChannelHandlerContext ctx;
+  private final HttpRequest request;
+  private final ByteBuf body;
+  private final OversizedRequest oversized;
+  private final QueryStringDecoder uri;
+  private boolean done;
+  private boolean forceClose;
+  private String requestId;
+  private Runnable onAbandon;
+
+  Exchange(
+      ApiHandler handler,
+      ChannelHandlerContext ctx,
+      HttpRequest request,
+      ByteBuf body,
+      OversizedRequest oversized) {
+    this.handler = handler;
+    this.ctx = ctx;
+    this.request = request;
+    this.body = body == null ? Unpooled.EMPTY_BUFFER : body;
+    this.oversized = oversized;
+    this.forceClose = oversized != null;
+    this.uri = new QueryStringDecoder(request.uri());
+  }
+
+  HttpRequest request() {
+    return request;
+  }
+
+  /** The request body (valid until the exchange is answered). */
+  ByteBuf body() {
+    return body;
+  }
+
+  String path() {
+    return uri.path();
+  }
+
+  /** First value of a query parameter, or null. */
+  String query(String name) {
+    var values = uri.parameters().get(name);
+    return values == null || values.isEmpty() ? null : values.get(0);
+  }
+
+  EventLoop loop() {
+    return ctx.channel().eventLoop();
+  }
+
+  ByteBufAllocator alloc() {
+    return ctx.alloc();
+  }
+
+  OversizedRequest oversized() {
+    return oversized;
+  }
+
+  boolean keepAlive() {
+    return !forceClose && HttpUtil.isKeepAlive(request);
+  }
+
+  void forceClose() {
+    forceClose = true;
+  }
+
+  boolean isDone() {
+    return done;
+  }
+
+  /** Sent back as {@code x-request-id}, and named in 500 messages. */
+  void requestId(String id) {
+    this.requestId = id;
+  }
+
+  /** Runs if the client disconnects before the response (cancels a generation). */
+  void onAbandon(Runnable r) {
+    this.onAbandon = r;
+  }
+
+  /** A step that continues an exchange on its event loop. */
+  @FunctionalInterface
+  interface Step<T> {
+    void run(T value) throws Exception;
+  }
+
+  /**
+   * Continues on the event loop once {@code future} completes: with its value, or by failing the
+   * exchange with its exception. Does nothing if the exchange was answered or abandoned meanwhile.
+   */
+  <T> void then(CompletableFuture<T> future, Step<T> next) {
+    future.whenCompleteAsync(
+        (value, error) -> {
+          if (done) {
+            return;
+          }
+          if (error != null) {
+            fail(error);
+            return;
+          }
+          try {
+            next.run(value);
+          } catch (Exception | Error e) {
+            fail(e);
+          }
+        },
+        loop());
+  }
+
+  void respondJson(HttpResponseStatus status, Json.Writer writer) {
+    respond(status, Json.write(alloc(), writer), APPLICATION_JSON, null, null);
+  }
+
+  /** Sends the response; takes ownership of {@code content}. */
+  void respond(
+      HttpResponseStatus status,
+      ByteBuf content,
+      CharSequence contentType,
+      AsciiString extraHeader,
+      String extraValue) {
+    if (done) {
+      content.release();
+      return;
+    }
+    done = true;
+    FullHttpResponse resp =
+        new DefaultFullHttpResponse(
+            request.protocolVersion() == HttpVersion.HTTP_1_0
+                ? HttpVersion.HTTP_1_0
+                : HttpVersion.HTTP_1_1,
+            status,
+            content);
+    resp.headers().set(HttpHeaderNames.CONTENT_TYPE, contentType);
+    if (requestId != null) {
+      resp.headers().set(X_REQUEST_ID, requestId);
+    }
+    if (extraHeader != null) {
+      resp.headers().set(extraHeader, extraValue);
+    }
+    handler.send(this, resp);
+  }
+
+  /** Answers with the OpenAI error body for {@code error}; anything unexpected is a logged 500. */
+  void fail(Throwable error) {
+    if (done) {
+      return;
+    }
+    Throwable cause = unwrap(error);
+    ApiException e;
+    if (cause instanceof ApiException api) {
+      e = api;
+    } else {
+      log.error(
+          "{} {} failed{}",
+          request.method(),
+          path(),
+          requestId == null ? "" : " (" + requestId + ")",
+          cause);
+      e =
+          new ApiException(
+              HttpResponseStatus.INTERNAL_SERVER_ERROR,
+              ApiException.SERVER,
+              "The server had an error while processing your request"
+                  + (requestId == null ? "" : " (request id " + requestId + ")")
+                  + ". Retry, and report it if the error persists.",
+              null,
+              "internal_error");
+    }
+    ApiException err = e;
+    respond(
+        err.status(),
+        Json.write(alloc(), g -> writeError(g, err)),
+        APPLICATION_JSON,
+        err.headerName(),
+        err.headerValue());
+  }
+
+  static void writeError(JsonGenerator g, ApiException e) throws IOException {
+    g.writeStartObject();
+    g.writeObjectFieldStart("error");
+    g.writeStringField("message", e.getMessage());
+    g.writeStringField("type", e.type());
+    g.writeStringField("param", e.param());
+    g.writeStringField("code", e.code());
+    g.writeEndObject();
+    g.writeEndObject();
+  }
+
+  /** The client went away: run the abandon hook and free the request. */
+  void abandon() {
+    if (done) {
+      return;
+    }
+    done = true;
+    Runnable r = onAbandon;
+    release();
+    if (r != null) {
+      r.run();
+    }
+  }
+
+  /** Frees the request's buffers; the handler calls it once the response is written. */
+  void release() {
+    ReferenceCountUtil.release(request);
+  }
+
+  static Throwable unwrap(Throwable t) {
+    while ((t instanceof CompletionException || t instanceof ExecutionException)
+        && t.getCause() != null) {
+      t = t.getCause();
+    }
+    return t;
+  }
+}

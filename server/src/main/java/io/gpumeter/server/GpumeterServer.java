@@ -1,0 +1,313 @@
+package io.gpumeter.server;
+
+import io.gpumeter.batching.ContinuousScheduler;
+import io.gpumeter.batching.SchedulerConfig;
+import io.gpumeter.batching.StepListener;
+import io.gpumeter.billing.Billing;
+import io.gpumeter.metering.StepTimerFactory;
+import io.gpumeter.metering.Ticker;
+import io.gpumeter.model.ModelStore;
+import io.gpumeter.model.ServedModel;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.ChannelPipeline;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
+import io.netty.handler.codec.http.HttpObjectAggregator;
+import io.netty.handler.codec.http.HttpServerCodec;
+import io.netty.handler.timeout.IdleStateHandler;
+import java.net.InetSocketAddress;
+import java.time.Clock;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The whole server in one object: billing database, models, one scheduler per model, and the HTTP
+ * listener.
+ *
+ * <p><b>Start</b> ({@link #start}): the billing database starts (and migrates) on its own thread
+ * while the models load and warm up on the calling thread; load and warm-up time is recorded as
+ * system time, never charged (DESIGN.md invariant 6). Then a scheduler per model starts with the
+ * ledger as its usage sink, and the listener binds. Readiness ({@code /readyz}) flips only after
+ * all of that. If any part fails, what already started is closed and the failure is thrown.
+ *
+ * <p><b>Close</b>: readiness drops, the listener stops accepting, each scheduler stops admitting
+ * and lets running generations finish for up to {@link ServerConfig#shutdownGrace()} (what is left
+ * is cancelled and still charged), the ledger drains (so waiting responses see their charges
+ * durable and are written), the database stops, and the event loops shut down last.
+ */
+public final class GpumeterServer implements AutoCloseable {
+  private static final Logger log = LoggerFactory.getLogger(GpumeterServer.class);
+  static final int IDLE_CONNECTION_SECONDS = 120;
+
+  private final ServerConfig config;
+  private final Readiness readiness = new Readiness();
+  private final HttpMetrics httpMetrics = new HttpMetrics();
+  private final AtomicBoolean closed = new AtomicBoolean();
+  private final ThreadPoolExecutor blocking;
+  private Billing billing;
+  private ModelStore store;
+  private final Map<String, ModelEndpoint> models = new LinkedHashMap<>();
+  private final List<ContinuousScheduler> schedulers = new ArrayList<>();
+  private EventLoopGroup acceptGroup;
+  private EventLoopGroup ioGroup;
+  private Channel serverChannel;
+  private int port = -1;
+
+  private GpumeterServer(ServerConfig config) {
+    this.config = Objects.requireNonNull(config, "config");
+    int n = config.blockingThreads();
+    this.blocking =
+        new ThreadPoolExecutor(
+            n,
+            n,
+            60,
+            TimeUnit.SECONDS,
+            new ArrayBlockingQueue<>(4096),
+            daemonThreads("gpumeter-blocking-"),
+            new ThreadPoolExecutor.AbortPolicy());
+  }
+
+  /**
+   * Starts everything and returns once the server is ready.
+   *
+   * @param stepListener sees every charged step of every model (audits, tests); {@link
+   *     StepListener#NONE} otherwise
+   * @throws RuntimeException whatever failed (database, models, bind); nothing is left running
+   */
+  public static GpumeterServer start(ServerConfig config, StepListener stepListener) {
+    Objects.requireNonNull(stepListener, "stepListener");
+    GpumeterServer server = new GpumeterServer(config);
+    try {
+      server.startAll(stepListener);
+      return server;
+    } catch (RuntimeException | Error e) {
+      server.close();
+      throw e;
+    }
+  }
+
+  private void startAll(StepListener stepListener) {
+    long t0 = System.nanoTime();
+    log.info("Starting gpumeter: {}", config);
+    CompletableFuture<Billing> db = new CompletableFuture<>();
+    Thread dbThread =
+        new Thread(
+            () -> {
+              try {
+                db.complete(Billing.start(config.databaseConfig()));
+              } catch (Throwable e) {
+                db.completeExceptionally(e);
+              }
+            },
+            "gpumeter-db-start");
+    dbThread.setDaemon(true);
+    dbThread.start();
+    try {
+      store = ModelStore.open(config.modelsDir(), config.device(), StepTimerFactory.auto());
+    } catch (RuntimeException | Error e) {
+      // Wait for the database anyway, so that close() stops it.
+      try {
+        billing = joinBilling(db);
+      } catch (RuntimeException | Error dbFailure) {
+        e.addSuppressed(dbFailure);
+      }
+      throw e;
+    }
+    billing = joinBilling(db);
+    if (store.models().isEmpty()) {
+      throw new IllegalStateException(
+          "no models found in "
+              + config.modelsDir().toAbsolutePath()
+              + "; see model-store/README.md (tools/train_demo_model.py makes the demo model)");
+    }
+    SchedulerConfig schedulerConfig = config.schedulerConfig();
+    Instant loadedAt = Instant.now();
+    for (ServedModel served : store.models()) {
+      String name = served.model().config().name();
+      ContinuousScheduler scheduler =
+          new ContinuousScheduler(
+              served.model(),
+              served.timer(),
+              served.counters(),
+              billing.ledger(),
+              schedulerConfig,
+              Ticker.system(),
+              Clock.systemUTC(),
+              stepListener);
+      schedulers.add(scheduler);
+      models.put(
+          name,
+          new ModelEndpoint(
+              name,
+              served.model(),
+              served.timer().info(),
+              served.counters(),
+              scheduler,
+              loadedAt,
+              served.loadNs(),
+              served.warmupNs()));
+      log.info(
+          "Model {} on {} ({}, timer {}): load {} ms, warm-up {} ms of device time (system,"
+              + " not charged)",
+          name,
+          served.timer().info().device(),
+          served.timer().info().deviceName(),
+          served.timer().info().timerKind(),
+          served.loadNs() / 1_000_000,
+          served.warmupNs() / 1_000_000);
+    }
+    bind();
+    readiness.ready();
+    log.info(
+        "gpumeter ready on http://{}:{} in {} ms (models {}, database {})",
+        config.host(),
+        port,
+        (System.nanoTime() - t0) / 1_000_000,
+        models.keySet(),
+        billing.database().isEmbedded() ? "embedded" : billing.database().jdbcUrl());
+  }
+
+  private static Billing joinBilling(CompletableFuture<Billing> db) {
+    try {
+      return db.join();
+    } catch (java.util.concurrent.CompletionException e) {
+      Throwable c = e.getCause();
+      if (c instanceof RuntimeException r) {
+        throw r;
+      }
+      if (c instanceof Error err) {
+        throw err;
+      }
+      throw e;
+    }
+  }
+
+  private void bind() {
+    acceptGroup = new MultiThreadIoEventLoopGroup(1, NioIoHandler.newFactory());
+    ioGroup = new MultiThreadIoEventLoopGroup(config.ioThreads(), NioIoHandler.newFactory());
+    Routes routes =
+        new Routes(
+            Collections.unmodifiableMap(models), billing, blocking, config, httpMetrics, readiness);
+    int maxBody = config.maxBodyBytes();
+    ServerBootstrap b =
+        new ServerBootstrap()
+            .group(acceptGroup, ioGroup)
+            .channel(NioServerSocketChannel.class)
+            .option(ChannelOption.SO_BACKLOG, 1024)
+            .childOption(ChannelOption.TCP_NODELAY, true)
+            .childHandler(
+                new ChannelInitializer<SocketChannel>() {
+                  @Override
+                  protected void initChannel(SocketChannel ch) {
+                    ChannelPipeline p = ch.pipeline();
+                    p.addLast("codec", new HttpServerCodec());
+                    p.addLast("limit", new BodyLimitHandler(maxBody));
+                    p.addLast("aggregator", new HttpObjectAggregator(maxBody));
+                    p.addLast("idle", new IdleStateHandler(0, 0, IDLE_CONNECTION_SECONDS));
+                    p.addLast("api", new ApiHandler(routes, httpMetrics));
+                  }
+                });
+    serverChannel = b.bind(config.host(), config.port()).syncUninterruptibly().channel();
+    port = ((InetSocketAddress) serverChannel.localAddress()).getPort();
+  }
+
+  /** The bound HTTP port (the ephemeral one when configured with port 0). */
+  public int port() {
+    return port;
+  }
+
+  public ServerConfig config() {
+    return config;
+  }
+
+  /** One scheduler per served model, in load order. */
+  public List<ContinuousScheduler> schedulers() {
+    return Collections.unmodifiableList(schedulers);
+  }
+
+  public Billing billing() {
+    return billing;
+  }
+
+  /** True once everything is up, false again from the start of {@link #close()}. */
+  public boolean isReady() {
+    return readiness.isReady();
+  }
+
+  /** Graceful shutdown; see the class comment. Idempotent. */
+  @Override
+  public void close() {
+    if (!closed.compareAndSet(false, true)) {
+      return;
+    }
+    readiness.notReady("shutting down");
+    log.info("Shutting down gpumeter");
+    try {
+      if (serverChannel != null) {
+        serverChannel.close().syncUninterruptibly();
+      }
+      long deadline = System.nanoTime() + config.shutdownGrace().toNanos();
+      for (ContinuousScheduler s : schedulers) {
+        try {
+          s.shutdown(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+        } catch (RuntimeException e) {
+          log.error("scheduler {} did not shut down cleanly", s.modelName(), e);
+        }
+      }
+      if (billing != null) {
+        try {
+          billing.close(); // drains the ledger first, then stops the database
+        } catch (RuntimeException e) {
+          log.error("billing did not close cleanly", e);
+        }
+      }
+      if (store != null) {
+        try {
+          store.close();
+        } catch (RuntimeException e) {
+          log.error("model store did not close cleanly", e);
+        }
+      }
+    } finally {
+      blocking.shutdown();
+      // Responses whose charges just became durable are still queued on the event loops: the
+      // quiet period lets them go out before the loops stop.
+      if (ioGroup != null) {
+        ioGroup.shutdownGracefully(100, 5_000, TimeUnit.MILLISECONDS).syncUninterruptibly();
+      }
+      if (acceptGroup != null) {
+        acceptGroup.shutdownGracefully(0, 1_000, TimeUnit.MILLISECONDS).syncUninterruptibly();
+      }
+      log.info("gpumeter stopped");
+    }
+  }
+
+  static ThreadFactory daemonThreads(String prefix) {
+    AtomicInteger n = new AtomicInteger();
+    return r -> {
+      Thread t = new Thread(r, prefix + n.incrementAndGet());
+      t.setDaemon(true);
+      return t;
+    };
+  }
+}

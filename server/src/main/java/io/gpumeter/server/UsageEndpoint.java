@@ -1,0 +1,133 @@
+package io.gpumeter.server;
+
+import com.fasterxml.jackson.core.JsonGenerator;
+import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.HourlyUsage;
+import io.gpumeter.billing.UsageQueries;
+import io.gpumeter.billing.UsageReport;
+import io.gpumeter.billing.UsageTotals;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import java.io.IOException;
+import java.time.Clock;
+import java.time.Duration;
+import java.time.Instant;
+import java.time.OffsetDateTime;
+import java.time.format.DateTimeParseException;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
+
+/**
+ * {@code GET /v1/usage?start=ISO8601&end=ISO8601}: the calling key's own usage, from the hourly
+ * rollup, as totals and per-hour, per-model buckets. Defaults to the last 24 hours. The query runs
+ * on the blocking executor.
+ */
+final class UsageEndpoint {
+  static final Duration DEFAULT_WINDOW = Duration.ofHours(24);
+  static final Duration MAX_WINDOW = Duration.ofDays(366);
+
+  private final Authenticator auth;
+  private final UsageQueries usage;
+  private final Executor blocking;
+  private final Clock clock;
+
+  UsageEndpoint(Authenticator auth, UsageQueries usage, Executor blocking, Clock clock) {
+    this.auth = auth;
+    this.usage = usage;
+    this.blocking = blocking;
+    this.clock = clock;
+  }
+
+  void handle(Exchange ex) {
+    ex.then(auth.authenticate(ex.request()), principal -> query(ex, principal));
+  }
+
+  private void query(Exchange ex, ApiKeyPrincipal principal) {
+    Instant end = instant(ex.query("end"), "end", clock.instant());
+    Instant start = instant(ex.query("start"), "start", end.minus(DEFAULT_WINDOW));
+    if (end.isBefore(start)) {
+      throw ApiException.invalid("end", "end (" + end + ") is before start (" + start + ").");
+    }
+    if (Duration.between(start, end).compareTo(MAX_WINDOW) > 0) {
+      throw ApiException.invalid(
+          "start",
+          "the window from start to end may span at most " + MAX_WINDOW.toDays() + " days.");
+    }
+    CompletableFuture<UsageReport> report;
+    try {
+      report =
+          CompletableFuture.supplyAsync(() -> usage.usage(principal.keyId(), start, end), blocking);
+    } catch (RejectedExecutionException e) {
+      throw Authenticator.overloaded();
+    }
+    ex.then(
+        report.exceptionally(
+            e -> {
+              throw new ApiException(
+                  HttpResponseStatus.SERVICE_UNAVAILABLE,
+                  ApiException.SERVER,
+                  "Usage cannot be read right now (the billing database is unavailable); retry"
+                      + " later.",
+                  null,
+                  "billing_unavailable");
+            }),
+        r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r)));
+  }
+
+  private static Instant instant(String text, String param, Instant dflt) {
+    if (text == null || text.isBlank()) {
+      return dflt;
+    }
+    try {
+      return OffsetDateTime.parse(text.trim()).toInstant();
+    } catch (DateTimeParseException e) {
+      try {
+        return Instant.parse(text.trim());
+      } catch (DateTimeParseException e2) {
+        throw ApiException.invalid(
+            param,
+            "'"
+                + param
+                + "' must be an ISO-8601 time with an offset, such as"
+                + " 2025-01-31T12:00:00Z; got '"
+                + text
+                + "'.");
+      }
+    }
+  }
+
+  private static void write(JsonGenerator g, ApiKeyPrincipal who, UsageReport r)
+      throws IOException {
+    g.writeStartObject();
+    g.writeStringField("object", "usage");
+    g.writeNumberField("api_key_id", r.apiKeyId());
+    g.writeStringField("key_prefix", who.keyPrefix());
+    g.writeStringField("account", who.accountName());
+    g.writeStringField("start", r.from().toString());
+    g.writeStringField("end", r.to().toString());
+    g.writeObjectFieldStart("totals");
+    writeTotals(g, r.totals());
+    g.writeEndObject();
+    g.writeArrayFieldStart("data");
+    for (HourlyUsage h : r.hours()) {
+      g.writeStartObject();
+      g.writeStringField("hour", h.hour().toString());
+      g.writeStringField("model", h.model());
+      writeTotals(g, h.totals());
+      g.writeEndObject();
+    }
+    g.writeEndArray();
+    g.writeEndObject();
+  }
+
+  private static void writeTotals(JsonGenerator g, UsageTotals t) throws IOException {
+    g.writeNumberField("requests", t.requests());
+    g.writeNumberField("device_time_ns", t.deviceNs());
+    Json.writeMillis(g, "device_time_ms", t.deviceNs());
+    g.writeNumberField("prefill_time_ns", t.prefillNs());
+    g.writeNumberField("decode_time_ns", t.decodeNs());
+    g.writeNumberField("prompt_tokens", t.promptTokens());
+    g.writeNumberField("completion_tokens", t.completionTokens());
+    g.writeNumberField("tokens", t.promptTokens() + t.completionTokens());
+  }
+}

@@ -1,0 +1,134 @@
+package io.gpumeter.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.gpumeter.batching.SchedulerConfig;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import java.util.Properties;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ServerConfigTest {
+  @TempDir Path dir;
+
+  @Test
+  void defaults() {
+    ServerConfig c = ServerConfig.defaults();
+    assertThat(c.host()).isEqualTo("0.0.0.0");
+    assertThat(c.port()).isEqualTo(8080);
+    assertThat(c.modelsDir()).isEqualTo(Path.of("./models"));
+    assertThat(c.device()).isEqualTo("auto");
+    assertThat(c.dbUrl()).isNull();
+    assertThat(c.maxBodyBytes()).isEqualTo(1024 * 1024);
+    assertThat(c.maxTokensDefault()).isEqualTo(16);
+    SchedulerConfig s = c.schedulerConfig();
+    assertThat(s.maxRunning()).isEqualTo(32);
+    assertThat(s.maxTokensPerStep()).isEqualTo(256);
+    assertThat(s.prefillChunk()).isEqualTo(128);
+    assertThat(s.queueCapacity()).isEqualTo(1024);
+    assertThat(s.batchWindowNanos()).isEqualTo(2_000_000L);
+    assertThat(s.defaultTimeoutNanos()).isEqualTo(300_000_000_000L);
+    assertThat(c.databaseConfig().isEmbedded()).isTrue();
+    assertThat(c.databaseConfig().dataDirectory())
+        .isEqualTo(Path.of("data", "postgres").toAbsolutePath().normalize());
+  }
+
+  @Test
+  void fileThenEnvironmentThenSystemProperties() throws Exception {
+    Path file = dir.resolve("gpumeter.properties");
+    Files.writeString(
+        file,
+        "port=9000\nhost=127.0.0.1\ngpumeter.scheduler.max_running=8\n"
+            + "scheduler.token_budget=64\n");
+    Properties sys = new Properties();
+    sys.setProperty("gpumeter.port", "9002");
+    ServerConfig c =
+        ServerConfig.load(
+            file,
+            Map.of(
+                "GPUMETER_PORT",
+                "9001",
+                "GPUMETER_DEVICE",
+                "cuda:1",
+                "GPUMETER_SCHEDULER_BATCH_WINDOW",
+                "500us",
+                "GPUMETER_UNRELATED",
+                "x"),
+            sys);
+    assertThat(c.port()).isEqualTo(9002);
+    assertThat(c.host()).isEqualTo("127.0.0.1");
+    assertThat(c.device()).isEqualTo("cuda:1");
+    assertThat(c.schedulerConfig().maxRunning()).isEqualTo(8);
+    assertThat(c.schedulerConfig().batchWindowNanos()).isEqualTo(500_000L);
+  }
+
+  @Test
+  void externalDatabase() throws Exception {
+    ServerConfig c =
+        ServerConfig.load(
+            null,
+            Map.of(
+                "GPUMETER_DB_URL",
+                "jdbc:postgresql://db:5432/gpumeter",
+                "GPUMETER_DB_USER",
+                "meter",
+                "GPUMETER_DB_PASSWORD",
+                "secret"),
+            new Properties());
+    assertThat(c.databaseConfig().isEmbedded()).isFalse();
+    assertThat(c.databaseConfig().user()).isEqualTo("meter");
+    assertThat(c.toString()).doesNotContain("secret");
+  }
+
+  @Test
+  void badValuesNameKeyValueAndSource() {
+    assertThatThrownBy(
+            () -> ServerConfig.load(null, Map.of("GPUMETER_PORT", "70000"), new Properties()))
+        .isInstanceOf(IllegalArgumentException.class)
+        .hasMessageContaining("port='70000'")
+        .hasMessageContaining("GPUMETER_PORT");
+    assertThatThrownBy(() -> ServerConfig.builder().device("gpu").build())
+        .hasMessageContaining("device='gpu'");
+    assertThatThrownBy(
+            () -> ServerConfig.builder().set("scheduler.request_timeout", "soon").build())
+        .hasMessageContaining("scheduler.request_timeout='soon'");
+    assertThatThrownBy(() -> ServerConfig.builder().set("scheduler.max_running", "512").build())
+        .hasMessageContaining("scheduler.token_budget");
+    assertThatThrownBy(
+            () -> ServerConfig.builder().set("completions.max_tokens_default", "2000").build())
+        .hasMessageContaining("completions.max_tokens_cap");
+    assertThatThrownBy(() -> ServerConfig.builder().set("db.url", "postgres://x").build())
+        .hasMessageContaining("jdbc:postgresql:");
+    assertThatThrownBy(() -> ServerConfig.builder().set("prot", "1"))
+        .hasMessageContaining("unknown setting 'prot'");
+  }
+
+  @Test
+  void unknownKeyInFileIsRefused() throws Exception {
+    Path file = dir.resolve("bad.properties");
+    Files.writeString(file, "prot=9000\n");
+    assertThatThrownBy(() -> ServerConfig.load(file, Map.of(), new Properties()))
+        .hasMessageContaining("unknown setting 'prot'")
+        .hasMessageContaining(file.toString());
+  }
+
+  @Test
+  void durations() {
+    assertThat(ServerConfig.parseDuration("300s")).isEqualTo(Duration.ofSeconds(300));
+    assertThat(ServerConfig.parseDuration("2ms")).isEqualTo(Duration.ofMillis(2));
+    assertThat(ServerConfig.parseDuration("250")).isEqualTo(Duration.ofMillis(250));
+    assertThat(ServerConfig.parseDuration("5m")).isEqualTo(Duration.ofMinutes(5));
+    assertThat(ServerConfig.parseDuration("PT1H")).isEqualTo(Duration.ofHours(1));
+  }
+
+  @Test
+  void everyKeyHasAnEnvironmentName() {
+    assertThat(ServerConfig.envName("models.dir")).isEqualTo("GPUMETER_MODELS_DIR");
+    assertThat(ServerConfig.envName("scheduler.max_running"))
+        .isEqualTo("GPUMETER_SCHEDULER_MAX_RUNNING");
+  }
+}
