@@ -15,6 +15,5 @@ COPY --from=build /src/models /app/models
 RUN mkdir -p /app/data && chown -R gpumeter /app
 USER gpumeter
 EXPOSE 8080
-HEALTHCHECK --interval=10s --start-period=60s CMD wget -qO- http://localhost:8080/readyz || exit 1
 ENTRYPOINT ["java", "-jar", "/app/gpumeter-server.jar"]
 CMD ["serve"]
