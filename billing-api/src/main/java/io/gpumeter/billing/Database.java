@@ -15,9 +15,10 @@ import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
-import java.util.concurrent.ExecutionException;
+import java.util.OptionalLong;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import javax.sql.DataSource;
 import org.flywaydb.core.Flyway;
@@ -33,21 +34,53 @@ import org.slf4j.LoggerFactory;
  * reused afterwards, so data survives restarts. {@code synchronous_commit} is on (zonky turns it
  * off by default), so a committed charge survives a crash. When the JVM runs as root the binaries
  * come from {@link RootSafePgBinaryResolver}. A postmaster left running on the folder by a killed
- * JVM is stopped before the new one starts.
+ * JVM is stopped before the new one starts. A watchdog ({@link
+ * DatabaseConfig#embeddedWatchdogInterval()}) restarts the embedded server on the same folder and
+ * port if its postmaster dies while this object is open ({@link #ensureEmbeddedRunning()}); the
+ * pools reconnect by themselves, and charges written meanwhile wait in the ledger's outbox.
+ *
+ * <p>Two pools: {@link #dataSource()} (API keys, usage queries, maintenance) and {@link
+ * #ledgerDataSource()}, 2 connections with short timeouts, for the ledger writer and replayer.
  */
 public final class Database implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(Database.class);
   private static final String EMBEDDED_LOCK_FILE = "epg-lock"; // zonky's lock inside the data dir
 
-  private final EmbeddedPostgres embedded;
+  private final DatabaseConfig config;
+  private volatile EmbeddedPostgres embedded;
+  private final int embeddedPort;
   private final HikariDataSource pool;
+  private final HikariDataSource ledgerPool;
   private final String jdbcUrl;
   private final AtomicBoolean closed = new AtomicBoolean();
+  private final ScheduledExecutorService watchdog;
 
-  private Database(EmbeddedPostgres embedded, HikariDataSource pool, String jdbcUrl) {
+  private Database(
+      DatabaseConfig config,
+      EmbeddedPostgres embedded,
+      HikariDataSource pool,
+      HikariDataSource ledgerPool,
+      String jdbcUrl) {
+    this.config = config;
     this.embedded = embedded;
+    this.embeddedPort = embedded == null ? -1 : embedded.getPort();
     this.pool = pool;
+    this.ledgerPool = ledgerPool;
     this.jdbcUrl = jdbcUrl;
+    Duration every = config.embeddedWatchdogInterval();
+    if (embedded != null && !every.isZero()) {
+      watchdog =
+          Executors.newSingleThreadScheduledExecutor(
+              r -> {
+                Thread t = new Thread(r, "gpumeter-db-watchdog");
+                t.setDaemon(true);
+                return t;
+              });
+      watchdog.scheduleWithFixedDelay(
+          this::watch, every.toMillis(), every.toMillis(), TimeUnit.MILLISECONDS);
+    } else {
+      watchdog = null;
+    }
   }
 
   /**
@@ -60,12 +93,13 @@ public final class Database implements AutoCloseable {
   public static Database start(DatabaseConfig cfg) {
     EmbeddedPostgres pg = null;
     HikariDataSource pool = null;
+    HikariDataSource ledgerPool = null;
     try {
       String url;
       String user;
       String password;
       if (cfg.isEmbedded()) {
-        pg = startEmbedded(cfg);
+        pg = startEmbedded(cfg, cfg.port());
         url = pg.getJdbcUrl("postgres", "postgres");
         user = "postgres";
         password = null;
@@ -80,8 +114,12 @@ public final class Database implements AutoCloseable {
           .locations("classpath:db/migration")
           .load()
           .migrate();
-      return new Database(pg, pool, url);
+      ledgerPool = ledgerPool(cfg, url, user, password);
+      return new Database(cfg, pg, pool, ledgerPool, url);
     } catch (IOException | RuntimeException e) {
+      if (ledgerPool != null) {
+        ledgerPool.close();
+      }
       if (pool != null) {
         pool.close();
       }
@@ -93,7 +131,7 @@ public final class Database implements AutoCloseable {
     }
   }
 
-  private static EmbeddedPostgres startEmbedded(DatabaseConfig cfg) throws IOException {
+  private static EmbeddedPostgres startEmbedded(DatabaseConfig cfg, int port) throws IOException {
     Path dir = cfg.dataDirectory();
     Files.createDirectories(dir);
     stopOrphanedPostmaster(dir, cfg.startupTimeout());
@@ -101,10 +139,13 @@ public final class Database implements AutoCloseable {
         EmbeddedPostgres.builder()
             .setDataDirectory(dir)
             .setCleanDataDirectory(false)
-            .setPort(cfg.port())
+            .setPort(port)
             .setPGStartupWait(cfg.startupTimeout())
             .setServerConfig("synchronous_commit", "on")
             .setServerConfig("timezone", "UTC")
+            // TCP only (zonky connects over TCP): no socket lock file in /tmp naming a postmaster
+            // that may be a zombie after a crash, which would block every restart.
+            .setServerConfig("unix_socket_directories", "")
             .setLocaleConfig("locale", "C");
     if (RootSafePgBinaryResolver.runningAsRoot()) {
       b.setPgBinaryResolver(RootSafePgBinaryResolver.create(cfg.binaryCacheDirectory()));
@@ -128,6 +169,30 @@ public final class Database implements AutoCloseable {
     hc.setMinimumIdle(Math.min(2, cfg.maximumPoolSize()));
     hc.setConnectionTimeout(cfg.connectionTimeout().toMillis());
     hc.addDataSourceProperty("ApplicationName", "gpumeter");
+    return new HikariDataSource(hc);
+  }
+
+  private static HikariDataSource ledgerPool(
+      DatabaseConfig cfg, String url, String user, String password) {
+    HikariConfig hc = new HikariConfig();
+    hc.setPoolName("gpumeter-ledger");
+    hc.setJdbcUrl(url);
+    if (user != null) {
+      hc.setUsername(user);
+    }
+    if (password != null) {
+      hc.setPassword(password);
+    }
+    hc.setMaximumPoolSize(2);
+    hc.setMinimumIdle(1);
+    hc.setConnectionTimeout(cfg.ledgerConnectionTimeout().toMillis());
+    hc.setValidationTimeout(Math.min(cfg.ledgerConnectionTimeout().toMillis(), 1000));
+    hc.addDataSourceProperty("ApplicationName", "gpumeter-ledger");
+    hc.addDataSourceProperty(
+        "socketTimeout", String.valueOf(cfg.ledgerSocketTimeout().getSeconds()));
+    hc.addDataSourceProperty(
+        "connectTimeout",
+        String.valueOf(Math.max(1, cfg.ledgerConnectionTimeout().toSeconds())));
     return new HikariDataSource(hc);
   }
 
@@ -161,8 +226,9 @@ public final class Database implements AutoCloseable {
         return; // postgres itself reports a corrupt lock file
       }
       Optional<ProcessHandle> ph = ProcessHandle.of(pid);
-      if (ph.isEmpty() || !ph.get().isAlive()) {
-        return; // stale pid file; postgres removes it on start
+      if (ph.isEmpty() || !isLive(pid)) {
+        clearStaleLockFile(dataDir, pidFile, lines, timeout);
+        return;
       }
       String command = ph.get().info().command().orElse("");
       if (!command.contains("postgres")) {
@@ -171,21 +237,83 @@ public final class Database implements AutoCloseable {
       LOG.warn(
           "Stopping PostgreSQL (pid {}) left running on {} by a previous process", pid, dataDir);
       ph.get().destroy();
-      try {
-        ph.get().onExit().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
-      } catch (TimeoutException e) {
-        throw new IllegalStateException(
-            "PostgreSQL (pid " + pid + ") left running on " + dataDir + " did not stop in "
-                + timeout);
-      } catch (ExecutionException e) {
-        throw new IOException(e);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        throw new IOException("interrupted while stopping PostgreSQL pid " + pid, e);
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while (isLive(pid)) { // polls: a stopped postmaster may stay a zombie
+        if (System.nanoTime() > deadline) {
+          throw new IllegalStateException(
+              "PostgreSQL (pid " + pid + ") left running on " + dataDir + " did not stop in "
+                  + timeout);
+        }
+        try {
+          Thread.sleep(50);
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+          throw new IOException("interrupted while stopping PostgreSQL pid " + pid, e);
+        }
       }
+      clearStaleLockFile(dataDir, pidFile, lines, timeout);
     } catch (OverlappingFileLockException e) {
       throw inUse(dataDir);
     }
+  }
+
+  /**
+   * The postmaster named in {@code postmaster.pid} is dead. PostgreSQL removes such a file itself,
+   * unless the pid is a zombie (a killed postmaster whose parent, pid 1 in many containers, never
+   * reaps it): then {@code kill(pid, 0)} succeeds and it refuses to start ("Is another postmaster
+   * running?"). So do what it would do: wait until no process is attached to the old server's
+   * System V interlock segment (its orphaned backends exit on their own once they notice the
+   * postmaster is gone), then remove the file. Without {@code /proc/sysvipc/shm} the file is left
+   * for PostgreSQL to judge.
+   */
+  private static void clearStaleLockFile(
+      Path dataDir, Path pidFile, List<String> lines, Duration timeout) throws IOException {
+    Path shmTable = Path.of("/proc/sysvipc/shm");
+    if (lines.size() < 7 || !Files.isReadable(shmTable)) {
+      return;
+    }
+    String[] shm = lines.get(6).trim().split("\\s+");
+    if (shm.length < 2) {
+      return;
+    }
+    long shmid;
+    try {
+      shmid = Long.parseLong(shm[1]);
+    } catch (NumberFormatException e) {
+      return;
+    }
+    long deadline = System.nanoTime() + timeout.toNanos();
+    long attached;
+    while ((attached = attachedProcesses(shmTable, shmid)) > 0) {
+      if (System.nanoTime() > deadline) {
+        throw new IllegalStateException(
+            attached + " process(es) of a dead PostgreSQL are still attached to shared memory"
+                + " segment " + shmid + " of " + dataDir + " after " + timeout);
+      }
+      try {
+        Thread.sleep(100);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IOException("interrupted while waiting for PostgreSQL backends to exit", e);
+      }
+    }
+    LOG.warn("Removing stale {} of a dead postmaster", pidFile);
+    Files.deleteIfExists(pidFile);
+  }
+
+  /** nattch of a System V segment, 0 if it is gone. */
+  private static long attachedProcesses(Path shmTable, long shmid) throws IOException {
+    for (String row : Files.readAllLines(shmTable, StandardCharsets.US_ASCII)) {
+      String[] f = row.trim().split("\\s+");
+      if (f.length > 6 && f[1].equals(Long.toString(shmid))) {
+        try {
+          return Long.parseLong(f[6]);
+        } catch (NumberFormatException e) {
+          return 0;
+        }
+      }
+    }
+    return 0;
   }
 
   private static IllegalStateException inUse(Path dataDir) {
@@ -210,6 +338,127 @@ public final class Database implements AutoCloseable {
     return pool;
   }
 
+  /** The ledger's own pool (2 connections, short timeouts; see {@link DatabaseConfig}). */
+  public DataSource ledgerDataSource() {
+    return ledgerPool;
+  }
+
+  public DatabaseConfig config() {
+    return config;
+  }
+
+  /**
+   * The embedded server's postmaster pid (first line of {@code postmaster.pid}), if the file is
+   * there; for an external database, empty.
+   */
+  public OptionalLong embeddedPostmasterPid() {
+    if (embedded == null) {
+      return OptionalLong.empty();
+    }
+    try {
+      List<String> lines =
+          Files.readAllLines(
+              config.dataDirectory().resolve("postmaster.pid"), StandardCharsets.UTF_8);
+      return lines.isEmpty()
+          ? OptionalLong.empty()
+          : OptionalLong.of(Long.parseLong(lines.get(0).trim()));
+    } catch (IOException | NumberFormatException e) {
+      return OptionalLong.empty();
+    }
+  }
+
+  /** True for an external database; for the embedded one, whether its postmaster is alive. */
+  public boolean isEmbeddedRunning() {
+    if (embedded == null) {
+      return true;
+    }
+    OptionalLong pid = embeddedPostmasterPid();
+    return pid.isPresent() && isLive(pid.getAsLong());
+  }
+
+  /**
+   * Alive and not a zombie: a killed postmaster is reparented to pid 1, and in a container pid 1
+   * may never reap it, so {@code kill(pid, 0)} alone would still report it alive.
+   */
+  static boolean isLive(long pid) {
+    if (!ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false)) {
+      return false;
+    }
+    try {
+      String stat = Files.readString(Path.of("/proc", Long.toString(pid), "stat"));
+      int close = stat.lastIndexOf(')');
+      char state = close > 0 && close + 2 < stat.length() ? stat.charAt(close + 2) : '?';
+      return state != 'Z' && state != 'X';
+    } catch (IOException e) {
+      return true; // no procfs: trust kill(pid, 0)
+    }
+  }
+
+  /**
+   * Restarts the embedded server (same data folder, same port) if its postmaster is not running;
+   * PostgreSQL's crash recovery brings back every committed transaction. Waits, up to {@link
+   * DatabaseConfig#startupTimeout()}, for the dead server's backends to exit (they hold its shared
+   * memory). Does nothing for an external database or after {@link #close()}.
+   *
+   * @return true if the server was restarted
+   * @throws BillingException if it could not be restarted in time
+   */
+  public synchronized boolean ensureEmbeddedRunning() {
+    if (embedded == null || closed.get() || isEmbeddedRunning()) {
+      return false;
+    }
+    LOG.warn(
+        "Embedded PostgreSQL on {} is not running; restarting it on port {}",
+        config.dataDirectory(),
+        embeddedPort);
+    Path pidFile = config.dataDirectory().resolve("postmaster.pid");
+    try {
+      if (Files.isRegularFile(pidFile)) {
+        // Before pg_ctl stop: with the file gone it fails at once instead of waiting on a zombie.
+        clearStaleLockFile(
+            config.dataDirectory(),
+            pidFile,
+            Files.readAllLines(pidFile, StandardCharsets.UTF_8),
+            config.startupTimeout());
+      }
+    } catch (IOException | RuntimeException e) {
+      throw new BillingException(
+          "could not restart the embedded PostgreSQL on " + config.dataDirectory(), e);
+    }
+    closeQuietly(embedded); // releases zonky's lock; pg_ctl stop fails on a dead server
+    long deadline = System.nanoTime() + config.startupTimeout().toNanos();
+    for (int attempt = 1; ; attempt++) {
+      try {
+        embedded = startEmbedded(config, embeddedPort);
+        LOG.warn("Embedded PostgreSQL restarted on port {} (attempt {})", embeddedPort, attempt);
+        return true;
+      } catch (IOException | RuntimeException e) {
+        if (System.nanoTime() > deadline || closed.get()) {
+          throw new BillingException(
+              "could not restart the embedded PostgreSQL on " + config.dataDirectory(), e);
+        }
+        LOG.warn("Restart attempt {} failed ({}); retrying", attempt, e.toString());
+        // zonky keeps its lock on the data folder when its start fails (the stream is only
+        // closed by its cleaner), so the next attempt would fail with "in use" forever.
+        System.gc();
+        try {
+          Thread.sleep(500);
+        } catch (InterruptedException ie) {
+          Thread.currentThread().interrupt();
+          throw new BillingException("interrupted while restarting PostgreSQL", ie);
+        }
+      }
+    }
+  }
+
+  private void watch() {
+    try {
+      ensureEmbeddedRunning();
+    } catch (RuntimeException e) {
+      LOG.error("Embedded PostgreSQL watchdog", e);
+    }
+  }
+
   /** The JDBC URL the pool connects to. */
   public String jdbcUrl() {
     return jdbcUrl;
@@ -220,13 +469,19 @@ public final class Database implements AutoCloseable {
     return embedded != null;
   }
 
-  /** Closes the pool, then stops the embedded server if there is one. Idempotent. */
+  /** Closes the pools, then stops the embedded server if there is one. Idempotent. */
   @Override
   public void close() {
     if (!closed.compareAndSet(false, true)) {
       return;
     }
+    if (watchdog != null) {
+      watchdog.shutdownNow();
+    }
+    ledgerPool.close();
     pool.close();
-    closeQuietly(embedded);
+    synchronized (this) {
+      closeQuietly(embedded);
+    }
   }
 }

@@ -35,6 +35,9 @@ public final class DatabaseConfig {
   private final int maximumPoolSize;
   private final Duration connectionTimeout;
   private final Duration startupTimeout;
+  private final Duration ledgerConnectionTimeout;
+  private final Duration ledgerSocketTimeout;
+  private final Duration embeddedWatchdogInterval;
 
   private DatabaseConfig(Builder b) {
     this.jdbcUrl = b.jdbcUrl;
@@ -51,6 +54,9 @@ public final class DatabaseConfig {
     this.maximumPoolSize = b.maximumPoolSize;
     this.connectionTimeout = b.connectionTimeout;
     this.startupTimeout = b.startupTimeout;
+    this.ledgerConnectionTimeout = b.ledgerConnectionTimeout;
+    this.ledgerSocketTimeout = b.ledgerSocketTimeout;
+    this.embeddedWatchdogInterval = b.embeddedWatchdogInterval;
   }
 
   public static Builder builder() {
@@ -147,6 +153,32 @@ public final class DatabaseConfig {
     return startupTimeout;
   }
 
+  /**
+   * How long a ledger write waits for a connection before it counts as failed (and its batch goes
+   * to the outbox). The ledger has its own small pool (2 connections: the writer and the
+   * replayer) so that it neither waits behind API-key or usage queries nor stalls for the main
+   * pool's {@link #connectionTimeout()} when the database is down.
+   */
+  public Duration ledgerConnectionTimeout() {
+    return ledgerConnectionTimeout;
+  }
+
+  /**
+   * Read timeout of the ledger's connections ({@code socketTimeout}): a write stuck on a dead
+   * network fails after this and its batch goes to the outbox.
+   */
+  public Duration ledgerSocketTimeout() {
+    return ledgerSocketTimeout;
+  }
+
+  /**
+   * How often {@link Database} checks that the embedded server's postmaster is alive and restarts
+   * it if it died (killed, OOM); zero disables the check. Ignored for an external database.
+   */
+  public Duration embeddedWatchdogInterval() {
+    return embeddedWatchdogInterval;
+  }
+
   @Override
   public String toString() {
     return isEmbedded()
@@ -165,6 +197,9 @@ public final class DatabaseConfig {
     private int maximumPoolSize = 10;
     private Duration connectionTimeout = Duration.ofSeconds(5);
     private Duration startupTimeout = Duration.ofSeconds(30);
+    private Duration ledgerConnectionTimeout = Duration.ofSeconds(1);
+    private Duration ledgerSocketTimeout = Duration.ofSeconds(30);
+    private Duration embeddedWatchdogInterval = Duration.ofSeconds(5);
 
     private Builder() {}
 
@@ -228,6 +263,34 @@ public final class DatabaseConfig {
         throw new IllegalArgumentException("startupTimeout must be positive, was " + startupTimeout);
       }
       this.startupTimeout = startupTimeout;
+      return this;
+    }
+
+    public Builder ledgerConnectionTimeout(Duration timeout) {
+      if (timeout == null || timeout.toMillis() < 250) {
+        throw new IllegalArgumentException(
+            "ledgerConnectionTimeout must be >= 250ms, was " + timeout);
+      }
+      this.ledgerConnectionTimeout = timeout;
+      return this;
+    }
+
+    /** Whole seconds (the driver's unit), at least 1 s. */
+    public Builder ledgerSocketTimeout(Duration timeout) {
+      if (timeout == null || timeout.getSeconds() < 1) {
+        throw new IllegalArgumentException("ledgerSocketTimeout must be >= 1s, was " + timeout);
+      }
+      this.ledgerSocketTimeout = timeout;
+      return this;
+    }
+
+    /** Zero disables the watchdog. */
+    public Builder embeddedWatchdogInterval(Duration interval) {
+      if (interval == null || interval.isNegative()) {
+        throw new IllegalArgumentException(
+            "embeddedWatchdogInterval must be >= 0, was " + interval);
+      }
+      this.embeddedWatchdogInterval = interval;
       return this;
     }
 

@@ -1,53 +1,405 @@
 package io.gpumeter.billing;
 
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Objects;
 
 /**
- * Settings of {@link LedgerWriter}.
- *
- * @param queueCapacity records that may wait for the writer; beyond it {@code publish} fails
- * @param maxBatchSize most records written in one transaction
- * @param linger how long the writer waits for more records once it has one (a few ms)
- * @param closeTimeout how long {@link LedgerWriter#close()} waits for the queue to drain
+ * Settings of the ledger's write path: {@link LedgerWriter}'s queue and batches, the {@link
+ * Durability} mode, the circuit breaker and retry in front of PostgreSQL, and the local outbox
+ * behind them. Immutable; {@link #defaults()}, {@link #custom()}, {@link #from(LedgerConfig)},
+ * {@link #fromEnvironment(Map)}. Every setter validates and names the bad value.
  */
-public record LedgerConfig(
-    int queueCapacity, int maxBatchSize, Duration linger, Duration closeTimeout) {
+public final class LedgerConfig {
+  /** Environment variables read by {@link #fromEnvironment(Map)}. */
+  public static final String ENV_DURABILITY = "GPUMETER_LEDGER_DURABILITY";
 
-  public LedgerConfig {
-    if (queueCapacity < 1) {
-      throw new IllegalArgumentException("queueCapacity must be >= 1, was " + queueCapacity);
+  public static final String ENV_OUTBOX_DIR = "GPUMETER_OUTBOX_DIR";
+  public static final String ENV_OUTBOX_MAX_BYTES = "GPUMETER_OUTBOX_MAX_BYTES";
+
+  private final int queueCapacity;
+  private final int maxBatchSize;
+  private final Duration linger;
+  private final Duration closeTimeout;
+  private final Durability durability;
+  private final Path outboxDirectory;
+  private final long outboxMaxBytes;
+  private final long outboxSegmentBytes;
+  private final Duration outboxAppendTimeout;
+  private final Duration replayInterval;
+  private final int replayChunk;
+  private final int retryAttempts;
+  private final Duration retryBackoff;
+  private final int breakerWindow;
+  private final int breakerMinimumCalls;
+  private final float breakerFailureRate;
+  private final Duration breakerOpenWait;
+
+  private LedgerConfig(Builder b) {
+    this.queueCapacity = b.queueCapacity;
+    this.maxBatchSize = b.maxBatchSize;
+    this.linger = b.linger;
+    this.closeTimeout = b.closeTimeout;
+    this.durability = b.durability;
+    this.outboxDirectory = b.outboxDirectory;
+    this.outboxMaxBytes = b.outboxMaxBytes;
+    this.outboxSegmentBytes = b.outboxSegmentBytes;
+    this.outboxAppendTimeout = b.outboxAppendTimeout;
+    this.replayInterval = b.replayInterval;
+    this.replayChunk = b.replayChunk;
+    this.retryAttempts = b.retryAttempts;
+    this.retryBackoff = b.retryBackoff;
+    this.breakerWindow = b.breakerWindow;
+    this.breakerMinimumCalls = b.breakerMinimumCalls;
+    this.breakerFailureRate = b.breakerFailureRate;
+    this.breakerOpenWait = b.breakerOpenWait;
+  }
+
+  /**
+   * 65 536 queued, batches of up to 500, 2 ms linger, 30 s to drain on close; DURABLE; outbox of
+   * at most 1 GiB in 8 MiB segments beside the database folder, replayed every second; 3 attempts
+   * (50 ms, 100 ms backoff); the breaker opens when half of the last 10 calls (at least 3) failed
+   * and probes again after 2 s.
+   */
+  public static LedgerConfig defaults() {
+    return new Builder().build();
+  }
+
+  public static Builder custom() {
+    return new Builder();
+  }
+
+  public static Builder from(LedgerConfig base) {
+    return new Builder(base);
+  }
+
+  /**
+   * The defaults, with {@value #ENV_DURABILITY} ({@code durable} or {@code fast}), {@value
+   * #ENV_OUTBOX_DIR} and {@value #ENV_OUTBOX_MAX_BYTES} (bytes, or with a {@code k}, {@code m} or
+   * {@code g} suffix, powers of 1024) applied when set. Pass {@code System.getenv()}.
+   *
+   * @throws IllegalArgumentException if a value does not parse
+   */
+  public static LedgerConfig fromEnvironment(Map<String, String> env) {
+    Builder b = custom();
+    String durability = blankToNull(env.get(ENV_DURABILITY));
+    if (durability != null) {
+      try {
+        b.durability(Durability.valueOf(durability.toUpperCase(Locale.ROOT)));
+      } catch (IllegalArgumentException e) {
+        throw new IllegalArgumentException(
+            ENV_DURABILITY + " must be durable or fast, was '" + durability + "'");
+      }
     }
-    // 21 bound arrays per batch, so the size is not limited by the protocol's 65535 parameters;
-    // this bound keeps one transaction short.
-    if (maxBatchSize < 1 || maxBatchSize > 10_000) {
-      throw new IllegalArgumentException("maxBatchSize must be in [1, 10000], was " + maxBatchSize);
+    String dir = blankToNull(env.get(ENV_OUTBOX_DIR));
+    if (dir != null) {
+      b.outboxDirectory(Path.of(dir));
     }
-    if (linger == null || linger.isNegative()) {
-      throw new IllegalArgumentException("linger must be >= 0, was " + linger);
+    String max = blankToNull(env.get(ENV_OUTBOX_MAX_BYTES));
+    if (max != null) {
+      b.outboxMaxBytes(parseBytes(ENV_OUTBOX_MAX_BYTES, max));
     }
-    if (closeTimeout == null || closeTimeout.isNegative()) {
-      throw new IllegalArgumentException("closeTimeout must be >= 0, was " + closeTimeout);
+    return b.build();
+  }
+
+  static long parseBytes(String name, String value) {
+    String v = value.trim().toLowerCase(Locale.ROOT);
+    long unit = 1;
+    char last = v.isEmpty() ? ' ' : v.charAt(v.length() - 1);
+    if (last == 'k' || last == 'm' || last == 'g') {
+      unit = last == 'k' ? 1L << 10 : last == 'm' ? 1L << 20 : 1L << 30;
+      v = v.substring(0, v.length() - 1);
+    }
+    try {
+      return Math.multiplyExact(Long.parseLong(v), unit);
+    } catch (NumberFormatException | ArithmeticException e) {
+      throw new IllegalArgumentException(
+          name + " must be a size in bytes (e.g. 1073741824 or 1g), was '" + value + "'");
     }
   }
 
-  /** 65 536 queued, batches of up to 500, 2 ms linger, 30 s to drain on close. */
-  public static LedgerConfig defaults() {
-    return new LedgerConfig(65_536, 500, Duration.ofMillis(2), Duration.ofSeconds(30));
+  private static String blankToNull(String s) {
+    return s == null || s.isBlank() ? null : s.trim();
+  }
+
+  /** Records that may wait for the writer; beyond it {@code publish} fails. */
+  public int queueCapacity() {
+    return queueCapacity;
+  }
+
+  /** Most records written in one transaction. */
+  public int maxBatchSize() {
+    return maxBatchSize;
+  }
+
+  /** How long the writer waits for more records once it has one (a few ms). */
+  public Duration linger() {
+    return linger;
+  }
+
+  /** How long {@link LedgerWriter#close()} waits for the queue to drain. */
+  public Duration closeTimeout() {
+    return closeTimeout;
+  }
+
+  public Durability durability() {
+    return durability;
+  }
+
+  /**
+   * The outbox folder, or null for the default: {@code outbox} beside the embedded database's
+   * data folder ({@code ./data/outbox} for {@code ./data/postgres}); see {@link
+   * Billing#outboxDirectory}.
+   */
+  public Path outboxDirectory() {
+    return outboxDirectory;
+  }
+
+  /** Size limit of the outbox; beyond it new charges are refused while the database is down. */
+  public long outboxMaxBytes() {
+    return outboxMaxBytes;
+  }
+
+  public long outboxSegmentBytes() {
+    return outboxSegmentBytes;
+  }
+
+  /** Longest wait for the outbox's fsync before a batch counts as not durable. */
+  public Duration outboxAppendTimeout() {
+    return outboxAppendTimeout;
+  }
+
+  /** How often the replayer looks at the outbox (and probes an open breaker). */
+  public Duration replayInterval() {
+    return replayInterval;
+  }
+
+  /** Records per replay transaction. */
+  public int replayChunk() {
+    return replayChunk;
+  }
+
+  /** Attempts per batch for transient errors (1 = no retry). */
+  public int retryAttempts() {
+    return retryAttempts;
+  }
+
+  /** Wait before the second attempt; doubles for each further one. */
+  public Duration retryBackoff() {
+    return retryBackoff;
+  }
+
+  /** Calls in the breaker's count-based sliding window. */
+  public int breakerWindow() {
+    return breakerWindow;
+  }
+
+  /** Calls needed in the window before the breaker may open. */
+  public int breakerMinimumCalls() {
+    return breakerMinimumCalls;
+  }
+
+  /** Failure rate (percent of the window) at which the breaker opens. */
+  public float breakerFailureRate() {
+    return breakerFailureRate;
+  }
+
+  /** How long the breaker stays open before the replayer probes the database. */
+  public Duration breakerOpenWait() {
+    return breakerOpenWait;
   }
 
   public LedgerConfig withQueueCapacity(int capacity) {
-    return new LedgerConfig(capacity, maxBatchSize, linger, closeTimeout);
+    return from(this).queueCapacity(capacity).build();
   }
 
   public LedgerConfig withMaxBatchSize(int size) {
-    return new LedgerConfig(queueCapacity, size, linger, closeTimeout);
+    return from(this).maxBatchSize(size).build();
   }
 
   public LedgerConfig withLinger(Duration d) {
-    return new LedgerConfig(queueCapacity, maxBatchSize, d, closeTimeout);
+    return from(this).linger(d).build();
   }
 
   public LedgerConfig withCloseTimeout(Duration d) {
-    return new LedgerConfig(queueCapacity, maxBatchSize, linger, d);
+    return from(this).closeTimeout(d).build();
+  }
+
+  public LedgerConfig withDurability(Durability d) {
+    return from(this).durability(d).build();
+  }
+
+  public LedgerConfig withOutboxDirectory(Path dir) {
+    return from(this).outboxDirectory(dir).build();
+  }
+
+  @Override
+  public String toString() {
+    return "LedgerConfig{durability=" + durability + ", queueCapacity=" + queueCapacity
+        + ", maxBatchSize=" + maxBatchSize + ", linger=" + linger + ", outboxDirectory="
+        + outboxDirectory + ", outboxMaxBytes=" + outboxMaxBytes + ", replayInterval="
+        + replayInterval + ", retryAttempts=" + retryAttempts + ", breakerOpenWait="
+        + breakerOpenWait + "}";
+  }
+
+  /** Validates each value as it is set, naming the bad value. */
+  public static final class Builder {
+    private int queueCapacity = 65_536;
+    private int maxBatchSize = 500;
+    private Duration linger = Duration.ofMillis(2);
+    private Duration closeTimeout = Duration.ofSeconds(30);
+    private Durability durability = Durability.DURABLE;
+    private Path outboxDirectory;
+    private long outboxMaxBytes = 1L << 30;
+    private long outboxSegmentBytes = 8L << 20;
+    private Duration outboxAppendTimeout = Duration.ofSeconds(30);
+    private Duration replayInterval = Duration.ofSeconds(1);
+    private int replayChunk = 500;
+    private int retryAttempts = 3;
+    private Duration retryBackoff = Duration.ofMillis(50);
+    private int breakerWindow = 10;
+    private int breakerMinimumCalls = 3;
+    private float breakerFailureRate = 50f;
+    private Duration breakerOpenWait = Duration.ofSeconds(2);
+
+    private Builder() {}
+
+    private Builder(LedgerConfig c) {
+      queueCapacity = c.queueCapacity;
+      maxBatchSize = c.maxBatchSize;
+      linger = c.linger;
+      closeTimeout = c.closeTimeout;
+      durability = c.durability;
+      outboxDirectory = c.outboxDirectory;
+      outboxMaxBytes = c.outboxMaxBytes;
+      outboxSegmentBytes = c.outboxSegmentBytes;
+      outboxAppendTimeout = c.outboxAppendTimeout;
+      replayInterval = c.replayInterval;
+      replayChunk = c.replayChunk;
+      retryAttempts = c.retryAttempts;
+      retryBackoff = c.retryBackoff;
+      breakerWindow = c.breakerWindow;
+      breakerMinimumCalls = c.breakerMinimumCalls;
+      breakerFailureRate = c.breakerFailureRate;
+      breakerOpenWait = c.breakerOpenWait;
+    }
+
+    public Builder queueCapacity(int v) {
+      require(v >= 1, "queueCapacity must be >= 1, was %s", v);
+      queueCapacity = v;
+      return this;
+    }
+
+    /**
+     * At most 10 000: the batch travels as one array per column (or one COPY), so the size is not
+     * limited by the protocol's 65 535 parameters; this bound keeps one transaction short.
+     */
+    public Builder maxBatchSize(int v) {
+      require(v >= 1 && v <= 10_000, "maxBatchSize must be in [1, 10000], was %s", v);
+      maxBatchSize = v;
+      return this;
+    }
+
+    public Builder linger(Duration v) {
+      require(v != null && !v.isNegative(), "linger must be >= 0, was %s", v);
+      linger = v;
+      return this;
+    }
+
+    public Builder closeTimeout(Duration v) {
+      require(v != null && !v.isNegative(), "closeTimeout must be >= 0, was %s", v);
+      closeTimeout = v;
+      return this;
+    }
+
+    public Builder durability(Durability v) {
+      durability = Objects.requireNonNull(v, "durability");
+      return this;
+    }
+
+    /** Null restores the default (beside the database folder). */
+    public Builder outboxDirectory(Path v) {
+      outboxDirectory = v == null ? null : v.toAbsolutePath().normalize();
+      return this;
+    }
+
+    public Builder outboxMaxBytes(long v) {
+      require(v >= 4096, "outboxMaxBytes must be >= 4096, was %s", v);
+      outboxMaxBytes = v;
+      return this;
+    }
+
+    public Builder outboxSegmentBytes(long v) {
+      require(v >= 4096, "outboxSegmentBytes must be >= 4096, was %s", v);
+      outboxSegmentBytes = v;
+      return this;
+    }
+
+    public Builder outboxAppendTimeout(Duration v) {
+      require(v != null && v.toMillis() > 0, "outboxAppendTimeout must be > 0, was %s", v);
+      outboxAppendTimeout = v;
+      return this;
+    }
+
+    public Builder replayInterval(Duration v) {
+      require(v != null && v.toMillis() >= 10, "replayInterval must be >= 10ms, was %s", v);
+      replayInterval = v;
+      return this;
+    }
+
+    public Builder replayChunk(int v) {
+      require(v >= 1 && v <= 10_000, "replayChunk must be in [1, 10000], was %s", v);
+      replayChunk = v;
+      return this;
+    }
+
+    public Builder retryAttempts(int v) {
+      require(v >= 1 && v <= 10, "retryAttempts must be in [1, 10], was %s", v);
+      retryAttempts = v;
+      return this;
+    }
+
+    public Builder retryBackoff(Duration v) {
+      require(v != null && v.toMillis() >= 1, "retryBackoff must be >= 1ms, was %s", v);
+      retryBackoff = v;
+      return this;
+    }
+
+    /** Count-based window of {@code window} calls; opens once {@code minimumCalls} were seen. */
+    public Builder breakerWindow(int window, int minimumCalls) {
+      require(window >= 1, "breaker window must be >= 1, was %s", window);
+      require(
+          minimumCalls >= 1 && minimumCalls <= window,
+          "breaker minimumCalls must be in [1, window=" + window + "], was %s",
+          minimumCalls);
+      breakerWindow = window;
+      breakerMinimumCalls = minimumCalls;
+      return this;
+    }
+
+    public Builder breakerFailureRate(float percent) {
+      require(
+          percent > 0 && percent <= 100, "breakerFailureRate must be in (0, 100], was %s", percent);
+      breakerFailureRate = percent;
+      return this;
+    }
+
+    public Builder breakerOpenWait(Duration v) {
+      require(v != null && v.toMillis() >= 1, "breakerOpenWait must be >= 1ms, was %s", v);
+      breakerOpenWait = v;
+      return this;
+    }
+
+    public LedgerConfig build() {
+      return new LedgerConfig(this);
+    }
+
+    private static void require(boolean ok, String message, Object value) {
+      if (!ok) {
+        throw new IllegalArgumentException(String.format(message, value));
+      }
+    }
   }
 }

@@ -4,10 +4,11 @@ package io.gpumeter.billing;
  * Counters of a {@link LedgerWriter} since it started.
  *
  * @param accepted records accepted by {@code publish}
- * @param rejected records refused by {@code publish} (queue full or closed)
- * @param stored records newly stored
+ * @param rejected records refused by {@code publish} (queue full, ledger unavailable, closed)
+ * @param stored records newly stored (records written to the outbox count here: whether they are
+ *     duplicates is only known on replay)
  * @param duplicates records acknowledged as already stored (same request id)
- * @param failed records whose future failed after being accepted
+ * @param failed records whose write failed after being accepted (in FAST mode: lost)
  * @param batches transactions committed
  * @param queued records waiting now
  */

@@ -30,9 +30,18 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Failures: if the store reports a record error (a constraint or data error) for a batch of
  * several records, each record is written alone so one bad record fails only its own future. A
- * failure of the store itself (database down) fails the whole batch; the durable outbox will be a
- * {@link LedgerStore} wrapped around the JDBC one, so this class does not change. The writer
+ * failure of the store itself fails the whole batch; with the resilient store (breaker, retry,
+ * outbox: {@code internal.ResilientLedgerStore}) that only happens when the database is down and
+ * the outbox refused the batch too. The writer
  * thread never dies of an exception, and in {@code finally} fails every future it still holds.
+ *
+ * <p>Durability ({@link LedgerConfig#durability()}): in {@link Durability#DURABLE} mode the future
+ * completes after the store made the record durable (committed, or fsynced to the outbox by the
+ * resilient store); in {@link Durability#FAST} mode it completes as soon as the record is queued,
+ * and a record that later fails to be stored is lost (logged and counted in {@link
+ * LedgerStats#failed()}). In both modes {@code publish} fails at once when the queue is full
+ * ({@link LedgerFullException}) or the store says it cannot make records durable now ({@link
+ * LedgerUnavailableException}: database down and outbox full).
  *
  * <p>Close: new records are refused, the writer drains and writes everything already accepted,
  * and close returns when it is done (or after {@link LedgerConfig#closeTimeout()}, failing what
@@ -45,6 +54,9 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
 
   /** Wakes the writer on close; never written. */
   private static final Pending WAKE = new Pending(null, null);
+
+  /** Returned by {@code publish} in FAST mode: already complete, shared, never completed again. */
+  private static final CompletableFuture<Void> ACCEPTED = CompletableFuture.completedFuture(null);
 
   private final LedgerStore store;
   private final LedgerConfig config;
@@ -78,10 +90,12 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
   }
 
   /**
-   * Queues {@code record} and returns at once. The future completes when the record is committed
-   * (or was already stored under the same request id); it fails with {@link
-   * LedgerFullException} if the queue is full, {@link IllegalStateException} if the writer is
-   * closed, or {@link LedgerWriteException} if the store refused it.
+   * Queues {@code record} and returns at once. In DURABLE mode the future completes when the
+   * record is durable (committed, already stored under the same request id, or fsynced to the
+   * outbox), or fails with {@link LedgerWriteException} if the store could not make it durable;
+   * in FAST mode the future is complete on return. Either way it fails at once with {@link
+   * LedgerFullException} if the queue is full, {@link LedgerUnavailableException} if the store
+   * cannot make records durable now, or {@link IllegalStateException} if the writer is closed.
    */
   @Override
   public CompletableFuture<Void> publish(UsageRecord record) {
@@ -90,7 +104,15 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
       rejected.increment();
       return CompletableFuture.failedFuture(closedException());
     }
-    Pending p = new Pending(record, new CompletableFuture<>());
+    if (!store.isAccepting()) {
+      String reason = store.refusalReason();
+      if (reason != null) {
+        rejected.increment();
+        return CompletableFuture.failedFuture(new LedgerUnavailableException(reason));
+      }
+    }
+    boolean fast = config.durability() == Durability.FAST;
+    Pending p = new Pending(record, fast ? null : new CompletableFuture<>());
     if (queue.size() >= config.queueCapacity() || !queue.offer(p)) {
       rejected.increment();
       return CompletableFuture.failedFuture(new LedgerFullException(config.queueCapacity()));
@@ -100,7 +122,24 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
       return CompletableFuture.failedFuture(closedException());
     }
     accepted.increment();
-    return p.future;
+    return fast ? ACCEPTED : p.future;
+  }
+
+  /**
+   * Cheap check for admission control: false when the writer is closed, its queue is full, or the
+   * store cannot make records durable now. See {@link Billing#health()} for the reason.
+   */
+  public boolean isAccepting() {
+    return !closed && queue.size() < config.queueCapacity() && store.isAccepting();
+  }
+
+  /** Records waiting for the writer now. */
+  public int queueDepth() {
+    return closed ? (int) queue.stream().filter(p -> p != WAKE).count() : queue.size();
+  }
+
+  public LedgerConfig config() {
+    return config;
   }
 
   private static IllegalStateException closedException() {
@@ -159,7 +198,9 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
       stored.add(inserted);
       duplicates.add(records.size() - inserted);
       for (Pending p : batch) {
-        p.future.complete(null);
+        if (p.future != null) {
+          p.future.complete(null);
+        }
       }
     } catch (LedgerWriteException e) {
       if (e.isRecordError() && batch.size() > 1) {
@@ -179,10 +220,20 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
   }
 
   private void failAll(List<Pending> batch, Throwable cause) {
+    int lost = 0;
     for (Pending p : batch) {
-      if (p != WAKE && p.future.completeExceptionally(cause)) {
+      if (p == WAKE) {
+        continue;
+      }
+      if (p.future == null) {
+        lost++; // FAST mode: accepted, now lost; nobody waits for it
+        failed.increment();
+      } else if (p.future.completeExceptionally(cause)) {
         failed.increment();
       }
+    }
+    if (lost > 0) {
+      LOG.error("{} usage records accepted in FAST mode were lost: {}", lost, cause.toString());
     }
   }
 
@@ -194,7 +245,7 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
         duplicates.sum(),
         failed.sum(),
         batches.sum(),
-        (int) queue.stream().filter(p -> p != WAKE).count());
+        queueDepth());
   }
 
   /**

@@ -5,6 +5,8 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.channels.OverlappingFileLockException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
@@ -43,20 +45,38 @@ import org.slf4j.LoggerFactory;
  * skipped, and reading resynchronises at the next frame whose checksum holds, so intact records
  * after the damage are still replayed; a frame cut short at the end of a segment (a torn tail)
  * is reported and dropped. A damaged segment is moved to {@code quarantine/} after its intact
- * records were committed, for an operator to inspect.
+ * records were committed, for an operator to inspect. A record that the database itself refuses
+ * on replay can be set aside with {@link #deadLetter} ({@code dead-letter.log}, same frame format)
+ * so it does not block the segment forever.
+ *
+ * <p><b>Size:</b> {@link #bytes()} counts the bytes of the segment files that exist plus the
+ * appends still queued; a write that fails half-way still counts what reached the file, so the
+ * count returns to zero exactly when every segment was replayed.
+ *
+ * <p><b>Ownership:</b> one {@code Outbox} per directory: it holds an exclusive lock on {@code
+ * outbox.lock} until {@link #close()} (or until the process dies), and a second open fails.
  */
 public final class Outbox implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(Outbox.class);
   static final int MAGIC = 0x474D4F42;
   static final int HEADER = 12;
   static final int MAX_FRAME = 1 << 20;
+  static final String LOCK_FILE = "outbox.lock";
+  static final String DEAD_LETTER_FILE = "dead-letter.log";
 
   private final Path dir;
   private final long maxBytes;
   private final long segmentBytes;
   private final ReentrantLock writeLock = new ReentrantLock();
   private final LinkedBlockingQueue<Pending> queue = new LinkedBlockingQueue<>();
-  private final AtomicLong bytes = new AtomicLong();
+  /** Bytes of appends queued but not yet written (or refused). */
+  private final AtomicLong reserved = new AtomicLong();
+  /** Bytes written into segment files that still exist in the directory. */
+  private final AtomicLong onDisk = new AtomicLong();
+  private final AtomicLong deadLettered = new AtomicLong();
+  private final FileChannel lockChannel;
+  private final FileLock lock;
+  private volatile String lastWriteFailure;
   private final AtomicLong corruptFrames = new AtomicLong();
   private final AtomicLong tornTails = new AtomicLong();
   private final AtomicLong appended = new AtomicLong();
@@ -84,6 +104,21 @@ public final class Outbox implements AutoCloseable {
     this.maxBytes = maxBytes;
     this.segmentBytes = segmentBytes;
     Files.createDirectories(dir);
+    this.lockChannel =
+        FileChannel.open(
+            dir.resolve(LOCK_FILE), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+    FileLock l;
+    try {
+      l = lockChannel.tryLock();
+    } catch (OverlappingFileLockException e) {
+      l = null;
+    }
+    if (l == null) {
+      lockChannel.close();
+      throw new IllegalStateException(
+          "outbox directory " + dir + " is in use by another process or Outbox");
+    }
+    this.lock = l;
     long max = -1;
     long total = 0;
     for (Path p : segments()) {
@@ -91,7 +126,7 @@ public final class Outbox implements AutoCloseable {
       total += Files.size(p);
     }
     nextSegment = max + 1;
-    bytes.set(total);
+    onDisk.set(total);
     this.writer = new Thread(this::writeLoop, "outbox-writer");
     this.writer.setDaemon(true);
     this.writer.start();
@@ -100,6 +135,8 @@ public final class Outbox implements AutoCloseable {
   /**
    * Opens (or creates) an outbox directory.
    *
+   * @throws IllegalStateException if another process or {@code Outbox} has the directory open
+   * @throws UncheckedIOException if the directory cannot be created or read
    * @param maxBytes total size of all segments at most; beyond it appends fail with {@link
    *     OutboxFullException}
    * @param segmentBytes size at which a segment is sealed
@@ -123,7 +160,7 @@ public final class Outbox implements AutoCloseable {
 
   /** Bytes held in segments, including queued appends. */
   public long bytes() {
-    return bytes.get();
+    return reserved.get() + onDisk.get();
   }
 
   public long maxBytes() {
@@ -132,7 +169,7 @@ public final class Outbox implements AutoCloseable {
 
   /** True if no segment holds records (nothing to replay). */
   public boolean isEmpty() {
-    return bytes.get() == 0;
+    return bytes() == 0;
   }
 
   public long corruptFrames() {
@@ -145,6 +182,19 @@ public final class Outbox implements AutoCloseable {
 
   public long appendedRecords() {
     return appended.get();
+  }
+
+  /** Records set aside with {@link #deadLetter} since this outbox was opened. */
+  public long deadLetteredRecords() {
+    return deadLettered.get();
+  }
+
+  /**
+   * Why the last write to a segment failed (the disk refused it), or null if the last write
+   * succeeded.
+   */
+  public String lastWriteFailure() {
+    return lastWriteFailure;
   }
 
   /**
@@ -162,15 +212,22 @@ public final class Outbox implements AutoCloseable {
       frames.add(f);
       size += f.length;
     }
-    long after = bytes.addAndGet(size);
+    long after = reserved.addAndGet(size) + onDisk.get();
     if (after > maxBytes) {
-      bytes.addAndGet(-size);
+      reserved.addAndGet(-size);
       return CompletableFuture.failedFuture(
           new OutboxFullException(
-              "outbox " + dir + " is full (" + (after - size) + " of " + maxBytes + " bytes)"));
+              "outbox " + dir + " is full (" + (after - size) + " of " + maxBytes
+                  + " bytes used, " + size + " more needed)"));
     }
     CompletableFuture<Void> done = new CompletableFuture<>();
-    queue.add(new Pending(frames, size, done));
+    Pending p = new Pending(frames, size, done);
+    queue.add(p);
+    if (closed && queue.remove(p)) {
+      // raced with close(): the writer may be gone; nothing of it was written
+      reserved.addAndGet(-size);
+      done.completeExceptionally(new OutboxFullException("outbox is closed"));
+    }
     return done;
   }
 
@@ -204,6 +261,7 @@ public final class Outbox implements AutoCloseable {
 
   private void writeBatch(List<Pending> batch) {
     writeLock.lock();
+    int released = 0; // pendings whose reservation moved to onDisk
     try {
       for (Pending p : batch) {
         if (active == null || activeSize >= segmentBytes) {
@@ -212,20 +270,29 @@ public final class Outbox implements AutoCloseable {
         for (byte[] f : p.frames()) {
           ByteBuffer buf = ByteBuffer.wrap(f);
           while (buf.hasRemaining()) {
-            active.write(buf);
+            int n = active.write(buf);
+            activeSize += n;
+            onDisk.addAndGet(n);
           }
         }
-        activeSize += p.size();
+        reserved.addAndGet(-p.size());
+        released++;
       }
       active.force(false);
+      lastWriteFailure = null;
       for (Pending p : batch) {
         appended.addAndGet(p.frames().size());
         p.done().complete(null);
       }
     } catch (IOException | RuntimeException e) {
       log.error("outbox write to {} failed; {} appends refused", activePath, batch.size(), e);
+      lastWriteFailure = e.toString();
+      for (int i = released; i < batch.size(); i++) {
+        reserved.addAndGet(-batch.get(i).size());
+      }
       for (Pending p : batch) {
-        bytes.addAndGet(-p.size());
+        // Frames of these appends that reached the file may still be replayed: a refused record
+        // can land later, never twice (the ledger is idempotent), and never as garbage.
         p.done().completeExceptionally(new OutboxFullException("outbox write failed: " + e, e));
       }
       // Start over in a fresh segment: the failed one may hold a partial frame (a torn tail
@@ -237,6 +304,9 @@ public final class Outbox implements AutoCloseable {
   }
 
   private void rollLocked() throws IOException {
+    if (active != null) {
+      active.force(false); // appends in the sealed segment are acknowledged with this batch
+    }
     closeActiveQuietly();
     activePath = dir.resolve(String.format("segment-%020d.log", nextSegment++));
     active =
@@ -328,11 +398,41 @@ public final class Outbox implements AutoCloseable {
         log.error("cannot remove replayed outbox segment {}", seg, e);
         return new ReplayReport(done, records, corruptFrames.get() - corruptBefore, tornTails.get() - tornBefore, false);
       }
-      bytes.addAndGet(-size);
+      onDisk.addAndGet(-size);
       records += recs.size();
       done++;
     }
     return new ReplayReport(done, records, corruptFrames.get() - corruptBefore, tornTails.get() - tornBefore, true);
+  }
+
+  /**
+   * Sets aside a record that cannot be committed (the database refuses it): appends it, fsynced,
+   * to {@code dead-letter.log} in the outbox directory, in the segment frame format, for an
+   * operator to inspect and replay by hand.
+   *
+   * @throws UncheckedIOException if it cannot be written
+   */
+  public synchronized void deadLetter(UsageRecord record, String reason) {
+    try (FileChannel ch =
+        FileChannel.open(
+            dir.resolve(DEAD_LETTER_FILE),
+            StandardOpenOption.CREATE,
+            StandardOpenOption.WRITE,
+            StandardOpenOption.APPEND)) {
+      ByteBuffer buf = ByteBuffer.wrap(frame(UsageRecordCodec.encode(record)));
+      while (buf.hasRemaining()) {
+        ch.write(buf);
+      }
+      ch.force(false);
+    } catch (IOException e) {
+      throw new UncheckedIOException("cannot write " + dir.resolve(DEAD_LETTER_FILE), e);
+    }
+    deadLettered.incrementAndGet();
+    log.error(
+        "usage record {} set aside in {}: {}",
+        record.requestId(),
+        dir.resolve(DEAD_LETTER_FILE),
+        reason);
   }
 
   private Path activeSegmentPath() {
@@ -357,9 +457,12 @@ public final class Outbox implements AutoCloseable {
     return Long.parseLong(n.substring("segment-".length(), n.length() - ".log".length()));
   }
 
-  /** Flushes queued appends, then stops the writer. */
+  /** Flushes queued appends, then stops the writer and releases the directory. Idempotent. */
   @Override
   public void close() {
+    if (closed && !lock.isValid()) {
+      return;
+    }
     closed = true;
     try {
       writer.join(10_000);
@@ -374,7 +477,14 @@ public final class Outbox implements AutoCloseable {
     }
     Pending p;
     while ((p = queue.poll()) != null) {
+      reserved.addAndGet(-p.size());
       p.done().completeExceptionally(new OutboxFullException("outbox closed"));
+    }
+    try {
+      lock.release();
+      lockChannel.close();
+    } catch (IOException e) {
+      log.warn("releasing the outbox lock in {} failed", dir, e);
     }
   }
 }

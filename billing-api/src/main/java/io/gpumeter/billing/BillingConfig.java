@@ -1,0 +1,68 @@
+package io.gpumeter.billing;
+
+import java.time.Clock;
+import java.time.Duration;
+import java.util.Map;
+import java.util.Objects;
+
+/**
+ * Settings of {@link Billing} beyond where the database is: the ledger's write path, retention of
+ * raw records, and how often reconciliation totals are written.
+ *
+ * @param ledger the write path: queue, durability, breaker, retry, outbox
+ * @param retention raw-record retention and partition maintenance; {@code null} disables the
+ *     background maintenance (tests)
+ * @param reconciliationFlushInterval how often {@link ReconciliationRecorder} writes (zero: only
+ *     on flush and close)
+ * @param clock for partition maintenance and reconciliation minutes
+ */
+public record BillingConfig(
+    LedgerConfig ledger,
+    RetentionConfig retention,
+    Duration reconciliationFlushInterval,
+    Clock clock) {
+
+  public BillingConfig {
+    Objects.requireNonNull(ledger, "ledger");
+    Objects.requireNonNull(clock, "clock");
+    if (reconciliationFlushInterval == null || reconciliationFlushInterval.isNegative()) {
+      throw new IllegalArgumentException(
+          "reconciliationFlushInterval must be >= 0, was " + reconciliationFlushInterval);
+    }
+  }
+
+  /** Default ledger, 90-day retention maintained hourly, reconciliation written every minute. */
+  public static BillingConfig defaults() {
+    return new BillingConfig(
+        LedgerConfig.defaults(), RetentionConfig.defaults(), Duration.ofMinutes(1),
+        Clock.systemUTC());
+  }
+
+  /**
+   * {@link LedgerConfig#fromEnvironment} and {@link RetentionConfig#fromEnvironment}. Pass {@code
+   * System.getenv()}.
+   *
+   * @throws IllegalArgumentException if a value does not parse or is out of range
+   */
+  public static BillingConfig fromEnvironment(Map<String, String> env) {
+    return defaults()
+        .withLedger(LedgerConfig.fromEnvironment(env))
+        .withRetention(RetentionConfig.fromEnvironment(env));
+  }
+
+  public BillingConfig withLedger(LedgerConfig l) {
+    return new BillingConfig(l, retention, reconciliationFlushInterval, clock);
+  }
+
+  public BillingConfig withRetention(RetentionConfig r) {
+    return new BillingConfig(ledger, r, reconciliationFlushInterval, clock);
+  }
+
+  public BillingConfig withReconciliationFlushInterval(Duration d) {
+    return new BillingConfig(ledger, retention, d, clock);
+  }
+
+  public BillingConfig withClock(Clock c) {
+    return new BillingConfig(ledger, retention, reconciliationFlushInterval, c);
+  }
+}

@@ -1,0 +1,107 @@
+package io.gpumeter.billing;
+
+import java.time.Instant;
+import java.util.List;
+
+/**
+ * Measured device time against the ledger over {@code [from, to)} (whole UTC minutes); see {@link
+ * Reconciliation} for the rule.
+ *
+ * @param from first minute included
+ * @param to first minute not included
+ * @param lines one per (model, device) seen on either side, sorted
+ * @param straddlingAtFrom stored requests started before {@code from} that finished in the range
+ *     (some of their steps may lie before it)
+ * @param straddlingAtTo stored requests started before {@code to} that finished at or after it,
+ *     within a day (some of their steps lie in the range, their charge after it)
+ */
+public record ReconciliationReport(
+    Instant from, Instant to, List<Line> lines, long straddlingAtFrom, long straddlingAtTo) {
+
+  public ReconciliationReport {
+    lines = List.copyOf(lines);
+  }
+
+  /**
+   * One model on one device.
+   *
+   * @param measuredNs Σ measured_ns of the minutes in the range
+   * @param chargedNs Σ charged_ns of the minutes in the range: step time handed out to requests
+   * @param systemNs Σ system_ns (load, warm-up): never charged
+   * @param steps Σ steps
+   * @param ledgerNs Σ device_ns of usage_records whose finished_at is in the range
+   * @param records how many such records
+   */
+  public record Line(
+      String model,
+      String device,
+      long measuredNs,
+      long chargedNs,
+      long systemNs,
+      long steps,
+      long ledgerNs,
+      long records) {
+
+    /** chargedNs - ledgerNs: positive when charges are missing from the ledger. */
+    public long driftNs() {
+      return chargedNs - ledgerNs;
+    }
+
+    /** measuredNs - chargedNs - systemNs: zero when every measured nanosecond was attributed. */
+    public long unattributedNs() {
+      return measuredNs - chargedNs - systemNs;
+    }
+  }
+
+  public long totalDriftNs() {
+    long d = 0;
+    for (Line l : lines) {
+      d += l.driftNs();
+    }
+    return d;
+  }
+
+  /**
+   * True when no stored request straddles either boundary: then a healthy server has drift 0 on
+   * every line, and any other value is a charge lost or doubled (or still in the outbox).
+   */
+  public boolean exact() {
+    return straddlingAtFrom == 0 && straddlingAtTo == 0;
+  }
+
+  /** Every line has zero drift and zero unattributed time. */
+  public boolean balanced() {
+    for (Line l : lines) {
+      if (l.driftNs() != 0 || l.unattributedNs() != 0) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** A fixed-width table for a terminal ({@code gpumeter reconcile}). */
+  public String toText() {
+    StringBuilder sb = new StringBuilder();
+    sb.append("reconciliation [").append(from).append(", ").append(to).append(")\n");
+    sb.append(
+        String.format(
+            "%-24s %-10s %18s %18s %18s %18s %10s %10s%n",
+            "model", "device", "measured_ns", "charged_ns", "ledger_ns", "drift_ns", "records",
+            "steps"));
+    for (Line l : lines) {
+      sb.append(
+          String.format(
+              "%-24s %-10s %18d %18d %18d %18d %10d %10d%n",
+              l.model(), l.device(), l.measuredNs(), l.chargedNs(), l.ledgerNs(), l.driftNs(),
+              l.records(), l.steps()));
+    }
+    sb.append("total drift_ns: ").append(totalDriftNs()).append('\n');
+    sb.append("requests straddling from: ")
+        .append(straddlingAtFrom)
+        .append(", to: ")
+        .append(straddlingAtTo)
+        .append(exact() ? " (exact: drift must be 0)" : " (boundary effects possible)")
+        .append('\n');
+    return sb.toString();
+  }
+}
