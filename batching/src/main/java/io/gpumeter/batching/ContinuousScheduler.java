@@ -153,7 +153,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.stepLen = new int[slots];
     this.weights = new long[slots];
     this.shares = new long[slots];
-    this.scratch = new long[slots];
+    this.scratch = new long[2 * slots];
     this.thread = new Thread(this::loop, "scheduler-" + modelName);
     this.thread.setDaemon(true);
     this.thread.start();

@@ -58,7 +58,7 @@ public class ApportionerBenchmark extends AbstractMicrobenchmark {
       }
     }
     shares = new long[sequences];
-    scratch = new long[sequences];
+    scratch = new long[2 * sequences];
   }
 
   @Benchmark

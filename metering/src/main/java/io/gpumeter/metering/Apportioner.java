@@ -16,7 +16,8 @@ import java.math.BigInteger;
  *   <li>if every weight is zero, all sequences are weighted equally (a step always has an owner).
  * </ul>
  *
- * <p>Allocation: none when called with caller-owned arrays; products that could overflow a
+ * <p>Cost: linear in the batch size on average (the leftover nanoseconds are placed with a
+ * quickselect on the remainders). Allocation: none when called with caller-owned arrays; products that could overflow a
  * {@code long} fall back to {@link BigInteger} (only for steps longer than about 100 days at
  * realistic weights).
  */
@@ -26,15 +27,15 @@ public final class Apportioner {
   /**
    * Splits {@code total} nanoseconds by {@code weights[0..n)} into {@code shares[0..n)}.
    *
-   * @param scratch caller-owned work array of length at least {@code n}
+   * @param scratch caller-owned work array of length at least {@code 2 * n}
    * @throws IllegalArgumentException if {@code total} or a weight is negative, or arrays are short
    */
   public static void split(long total, long[] weights, int n, long[] shares, long[] scratch) {
     if (total < 0) {
       throw new IllegalArgumentException("total must be >= 0, was " + total);
     }
-    if (n < 0 || weights.length < n || shares.length < n || scratch.length < n) {
-      throw new IllegalArgumentException("arrays shorter than n=" + n);
+    if (n < 0 || weights.length < n || shares.length < n || scratch.length < 2 * n) {
+      throw new IllegalArgumentException("arrays shorter than n=" + n + " (scratch needs 2n)");
     }
     if (n == 0) {
       if (total != 0) {
@@ -71,26 +72,86 @@ public final class Apportioner {
       assigned += shares[i];
     }
     long leftover = total - assigned; // 0 <= leftover < n
-    // Hand out the leftover nanoseconds to the largest remainders. leftover < n, and n is the
-    // batch size (hundreds at most), so repeated selection is cheap and allocation-free.
-    for (long k = 0; k < leftover; k++) {
-      int best = -1;
-      long bestRem = -1;
-      for (int i = 0; i < n; i++) {
-        if (scratch[i] > bestRem) {
-          bestRem = scratch[i];
-          best = i;
+    if (leftover == 0) {
+      return;
+    }
+    if (leftover <= SMALL_LEFTOVER) {
+      // A few passes are cheapest: each hands one nanosecond to the largest remainder left.
+      for (long k = 0; k < leftover; k++) {
+        int best = -1;
+        long bestRem = -1;
+        for (int i = 0; i < n; i++) {
+          if (scratch[i] > bestRem) {
+            bestRem = scratch[i];
+            best = i;
+          }
+        }
+        shares[best]++;
+        scratch[best] = -1; // each sequence gets at most one extra nanosecond
+      }
+      return;
+    }
+    // Many leftovers: find the leftover-th largest remainder with a quickselect on a copy
+    // (scratch[n..2n)), then give one nanosecond to every remainder above it and to the lowest
+    // indices among those equal to it. Linear on average.
+    System.arraycopy(scratch, 0, scratch, n, n);
+    long threshold = kthLargest(scratch, n, 2 * n, (int) leftover);
+    long handed = 0;
+    for (int i = 0; i < n; i++) {
+      if (scratch[i] > threshold) {
+        shares[i]++;
+        handed++;
+      }
+    }
+    for (int i = 0; i < n && handed < leftover; i++) {
+      if (scratch[i] == threshold) {
+        shares[i]++;
+        handed++;
+      }
+    }
+  }
+
+  private static final int SMALL_LEFTOVER = 4;
+
+  /** The k-th largest value (1-based) of {@code a[from..to)}, reordering that range. */
+  private static long kthLargest(long[] a, int from, int to, int k) {
+    int lo = from;
+    int hi = to - 1;
+    int target = from + k - 1; // position in descending order
+    while (lo < hi) {
+      long pivot = a[(lo + hi) >>> 1];
+      int i = lo;
+      int j = hi;
+      while (i <= j) {
+        while (a[i] > pivot) {
+          i++;
+        }
+        while (a[j] < pivot) {
+          j--;
+        }
+        if (i <= j) {
+          long t = a[i];
+          a[i] = a[j];
+          a[j] = t;
+          i++;
+          j--;
         }
       }
-      shares[best]++;
-      scratch[best] = -1; // each sequence gets at most one extra nanosecond
+      if (target <= j) {
+        hi = j;
+      } else if (target >= i) {
+        lo = i;
+      } else {
+        return a[target];
+      }
     }
+    return a[target];
   }
 
   /** Convenience form that allocates; for tests and cold paths. */
   public static long[] split(long total, long[] weights) {
     long[] shares = new long[weights.length];
-    split(total, weights, weights.length, shares, new long[weights.length]);
+    split(total, weights, weights.length, shares, new long[2 * weights.length]);
     return shares;
   }
 }

@@ -79,6 +79,53 @@ class ApportionerProperties {
     }
   }
 
+  /** The rule written the slow, obvious way: repeatedly give 1 ns to the largest remainder. */
+  private static long[] reference(long total, long[] weights) {
+    int n = weights.length;
+    BigInteger sumW = BigInteger.ZERO;
+    for (long w : weights) {
+      sumW = sumW.add(BigInteger.valueOf(w));
+    }
+    long[] eff = weights.clone();
+    if (sumW.signum() == 0) {
+      Arrays.fill(eff, 1);
+      sumW = BigInteger.valueOf(n);
+    }
+    long[] shares = new long[n];
+    BigInteger[] rem = new BigInteger[n];
+    long assigned = 0;
+    for (int i = 0; i < n; i++) {
+      BigInteger[] qr = BigInteger.valueOf(total).multiply(BigInteger.valueOf(eff[i])).divideAndRemainder(sumW);
+      shares[i] = qr[0].longValueExact();
+      rem[i] = qr[1];
+      assigned += shares[i];
+    }
+    for (long k = assigned; k < total; k++) {
+      int best = -1;
+      for (int i = 0; i < n; i++) {
+        if (rem[i] != null && (best < 0 || rem[i].compareTo(rem[best]) > 0)) {
+          best = i;
+        }
+      }
+      shares[best]++;
+      rem[best] = null;
+    }
+    return shares;
+  }
+
+  @Property(tries = 2000)
+  void matchesTheReferenceRuleExactlyIncludingTieBreaks(
+      @ForAll @LongRange(min = 0, max = 100_000) long total,
+      @ForAll("tiedWeights") long[] weights) {
+    assertThat(Apportioner.split(total, weights)).containsExactly(reference(total, weights));
+  }
+
+  @Provide
+  Arbitrary<long[]> tiedWeights() {
+    // few distinct values, many sequences: lots of equal remainders and large leftovers
+    return Arbitraries.longs().between(0, 5).array(long[].class).ofMinSize(1).ofMaxSize(200);
+  }
+
   @Example
   void largestRemaindersGetTheLeftover() {
     // 10 ns by 1:1:1 → 3.33 each; one leftover ns goes to the first (ties → lowest index)
