@@ -15,5 +15,14 @@ public interface Tokenizer {
     return decode(tokens, 0, tokens.length);
   }
 
+  /**
+   * For streaming output: an index {@code e} in {@code [from, to]} such that decoding {@code
+   * tokens[from..e)} now and the rest later does not split a character. The default assumes every
+   * token decodes on its own.
+   */
+  default int decodableEnd(int[] tokens, int from, int to) {
+    return to;
+  }
+
   int vocabSize();
 }

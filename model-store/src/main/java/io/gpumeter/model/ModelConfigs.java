@@ -1,0 +1,184 @@
+package io.gpumeter.model;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.Iterator;
+import java.util.Set;
+
+/**
+ * Reads and validates a model directory's {@code model.json} (see model-store/README.md). Every
+ * error names the file and, where there is one, the field.
+ */
+public final class ModelConfigs {
+  /** The config file in a model directory. */
+  public static final String FILE_NAME = "model.json";
+
+  /** Tokenizer kinds this build can serve. */
+  public static final Set<String> TOKENIZERS = Set.of("byte");
+
+  /** Parameter dtypes this build can serve. */
+  public static final Set<String> DTYPES = Set.of("float32");
+
+  private static final Set<String> FIELDS =
+      Set.of(
+          "name",
+          "file",
+          "tokenizer",
+          "vocabSize",
+          "contextLength",
+          "eosId",
+          "dtype",
+          "layers",
+          "kvHeads",
+          "headDim");
+
+  private static final ObjectMapper MAPPER = new ObjectMapper();
+
+  private ModelConfigs() {}
+
+  /**
+   * Reads {@code dir/model.json}.
+   *
+   * @throws ModelException if the file is missing, is not a JSON object, lacks a field, has a
+   *     field of the wrong type or an unknown field, holds values the contract does not allow, or
+   *     names a model file that does not exist
+   */
+  public static ModelConfig read(Path dir) {
+    Path file = dir.resolve(FILE_NAME);
+    JsonNode root;
+    try {
+      root = MAPPER.readTree(Files.readString(file));
+    } catch (NoSuchFileException e) {
+      throw new ModelException(file + ": not found");
+    } catch (JsonProcessingException e) {
+      throw new ModelException(file + ": not valid JSON: " + e.getOriginalMessage(), e);
+    } catch (IOException e) {
+      throw new ModelException(file + ": cannot read: " + e, e);
+    }
+    if (root == null || !root.isObject()) {
+      throw new ModelException(file + ": expected a JSON object");
+    }
+    for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
+      String field = it.next();
+      if (!FIELDS.contains(field)) {
+        throw new ModelException(
+            file + ": unknown field '" + field + "' (known: " + String.join(", ", sorted()) + ")");
+      }
+    }
+    String name = text(file, root, "name");
+    String modelFile = text(file, root, "file");
+    String tokenizer = text(file, root, "tokenizer");
+    int vocabSize = positive(file, root, "vocabSize");
+    int contextLength = positive(file, root, "contextLength");
+    int eosId = integer(file, root, "eosId");
+    String dtype = text(file, root, "dtype");
+    int layers = positive(file, root, "layers");
+    int kvHeads = positive(file, root, "kvHeads");
+    int headDim = positive(file, root, "headDim");
+
+    if (!name.matches("[A-Za-z0-9][A-Za-z0-9._:-]*")) {
+      throw new ModelException(
+          file + ": field 'name' is '" + name + "': use letters, digits and . _ : - only");
+    }
+    if (!TOKENIZERS.contains(tokenizer)) {
+      throw new ModelException(
+          file + ": field 'tokenizer' is '" + tokenizer + "'; supported: " + TOKENIZERS);
+    }
+    if (!DTYPES.contains(dtype)) {
+      throw new ModelException(file + ": field 'dtype' is '" + dtype + "'; supported: " + DTYPES);
+    }
+    if (eosId < 0 || eosId >= vocabSize) {
+      throw new ModelException(
+          file + ": field 'eosId' is " + eosId + ", outside the vocabulary [0, " + vocabSize + ")");
+    }
+    if (tokenizer.equals("byte")) {
+      if (vocabSize <= ByteTokenizer.BYTE_IDS) {
+        throw new ModelException(
+            file
+                + ": field 'vocabSize' is "
+                + vocabSize
+                + "; the byte tokenizer needs 256 byte ids plus end-of-sequence");
+      }
+      if (eosId < ByteTokenizer.BYTE_IDS) {
+        throw new ModelException(
+            file + ": field 'eosId' is " + eosId + ", a byte id; the byte tokenizer needs >= 256");
+      }
+    }
+    Path weights = dir.resolve(modelFile).normalize();
+    if (modelFile.contains("/") || modelFile.contains("\\") || !Files.isRegularFile(weights)) {
+      throw new ModelException(
+          file + ": field 'file' is '" + modelFile + "': no such file in " + dir);
+    }
+    try {
+      return new ModelConfig(
+          name,
+          dir,
+          modelFile,
+          tokenizer,
+          vocabSize,
+          contextLength,
+          eosId,
+          dtype,
+          layers,
+          kvHeads,
+          headDim);
+    } catch (IllegalArgumentException e) {
+      throw new ModelException(file + ": " + e.getMessage(), e);
+    }
+  }
+
+  /** The tokenizer a config names. */
+  public static Tokenizer tokenizer(ModelConfig config) {
+    if (config.tokenizer().equals("byte")) {
+      return new ByteTokenizer(config.vocabSize());
+    }
+    throw new ModelException(
+        "model " + config.name() + ": unsupported tokenizer '" + config.tokenizer() + "'");
+  }
+
+  private static String text(Path file, JsonNode root, String field) {
+    JsonNode node = required(file, root, field);
+    if (!node.isTextual()) {
+      throw new ModelException(
+          file + ": field '" + field + "' must be a string, got " + node.getNodeType());
+    }
+    if (node.asText().isBlank()) {
+      throw new ModelException(file + ": field '" + field + "' is blank");
+    }
+    return node.asText();
+  }
+
+  private static int integer(Path file, JsonNode root, String field) {
+    JsonNode node = required(file, root, field);
+    if (!node.isIntegralNumber() || !node.canConvertToInt()) {
+      throw new ModelException(
+          file + ": field '" + field + "' must be an integer, got " + node.toString());
+    }
+    return node.intValue();
+  }
+
+  private static int positive(Path file, JsonNode root, String field) {
+    int value = integer(file, root, field);
+    if (value <= 0) {
+      throw new ModelException(file + ": field '" + field + "' must be > 0, got " + value);
+    }
+    return value;
+  }
+
+  private static JsonNode required(Path file, JsonNode root, String field) {
+    JsonNode node = root.get(field);
+    if (node == null || node.isNull()) {
+      throw new ModelException(file + ": missing field '" + field + "'");
+    }
+    return node;
+  }
+
+  private static Iterable<String> sorted() {
+    return FIELDS.stream().sorted()::iterator;
+  }
+}

@@ -1,0 +1,252 @@
+package io.gpumeter.model;
+
+import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.StepTimer;
+import io.gpumeter.metering.StepTimerFactory;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.function.Function;
+import java.util.stream.Stream;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The models a server serves, loaded and warmed before it reports ready.
+ *
+ * <p>Cold starts are never billed (invariant 6): loading each model and every warm-up pass is
+ * timed with the model's own {@link StepTimer} and recorded with {@link
+ * DeviceTimeCounters#recordSystem}; nothing is charged to any request.
+ */
+public final class ModelStore implements AutoCloseable {
+  private static final Logger log = LoggerFactory.getLogger(ModelStore.class);
+
+  /** KV cache slots used by warm-up (and the largest warm-up decode batch). */
+  static final int WARMUP_SLOTS = 8;
+
+  private static final int[] WARMUP_DECODE_BATCHES = {1, 4, WARMUP_SLOTS};
+  private static final int WARMUP_PREFILL = 32;
+
+  private final Map<String, ServedModel> models;
+
+  private ModelStore(Map<String, ServedModel> models) {
+    this.models = Collections.unmodifiableMap(models);
+  }
+
+  /**
+   * Loads and warms every model directory under {@code modelsDir} (each direct subdirectory that
+   * holds a {@code model.json}), in name order of the directories.
+   *
+   * @param deviceOption {@code auto}, {@code cpu} or {@code cuda:N}; see {@link
+   *     DjlLanguageModel#resolveDevice}
+   * @param timers gives the step timer of each model's device
+   * @throws ModelException if there is no model, two models share a name, a config is invalid, or
+   *     a model fails to load or to warm up; models already loaded are closed again
+   */
+  public static ModelStore open(Path modelsDir, String deviceOption, StepTimerFactory timers) {
+    // resolve the device before the first load so that its timer exists before the load it times
+    ai.djl.Device device = DjlLanguageModel.resolveDevice(deviceOption);
+    String name = DjlLanguageModel.deviceName(device);
+    return open(modelsDir, new Loader(name, config -> DjlLanguageModel.load(config, device)), timers);
+  }
+
+  /**
+   * Loads one model onto a device known before loading.
+   *
+   * @param device {@code cpu} or {@code cuda:N}, where {@code load} puts the models
+   * @param load loads one model
+   */
+  record Loader(String device, Function<ModelConfig, LanguageModel> load) {}
+
+  /** As {@link #open(Path, String, StepTimerFactory)} with another loader (tests, other engines). */
+  static ModelStore open(Path modelsDir, Loader loader, StepTimerFactory timers) {
+    Objects.requireNonNull(loader, "loader");
+    Objects.requireNonNull(timers, "timers");
+    List<ModelConfig> configs = readConfigs(modelsDir);
+    Map<String, ServedModel> served = new LinkedHashMap<>();
+    try {
+      for (ModelConfig config : configs) {
+        served.put(config.name(), loadAndWarm(config, loader, timers));
+      }
+    } catch (RuntimeException e) {
+      for (ServedModel m : served.values()) {
+        closeQuietly(m);
+      }
+      throw e;
+    }
+    return new ModelStore(served);
+  }
+
+  /** Reads every {@code model.json} one level below {@code modelsDir}; checks names are unique. */
+  static List<ModelConfig> readConfigs(Path modelsDir) {
+    if (!Files.isDirectory(modelsDir)) {
+      throw new ModelException("models directory " + modelsDir + " does not exist");
+    }
+    List<Path> dirs;
+    try (Stream<Path> s = Files.list(modelsDir)) {
+      dirs =
+          s.filter(Files::isDirectory)
+              .filter(d -> Files.isRegularFile(d.resolve(ModelConfigs.FILE_NAME)))
+              .sorted()
+              .toList();
+    } catch (IOException e) {
+      throw new ModelException("cannot list models directory " + modelsDir + ": " + e, e);
+    }
+    if (dirs.isEmpty()) {
+      throw new ModelException(
+          "no model under " + modelsDir + ": expected subdirectories with a "
+              + ModelConfigs.FILE_NAME);
+    }
+    Map<String, ModelConfig> byName = new LinkedHashMap<>();
+    for (Path dir : dirs) {
+      ModelConfig c = ModelConfigs.read(dir);
+      ModelConfig previous = byName.putIfAbsent(c.name(), c);
+      if (previous != null) {
+        throw new ModelException(
+            "duplicate model name '" + c.name() + "' in " + previous.directory() + " and "
+                + c.directory());
+      }
+    }
+    return new ArrayList<>(byName.values());
+  }
+
+  private static ServedModel loadAndWarm(
+      ModelConfig config, Loader loader, StepTimerFactory timers) {
+    DeviceTimeCounters counters = new DeviceTimeCounters();
+    StepTimer timer = timers.forDevice(loader.device());
+    LanguageModel model = null;
+    long loadNs;
+    StepTimer.Span span = timer.begin();
+    try {
+      model = loader.load().apply(config);
+    } finally {
+      loadNs = span.end();
+      counters.recordSystem(loadNs);
+      if (model == null) {
+        timer.close();
+      }
+    }
+    try {
+      if (!model.device().equals(loader.device())) {
+        throw new ModelException(
+            "model " + config.name() + " was loaded on " + model.device() + ", expected "
+                + loader.device());
+      }
+      long warmupNs = warmUp(model, timer, counters);
+      log.info(
+          "model {} ready on {} ({} timer): load {} ms, warm-up {} ms, recorded as system time",
+          config.name(),
+          model.device(),
+          timer.info().timerKind(),
+          loadNs / 1_000_000,
+          warmupNs / 1_000_000);
+      return new ServedModel(model, timer, counters, loadNs, warmupNs);
+    } catch (RuntimeException e) {
+      model.close();
+      timer.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Warm-up passes: packed prefill of every slot, decode steps at several batch sizes (twice each:
+   * the first calls of a TorchScript method are slower), a mixed step (one
+   * prefill chunk with decodes) and a forward pass. Each pass is timed and recorded as system
+   * time.
+   *
+   * @return the total measured warm-up time
+   */
+  static long warmUp(LanguageModel model, StepTimer timer, DeviceTimeCounters counters) {
+    ModelConfig c = model.config();
+    int slots = WARMUP_SLOTS;
+    int prefill = Math.min(WARMUP_PREFILL, c.contextLength() / 2);
+    int[] text = model.tokenizer().encode("Warm-up text for the model store. ");
+    int[] ids = new int[Math.max(prefill, 1)];
+    for (int i = 0; i < ids.length; i++) {
+      ids[i] = text.length == 0 ? 0 : text[i % text.length] % c.vocabSize();
+    }
+    float[][] logits = new float[slots][c.vocabSize()];
+    StepBatch batch = new StepBatch(slots * prefill, slots);
+    long total = 0;
+    try (KvCache cache = model.newCache(slots)) {
+      // prefill every slot in one packed step
+      batch.clear();
+      for (int s = 0; s < slots; s++) {
+        batch.addSequence(s, ids, 0, prefill, 0);
+      }
+      total += timed(timer, counters, () -> model.step(batch, cache, logits));
+      int position = prefill;
+      for (int b : WARMUP_DECODE_BATCHES) {
+        for (int rep = 0; rep < 2 && position < c.contextLength(); rep++) {
+          int pos = position++;
+          batch.clear();
+          for (int s = 0; s < Math.min(b, slots); s++) {
+            batch.addSequence(s, ids, s % ids.length, 1, pos);
+          }
+          total += timed(timer, counters, () -> model.step(batch, cache, logits));
+        }
+      }
+      // mixed: slot 0 starts over with a prefill chunk while the others decode
+      if (position < c.contextLength()) {
+        int pos = position;
+        batch.clear();
+        batch.addSequence(0, ids, 0, prefill, 0);
+        for (int s = 1; s < slots; s++) {
+          batch.addSequence(s, ids, s % ids.length, 1, pos);
+        }
+        total += timed(timer, counters, () -> model.step(batch, cache, logits));
+      }
+    }
+    total += timed(timer, counters, () -> model.forwardLast(ids));
+    return total;
+  }
+
+  private static long timed(StepTimer timer, DeviceTimeCounters counters, Runnable pass) {
+    StepTimer.Span span = timer.begin();
+    long ns;
+    try {
+      pass.run();
+    } finally {
+      ns = span.end();
+      counters.recordSystem(ns);
+    }
+    return ns;
+  }
+
+  /** All served models, in load order. */
+  public List<ServedModel> models() {
+    return List.copyOf(models.values());
+  }
+
+  /** The served model of that name. */
+  public Optional<ServedModel> get(String name) {
+    return Optional.ofNullable(models.get(name));
+  }
+
+  @Override
+  public void close() {
+    for (ServedModel m : models.values()) {
+      closeQuietly(m);
+    }
+  }
+
+  private static void closeQuietly(ServedModel m) {
+    try {
+      m.model().close();
+    } catch (RuntimeException e) {
+      log.warn("closing model {} failed", m.name(), e);
+    }
+    try {
+      m.timer().close();
+    } catch (RuntimeException e) {
+      log.warn("closing the timer of model {} failed", m.name(), e);
+    }
+  }
+}
