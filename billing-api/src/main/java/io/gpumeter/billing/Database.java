@@ -10,11 +10,13 @@ import java.nio.channels.FileLock;
 import java.nio.channels.OverlappingFileLockException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
+import java.util.OptionalInt;
 import java.util.OptionalLong;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -52,6 +54,7 @@ public final class Database implements AutoCloseable {
   private final HikariDataSource pool;
   private final HikariDataSource ledgerPool;
   private final String jdbcUrl;
+  private final boolean attached;
   private final AtomicBoolean closed = new AtomicBoolean();
   private final ScheduledExecutorService watchdog;
 
@@ -60,8 +63,10 @@ public final class Database implements AutoCloseable {
       EmbeddedPostgres embedded,
       HikariDataSource pool,
       HikariDataSource ledgerPool,
-      String jdbcUrl) {
+      String jdbcUrl,
+      boolean attached) {
     this.config = config;
+    this.attached = attached;
     this.embedded = embedded;
     this.embeddedPort = embedded == null ? -1 : embedded.getPort();
     this.pool = pool;
@@ -98,7 +103,19 @@ public final class Database implements AutoCloseable {
       String url;
       String user;
       String password;
-      if (cfg.isEmbedded()) {
+      OptionalInt running =
+          cfg.isEmbedded() && cfg.attachToRunningEmbedded()
+              ? runningPostmasterPort(cfg.dataDirectory())
+              : OptionalInt.empty();
+      if (running.isPresent()) {
+        url = "jdbc:postgresql://localhost:" + running.getAsInt() + "/postgres";
+        user = "postgres";
+        password = null;
+        LOG.info(
+            "The embedded PostgreSQL on {} is run by another process; connecting to it on port {}",
+            cfg.dataDirectory(),
+            running.getAsInt());
+      } else if (cfg.isEmbedded()) {
         pg = startEmbedded(cfg, cfg.port());
         url = pg.getJdbcUrl("postgres", "postgres");
         user = "postgres";
@@ -115,7 +132,7 @@ public final class Database implements AutoCloseable {
           .load()
           .migrate();
       ledgerPool = ledgerPool(cfg, url, user, password);
-      return new Database(cfg, pg, pool, ledgerPool, url);
+      return new Database(cfg, pg, pool, ledgerPool, url, running.isPresent());
     } catch (IOException | RuntimeException e) {
       if (ledgerPool != null) {
         ledgerPool.close();
@@ -141,6 +158,12 @@ public final class Database implements AutoCloseable {
             .setCleanDataDirectory(false)
             .setPort(port)
             .setPGStartupWait(cfg.startupTimeout())
+            // No JVM shutdown hook of zonky's: it would stop PostgreSQL at SIGTERM while the
+            // server is still draining (finishing generations, writing their charges). Whoever
+            // owns this Database closes it: the server's shutdown hook closes billing last, the
+            // command-line tools and tests close it explicitly. A JVM that dies without closing
+            // leaves the postmaster running; the next start on the folder stops it.
+            .setRegisterShutdownHook(false)
             .setServerConfig("synchronous_commit", "on")
             .setServerConfig("timezone", "UTC")
             // TCP only (zonky connects over TCP): no socket lock file in /tmp naming a postmaster
@@ -194,6 +217,54 @@ public final class Database implements AutoCloseable {
         "connectTimeout",
         String.valueOf(Math.max(1, cfg.ledgerConnectionTimeout().toSeconds())));
     return new HikariDataSource(hc);
+  }
+
+  /**
+   * The port of the embedded server another owner runs on {@code dataDir} right now: zonky's lock
+   * on the folder is held (by another process, or another {@code Database} in this JVM) and
+   * {@code postmaster.pid} names a live postgres process; its port is the file's fourth line.
+   * Empty otherwise (no server, a dead one, or an orphan nobody owns: {@link #startEmbedded} deals
+   * with those).
+   */
+  static OptionalInt runningPostmasterPort(Path dataDir) throws IOException {
+    Path pidFile = dataDir.resolve("postmaster.pid");
+    Path lockFile = dataDir.resolve(EMBEDDED_LOCK_FILE);
+    if (!Files.isRegularFile(pidFile) || !Files.isRegularFile(lockFile)) {
+      return OptionalInt.empty();
+    }
+    boolean held;
+    try (FileChannel ch = FileChannel.open(lockFile, StandardOpenOption.WRITE);
+        FileLock lock = ch.tryLock()) {
+      held = lock == null;
+    } catch (OverlappingFileLockException e) {
+      held = true; // held by this JVM
+    }
+    if (!held) {
+      return OptionalInt.empty();
+    }
+    List<String> lines;
+    try {
+      lines = Files.readAllLines(pidFile, StandardCharsets.UTF_8);
+    } catch (NoSuchFileException e) {
+      return OptionalInt.empty();
+    }
+    if (lines.size() < 4) {
+      return OptionalInt.empty(); // still being written by a starting server
+    }
+    try {
+      long pid = Long.parseLong(lines.get(0).trim());
+      int port = Integer.parseInt(lines.get(3).trim());
+      if (!isLive(pid)
+          || !ProcessHandle.of(pid)
+              .flatMap(h -> h.info().command())
+              .map(c -> c.contains("postgres"))
+              .orElse(true)) {
+        return OptionalInt.empty();
+      }
+      return port > 0 && port <= 65535 ? OptionalInt.of(port) : OptionalInt.empty();
+    } catch (NumberFormatException e) {
+      return OptionalInt.empty();
+    }
   }
 
   /**
@@ -467,6 +538,15 @@ public final class Database implements AutoCloseable {
   /** True when this object started (and will stop) the server. */
   public boolean isEmbedded() {
     return embedded != null;
+  }
+
+  /**
+   * True when the configuration asked for an embedded server but another owner was already
+   * running one on the data folder, and this object connected to it over TCP instead ({@link
+   * DatabaseConfig#attachToRunningEmbedded()}); {@link #close()} leaves that server running.
+   */
+  public boolean isAttached() {
+    return attached;
   }
 
   /** Closes the pools, then stops the embedded server if there is one. Idempotent. */

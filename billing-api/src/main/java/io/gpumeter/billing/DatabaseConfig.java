@@ -38,6 +38,7 @@ public final class DatabaseConfig {
   private final Duration ledgerConnectionTimeout;
   private final Duration ledgerSocketTimeout;
   private final Duration embeddedWatchdogInterval;
+  private final boolean attachToRunningEmbedded;
 
   private DatabaseConfig(Builder b) {
     this.jdbcUrl = b.jdbcUrl;
@@ -57,6 +58,7 @@ public final class DatabaseConfig {
     this.ledgerConnectionTimeout = b.ledgerConnectionTimeout;
     this.ledgerSocketTimeout = b.ledgerSocketTimeout;
     this.embeddedWatchdogInterval = b.embeddedWatchdogInterval;
+    this.attachToRunningEmbedded = b.attachToRunningEmbedded;
   }
 
   public static Builder builder() {
@@ -179,6 +181,18 @@ public final class DatabaseConfig {
     return embeddedWatchdogInterval;
   }
 
+  /**
+   * For tools that run beside a server (create-key, reconcile): when the embedded data folder is
+   * in use by a running server (zonky's lock on the folder is held and {@code postmaster.pid}
+   * names a live postmaster), connect to that postmaster over TCP on the port named in the file
+   * (its fourth line) instead of failing with "in use"; {@link Database#close()} then leaves it
+   * running. Off by default: a second server on the same folder is refused. Ignored for an
+   * external database.
+   */
+  public boolean attachToRunningEmbedded() {
+    return attachToRunningEmbedded;
+  }
+
   @Override
   public String toString() {
     return isEmbedded()
@@ -200,6 +214,7 @@ public final class DatabaseConfig {
     private Duration ledgerConnectionTimeout = Duration.ofSeconds(1);
     private Duration ledgerSocketTimeout = Duration.ofSeconds(30);
     private Duration embeddedWatchdogInterval = Duration.ofSeconds(5);
+    private boolean attachToRunningEmbedded;
 
     private Builder() {}
 
@@ -291,6 +306,12 @@ public final class DatabaseConfig {
             "embeddedWatchdogInterval must be >= 0, was " + interval);
       }
       this.embeddedWatchdogInterval = interval;
+      return this;
+    }
+
+    /** See {@link DatabaseConfig#attachToRunningEmbedded()}. */
+    public Builder attachToRunningEmbedded(boolean attach) {
+      this.attachToRunningEmbedded = attach;
       return this;
     }
 

@@ -114,6 +114,41 @@ class DatabaseTest {
   }
 
   @Test
+  void aToolAttachesToTheServerRunningOnTheFolderAndLeavesItRunning() throws Exception {
+    Path dataDir = tmp.resolve("attach");
+    DatabaseConfig cfg = TestSupport.embedded(dataDir);
+    DatabaseConfig tool =
+        DatabaseConfig.builder()
+            .dataDirectory(dataDir)
+            .binaryCacheDirectory(TestSupport.binaryCache())
+            .attachToRunningEmbedded(true)
+            .build();
+    try (Database owner = Database.start(cfg)) {
+      int port = Integer.parseInt(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(3).trim());
+      try (Database attached = Database.start(tool)) {
+        assertThat(attached.isAttached()).isTrue();
+        assertThat(attached.isEmbedded()).isFalse();
+        assertThat(attached.jdbcUrl()).contains(":" + port + "/");
+        try (Connection c = attached.dataSource().getConnection(); Statement s = c.createStatement()) {
+          s.execute("INSERT INTO accounts (name) VALUES ('via-attached')");
+        }
+      }
+      // closing the attached one left the owner's server running
+      assertThat(owner.isEmbeddedRunning()).isTrue();
+      try (Connection c = owner.dataSource().getConnection(); Statement s = c.createStatement();
+          ResultSet rs = s.executeQuery("SELECT count(*) FROM accounts WHERE name = 'via-attached'")) {
+        rs.next();
+        assertThat(rs.getInt(1)).isEqualTo(1);
+      }
+    }
+    // nobody runs it any more: the tool starts (and stops) its own server on the folder
+    try (Database own = Database.start(tool)) {
+      assertThat(own.isAttached()).isFalse();
+      assertThat(own.isEmbedded()).isTrue();
+    }
+  }
+
+  @Test
   void aPostmasterLeftRunningByAKilledProcessIsStoppedOnStart() throws Exception {
     Path dataDir = tmp.resolve("orphan");
     DatabaseConfig cfg = TestSupport.embedded(dataDir);

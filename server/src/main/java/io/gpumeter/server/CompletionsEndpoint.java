@@ -8,6 +8,10 @@ import io.gpumeter.batching.GenerationRequest;
 import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.TokenListener;
 import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.LedgerFullException;
+import io.gpumeter.billing.LedgerHealth;
+import io.gpumeter.billing.LedgerUnavailableException;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.netty.handler.codec.http.HttpHeaderNames;
@@ -28,25 +32,34 @@ import org.slf4j.LoggerFactory;
  * the result on its own thread and {@link Exchange#then} hops back. If the client disconnects
  * first, the generation is cancelled; it is still charged for the steps it took part in.
  *
- * <p>Durability: the response is sent only after the usage record is durable (the default
- * durability mode, DESIGN.md invariant 4). If it cannot be made durable the generated text is
- * withheld and the client gets 503: the work was done but could not be billed.
+ * <p>Admission: a completion is submitted only while {@link Billing#canAcceptWork()} (the ledger
+ * can make a new charge durable: PostgreSQL, or room in the outbox); otherwise 503 {@code
+ * billing_unavailable} with the ledger's reason, and nothing is generated.
+ *
+ * <p>Durability: the response is sent once the usage record's future completes. In the default
+ * DURABLE mode that is when the record is committed to PostgreSQL or fsynced to the outbox
+ * (DESIGN.md invariant 4); in FAST mode, when it is queued for the writer (a crash loses what is
+ * still queued). If the record is refused or cannot be made durable the generated text is withheld
+ * and the client gets 503: the work was done but could not be billed.
  */
 final class CompletionsEndpoint {
   private static final Logger log = LoggerFactory.getLogger(CompletionsEndpoint.class);
 
   private final Map<String, ModelEndpoint> models;
   private final Authenticator auth;
+  private final Billing billing;
   private final int maxTokensDefault;
   private final int maxTokensCap;
 
   CompletionsEndpoint(
       Map<String, ModelEndpoint> models,
       Authenticator auth,
+      Billing billing,
       int maxTokensDefault,
       int maxTokensCap) {
     this.models = models;
     this.auth = auth;
+    this.billing = billing;
     this.maxTokensDefault = maxTokensDefault;
     this.maxTokensCap = maxTokensCap;
   }
@@ -76,6 +89,13 @@ final class CompletionsEndpoint {
     if (prompt.length == 0) {
       // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
       prompt = new int[] {m.model().config().eosId()};
+    }
+    if (!billing.canAcceptWork()) {
+      // Nothing unmetered is served: if the charge could not be made durable, do not start.
+      LedgerHealth health = billing.health(); // the reason (and a second look)
+      if (!health.ready()) {
+        throw billingRefuses(health.reason());
+      }
     }
     long seed = p.seed() != null ? p.seed() : ThreadLocalRandom.current().nextLong();
     GenerationRequest request =
@@ -108,19 +128,35 @@ final class CompletionsEndpoint {
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
-      log.error(
-          "charge for {} ({} ns) could not be made durable; withholding the response",
-          usage.requestId(),
-          usage.deviceNs(),
-          Exchange.unwrap(notDurable));
+      Throwable cause = Exchange.unwrap(notDurable);
+      // Refused at once (queue full, or database down and outbox full): the ledger says why.
+      boolean refused =
+          cause instanceof LedgerUnavailableException || cause instanceof LedgerFullException;
+      if (refused) {
+        log.error(
+            "charge for {} ({} ns) refused by the ledger: {}; withholding the response",
+            usage.requestId(),
+            usage.deviceNs(),
+            cause.getMessage());
+      } else {
+        log.error(
+            "charge for {} ({} ns) could not be made durable; withholding the response",
+            usage.requestId(),
+            usage.deviceNs(),
+            cause);
+      }
       if (reason == FinishReason.STOP || reason == FinishReason.LENGTH) {
+        LedgerHealth health = refused ? null : billing.health();
+        String why = refused ? cause.getMessage() : health.ready() ? null : health.reason();
         throw new ApiException(
-            HttpResponseStatus.SERVICE_UNAVAILABLE,
-            ApiException.SERVER,
-            "The completion was generated but its charge could not be recorded durably, so it"
-                + " is not returned. Retry later.",
-            null,
-            "billing_unavailable");
+                HttpResponseStatus.SERVICE_UNAVAILABLE,
+                ApiException.SERVER,
+                "The completion was generated but its charge could not be recorded durably"
+                    + (why != null ? " (" + why + ")" : "")
+                    + ", so it is not returned. Retry later.",
+                null,
+                BILLING_UNAVAILABLE)
+            .withHeader(HttpHeaderNames.RETRY_AFTER, RETRY_AFTER_SECONDS);
       }
     }
     switch (reason) {
@@ -163,6 +199,22 @@ final class CompletionsEndpoint {
       }
       default -> throw new IllegalStateException("unknown finish reason " + reason);
     }
+  }
+
+  static final String BILLING_UNAVAILABLE = "billing_unavailable";
+  static final String RETRY_AFTER_SECONDS = "5";
+
+  /** 503 before any work: the ledger cannot make a new charge durable now ({@code reason}). */
+  static ApiException billingRefuses(String reason) {
+    return new ApiException(
+            HttpResponseStatus.SERVICE_UNAVAILABLE,
+            ApiException.SERVER,
+            "Completions are not accepted right now because their charges could not be recorded: "
+                + reason
+                + ". Nothing was generated or charged; retry later.",
+            null,
+            BILLING_UNAVAILABLE)
+        .withHeader(HttpHeaderNames.RETRY_AFTER, RETRY_AFTER_SECONDS);
   }
 
   static ApiException rejected(AdmissionRejectedException e) {

@@ -80,6 +80,11 @@ final class Exchange {
     return values == null || values.isEmpty() ? null : values.get(0);
   }
 
+  /** The client's address, for logs. */
+  java.net.SocketAddress remoteAddress() {
+    return ctx.channel().remoteAddress();
+  }
+
   EventLoop loop() {
     return ctx.channel().eventLoop();
   }

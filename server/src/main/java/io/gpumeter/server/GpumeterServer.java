@@ -4,6 +4,8 @@ import io.gpumeter.batching.ContinuousScheduler;
 import io.gpumeter.batching.SchedulerConfig;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.Durability;
+import io.gpumeter.billing.ReconciliationRecorder;
 import io.gpumeter.metering.StepTimerFactory;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.model.ModelStore;
@@ -46,14 +48,18 @@ import org.slf4j.LoggerFactory;
  *
  * <p><b>Start</b> ({@link #start}): the billing database starts (and migrates) on its own thread
  * while the models load and warm up on the calling thread; load and warm-up time is recorded as
- * system time, never charged (DESIGN.md invariant 6). Then a scheduler per model starts with the
- * ledger as its usage sink, and the listener binds. Readiness ({@code /readyz}) flips only after
- * all of that. If any part fails, what already started is closed and the failure is thrown.
+ * system time, never charged (DESIGN.md invariant 6), also in the ledger's reconciliation
+ * totals. Then a scheduler per model starts with the ledger as its usage sink and a {@link
+ * ReconciliationListener} on its steps, and the listener binds. Readiness ({@code /readyz}) flips
+ * only after all of that. If any part fails, what already started is closed and the failure is
+ * thrown. Billing runs with {@link ServerConfig#billingConfig()}: durability mode, outbox,
+ * retention (partition maintenance at start, then hourly).
  *
  * <p><b>Close</b>: readiness drops, the listener stops accepting, each scheduler stops admitting
  * and lets running generations finish for up to {@link ServerConfig#shutdownGrace()} (what is left
  * is cancelled and still charged), the ledger drains (so waiting responses see their charges
- * durable and are written), the database stops, and the event loops shut down last.
+ * durable and are written), the database stops (nothing else stops it: the embedded PostgreSQL
+ * has no shutdown hook of its own), and the event loops shut down last.
  */
 public final class GpumeterServer implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(GpumeterServer.class);
@@ -90,8 +96,8 @@ public final class GpumeterServer implements AutoCloseable {
   /**
    * Starts everything and returns once the server is ready.
    *
-   * @param stepListener sees every charged step of every model (audits, tests); {@link
-   *     StepListener#NONE} otherwise
+   * @param stepListener sees every charged step of every model (audits, tests), after the
+   *     reconciliation recorder; {@link StepListener#NONE} otherwise
    * @throws RuntimeException whatever failed (database, models, bind); nothing is left running
    */
   public static GpumeterServer start(ServerConfig config, StepListener stepListener) {
@@ -114,7 +120,7 @@ public final class GpumeterServer implements AutoCloseable {
         new Thread(
             () -> {
               try {
-                db.complete(Billing.start(config.databaseConfig()));
+                db.complete(Billing.start(config.databaseConfig(), config.billingConfig()));
               } catch (Throwable e) {
                 db.completeExceptionally(e);
               }
@@ -140,10 +146,21 @@ public final class GpumeterServer implements AutoCloseable {
               + config.modelsDir().toAbsolutePath()
               + "; see model-store/README.md (tools/train_demo_model.py makes the demo model)");
     }
+    if (config.durability() == Durability.FAST) {
+      log.warn(
+          "Ledger durability FAST: responses do not wait for their charges to be durable; a crash"
+              + " or kill of this process loses the charges still queued (normally the last few"
+              + " milliseconds of traffic)");
+    }
     SchedulerConfig schedulerConfig = config.schedulerConfig();
     Instant loadedAt = Instant.now();
+    ReconciliationRecorder recorder = billing.reconciliationRecorder();
     for (ServedModel served : store.models()) {
       String name = served.model().config().name();
+      String device = served.timer().info().device();
+      // Load and warm-up: measured, never charged (system time), in the minute the model is up.
+      long systemNs = served.loadNs() + served.warmupNs();
+      recorder.record(name, device, systemNs, 0, systemNs, 0);
       ContinuousScheduler scheduler =
           new ContinuousScheduler(
               served.model(),
@@ -152,8 +169,8 @@ public final class GpumeterServer implements AutoCloseable {
               billing.ledger(),
               schedulerConfig,
               Ticker.system(),
-              Clock.systemUTC(),
-              stepListener);
+              Clock.systemUTC(), // = the recorder's clock (BillingConfig default): same minutes
+              new ReconciliationListener(recorder, name, device, stepListener));
       schedulers.add(scheduler);
       models.put(
           name,

@@ -1,6 +1,8 @@
 package io.gpumeter.server;
 
 import io.gpumeter.batching.SchedulerStats;
+import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerStats;
 import io.gpumeter.billing.LedgerWriter;
 import io.gpumeter.metering.DeviceTimeCounters;
@@ -19,17 +21,16 @@ final class MetricsWriter {
   private final Map<String, ModelEndpoint> models;
   private final HttpMetrics http;
   private final Readiness readiness;
+  private final Billing billing;
   private final LedgerWriter ledger;
 
   MetricsWriter(
-      Map<String, ModelEndpoint> models,
-      HttpMetrics http,
-      Readiness readiness,
-      LedgerWriter ledger) {
+      Map<String, ModelEndpoint> models, HttpMetrics http, Readiness readiness, Billing billing) {
     this.models = models;
     this.http = http;
     this.readiness = readiness;
-    this.ledger = ledger;
+    this.billing = billing;
+    this.ledger = billing.ledger();
   }
 
   private record Sample(ModelEndpoint model, DeviceTimeCounters.Snapshot c, SchedulerStats s) {}
@@ -161,6 +162,49 @@ final class MetricsWriter {
         "gauge",
         "Usage records waiting for the ledger writer.",
         l.queued());
+    LedgerHealth h = billing.health();
+    gauge(
+        out,
+        "gpumeter_ledger_accepting",
+        "gauge",
+        "1 when the ledger can make new charges durable (else completions get 503).",
+        h.ready() ? 1 : 0);
+    gauge(
+        out,
+        "gpumeter_ledger_degraded",
+        "gauge",
+        "1 when the billing database is unavailable and charges go to the outbox.",
+        h.degraded() ? 1 : 0);
+    gauge(
+        out,
+        "gpumeter_ledger_outbox_bytes",
+        "gauge",
+        "Bytes of charges in the local outbox waiting to be replayed.",
+        h.outboxBytes());
+    gauge(
+        out,
+        "gpumeter_ledger_outbox_max_bytes",
+        "gauge",
+        "Size limit of the outbox.",
+        h.outboxMaxBytes());
+    gauge(
+        out,
+        "gpumeter_ledger_outboxed_records_total",
+        "counter",
+        "Usage records written to the outbox since start.",
+        h.outboxedRecords());
+    gauge(
+        out,
+        "gpumeter_ledger_replayed_records_total",
+        "counter",
+        "Usage records replayed from the outbox into the database since start.",
+        h.replayedRecords());
+    gauge(
+        out,
+        "gpumeter_ledger_dead_lettered_records_total",
+        "counter",
+        "Usage records the database refused on replay (set aside in dead-letter.log).",
+        h.deadLetteredRecords());
     gauge(
         out,
         "gpumeter_ready",

@@ -1,17 +1,23 @@
 package io.gpumeter.server;
 
+import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.LedgerHealth;
 import io.netty.buffer.ByteBufUtil;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.util.AsciiString;
+import java.io.IOException;
 import java.sql.Connection;
 import java.time.Clock;
+import java.time.Duration;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.TimeUnit;
 import javax.sql.DataSource;
 
 /**
@@ -19,18 +25,24 @@ import javax.sql.DataSource;
  *
  * <p>Order of checks: unknown path (404), then method (405), then the endpoint's own authentication
  * (401) and validation (400). {@code /healthz}, {@code /readyz} and {@code /metrics} need no key;
- * everything under {@code /v1} does.
+ * everything under {@code /v1} does; {@code /admin/} takes the admin token and is a 404 when none
+ * is configured.
  */
 final class Routes {
   static final AsciiString PROMETHEUS_TEXT =
       AsciiString.cached("text/plain; version=0.0.4; charset=utf-8");
 
+  /** Longest a readiness probe waits for the database before answering degraded. */
+  static final Duration READY_DB_CHECK_TIMEOUT = Duration.ofSeconds(2);
+
   private final Map<String, ModelEndpoint> models;
   private final Authenticator auth;
   private final CompletionsEndpoint completions;
   private final UsageEndpoint usage;
+  private final AdminEndpoint admin;
   private final MetricsWriter metrics;
   private final Readiness readiness;
+  private final Billing billing;
   private final DataSource dataSource;
   private final Executor blocking;
 
@@ -44,17 +56,25 @@ final class Routes {
     this.models = models;
     this.auth = new Authenticator(billing.apiKeys(), blocking);
     this.completions =
-        new CompletionsEndpoint(models, auth, config.maxTokensDefault(), config.maxTokensCap());
+        new CompletionsEndpoint(
+            models, auth, billing, config.maxTokensDefault(), config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
-    this.metrics = new MetricsWriter(models, httpMetrics, readiness, billing.ledger());
+    this.admin =
+        new AdminEndpoint(
+            config.adminToken(),
+            billing.reconciliationRecorder(),
+            billing.reconciliation(),
+            blocking,
+            Clock.systemUTC());
+    this.metrics = new MetricsWriter(models, httpMetrics, readiness, billing);
     this.readiness = readiness;
+    this.billing = billing;
     this.dataSource = billing.database().dataSource();
     this.blocking = blocking;
   }
 
   void dispatch(Exchange ex) {
     String path = ex.path();
-    HttpMethod method = ex.request().method();
     switch (path) {
       case "/v1/completions" -> {
         allow(ex, HttpMethod.POST, "POST");
@@ -93,23 +113,31 @@ final class Routes {
             null);
       }
       default -> {
+        if (path.startsWith("/admin/")) {
+          admin.handle(ex);
+          return;
+        }
         if (path.startsWith("/v1/models/")) {
           allow(ex, HttpMethod.GET, "GET");
           String name = path.substring("/v1/models/".length());
           ex.then(auth.authenticate(ex.request()), p -> retrieveModel(ex, name));
           return;
         }
-        throw new ApiException(
-            HttpResponseStatus.NOT_FOUND,
-            ApiException.INVALID_REQUEST,
-            "Invalid URL (" + method + " " + path + ")",
-            null,
-            "unknown_url");
+        throw unknownUrl(ex);
       }
     }
   }
 
-  private static void allow(Exchange ex, HttpMethod allowed, String allowHeader) {
+  static ApiException unknownUrl(Exchange ex) {
+    return new ApiException(
+        HttpResponseStatus.NOT_FOUND,
+        ApiException.INVALID_REQUEST,
+        "Invalid URL (" + ex.request().method() + " " + ex.path() + ")",
+        null,
+        "unknown_url");
+  }
+
+  static void allow(Exchange ex, HttpMethod allowed, String allowHeader) {
     if (!ex.request().method().equals(allowed)) {
       throw new ApiException(
               HttpResponseStatus.METHOD_NOT_ALLOWED,
@@ -169,61 +197,120 @@ final class Routes {
     g.writeEndObject();
   }
 
-  /** 200 only when the models are warmed, the listener is up and the database answers. */
+  /**
+   * 503 while starting or shutting down, and while the ledger cannot make a new charge durable
+   * ({@link Billing#health()} not ready: database down and outbox full, queue full); else 200. The
+   * answer says {@code "degraded": true} and why when charges are going to the outbox (circuit
+   * breaker open) or the database does not answer a ping within {@link #READY_DB_CHECK_TIMEOUT}:
+   * the server still serves, metered, but API keys not in the cache cannot be checked.
+   */
   private void ready(Exchange ex) {
     String why = readiness.reason();
     if (why != null) {
-      notReady(ex, why);
+      notReady(ex, why, null);
+      return;
+    }
+    LedgerHealth health = billing.health();
+    if (!health.ready()) {
+      notReady(ex, health.reason(), health);
+      return;
+    }
+    if (health.degraded()) {
+      // The breaker already knows the database is down: no need to wait for a ping.
+      ready(ex, health.reason(), health);
       return;
     }
     CompletableFuture<String> db;
     try {
-      db = CompletableFuture.supplyAsync(this::checkDatabase, blocking);
+      db =
+          CompletableFuture.supplyAsync(this::checkDatabase, blocking)
+              .completeOnTimeout(
+                  "the billing database did not answer within "
+                      + READY_DB_CHECK_TIMEOUT.toMillis()
+                      + " ms",
+                  READY_DB_CHECK_TIMEOUT.toMillis(),
+                  TimeUnit.MILLISECONDS);
     } catch (RejectedExecutionException e) {
-      notReady(ex, "overloaded");
+      notReady(ex, "overloaded", health);
       return;
     }
     ex.then(
         db,
         problem -> {
           String now = readiness.reason();
+          LedgerHealth h = billing.health();
           if (now != null) {
-            notReady(ex, now);
+            notReady(ex, now, h);
+          } else if (!h.ready()) {
+            notReady(ex, h.reason(), h);
           } else if (problem != null) {
-            notReady(ex, problem);
+            ready(
+                ex,
+                "degraded: "
+                    + problem
+                    + "; charges will go to the outbox ("
+                    + h.outboxBytes()
+                    + " of "
+                    + h.outboxMaxBytes()
+                    + " bytes used) and only cached API keys are accepted",
+                h);
           } else {
-            ex.respondJson(
-                HttpResponseStatus.OK,
-                g -> {
-                  g.writeStartObject();
-                  g.writeStringField("status", "ready");
-                  g.writeArrayFieldStart("models");
-                  for (String name : models.keySet()) {
-                    g.writeString(name);
-                  }
-                  g.writeEndArray();
-                  g.writeEndObject();
-                });
+            ready(ex, h.degraded() ? h.reason() : null, h);
           }
+        });
+  }
+
+  private void ready(Exchange ex, String degradedBecause, LedgerHealth h) {
+    ex.respondJson(
+        HttpResponseStatus.OK,
+        g -> {
+          g.writeStartObject();
+          g.writeStringField("status", "ready");
+          g.writeBooleanField("degraded", degradedBecause != null);
+          if (degradedBecause != null) {
+            g.writeStringField("reason", degradedBecause);
+          }
+          g.writeArrayFieldStart("models");
+          for (String name : models.keySet()) {
+            g.writeString(name);
+          }
+          g.writeEndArray();
+          writeLedger(g, h);
+          g.writeEndObject();
         });
   }
 
   /** Null when the database answers, else why not. */
   private String checkDatabase() {
     try (Connection c = dataSource.getConnection()) {
-      return c.isValid(2) ? null : "database did not answer";
+      return c.isValid(2) ? null : "the billing database did not answer";
     } catch (Exception e) {
-      return "database unreachable: " + e.getMessage();
+      return "the billing database is unreachable: " + e.getMessage();
     }
   }
 
-  private static void notReady(Exchange ex, String why) {
+  private static void writeLedger(JsonGenerator g, LedgerHealth h) throws IOException {
+    if (h == null) {
+      return;
+    }
+    g.writeObjectFieldStart("ledger");
+    g.writeStringField("durability", h.durability().name().toLowerCase(Locale.ROOT));
+    g.writeStringField("breaker", h.breakerState());
+    g.writeNumberField("queue_depth", h.queueDepth());
+    g.writeNumberField("outbox_bytes", h.outboxBytes());
+    g.writeNumberField("outbox_max_bytes", h.outboxMaxBytes());
+    g.writeNumberField("dead_lettered_records", h.deadLetteredRecords());
+    g.writeEndObject();
+  }
+
+  private static void notReady(Exchange ex, String why, LedgerHealth h) {
     ex.respondJson(
         HttpResponseStatus.SERVICE_UNAVAILABLE,
         g -> {
           g.writeStartObject();
           g.writeStringField("status", "not_ready");
           g.writeStringField("reason", why);
+          writeLedger(g, h);
           g.writeEndObject();
         });
   }

@@ -1,7 +1,11 @@
 package io.gpumeter.server;
 
 import io.gpumeter.batching.SchedulerConfig;
+import io.gpumeter.billing.BillingConfig;
 import io.gpumeter.billing.DatabaseConfig;
+import io.gpumeter.billing.Durability;
+import io.gpumeter.billing.LedgerConfig;
+import io.gpumeter.billing.RetentionConfig;
 import io.gpumeter.metering.WeightPolicy;
 import java.io.IOException;
 import java.io.Reader;
@@ -51,6 +55,11 @@ public final class ServerConfig {
     k.put("db.password", "");
     k.put("db.port", "0");
     k.put("db.binary_cache_dir", "");
+    k.put("ledger.durability", "durable");
+    k.put("outbox.dir", "");
+    k.put("outbox.max_bytes", "1g");
+    k.put("retention.days", "90");
+    k.put("admin.token", "");
     k.put("http.max_body_bytes", "1048576");
     k.put("http.io_threads", "0");
     k.put("http.blocking_threads", "4");
@@ -66,6 +75,10 @@ public final class ServerConfig {
     KEYS = Collections.unmodifiableMap(k);
   }
 
+  /** Shortest accepted {@code admin.token}. */
+  static final int MIN_ADMIN_TOKEN_LENGTH = 16;
+
+  private static final Pattern SIZE = Pattern.compile("(\\d+)\\s*([kmg]?)");
   private static final Pattern DEVICE = Pattern.compile("auto|cpu|cuda:(0|[1-9][0-9]{0,2})");
   private static final Pattern DURATION = Pattern.compile("(\\d+)\\s*(ns|us|ms|s|m|h)?");
 
@@ -79,6 +92,11 @@ public final class ServerConfig {
   private final String dbPassword;
   private final int dbPort;
   private final Path dbBinaryCacheDir;
+  private final Durability durability;
+  private final Path outboxDir;
+  private final long outboxMaxBytes;
+  private final RetentionConfig retention;
+  private final String adminToken;
   private final int maxBodyBytes;
   private final int ioThreads;
   private final int blockingThreads;
@@ -104,6 +122,41 @@ public final class ServerConfig {
     dbPort = intIn(v, "db.port", 0, 65535);
     String cache = blankToNull(v.get("db.binary_cache_dir").text);
     dbBinaryCacheDir = cache == null ? dataDir : str(v, "db.binary_cache_dir", Path::of);
+    durability =
+        str(
+            v,
+            "ledger.durability",
+            s -> {
+              switch (s.toLowerCase(Locale.ROOT)) {
+                case "durable":
+                  return Durability.DURABLE;
+                case "fast":
+                  return Durability.FAST;
+                default:
+                  throw new IllegalArgumentException("must be durable or fast");
+              }
+            });
+    String outbox = blankToNull(v.get("outbox.dir").text);
+    outboxDir = outbox == null ? dataDir.resolve("outbox") : str(v, "outbox.dir", Path::of);
+    outboxMaxBytes = bytes(v, "outbox.max_bytes", 4096);
+    long days = longIn(v, "retention.days", 1, 365L * 100);
+    try {
+      retention = RetentionConfig.ofDays(days);
+    } catch (IllegalArgumentException e) {
+      throw bad(v.get("retention.days"), e.getMessage());
+    }
+    adminToken = blankToNull(v.get("admin.token").text);
+    if (adminToken != null && adminToken.length() < MIN_ADMIN_TOKEN_LENGTH) {
+      // the value is a secret: never echo it
+      throw new IllegalArgumentException(
+          "invalid setting admin.token (from "
+              + v.get("admin.token").source
+              + "): must be at least "
+              + MIN_ADMIN_TOKEN_LENGTH
+              + " characters (was "
+              + adminToken.length()
+              + ")");
+    }
     maxBodyBytes = intIn(v, "http.max_body_bytes", 1024, 256 * 1024 * 1024);
     ioThreads = intIn(v, "http.io_threads", 0, 1024);
     blockingThreads = intIn(v, "http.blocking_threads", 1, 256);
@@ -219,6 +272,19 @@ public final class ServerConfig {
    * db.binary_cache_dir}, by default {@code data.dir}.
    */
   public DatabaseConfig databaseConfig() {
+    return databaseBuilder().build();
+  }
+
+  /**
+   * {@link #databaseConfig()} for the command-line tools ({@code create-key}, {@code reconcile}):
+   * if a server is running on the embedded data folder, they connect to its PostgreSQL over TCP
+   * instead of starting one ({@link DatabaseConfig#attachToRunningEmbedded()}).
+   */
+  public DatabaseConfig toolDatabaseConfig() {
+    return databaseBuilder().attachToRunningEmbedded(true).build();
+  }
+
+  private DatabaseConfig.Builder databaseBuilder() {
     DatabaseConfig.Builder b =
         DatabaseConfig.builder()
             .dataDirectory(dataDir.resolve("postgres"))
@@ -228,7 +294,47 @@ public final class ServerConfig {
     } else {
       b.port(dbPort);
     }
-    return b.build();
+    return b;
+  }
+
+  /**
+   * The ledger's settings: {@code ledger.durability}, the outbox ({@code outbox.dir}, by default
+   * {@code data.dir/outbox}; {@code outbox.max_bytes}), and raw-record retention ({@code
+   * retention.days}, partition maintenance at start and then hourly).
+   */
+  public BillingConfig billingConfig() {
+    return BillingConfig.defaults()
+        .withLedger(
+            LedgerConfig.custom()
+                .durability(durability)
+                .outboxDirectory(outboxDir)
+                .outboxMaxBytes(outboxMaxBytes)
+                .build())
+        .withRetention(retention);
+  }
+
+  /** When a completion's response may leave: once its charge is durable, or once queued. */
+  public Durability durability() {
+    return durability;
+  }
+
+  /** The ledger's local outbox folder. */
+  public Path outboxDir() {
+    return outboxDir;
+  }
+
+  public long outboxMaxBytes() {
+    return outboxMaxBytes;
+  }
+
+  /** Raw usage records are kept at least this long (90 days at least). */
+  public RetentionConfig retention() {
+    return retention;
+  }
+
+  /** The admin API's bearer token, or null when the admin API is disabled. Never logged. */
+  String adminToken() {
+    return adminToken;
   }
 
   public String host() {
@@ -303,6 +409,16 @@ public final class ServerConfig {
         + dataDir
         + ", db="
         + (dbUrl == null ? "embedded" : dbUrl)
+        + ", ledger="
+        + durability
+        + ", outbox="
+        + outboxDir
+        + " (max "
+        + outboxMaxBytes
+        + " bytes), retention="
+        + retention.retention().toDays()
+        + "d, admin="
+        + (adminToken == null ? "off" : "on")
         + ", maxBodyBytes="
         + maxBodyBytes
         + ", scheduler="
@@ -344,6 +460,46 @@ public final class ServerConfig {
       throw bad(value, "must be in [" + min + ", " + max + "]");
     }
     return (int) n;
+  }
+
+  private static long longIn(Map<String, Value> v, String key, long min, long max) {
+    Value value = v.get(key);
+    long n;
+    try {
+      n = Long.parseLong(value.text.trim());
+    } catch (NumberFormatException e) {
+      throw bad(value, "not an integer");
+    }
+    if (n < min || n > max) {
+      throw bad(value, "must be in [" + min + ", " + max + "]");
+    }
+    return n;
+  }
+
+  /** Bytes, or with a {@code k}, {@code m} or {@code g} suffix (powers of 1024). */
+  private static long bytes(Map<String, Value> v, String key, long min) {
+    Value value = v.get(key);
+    Matcher m = SIZE.matcher(value.text.trim().toLowerCase(Locale.ROOT));
+    long n;
+    try {
+      if (!m.matches()) {
+        throw new NumberFormatException();
+      }
+      long unit =
+          switch (m.group(2)) {
+            case "k" -> 1L << 10;
+            case "m" -> 1L << 20;
+            case "g" -> 1L << 30;
+            default -> 1L;
+          };
+      n = Math.multiplyExact(Long.parseLong(m.group(1)), unit);
+    } catch (NumberFormatException | ArithmeticException e) {
+      throw bad(value, "not a size (examples: 1073741824, 512m, 1g)");
+    }
+    if (n < min) {
+      throw bad(value, "must be at least " + min + " bytes");
+    }
+    return n;
   }
 
   private static Duration duration(Map<String, Value> v, String key, Duration min) {

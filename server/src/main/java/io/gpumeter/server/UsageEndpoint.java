@@ -74,7 +74,7 @@ final class UsageEndpoint {
         r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r)));
   }
 
-  private static Instant instant(String text, String param, Instant dflt) {
+  static Instant instant(String text, String param, Instant dflt) {
     if (text == null || text.isBlank()) {
       return dflt;
     }

@@ -487,6 +487,13 @@ class ErrorHandlingTest {
     Reply ready = client.get("/readyz", null);
     assertThat(ready.status()).isEqualTo(200);
     assertThat(ready.json().get("status").asText()).isEqualTo("ready");
+    assertThat(ready.json().get("degraded").asBoolean()).as(ready.toString()).isFalse();
+    assertThat(ready.json().get("ledger").get("durability").asText()).isEqualTo("durable");
+    assertThat(ready.json().get("ledger").get("breaker").asText()).isEqualTo("CLOSED");
+    // no admin.token configured: the admin API does not exist
+    Reply admin = client.get("/admin/reconcile", key);
+    assertThat(admin.status()).as(admin.toString()).isEqualTo(404);
+    assertThat(admin.json().get("error").get("code").asText()).isEqualTo("unknown_url");
     Reply metrics = client.get("/metrics", null);
     assertThat(metrics.status()).isEqualTo(200);
     assertThat(metrics.raw().body())
@@ -494,7 +501,9 @@ class ErrorHandlingTest {
         .contains("gpumeter_http_responses_total{code=\"401\"}")
         .contains("gpumeter_http_responses_total{code=\"413\"}")
         .contains(
-            "gpumeter_device_charged_nanoseconds_total{model=\"demo-byte-lm\",device=\"cpu\"}");
+            "gpumeter_device_charged_nanoseconds_total{model=\"demo-byte-lm\",device=\"cpu\"}")
+        .contains("gpumeter_ledger_accepting 1\n")
+        .contains("gpumeter_ledger_degraded 0\n");
     // the empty prompt starts a new document
     Reply empty = complete("{\"model\": \"demo-byte-lm\", \"prompt\": \"\", \"max_tokens\": 4}");
     assertThat(empty.status()).as(empty.toString()).isEqualTo(200);

@@ -4,6 +4,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.gpumeter.batching.SchedulerConfig;
+import io.gpumeter.billing.BillingConfig;
+import io.gpumeter.billing.Durability;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -105,6 +107,59 @@ class ServerConfigTest {
         .hasMessageContaining("jdbc:postgresql:");
     assertThatThrownBy(() -> ServerConfig.builder().set("prot", "1"))
         .hasMessageContaining("unknown setting 'prot'");
+  }
+
+  @Test
+  void ledgerOutboxRetentionAndAdminSettings() throws Exception {
+    ServerConfig d = ServerConfig.builder().dataDir(Path.of("/srv/gm")).build();
+    assertThat(d.durability()).isEqualTo(Durability.DURABLE);
+    assertThat(d.outboxDir()).isEqualTo(Path.of("/srv/gm/outbox"));
+    assertThat(d.outboxMaxBytes()).isEqualTo(1L << 30);
+    assertThat(d.retention().retention()).isEqualTo(Duration.ofDays(90));
+    assertThat(d.adminToken()).isNull();
+    BillingConfig b = d.billingConfig();
+    assertThat(b.ledger().durability()).isEqualTo(Durability.DURABLE);
+    assertThat(b.ledger().outboxDirectory()).isEqualTo(Path.of("/srv/gm/outbox"));
+    assertThat(b.ledger().outboxMaxBytes()).isEqualTo(1L << 30);
+    assertThat(b.retention().retention()).isEqualTo(Duration.ofDays(90));
+    assertThat(d.databaseConfig().attachToRunningEmbedded()).isFalse();
+    assertThat(d.toolDatabaseConfig().attachToRunningEmbedded()).isTrue();
+
+    String token = "s3cret-admin-token-0123456789";
+    ServerConfig c =
+        ServerConfig.load(
+            null,
+            Map.of(
+                "GPUMETER_LEDGER_DURABILITY", "FAST",
+                "GPUMETER_OUTBOX_DIR", "/var/spool/gm-outbox",
+                "GPUMETER_OUTBOX_MAX_BYTES", "64m",
+                "GPUMETER_RETENTION_DAYS", "400",
+                "GPUMETER_ADMIN_TOKEN", token),
+            new Properties());
+    assertThat(c.durability()).isEqualTo(Durability.FAST);
+    assertThat(c.billingConfig().ledger().durability()).isEqualTo(Durability.FAST);
+    assertThat(c.billingConfig().ledger().outboxDirectory())
+        .isEqualTo(Path.of("/var/spool/gm-outbox"));
+    assertThat(c.outboxMaxBytes()).isEqualTo(64L << 20);
+    assertThat(c.billingConfig().retention().retention()).isEqualTo(Duration.ofDays(400));
+    assertThat(c.adminToken()).isEqualTo(token);
+    assertThat(c.toString()).doesNotContain(token).contains("admin=on");
+
+    assertThatThrownBy(() -> ServerConfig.builder().set("ledger.durability", "maybe").build())
+        .hasMessageContaining("ledger.durability='maybe'")
+        .hasMessageContaining("durable or fast");
+    assertThatThrownBy(() -> ServerConfig.builder().set("outbox.max_bytes", "lots").build())
+        .hasMessageContaining("outbox.max_bytes='lots'");
+    assertThatThrownBy(() -> ServerConfig.builder().set("outbox.max_bytes", "1k").build())
+        .hasMessageContaining("at least 4096");
+    // the floor of 90 days is billing's, and the message says why
+    assertThatThrownBy(() -> ServerConfig.builder().set("retention.days", "30").build())
+        .hasMessageContaining("retention.days='30'")
+        .hasMessageContaining("at least 90 days");
+    assertThatThrownBy(() -> ServerConfig.builder().set("admin.token", "short-secret").build())
+        .hasMessageContaining("admin.token")
+        .hasMessageContaining("at least 16")
+        .satisfies(e -> assertThat(e.getMessage()).doesNotContain("short-secret"));
   }
 
   @Test

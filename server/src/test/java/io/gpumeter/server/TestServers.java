@@ -12,11 +12,11 @@ import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 
 /** A real server for tests: the repository's model, an embedded PostgreSQL, port 0. */
-final class TestServers {
+public final class TestServers {
   private TestServers() {}
 
   /** The repository root: the first directory upwards holding both mvnw and models/. */
-  static Path repoRoot() {
+  public static Path repoRoot() {
     Path dir = Path.of("").toAbsolutePath();
     while (dir != null) {
       if (Files.isDirectory(dir.resolve("models")) && Files.exists(dir.resolve("mvnw"))) {
@@ -28,7 +28,7 @@ final class TestServers {
   }
 
   /** Loopback, ephemeral port, CPU, a fresh data folder under target/. */
-  static ServerConfig.Builder config(String name) throws IOException {
+  public static ServerConfig.Builder config(String name) throws IOException {
     Path data = Path.of("target", "test-data", name + "-" + System.nanoTime()).toAbsolutePath();
     Files.createDirectories(data);
     return ServerConfig.builder()
@@ -42,8 +42,13 @@ final class TestServers {
         .set("shutdown.grace", "10s");
   }
 
+  /** The shared folder of the root-safe PostgreSQL binaries (one repack per build). */
+  public static Path binaryCache() {
+    return Path.of("target", "pg-binaries").toAbsolutePath();
+  }
+
   /** HTTP/1.1 client (the JDK's default would try an h2c upgrade). */
-  static final class Client {
+  public static final class Client {
     private final HttpClient http =
         HttpClient.newBuilder()
             .version(HttpClient.Version.HTTP_1_1)
@@ -51,11 +56,11 @@ final class TestServers {
             .build();
     private final String base;
 
-    Client(int port) {
+    public Client(int port) {
       this.base = "http://127.0.0.1:" + port;
     }
 
-    HttpRequest.Builder request(String path, String key) {
+    public HttpRequest.Builder request(String path, String key) {
       HttpRequest.Builder b =
           HttpRequest.newBuilder(URI.create(base + path)).timeout(Duration.ofSeconds(120));
       if (key != null) {
@@ -64,7 +69,7 @@ final class TestServers {
       return b;
     }
 
-    Reply post(String path, String key, String body) throws IOException, InterruptedException {
+    public Reply post(String path, String key, String body) throws IOException, InterruptedException {
       return send(
           request(path, key)
               .header("Content-Type", "application/json")
@@ -72,15 +77,15 @@ final class TestServers {
               .build());
     }
 
-    Reply get(String path, String key) throws IOException, InterruptedException {
+    public Reply get(String path, String key) throws IOException, InterruptedException {
       return send(request(path, key).GET().build());
     }
 
-    Reply send(HttpRequest req) throws IOException, InterruptedException {
+    public Reply send(HttpRequest req) throws IOException, InterruptedException {
       return Reply.of(http.send(req, HttpResponse.BodyHandlers.ofString()));
     }
 
-    CompletableFuture<Reply> postAsync(String path, String key, String body) {
+    public CompletableFuture<Reply> postAsync(String path, String key, String body) {
       return http.sendAsync(
               request(path, key)
                   .header("Content-Type", "application/json")
@@ -92,8 +97,8 @@ final class TestServers {
   }
 
   /** A response with its body parsed as JSON where it is JSON. */
-  record Reply(int status, HttpResponse<String> raw, JsonNode json) {
-    static Reply of(HttpResponse<String> r) {
+  public record Reply(int status, HttpResponse<String> raw, JsonNode json) {
+    public static Reply of(HttpResponse<String> r) {
       JsonNode json = null;
       if (r.headers().firstValue("content-type").orElse("").startsWith("application/json")) {
         try {
@@ -105,7 +110,7 @@ final class TestServers {
       return new Reply(r.statusCode(), r, json);
     }
 
-    String header(String name) {
+    public String header(String name) {
       return raw.headers().firstValue(name).orElse(null);
     }
 

@@ -1,0 +1,195 @@
+package io.gpumeter.server.tools;
+
+import ch.qos.logback.classic.Level;
+import ch.qos.logback.classic.Logger;
+import io.gpumeter.batching.StepListener;
+import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.server.GpumeterServer;
+import io.gpumeter.server.ServerConfig;
+import io.gpumeter.server.TestServers;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.atomic.AtomicLong;
+import org.slf4j.LoggerFactory;
+
+/**
+ * What the default ledger durability costs in completion latency over HTTP. Not a test: a main
+ * that starts the real server (CPU, the repository's demo model, an embedded PostgreSQL) once
+ * with {@code ledger.durability=durable} and once with {@code fast} in the same JVM, on the same
+ * data folder, and drives each with {@code --clients} closed-loop clients sending {@code
+ * max_tokens: 1} completions for {@code --seconds} (after a warm-up). Latency is measured by the
+ * client, from sending the request to reading the whole response (HTTP/1.1 keep-alive).
+ *
+ * <pre>
+ * ./mvnw -o -q -pl server test-compile
+ * ./mvnw -o -q -pl server dependency:build-classpath -Dmdep.includeScope=test \
+ *     -Dmdep.outputFile=target/test-classpath.txt
+ * java -cp server/target/test-classes:server/target/classes:$(cat server/target/test-classpath.txt) \
+ *     io.gpumeter.server.tools.DurabilityLatency [--seconds 20] [--clients 4] [--warmup 3] [--rounds 1]
+ * </pre>
+ *
+ * With {@code --rounds N} the two modes alternate N times (durable, fast, durable, ...) and each
+ * round is reported, so drift of the machine shows.
+ */
+public final class DurabilityLatency {
+  private DurabilityLatency() {}
+
+  public static void main(String[] args) throws Exception {
+    int seconds = 20;
+    int clients = 4;
+    int warmup = 3;
+    int rounds = 1;
+    for (int i = 0; i < args.length; i++) {
+      switch (args[i]) {
+        case "--seconds" -> seconds = Integer.parseInt(args[++i]);
+        case "--clients" -> clients = Integer.parseInt(args[++i]);
+        case "--warmup" -> warmup = Integer.parseInt(args[++i]);
+        case "--rounds" -> rounds = Integer.parseInt(args[++i]);
+        default -> throw new IllegalArgumentException("unknown argument " + args[i]);
+      }
+    }
+    ((Logger) LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME)).setLevel(Level.WARN);
+    Path data = Path.of("server", "target", "durability-latency").toAbsolutePath();
+    if (!Files.isDirectory(data.getParent())) {
+      data = Path.of("target", "durability-latency").toAbsolutePath();
+    }
+    Files.createDirectories(data);
+    System.out.printf(
+        "DurabilityLatency: %d clients, max_tokens 1, %d s warm-up + %d s per run, %d round(s),"
+            + " %d cores, data in %s%n",
+        clients, warmup, seconds, rounds, Runtime.getRuntime().availableProcessors(), data);
+    List<String> lines = new ArrayList<>();
+    for (int round = 1; round <= rounds; round++) {
+      for (String mode : List.of("durable", "fast")) {
+        Result r = run(data, mode, clients, warmup, seconds);
+        String line =
+            String.format(
+                Locale.ROOT,
+                "round %d %-7s requests %7d (%7.1f/s)  p50 %7.3f ms  p90 %7.3f ms  p99 %7.3f ms"
+                    + "  max %8.3f ms  errors %d",
+                round, mode, r.count, r.count / (double) seconds, ms(r.p50), ms(r.p90),
+                ms(r.p99), ms(r.max), r.errors);
+        System.out.println(line);
+        lines.add(line);
+      }
+    }
+    System.out.println("--- summary");
+    lines.forEach(System.out::println);
+  }
+
+  record Result(int count, long errors, long p50, long p90, long p99, long max) {}
+
+  private static double ms(long ns) {
+    return ns / 1e6;
+  }
+
+  private static Result run(Path data, String mode, int clients, int warmup, int seconds)
+      throws Exception {
+    ServerConfig config =
+        ServerConfig.builder()
+            .host("127.0.0.1")
+            .port(0)
+            .device("cpu")
+            .modelsDir(TestServers.repoRoot().resolve("models"))
+            .dataDir(data)
+            .set("db.binary_cache_dir", data.getParent().resolve("pg-binaries").toString())
+            .set("ledger.durability", mode)
+            .build();
+    try (GpumeterServer server = GpumeterServer.start(config, StepListener.NONE)) {
+      CreatedApiKey key = server.billing().apiKeys().create("durability-latency");
+      URI uri = URI.create("http://127.0.0.1:" + server.port() + "/v1/completions");
+      HttpClient http =
+          HttpClient.newBuilder()
+              .version(HttpClient.Version.HTTP_1_1)
+              .connectTimeout(Duration.ofSeconds(5))
+              .build();
+      long start = System.nanoTime();
+      long measureFrom = start + Duration.ofSeconds(warmup).toNanos();
+      long end = measureFrom + Duration.ofSeconds(seconds).toNanos();
+      AtomicLong errors = new AtomicLong();
+      List<long[]> perThread = new ArrayList<>();
+      List<Thread> threads = new ArrayList<>();
+      int[] counts = new int[clients];
+      for (int t = 0; t < clients; t++) {
+        long[] samples = new long[500_000];
+        perThread.add(samples);
+        int id = t;
+        String body =
+            "{\"model\":\"demo-byte-lm\",\"prompt\":\"Client " + t
+                + " asks \",\"max_tokens\":1,\"temperature\":0}";
+        Thread th =
+            new Thread(
+                () -> {
+                  HttpRequest req =
+                      HttpRequest.newBuilder(uri)
+                          .timeout(Duration.ofSeconds(30))
+                          .header("Authorization", "Bearer " + key.plaintext())
+                          .header("Content-Type", "application/json")
+                          .POST(HttpRequest.BodyPublishers.ofString(body))
+                          .build();
+                  int n = 0;
+                  while (true) {
+                    long t0 = System.nanoTime();
+                    if (t0 >= end) {
+                      break;
+                    }
+                    try {
+                      HttpResponse<String> r = http.send(req, HttpResponse.BodyHandlers.ofString());
+                      long t1 = System.nanoTime();
+                      if (r.statusCode() != 200) {
+                        errors.incrementAndGet();
+                      } else if (t0 >= measureFrom && n < samples.length) {
+                        samples[n++] = t1 - t0;
+                      }
+                    } catch (Exception e) {
+                      errors.incrementAndGet();
+                    }
+                  }
+                  counts[id] = n;
+                },
+                "client-" + t);
+        threads.add(th);
+        th.start();
+      }
+      for (Thread th : threads) {
+        th.join();
+      }
+      int total = 0;
+      for (int c : counts) {
+        total += c;
+      }
+      long[] all = new long[total];
+      int at = 0;
+      for (int t = 0; t < clients; t++) {
+        System.arraycopy(perThread.get(t), 0, all, at, counts[t]);
+        at += counts[t];
+      }
+      Arrays.sort(all);
+      return new Result(
+          total,
+          errors.get(),
+          pct(all, 50),
+          pct(all, 90),
+          pct(all, 99),
+          all.length == 0 ? 0 : all[all.length - 1]);
+    }
+  }
+
+  /** Nearest-rank percentile. */
+  private static long pct(long[] sorted, double p) {
+    if (sorted.length == 0) {
+      return 0;
+    }
+    int rank = (int) Math.ceil(p / 100.0 * sorted.length);
+    return sorted[Math.max(0, Math.min(sorted.length - 1, rank - 1))];
+  }
+}
