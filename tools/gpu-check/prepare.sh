@@ -60,6 +60,23 @@ for j in "$lib"/jmh-core-*.jar "$lib"/jmh-generator-*.jar "$lib"/jopt-simple-*.j
   [ -e "$j" ] && { echo "   dropping $(basename "$j")"; rm -f "$j"; }
 done
 
+# 2c. The same artifact in two versions (Maven's class path would pick one): keep the newest.
+python3 - "$lib" <<'PY'
+import glob, os, re, sys
+by = {}
+for j in glob.glob(sys.argv[1] + "/*.jar"):
+    m = re.match(r"(.+?)-(\d[\w.]*)\.jar$", os.path.basename(j))
+    if m:
+        by.setdefault(m.group(1), []).append((m.group(2), j))
+def key(v):
+    return [int(p) if p.isdigit() else -1 for p in re.split(r"[.-]", v[0])]
+for name, vs in by.items():
+    if len(vs) > 1:
+        for v, j in sorted(vs, key=key)[:-1]:
+            print(f"   dropping {os.path.basename(j)} (a newer {name} is there)")
+            os.remove(j)
+PY
+
 # 3. JCuda natives: the timer loads only libJCudaDriver (needs just the driver's libcuda.so.1).
 for j in "$lib"/jcuda-natives-*.jar; do
   [ -e "$j" ] && trim_jar "$j" "not n.startswith('lib/') or 'JCudaDriver' in n or n.endswith('/')"
