@@ -1,11 +1,11 @@
 package io.gpumeter.benchmarks;
 
+import io.gpumeter.model.ByteTokenizer;
 import io.gpumeter.model.KvCache;
 import io.gpumeter.model.LanguageModel;
 import io.gpumeter.model.ModelConfig;
 import io.gpumeter.model.StepBatch;
 import io.gpumeter.model.Tokenizer;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 
 /**
@@ -25,7 +25,7 @@ public final class NoopLanguageModel implements LanguageModel {
       new ModelConfig(
           "noop", Path.of("noop"), "none", "byte", VOCAB, Integer.MAX_VALUE, EOS, "float32", 1, 1,
           1);
-  private final Tokenizer tokenizer = new ByteTokenizer();
+  private final Tokenizer tokenizer = new ByteTokenizer(VOCAB);
 
   @Override
   public ModelConfig config() {
@@ -72,33 +72,4 @@ public final class NoopLanguageModel implements LanguageModel {
 
   @Override
   public void close() {}
-
-  private static final class ByteTokenizer implements Tokenizer {
-    @Override
-    public int[] encode(String text) {
-      byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
-      int[] ids = new int[bytes.length];
-      for (int i = 0; i < bytes.length; i++) {
-        ids[i] = bytes[i] & 0xff;
-      }
-      return ids;
-    }
-
-    @Override
-    public String decode(int[] tokens, int from, int to) {
-      byte[] bytes = new byte[to - from];
-      int n = 0;
-      for (int i = from; i < to; i++) {
-        if (tokens[i] < 256) {
-          bytes[n++] = (byte) tokens[i];
-        }
-      }
-      return new String(bytes, 0, n, StandardCharsets.UTF_8);
-    }
-
-    @Override
-    public int vocabSize() {
-      return VOCAB;
-    }
-  }
 }
