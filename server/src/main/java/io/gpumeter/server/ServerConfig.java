@@ -449,17 +449,7 @@ public final class ServerConfig {
   }
 
   private static int intIn(Map<String, Value> v, String key, int min, int max) {
-    Value value = v.get(key);
-    long n;
-    try {
-      n = Long.parseLong(value.text.trim());
-    } catch (NumberFormatException e) {
-      throw bad(value, "not an integer");
-    }
-    if (n < min || n > max) {
-      throw bad(value, "must be in [" + min + ", " + max + "]");
-    }
-    return (int) n;
+    return (int) longIn(v, key, min, max);
   }
 
   private static long longIn(Map<String, Value> v, String key, long min, long max) {

@@ -62,7 +62,10 @@ public final class GpuCheck {
         default -> throw new IllegalArgumentException("unknown check " + check);
       }
     } catch (Throwable t) {
-      t.printStackTrace(System.out);
+      // the full trace goes to the check's log on the GPU machine (stdout is captured there)
+      java.io.StringWriter trace = new java.io.StringWriter();
+      t.printStackTrace(new java.io.PrintWriter(trace));
+      System.out.println(trace);
       String which = opt.containsKey("workload") ? " workload=" + opt.get("workload") : "";
       which += opt.containsKey("label") ? " label=" + opt.get("label") : "";
       result(check, "status=FAIL" + which + " reason=" + word(t.toString()));
