@@ -179,15 +179,7 @@ public final class Database implements AutoCloseable {
 
   private static HikariDataSource pool(
       DatabaseConfig cfg, String url, String user, String password) {
-    HikariConfig hc = new HikariConfig();
-    hc.setPoolName("gpumeter-billing");
-    hc.setJdbcUrl(url);
-    if (user != null) {
-      hc.setUsername(user);
-    }
-    if (password != null) {
-      hc.setPassword(password);
-    }
+    HikariConfig hc = baseConfig("gpumeter-billing", url, user, password);
     hc.setMaximumPoolSize(cfg.maximumPoolSize());
     hc.setMinimumIdle(Math.min(2, cfg.maximumPoolSize()));
     hc.setConnectionTimeout(cfg.connectionTimeout().toMillis());
@@ -195,17 +187,10 @@ public final class Database implements AutoCloseable {
     return new HikariDataSource(hc);
   }
 
+  /** The ledger's own small pool: short timeouts so a dead database fails over to the outbox fast. */
   private static HikariDataSource ledgerPool(
       DatabaseConfig cfg, String url, String user, String password) {
-    HikariConfig hc = new HikariConfig();
-    hc.setPoolName("gpumeter-ledger");
-    hc.setJdbcUrl(url);
-    if (user != null) {
-      hc.setUsername(user);
-    }
-    if (password != null) {
-      hc.setPassword(password);
-    }
+    HikariConfig hc = baseConfig("gpumeter-ledger", url, user, password);
     hc.setMaximumPoolSize(2);
     hc.setMinimumIdle(1);
     hc.setConnectionTimeout(cfg.ledgerConnectionTimeout().toMillis());
@@ -217,6 +202,19 @@ public final class Database implements AutoCloseable {
         "connectTimeout",
         String.valueOf(Math.max(1, cfg.ledgerConnectionTimeout().toSeconds())));
     return new HikariDataSource(hc);
+  }
+
+  private static HikariConfig baseConfig(String name, String url, String user, String password) {
+    HikariConfig hc = new HikariConfig();
+    hc.setPoolName(name);
+    hc.setJdbcUrl(url);
+    if (user != null) {
+      hc.setUsername(user);
+    }
+    if (password != null) {
+      hc.setPassword(password);
+    }
+    return hc;
   }
 
   /**
