@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs HERE (no GPU needed), from anywhere in the repository: builds the reactor, packs a Java
-# runtime and the runtime jars of server + benchmarks into .gpu/ with ../shared/gpu/pack-jvm.sh,
+# runtime and the runtime jars of server + benchmarks into .gpu/ with pack-jvm.sh (beside this),
 # trims what the GPU machine cannot use, and checks that what travels fits the device tool's
 # 64 MiB. Then call the device tool once (see README.md):
 #   run  command: bash tools/gpu-check/run.sh   carry: [".gpu"]   timeout_s: 600
@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$root"
-pack=${PACK_JVM:-$root/../shared/gpu/pack-jvm.sh}
+pack=${PACK_JVM:-$root/tools/gpu-check/pack-jvm.sh}
 [ -x "$pack" ] || { echo "pack-jvm.sh not found at $pack (set PACK_JVM)" >&2; exit 2; }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then

@@ -19,7 +19,6 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -83,7 +82,7 @@ import java.util.stream.Stream;
  * [--ramp-s 1] [--parts direct,server,nobatch,context,overhead]}
  */
 public final class ServerThroughput {
-  private static final String[] PROMPTS = {
+  static final String[] PROMPTS = {
     "The ", "Once upon a time", "In the morning ", "She said", "It was a ", "We went to the ",
     "He looked at ", "There is a ", "After dinner ", "The old man ", "When the rain ",
     "I think ", "Tomorrow ", "They ", "A small ", "On the hill "
@@ -138,50 +137,6 @@ public final class ServerThroughput {
 
   // ------------------------------------------------------------------ the run
 
-  /** Totals of one kind of slice (direct at B, server at B, batching off). */
-  private static final class Tally {
-    double tokens;
-    double seconds;
-    final List<Double> perRound = new ArrayList<>();
-    StepStats.Snapshot steps = StepStats.Snapshot.ZERO;
-    long requests;
-    long completedTokens;
-    long latencyNs;
-    long errors;
-    String firstError;
-
-    double tokensPerSecond() {
-      return tokens / seconds;
-    }
-
-    void add(double tokens, double seconds) {
-      this.tokens += tokens;
-      this.seconds += seconds;
-      perRound.add(tokens / seconds);
-    }
-
-    void add(Load l) {
-      add(l.tokens(), l.seconds());
-      steps = steps.plus(l.steps());
-      requests += l.requests();
-      completedTokens += l.completedTokens();
-      latencyNs += l.latencyNs();
-      errors += l.errors();
-      if (firstError == null) {
-        firstError = l.firstError();
-      }
-    }
-
-    String describe() {
-      return String.format(Locale.ROOT,
-          "%d requests completed in the windows, %.1f tokens/request, %.1f ms mean latency, %d"
-              + " errors%s; scheduler: %s",
-          requests, requests == 0 ? 0.0 : completedTokens / (double) requests,
-          requests == 0 ? 0.0 : latencyNs / 1e6 / requests, errors,
-          firstError == null ? "" : " (first: " + firstError + ")", steps.describe(seconds));
-    }
-  }
-
   private void run() throws Exception {
     long t0 = System.nanoTime();
     out("ServerThroughput: %s, %d cores, %s, JDK %s, models %s",
@@ -212,7 +167,7 @@ public final class ServerThroughput {
       }
       if (parts.contains("direct")) {
         for (int b : batches) {
-          directs.put(b, onThread(modelThread, () -> new Direct(model, b)));
+          directs.put(b, onThread(modelThread, () -> new Direct(model, b, maxTokens)));
         }
       }
       if (parts.contains("server") || parts.contains("overhead")) {
@@ -361,77 +316,6 @@ public final class ServerThroughput {
   // ------------------------------------------------------------------ direct model loop
 
   /**
-   * The bare model at batch {@code b}, with its own KV cache and buffers, used only from the model
-   * thread. One round: a packed prefill step for all prompts, then {@code maxTokens - 1} decode
-   * steps.
-   */
-  private final class Direct implements AutoCloseable {
-    private final LanguageModel model;
-    private final int b;
-    private final int[][] prompts;
-    private final int[][] seq;
-    private final float[][] logits;
-    private final StepBatch batch;
-    private final KvCache cache;
-
-    Direct(LanguageModel model, int b) {
-      this.model = model;
-      this.b = b;
-      prompts = new int[b][];
-      seq = new int[b][];
-      for (int s = 0; s < b; s++) {
-        prompts[s] = model.tokenizer().encode(PROMPTS[s % PROMPTS.length]);
-        seq[s] = Arrays.copyOf(prompts[s], prompts[s].length + maxTokens);
-      }
-      logits = new float[b][model.config().vocabSize()];
-      batch = new StepBatch(b * 32, b);
-      cache = model.newCache(b);
-    }
-
-    /** Runs whole rounds for at least {@code len}; returns {tokens, nanoseconds}. */
-    long[] run(Duration len) {
-      long tokens = 0;
-      long start = System.nanoTime();
-      long end = start + len.toNanos();
-      long now;
-      do {
-        tokens += round();
-        now = System.nanoTime();
-      } while (now < end);
-      return new long[] {tokens, now - start};
-    }
-
-    private int round() {
-      int vocab = model.config().vocabSize();
-      batch.clear();
-      for (int s = 0; s < b; s++) {
-        batch.addSequence(s, prompts[s], 0, prompts[s].length, 0);
-      }
-      model.step(batch, cache, logits);
-      for (int s = 0; s < b; s++) {
-        seq[s][prompts[s].length] = argmax(logits[s], vocab);
-      }
-      for (int t = 1; t < maxTokens; t++) {
-        batch.clear();
-        for (int s = 0; s < b; s++) {
-          int pos = prompts[s].length + t - 1; // the token generated last, not yet in the cache
-          batch.addSequence(s, seq[s], pos, 1, pos);
-        }
-        model.step(batch, cache, logits);
-        for (int s = 0; s < b; s++) {
-          seq[s][prompts[s].length + t] = argmax(logits[s], vocab);
-        }
-      }
-      return b * maxTokens;
-    }
-
-    @Override
-    public void close() {
-      cache.close();
-    }
-  }
-
-  /**
    * Decode time per token at batch 1 after a prefill of {@code shortContext} and of {@code
    * longContext} tokens (fed in chunks of 128, as the scheduler would): per round, the mean time of
    * the 32 decode steps right after the prefill; rounds alternate between the two contexts so that
@@ -481,7 +365,7 @@ public final class ServerThroughput {
     return new double[] {perToken[0][rounds / 2], perToken[1][rounds / 2]};
   }
 
-  private static int argmax(float[] row, int n) {
+  static int argmax(float[] row, int n) {
     int best = 0;
     for (int i = 1; i < n; i++) {
       if (row[i] > row[best]) {
@@ -492,16 +376,6 @@ public final class ServerThroughput {
   }
 
   // ------------------------------------------------------------------ server load
-
-  private record Started(
-      GpumeterServer server, Path dataDir, List<String> keys, String model, StepStats stats)
-      implements AutoCloseable {
-    @Override
-    public void close() throws IOException {
-      server.close();
-      deleteTree(dataDir);
-    }
-  }
 
   private Started startServer(int maxRunning) throws IOException {
     Path data = Files.createTempDirectory("gpumeter-throughput-");
@@ -526,69 +400,6 @@ public final class ServerThroughput {
     out("started server (max_running %d) on port %d in %.1f s", maxRunning, server.port(),
         (System.nanoTime() - t0) / 1e9);
     return new Started(server, data, keys, model, stats);
-  }
-
-  /** What one load slice measured. */
-  private record Load(
-      int clients, double tokens, long requests, long completedTokens, long latencyNs, long errors,
-      double seconds, String firstError, StepStats.Snapshot steps) {
-    double tokensPerSecond() {
-      return tokens / seconds;
-    }
-
-    @Override
-    public String toString() {
-      return String.format(Locale.ROOT, "%d requests completed in %.1f s, %.1f tokens/request,"
-              + " %.1f ms mean latency, %d errors%s; scheduler: %s", requests, seconds,
-          requests == 0 ? 0.0 : completedTokens / (double) requests,
-          requests == 0 ? 0.0 : latencyNs / 1e6 / requests, errors,
-          firstError == null ? "" : " (first: " + firstError + ")", steps.describe(seconds));
-    }
-  }
-
-  /** Totals of the scheduler's charged steps, from its {@link StepListener} (scheduler thread). */
-  private static final class StepStats implements StepListener {
-    private final AtomicLong steps = new AtomicLong();
-    private final AtomicLong sequences = new AtomicLong();
-    private final AtomicLong tokens = new AtomicLong();
-    private final AtomicLong measuredNs = new AtomicLong();
-
-    @Override
-    public void onStep(long ns, long[] shares, int seqs, int toks, boolean failed) {
-      steps.incrementAndGet();
-      sequences.addAndGet(seqs);
-      tokens.addAndGet(toks);
-      measuredNs.addAndGet(ns);
-    }
-
-    Snapshot snapshot() {
-      return new Snapshot(steps.get(), sequences.get(), tokens.get(), measuredNs.get());
-    }
-
-    record Snapshot(long steps, long sequences, long tokens, long measuredNs) {
-      static final Snapshot ZERO = new Snapshot(0, 0, 0, 0);
-
-      Snapshot plus(Snapshot o) {
-        return new Snapshot(steps + o.steps, sequences + o.sequences, tokens + o.tokens,
-            measuredNs + o.measuredNs);
-      }
-
-      Snapshot minus(Snapshot o) {
-        return new Snapshot(steps - o.steps, sequences - o.sequences, tokens - o.tokens,
-            measuredNs - o.measuredNs);
-      }
-
-      String describe(double seconds) {
-        if (steps == 0) {
-          return "no steps";
-        }
-        return String.format(Locale.ROOT,
-            "%.0f steps/s, %.1f sequences and %.1f tokens per step, %.3f ms measured per step,"
-                + " model busy %.0f%% of the time",
-            steps / seconds, sequences / (double) steps, tokens / (double) steps,
-            measuredNs / 1e6 / steps, 100.0 * measuredNs / (seconds * 1e9));
-      }
-    }
   }
 
   /**
@@ -730,14 +541,4 @@ public final class ServerThroughput {
     }
   }
 
-  private static void deleteTree(Path dir) throws IOException {
-    if (!Files.exists(dir)) {
-      return;
-    }
-    try (Stream<Path> paths = Files.walk(dir)) {
-      for (Path p : paths.sorted(Comparator.reverseOrder()).toList()) {
-        Files.deleteIfExists(p);
-      }
-    }
-  }
 }

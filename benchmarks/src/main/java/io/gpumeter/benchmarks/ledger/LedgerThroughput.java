@@ -53,7 +53,8 @@ import java.util.concurrent.locks.LockSupport;
  *   io.gpumeter.benchmarks.ledger.LedgerThroughput [records] [batch]
  * </pre>
  *
- * (see RESULTS-ledger.md for how the classpath was built). Prints Markdown tables.
+ * (see "Ledger throughput" in benchmarks/RESULTS.md for how the classpath was built). Prints
+ * Markdown tables.
  */
 public final class LedgerThroughput {
   private static final TimerInfo GPU =

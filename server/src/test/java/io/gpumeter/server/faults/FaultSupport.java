@@ -34,6 +34,7 @@ import java.util.function.BooleanSupplier;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import javax.sql.DataSource;
+import org.awaitility.Awaitility;
 
 /**
  * Shared pieces of the fault tests: a PostgreSQL the test controls (embedded, fixed port, own
@@ -77,15 +78,15 @@ final class FaultSupport {
     await(() -> !db.isEmbeddedRunning(), Duration.ofSeconds(10), "postmaster " + pid + " to die");
   }
 
-  static void await(BooleanSupplier condition, Duration timeout, String what)
-      throws InterruptedException {
-    long deadline = System.nanoTime() + timeout.toNanos();
-    while (!condition.getAsBoolean()) {
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("timed out after " + timeout + " waiting for " + what);
-      }
-      Thread.sleep(50);
-    }
+  /**
+   * Checks {@code condition} every 50 ms until it holds; fails, naming {@code what}, once
+   * {@code timeout} has passed.
+   */
+  static void await(BooleanSupplier condition, Duration timeout, String what) {
+    Awaitility.await(what)
+        .atMost(timeout)
+        .pollInterval(Duration.ofMillis(50))
+        .until(condition::getAsBoolean);
   }
 
   /** request id → raw rows in usage_records, for the given ids (absent: none). */

@@ -51,7 +51,7 @@ class PostgresKillTest {
       assertThat(warm.status()).as(warm.toString()).isEqualTo(200); // and the key is now cached
 
       Load load = new Load(server.port(), key.plaintext(), 8, 4).start();
-      Thread.sleep(1_500);
+      await(() -> load.count(200) >= 20, Duration.ofSeconds(60), "20 answered completions");
       long beforeKill = load.count(200);
       FaultSupport.killPostgres(pg);
 
@@ -63,11 +63,18 @@ class PostgresKillTest {
       assertThat(ready.json().get("degraded").asBoolean()).as(ready.toString()).isTrue();
       assertThat(ready.json().get("reason").asText()).contains("outbox");
       long atOutage = load.count(200);
-      Thread.sleep(1_500);
+      await(
+          () -> load.count(200) >= atOutage + 20,
+          Duration.ofSeconds(60),
+          "20 completions answered while PostgreSQL is down");
       long duringOutage = load.count(200) - atOutage;
 
       assertThat(pg.ensureEmbeddedRunning()).isTrue(); // same folder, same port
-      Thread.sleep(1_500);
+      long atRestart = load.count(200);
+      await(
+          () -> load.count(200) >= atRestart + 20,
+          Duration.ofSeconds(60),
+          "20 completions answered after PostgreSQL is back");
       load.stop();
 
       await(

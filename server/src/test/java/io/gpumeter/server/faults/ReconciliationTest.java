@@ -100,7 +100,11 @@ class ReconciliationTest {
         () -> server.schedulers().get(0).stats().running() == DISCONNECTS,
         Duration.ofSeconds(30),
         "the leaving clients' generations to run");
-    Thread.sleep(50);
+    long stepsTogether = server.schedulers().get(0).stats().steps();
+    await(
+        () -> server.schedulers().get(0).stats().steps() >= stepsTogether + 2,
+        Duration.ofSeconds(30),
+        "the leaving clients' generations to take steps");
     for (Socket s : leaving) {
       s.close();
     }
