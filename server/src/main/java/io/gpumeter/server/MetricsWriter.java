@@ -13,6 +13,7 @@ import io.prometheus.metrics.model.registry.PrometheusRegistry;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
 import java.util.Collection;
 import java.util.function.LongSupplier;
 import java.util.function.ToLongFunction;
@@ -33,7 +34,7 @@ final class MetricsWriter {
   private final ExpositionFormatWriter text;
 
   /** The exposition of one scrape: the bytes and their content type. */
-  record Exposition(byte[] body, String contentType) {}
+  record Exposition(ByteBuffer body, String contentType) {}
 
   /**
    * Registers the server's callback metrics in {@code metrics}' registry.
@@ -182,7 +183,7 @@ final class MetricsWriter {
     } catch (IOException e) {
       throw new UncheckedIOException(e); // a ByteArrayOutputStream does not throw
     }
-    return new Exposition(out.toByteArray(), writer.getContentType());
+    return new Exposition(ByteBuffer.wrap(out.toByteArray()), writer.getContentType());
   }
 
   private void counter(
