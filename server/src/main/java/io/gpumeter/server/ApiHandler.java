@@ -81,7 +81,7 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
 
   private void begin(Object msg) {
     if (msg instanceof OversizedRequest o) {
-      current = new Exchange(this, ctx, o.request(), null, o);
+      current = new Exchange(this, ctx, o.request(), null, o, metrics.now());
       current.fail(
           new ApiException(
               HttpResponseStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -92,7 +92,7 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       return;
     }
     FullHttpRequest req = (FullHttpRequest) msg;
-    Exchange ex = new Exchange(this, ctx, req, req.content(), null);
+    Exchange ex = new Exchange(this, ctx, req, req.content(), null, metrics.now());
     current = ex;
     if (req.decoderResult().isFailure()) {
       ex.forceClose();
@@ -119,7 +119,7 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       return;
     }
     current = null;
-    metrics.count(resp.status().code());
+    metrics.responded(ex.path(), resp.status().code(), ex.startNanos());
     boolean keepAlive = ex.keepAlive() && !closing;
     resp.headers().setInt(HttpHeaderNames.CONTENT_LENGTH, resp.content().readableBytes());
     if (!keepAlive) {

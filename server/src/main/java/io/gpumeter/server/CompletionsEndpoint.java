@@ -6,7 +6,6 @@ import io.gpumeter.batching.FinishReason;
 import io.gpumeter.batching.Generation;
 import io.gpumeter.batching.GenerationRequest;
 import io.gpumeter.batching.GenerationResult;
-import io.gpumeter.batching.TokenListener;
 import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerFullException;
@@ -20,6 +19,7 @@ import java.io.IOException;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ThreadLocalRandom;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -48,6 +48,7 @@ final class CompletionsEndpoint {
   private final Map<String, ModelEndpoint> models;
   private final Authenticator auth;
   private final Billing billing;
+  private final ServerMetrics metrics;
   private final int maxTokensDefault;
   private final int maxTokensCap;
 
@@ -55,11 +56,13 @@ final class CompletionsEndpoint {
       Map<String, ModelEndpoint> models,
       Authenticator auth,
       Billing billing,
+      ServerMetrics metrics,
       int maxTokensDefault,
       int maxTokensCap) {
     this.models = models;
     this.auth = auth;
     this.billing = billing;
+    this.metrics = metrics;
     this.maxTokensDefault = maxTokensDefault;
     this.maxTokensCap = maxTokensCap;
   }
@@ -98,6 +101,8 @@ final class CompletionsEndpoint {
       }
     }
     long seed = p.seed() != null ? p.seed() : ThreadLocalRandom.current().nextLong();
+    ModelMetrics.GenerationObserver observer =
+        metrics.model(m.name()).newGeneration(ex.startNanos());
     GenerationRequest request =
         new GenerationRequest(
             requestId,
@@ -108,16 +113,18 @@ final class CompletionsEndpoint {
             p.temperature(),
             seed,
             0L,
-            TokenListener.NONE);
+            observer);
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
     } catch (AdmissionRejectedException e) {
       throw rejected(e);
     }
+    // Observed before the response is written, and also when the client has left.
+    CompletableFuture<GenerationResult> observed = generation.result().whenComplete(observer);
     ex.onAbandon(generation::cancel);
     ex.then(
-        generation.result(),
+        observed,
         result ->
             ex.then(
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),

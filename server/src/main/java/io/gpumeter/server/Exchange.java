@@ -41,6 +41,7 @@ final class Exchange {
   private final ByteBuf body;
   private final OversizedRequest oversized;
   private final QueryStringDecoder uri;
+  private final long startNanos;
   private boolean done;
   private boolean forceClose;
   private String requestId;
@@ -51,7 +52,8 @@ final class Exchange {
       ChannelHandlerContext ctx,
       HttpRequest request,
       ByteBuf body,
-      OversizedRequest oversized) {
+      OversizedRequest oversized,
+      long startNanos) {
     this.handler = handler;
     this.ctx = ctx;
     this.request = request;
@@ -59,6 +61,7 @@ final class Exchange {
     this.oversized = oversized;
     this.forceClose = oversized != null;
     this.uri = new QueryStringDecoder(request.uri());
+    this.startNanos = startNanos;
   }
 
   HttpRequest request() {
@@ -68,6 +71,11 @@ final class Exchange {
   /** The request body (valid until the exchange is answered). */
   ByteBuf body() {
     return body;
+  }
+
+  /** When the request was dispatched, on the {@link HttpMetrics#now()} clock. */
+  long startNanos() {
+    return startNanos;
   }
 
   String path() {

@@ -23,6 +23,7 @@ import io.netty.channel.socket.nio.NioServerSocketChannel;
 import io.netty.handler.codec.http.HttpObjectAggregator;
 import io.netty.handler.codec.http.HttpServerCodec;
 import io.netty.handler.timeout.IdleStateHandler;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
 import java.net.InetSocketAddress;
 import java.time.Clock;
 import java.time.Instant;
@@ -67,7 +68,8 @@ public final class GpumeterServer implements AutoCloseable {
 
   private final ServerConfig config;
   private final Readiness readiness = new Readiness();
-  private final HttpMetrics httpMetrics = new HttpMetrics();
+  private final ServerMetrics metrics =
+      new ServerMetrics(new PrometheusRegistry(), Ticker.system());
   private final AtomicBoolean closed = new AtomicBoolean();
   private final ThreadPoolExecutor blocking;
   private Billing billing;
@@ -170,7 +172,11 @@ public final class GpumeterServer implements AutoCloseable {
               schedulerConfig,
               Ticker.system(),
               Clock.systemUTC(), // = the recorder's clock (BillingConfig default): same minutes
-              new ReconciliationListener(recorder, name, device, stepListener));
+              new ReconciliationListener(
+                  recorder,
+                  name,
+                  device,
+                  new StepMetricsListener(metrics.addModel(name, device), stepListener)));
       schedulers.add(scheduler);
       models.put(
           name,
@@ -224,7 +230,7 @@ public final class GpumeterServer implements AutoCloseable {
     ioGroup = new MultiThreadIoEventLoopGroup(config.ioThreads(), NioIoHandler.newFactory());
     Routes routes =
         new Routes(
-            Collections.unmodifiableMap(models), billing, blocking, config, httpMetrics, readiness);
+            Collections.unmodifiableMap(models), billing, blocking, config, metrics, readiness);
     int maxBody = config.maxBodyBytes();
     ServerBootstrap b =
         new ServerBootstrap()
@@ -241,7 +247,7 @@ public final class GpumeterServer implements AutoCloseable {
                     p.addLast("limit", new BodyLimitHandler(maxBody));
                     p.addLast("aggregator", new HttpObjectAggregator(maxBody));
                     p.addLast("idle", new IdleStateHandler(0, 0, IDLE_CONNECTION_SECONDS));
-                    p.addLast("api", new ApiHandler(routes, httpMetrics));
+                    p.addLast("api", new ApiHandler(routes, metrics.http()));
                   }
                 });
     serverChannel = b.bind(config.host(), config.port()).syncUninterruptibly().channel();

@@ -1,256 +1,243 @@
 package io.gpumeter.server;
 
-import io.gpumeter.batching.SchedulerStats;
 import io.gpumeter.billing.Billing;
-import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerStats;
 import io.gpumeter.billing.LedgerWriter;
-import io.gpumeter.metering.DeviceTimeCounters;
-import java.util.Map;
+import io.prometheus.metrics.config.EscapingScheme;
+import io.prometheus.metrics.config.PrometheusProperties;
+import io.prometheus.metrics.core.metrics.CounterWithCallback;
+import io.prometheus.metrics.core.metrics.GaugeWithCallback;
+import io.prometheus.metrics.expositionformats.ExpositionFormatWriter;
+import io.prometheus.metrics.expositionformats.ExpositionFormats;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.util.Collection;
+import java.util.function.LongSupplier;
 import java.util.function.ToLongFunction;
 
 /**
- * Prometheus text exposition (format 0.0.4), written by hand from the counters the scheduler, the
- * metering counters and the ledger keep anyway: nothing is counted twice and nothing is allocated
- * per request to feed it.
+ * The {@code /metrics} exposition: registers, as callback metrics, the counters the schedulers,
+ * the metering counters and the ledger keep anyway (nothing is counted twice, nothing is counted
+ * per request to feed them), and writes the server's registry in the format the scraper asks for.
  *
- * <p>Device time is exported in integer nanoseconds, as measured; {@code measured = charged +
- * system} holds whenever no step is in flight.
+ * <p>Every callback reads its source when scraped. Device time is exported in nanoseconds, as
+ * measured; {@code measured = charged + system} holds whenever no step is in flight during the
+ * scrape. Values are written as the client library writes them, as floating point ({@code 1.0},
+ * {@code 2.5132744E7}): exact for integers up to 2^53 (104 days of device time in nanoseconds).
  */
 final class MetricsWriter {
-  private final Map<String, ModelEndpoint> models;
-  private final HttpMetrics http;
-  private final Readiness readiness;
-  private final Billing billing;
-  private final LedgerWriter ledger;
+  private final PrometheusRegistry registry;
+  private final ExpositionFormats formats;
+  private final ExpositionFormatWriter text;
 
+  /** The exposition of one scrape: the bytes and their content type. */
+  record Exposition(ByteBuffer body, String contentType) {}
+
+  /**
+   * Registers the server's callback metrics in {@code metrics}' registry.
+   *
+   * @throws IllegalArgumentException if they were registered there already
+   */
   MetricsWriter(
-      Map<String, ModelEndpoint> models, HttpMetrics http, Readiness readiness, Billing billing) {
-    this.models = models;
-    this.http = http;
-    this.readiness = readiness;
-    this.billing = billing;
-    this.ledger = billing.ledger();
-  }
+      Collection<ModelEndpoint> models,
+      ServerMetrics metrics,
+      Readiness readiness,
+      Billing billing) {
+    this.registry = metrics.registry();
+    PrometheusProperties properties = metrics.properties();
+    this.formats = ExpositionFormats.init(properties);
+    this.text = formats.getPrometheusTextFormatWriter();
+    new PerModel(registry, properties, models)
+        .counter(
+            "gpumeter_device_measured_nanoseconds_total",
+            "Device time measured, requests and system work together.",
+            m -> m.counters().snapshot().measuredNs())
+        .counter(
+            "gpumeter_device_charged_nanoseconds_total",
+            "Device time charged to requests (sum of their shares of every step).",
+            m -> m.counters().snapshot().chargedNs())
+        .counter(
+            "gpumeter_device_system_nanoseconds_total",
+            "Device time of model load and warm-up: measured, never charged.",
+            m -> m.counters().snapshot().systemNs())
+        .counter("gpumeter_steps_total", "Model steps run.", m -> m.counters().snapshot().steps())
+        .counter(
+            "gpumeter_multi_sequence_steps_total",
+            "Model steps that ran more than one sequence.",
+            m -> m.counters().snapshot().multiSequenceSteps())
+        .counter(
+            "gpumeter_step_tokens_total",
+            "Tokens processed by model steps.",
+            m -> m.counters().snapshot().stepTokens())
+        .counter(
+            "gpumeter_step_sequences_total",
+            "Sequences summed over model steps (divide by steps for the mean batch size).",
+            m -> m.counters().snapshot().stepSequences())
+        .gauge(
+            "gpumeter_queue_length",
+            "Requests waiting for admission.",
+            m -> m.scheduler().stats().queued())
+        .gauge(
+            "gpumeter_running_sequences",
+            "Sequences in the running batch.",
+            m -> m.scheduler().stats().running())
+        .gauge(
+            "gpumeter_last_step_nanoseconds",
+            "Measured device time of the last step.",
+            m -> m.scheduler().stats().lastStepNs())
+        .gauge(
+            "gpumeter_last_step_sequences",
+            "Sequences in the last step.",
+            m -> m.scheduler().stats().lastBatchSize())
+        .counter(
+            "gpumeter_generations_completed_total",
+            "Generations finished, whatever the way they ended.",
+            m -> m.scheduler().stats().completed())
+        .counter(
+            "gpumeter_generations_rejected_total",
+            "Submissions refused (queue full, too long, shutting down).",
+            m -> m.scheduler().stats().rejected());
 
-  private record Sample(ModelEndpoint model, DeviceTimeCounters.Snapshot c, SchedulerStats s) {}
-
-  String write() {
-    Sample[] samples = new Sample[models.size()];
-    int i = 0;
-    for (ModelEndpoint m : models.values()) {
-      samples[i++] = new Sample(m, m.counters().snapshot(), m.scheduler().stats());
-    }
-    StringBuilder out = new StringBuilder(4096);
-    perModel(
-        out,
-        samples,
-        "gpumeter_device_measured_nanoseconds_total",
-        "counter",
-        "Device time measured, requests and system work together.",
-        s -> s.c.measuredNs());
-    perModel(
-        out,
-        samples,
-        "gpumeter_device_charged_nanoseconds_total",
-        "counter",
-        "Device time charged to requests (sum of their shares of every step).",
-        s -> s.c.chargedNs());
-    perModel(
-        out,
-        samples,
-        "gpumeter_device_system_nanoseconds_total",
-        "counter",
-        "Device time of model load and warm-up: measured, never charged.",
-        s -> s.c.systemNs());
-    perModel(out, samples, "gpumeter_steps_total", "counter", "Model steps run.", s -> s.c.steps());
-    perModel(
-        out,
-        samples,
-        "gpumeter_multi_sequence_steps_total",
-        "counter",
-        "Model steps that ran more than one sequence.",
-        s -> s.c.multiSequenceSteps());
-    perModel(
-        out,
-        samples,
-        "gpumeter_step_tokens_total",
-        "counter",
-        "Tokens processed by model steps.",
-        s -> s.c.stepTokens());
-    perModel(
-        out,
-        samples,
-        "gpumeter_step_sequences_total",
-        "counter",
-        "Sequences summed over model steps (divide by steps for the mean batch size).",
-        s -> s.c.stepSequences());
-    perModel(
-        out,
-        samples,
-        "gpumeter_queue_length",
-        "gauge",
-        "Requests waiting for admission.",
-        s -> s.s.queued());
-    perModel(
-        out,
-        samples,
-        "gpumeter_running_sequences",
-        "gauge",
-        "Sequences in the running batch.",
-        s -> s.s.running());
-    perModel(
-        out,
-        samples,
-        "gpumeter_last_step_nanoseconds",
-        "gauge",
-        "Measured device time of the last step.",
-        s -> s.s.lastStepNs());
-    perModel(
-        out,
-        samples,
-        "gpumeter_last_step_sequences",
-        "gauge",
-        "Sequences in the last step.",
-        s -> s.s.lastBatchSize());
-    perModel(
-        out,
-        samples,
-        "gpumeter_generations_completed_total",
-        "counter",
-        "Generations finished, whatever the way they ended.",
-        s -> s.s.completed());
-    perModel(
-        out,
-        samples,
-        "gpumeter_generations_rejected_total",
-        "counter",
-        "Submissions refused (queue full, too long, shutting down).",
-        s -> s.s.rejected());
-
-    header(out, "gpumeter_http_responses_total", "counter", "HTTP responses sent, by status.");
-    http.forEach(
-        (status, n) ->
-            out.append("gpumeter_http_responses_total{code=\"")
-                .append(status)
-                .append("\"} ")
-                .append(n)
-                .append('\n'));
-
-    LedgerStats l = ledger.stats();
-    gauge(
-        out,
+    LedgerWriter ledger = billing.ledger();
+    counter(
+        properties,
         "gpumeter_ledger_records_stored_total",
-        "counter",
         "Usage records newly stored in the ledger.",
-        l.stored());
-    gauge(
-        out,
+        () -> ledger.stats().stored());
+    counter(
+        properties,
         "gpumeter_ledger_records_duplicate_total",
-        "counter",
         "Usage records acknowledged as already stored (same request id).",
-        l.duplicates());
-    gauge(
-        out,
+        () -> ledger.stats().duplicates());
+    counter(
+        properties,
         "gpumeter_ledger_records_failed_total",
-        "counter",
         "Usage records that could not be made durable.",
-        l.failed() + l.rejected());
+        () -> {
+          LedgerStats l = ledger.stats();
+          return l.failed() + l.rejected();
+        });
     gauge(
-        out,
+        properties,
         "gpumeter_ledger_queue_length",
-        "gauge",
         "Usage records waiting for the ledger writer.",
-        l.queued());
-    LedgerHealth h = billing.health();
+        () -> ledger.stats().queued());
     gauge(
-        out,
+        properties,
         "gpumeter_ledger_accepting",
-        "gauge",
         "1 when the ledger can make new charges durable (else completions get 503).",
-        h.ready() ? 1 : 0);
+        () -> billing.health().ready() ? 1 : 0);
     gauge(
-        out,
+        properties,
         "gpumeter_ledger_degraded",
-        "gauge",
         "1 when the billing database is unavailable and charges go to the outbox.",
-        h.degraded() ? 1 : 0);
+        () -> billing.health().degraded() ? 1 : 0);
     gauge(
-        out,
+        properties,
         "gpumeter_ledger_outbox_bytes",
-        "gauge",
         "Bytes of charges in the local outbox waiting to be replayed.",
-        h.outboxBytes());
+        () -> billing.health().outboxBytes());
     gauge(
-        out,
+        properties,
         "gpumeter_ledger_outbox_max_bytes",
-        "gauge",
         "Size limit of the outbox.",
-        h.outboxMaxBytes());
-    gauge(
-        out,
+        () -> billing.health().outboxMaxBytes());
+    counter(
+        properties,
         "gpumeter_ledger_outboxed_records_total",
-        "counter",
         "Usage records written to the outbox since start.",
-        h.outboxedRecords());
-    gauge(
-        out,
+        () -> billing.health().outboxedRecords());
+    counter(
+        properties,
         "gpumeter_ledger_replayed_records_total",
-        "counter",
         "Usage records replayed from the outbox into the database since start.",
-        h.replayedRecords());
-    gauge(
-        out,
+        () -> billing.health().replayedRecords());
+    counter(
+        properties,
         "gpumeter_ledger_dead_lettered_records_total",
-        "counter",
         "Usage records the database refused on replay (set aside in dead-letter.log).",
-        h.deadLetteredRecords());
+        () -> billing.health().deadLetteredRecords());
     gauge(
-        out,
+        properties,
         "gpumeter_ready",
-        "gauge",
         "1 when the server is ready for traffic.",
-        readiness.isReady() ? 1 : 0);
-    return out.toString();
+        () -> readiness.isReady() ? 1 : 0);
   }
 
-  private static void perModel(
-      StringBuilder out,
-      Sample[] samples,
-      String name,
-      String type,
-      String help,
-      ToLongFunction<Sample> value) {
-    header(out, name, type, help);
-    for (Sample s : samples) {
-      out.append(name).append("{model=\"");
-      escape(out, s.model.name());
-      out.append("\",device=\"");
-      escape(out, s.model.timer().device());
-      out.append("\"} ").append(value.applyAsLong(s)).append('\n');
+  /**
+   * Scrapes the registry and writes it for a scraper that sent {@code accept} (may be null):
+   * OpenMetrics text when asked for, else the Prometheus text format 0.0.4 (also for protobuf,
+   * which this server does not write).
+   */
+  Exposition write(String accept) {
+    ExpositionFormatWriter writer = formats.findWriter(accept);
+    if (!writer.isAvailable()) {
+      writer = text;
     }
+    ByteArrayOutputStream out = new ByteArrayOutputStream(8192);
+    try {
+      writer.write(out, registry.scrape(), EscapingScheme.fromAcceptHeader(accept));
+    } catch (IOException e) {
+      throw new UncheckedIOException(e); // a ByteArrayOutputStream does not throw
+    }
+    return new Exposition(ByteBuffer.wrap(out.toByteArray()), writer.getContentType());
   }
 
-  private static void gauge(StringBuilder out, String name, String type, String help, long v) {
-    header(out, name, type, help);
-    out.append(name).append(' ').append(v).append('\n');
+  private void counter(
+      PrometheusProperties properties, String name, String help, LongSupplier value) {
+    CounterWithCallback.builder(properties)
+        .name(name)
+        .help(help)
+        .callback(cb -> cb.call(value.getAsLong()))
+        .register(registry);
   }
 
-  private static void header(StringBuilder out, String name, String type, String help) {
-    out.append("# HELP ").append(name).append(' ').append(help).append('\n');
-    out.append("# TYPE ").append(name).append(' ').append(type).append('\n');
+  private void gauge(
+      PrometheusProperties properties, String name, String help, LongSupplier value) {
+    GaugeWithCallback.builder(properties)
+        .name(name)
+        .help(help)
+        .callback(cb -> cb.call(value.getAsLong()))
+        .register(registry);
   }
 
-  /** Label values: backslash, double quote and newline escaped; non-ASCII replaced. */
-  private static void escape(StringBuilder out, String v) {
-    for (int i = 0; i < v.length(); i++) {
-      char c = v.charAt(i);
-      switch (c) {
-        case '\\' -> out.append("\\\\");
-        case '"' -> out.append("\\\"");
-        case '\n' -> out.append("\\n");
-        default -> out.append(c < 0x20 || c > 0x7e ? '?' : c);
-      }
+  /** Callback metrics with one series per served model: {@code {model, device}}. */
+  private record PerModel(
+      PrometheusRegistry registry,
+      PrometheusProperties properties,
+      Collection<ModelEndpoint> models) {
+
+    PerModel counter(String name, String help, ToLongFunction<ModelEndpoint> value) {
+      CounterWithCallback.builder(properties)
+          .name(name)
+          .help(help)
+          .labelNames("model", "device")
+          .callback(
+              cb -> {
+                for (ModelEndpoint m : models) {
+                  cb.call(value.applyAsLong(m), m.name(), m.timer().device());
+                }
+              })
+          .register(registry);
+      return this;
+    }
+
+    PerModel gauge(String name, String help, ToLongFunction<ModelEndpoint> value) {
+      GaugeWithCallback.builder(properties)
+          .name(name)
+          .help(help)
+          .labelNames("model", "device")
+          .callback(
+              cb -> {
+                for (ModelEndpoint m : models) {
+                  cb.call(value.applyAsLong(m), m.name(), m.timer().device());
+                }
+              })
+          .register(registry);
+      return this;
     }
   }
 }

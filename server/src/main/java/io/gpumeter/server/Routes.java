@@ -3,11 +3,10 @@ package io.gpumeter.server;
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerHealth;
-import io.netty.buffer.ByteBufUtil;
+import io.netty.buffer.Unpooled;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
-import io.netty.util.AsciiString;
 import java.io.IOException;
 import java.sql.Connection;
 import java.time.Clock;
@@ -29,9 +28,6 @@ import javax.sql.DataSource;
  * is configured.
  */
 final class Routes {
-  static final AsciiString PROMETHEUS_TEXT =
-      AsciiString.cached("text/plain; version=0.0.4; charset=utf-8");
-
   /** Longest a readiness probe waits for the database before answering degraded. */
   static final Duration READY_DB_CHECK_TIMEOUT = Duration.ofSeconds(2);
 
@@ -51,13 +47,18 @@ final class Routes {
       Billing billing,
       Executor blocking,
       ServerConfig config,
-      HttpMetrics httpMetrics,
+      ServerMetrics serverMetrics,
       Readiness readiness) {
     this.models = models;
     this.auth = new Authenticator(billing.apiKeys(), blocking);
     this.completions =
         new CompletionsEndpoint(
-            models, auth, billing, config.maxTokensDefault(), config.maxTokensCap());
+            models,
+            auth,
+            billing,
+            serverMetrics,
+            config.maxTokensDefault(),
+            config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
     this.admin =
         new AdminEndpoint(
@@ -66,7 +67,7 @@ final class Routes {
             billing.reconciliation(),
             blocking,
             Clock.systemUTC());
-    this.metrics = new MetricsWriter(models, httpMetrics, readiness, billing);
+    this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;
     this.dataSource = billing.database().dataSource();
@@ -104,11 +105,12 @@ final class Routes {
       }
       case "/metrics" -> {
         allow(ex, HttpMethod.GET, "GET");
-        String text = metrics.write();
+        MetricsWriter.Exposition out =
+            metrics.write(ex.request().headers().get(HttpHeaderNames.ACCEPT));
         ex.respond(
             HttpResponseStatus.OK,
-            ByteBufUtil.writeAscii(ex.alloc(), text),
-            PROMETHEUS_TEXT,
+            Unpooled.wrappedBuffer(out.body()),
+            out.contentType(),
             null,
             null);
       }

@@ -501,9 +501,9 @@ class ErrorHandlingTest {
         .contains("gpumeter_http_responses_total{code=\"401\"}")
         .contains("gpumeter_http_responses_total{code=\"413\"}")
         .contains(
-            "gpumeter_device_charged_nanoseconds_total{model=\"demo-byte-lm\",device=\"cpu\"}")
-        .contains("gpumeter_ledger_accepting 1\n")
-        .contains("gpumeter_ledger_degraded 0\n");
+            "gpumeter_device_charged_nanoseconds_total{device=\"cpu\",model=\"demo-byte-lm\"}")
+        .contains("gpumeter_ledger_accepting 1.0\n")
+        .contains("gpumeter_ledger_degraded 0.0\n");
     // the empty prompt starts a new document
     Reply empty = complete("{\"model\": \"demo-byte-lm\", \"prompt\": \"\", \"max_tokens\": 4}");
     assertThat(empty.status()).as(empty.toString()).isEqualTo(200);

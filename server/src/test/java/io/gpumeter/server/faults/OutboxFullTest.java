@@ -86,7 +86,7 @@ class OutboxFullTest {
           .contains("billing database is unavailable")
           .contains("outbox is full");
       assertThat(client.get("/metrics", null).raw().body())
-          .contains("gpumeter_ledger_accepting 0\n");
+          .contains("gpumeter_ledger_accepting 0.0\n");
       System.out.printf(
           "outbox full: %d completions answered with PostgreSQL down, then %s%n",
           answeredWhileDown, refused);

@@ -44,7 +44,7 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class ServerSigtermTest {
   private static final Pattern RUNNING =
-      Pattern.compile("(?m)^gpumeter_running_sequences\\{[^}]*\\} (\\d+)$");
+      Pattern.compile("(?m)^gpumeter_running_sequences\\{[^}]*\\} (\\d+)(?:\\.0)?$");
 
   private static final int IN_FLIGHT = 4;
 
