@@ -96,9 +96,14 @@ public final class Main implements Callable<Integer> {
     }
   }
 
-  /** The command tree, with the exit statuses above. */
+  /**
+   * The command tree, with the exit statuses above. {@code @file} arguments are taken literally
+   * (picocli would read them as argument files), so {@code --account @team} names an account.
+   */
   static CommandLine commandLine() {
-    return new CommandLine(new Main()).setExecutionExceptionHandler(Main::onFailure);
+    return new CommandLine(new Main())
+        .setExpandAtFiles(false)
+        .setExecutionExceptionHandler(Main::onFailure);
   }
 
   /** The platform charset, as the {@code PrintStream}s of {@link System} use. */

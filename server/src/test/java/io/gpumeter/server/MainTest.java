@@ -134,6 +134,11 @@ class MainTest {
       assertError(
           cli("--config", file.toString(), "create-key", "--account", "x"),
           "invalid setting port='70000' (from file " + file + ")");
+      // an @ argument is a value, not an argument file to expand (which would add --frob)
+      Files.writeString(file, "--frob\n");
+      assertError(
+          cli("create-key", "--account", "@" + file, "--config", "/nonexistent.properties"),
+          "config file /nonexistent.properties does not exist");
     } finally {
       Files.delete(file);
     }
