@@ -134,8 +134,8 @@ class MainTest {
       assertError(
           cli("--config", file.toString(), "create-key", "--account", "x"),
           "invalid setting port='70000' (from file " + file + ")");
-      // an @ argument is a value, not an argument file to expand (which would add --frob)
-      Files.writeString(file, "--frob\n");
+      // an @ argument is a value, not an argument file to expand (that would give --help)
+      Files.writeString(file, "--help\n");
       assertError(
           cli("create-key", "--account", "@" + file, "--config", "/nonexistent.properties"),
           "config file /nonexistent.properties does not exist");
