@@ -7,36 +7,29 @@ import io.gpumeter.billing.Durability;
 import io.gpumeter.billing.LedgerConfig;
 import io.gpumeter.billing.RetentionConfig;
 import io.gpumeter.metering.WeightPolicy;
+import io.gpumeter.server.config.ConfigLoader;
+import io.gpumeter.server.config.ConfigSource;
+import io.gpumeter.server.config.ConfigValues;
 import java.io.IOException;
-import java.io.Reader;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Objects;
 import java.util.Properties;
-import java.util.function.Function;
-import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * The server's settings: immutable, validated once, sealed before the server starts.
+ * The server's settings: immutable, validated once, sealed before the server starts; and the
+ * config objects of the other modules built from them ({@link #schedulerConfig()}, {@link
+ * #databaseConfig()}, {@link #billingConfig()}), so no module reads the environment itself.
  *
- * <p>Sources, later ones winning: the built-in defaults, an optional properties file ({@code
- * --config FILE}), environment variables {@code GPUMETER_*}, then system properties {@code
- * gpumeter.*}. Every key {@code a.b_c} has the environment name {@code GPUMETER_A_B_C} and the
- * system property {@code gpumeter.a.b_c}; {@link #KEYS} lists them with their defaults, and
- * server/README.md documents each. A bad value is refused with a message that names the key, the
- * value and where it came from; an unknown key in the properties file is refused too (a typo would
- * otherwise be silently ignored). Unknown environment variables and system properties are ignored,
- * since other parts of the process may use the same prefix.
- *
- * <p>Durations accept {@code 300s}, {@code 2ms}, {@code 500us}, {@code 5m}, {@code 1h}, a bare
- * number of milliseconds, or ISO-8601 ({@code PT5M}).
+ * <p>{@link #KEYS} lists every key with its default, and server/README.md documents each. The
+ * values are read by {@link ConfigLoader} (defaults, then the {@code --config} properties file,
+ * then {@code GPUMETER_*} environment variables, then {@code gpumeter.*} system properties) and
+ * parsed by {@link ConfigValues}' rules; a bad value is refused with a message that names the key,
+ * the value and where it came from. This class adds the checks that span keys.
  */
 public final class ServerConfig {
 
@@ -78,9 +71,7 @@ public final class ServerConfig {
   /** Shortest accepted {@code admin.token}. */
   static final int MIN_ADMIN_TOKEN_LENGTH = 16;
 
-  private static final Pattern SIZE = Pattern.compile("(\\d+)\\s*([kmg]?)");
   private static final Pattern DEVICE = Pattern.compile("auto|cpu|cuda:(0|[1-9][0-9]{0,2})");
-  private static final Pattern DURATION = Pattern.compile("(\\d+)\\s*(ns|us|ms|s|m|h)?");
 
   private final String host;
   private final int port;
@@ -110,21 +101,22 @@ public final class ServerConfig {
   private final int maxTokensCap;
   private final Duration shutdownGrace;
 
-  private ServerConfig(Map<String, Value> v) {
-    host = str(v, "host", s -> s);
-    port = intIn(v, "port", 0, 65535);
-    modelsDir = str(v, "models.dir", Path::of);
-    device = str(v, "device", s -> s);
-    dataDir = str(v, "data.dir", Path::of);
-    dbUrl = blankToNull(v.get("db.url").text);
-    dbUser = blankToNull(v.get("db.user").text);
-    dbPassword = blankToNull(v.get("db.password").text);
-    dbPort = intIn(v, "db.port", 0, 65535);
-    String cache = blankToNull(v.get("db.binary_cache_dir").text);
-    dbBinaryCacheDir = cache == null ? dataDir : str(v, "db.binary_cache_dir", Path::of);
+  private ServerConfig(ConfigValues v) {
+    host = v.text("host");
+    port = v.intIn("port", 0, 65535);
+    modelsDir = v.parse("models.dir", Path::of);
+    device = v.text("device");
+    dataDir = v.parse("data.dir", Path::of);
+    dbUrl = v.optional("db.url");
+    dbUser = v.optional("db.user");
+    dbPassword = v.optional("db.password");
+    dbPort = v.intIn("db.port", 0, 65535);
+    dbBinaryCacheDir =
+        v.optional("db.binary_cache_dir") == null
+            ? dataDir
+            : v.parse("db.binary_cache_dir", Path::of);
     durability =
-        str(
-            v,
+        v.parse(
             "ledger.durability",
             s -> {
               switch (s.toLowerCase(Locale.ROOT)) {
@@ -136,62 +128,69 @@ public final class ServerConfig {
                   throw new IllegalArgumentException("must be durable or fast");
               }
             });
-    String outbox = blankToNull(v.get("outbox.dir").text);
-    outboxDir = outbox == null ? dataDir.resolve("outbox") : str(v, "outbox.dir", Path::of);
-    outboxMaxBytes = bytes(v, "outbox.max_bytes", 4096);
-    long days = longIn(v, "retention.days", 1, 365L * 100);
+    outboxDir =
+        v.optional("outbox.dir") == null
+            ? dataDir.resolve("outbox")
+            : v.parse("outbox.dir", Path::of);
+    outboxMaxBytes = v.bytes("outbox.max_bytes", 4096);
+    long days = v.longIn("retention.days", 1, 365L * 100);
     try {
       retention = RetentionConfig.ofDays(days);
     } catch (IllegalArgumentException e) {
-      throw bad(v.get("retention.days"), e.getMessage());
+      throw v.invalid("retention.days", e.getMessage());
     }
-    adminToken = blankToNull(v.get("admin.token").text);
+    adminToken = v.optional("admin.token");
     if (adminToken != null && adminToken.length() < MIN_ADMIN_TOKEN_LENGTH) {
       // the value is a secret: never echo it
-      throw new IllegalArgumentException(
-          "invalid setting admin.token (from "
-              + v.get("admin.token").source
-              + "): must be at least "
+      throw v.invalidSecret(
+          "admin.token",
+          "must be at least "
               + MIN_ADMIN_TOKEN_LENGTH
               + " characters (was "
               + adminToken.length()
               + ")");
     }
-    maxBodyBytes = intIn(v, "http.max_body_bytes", 1024, 256 * 1024 * 1024);
-    ioThreads = intIn(v, "http.io_threads", 0, 1024);
-    blockingThreads = intIn(v, "http.blocking_threads", 1, 256);
-    maxRunning = intIn(v, "scheduler.max_running", 1, 4096);
-    tokenBudget = intIn(v, "scheduler.token_budget", 1, 1 << 20);
-    prefillChunk = intIn(v, "scheduler.prefill_chunk", 1, 1 << 20);
-    queueCapacity = intIn(v, "scheduler.queue_capacity", 1, 1 << 24);
-    requestTimeout = duration(v, "scheduler.request_timeout", Duration.ofMillis(1));
-    batchWindow = duration(v, "scheduler.batch_window", Duration.ZERO);
-    maxTokensDefault = intIn(v, "completions.max_tokens_default", 1, 1 << 20);
-    maxTokensCap = intIn(v, "completions.max_tokens_cap", 1, 1 << 20);
-    shutdownGrace = duration(v, "shutdown.grace", Duration.ZERO);
+    maxBodyBytes = v.intIn("http.max_body_bytes", 1024, 256 * 1024 * 1024);
+    ioThreads = v.intIn("http.io_threads", 0, 1024);
+    blockingThreads = v.intIn("http.blocking_threads", 1, 256);
+    maxRunning = v.intIn("scheduler.max_running", 1, 4096);
+    tokenBudget = v.intIn("scheduler.token_budget", 1, 1 << 20);
+    prefillChunk = v.intIn("scheduler.prefill_chunk", 1, 1 << 20);
+    queueCapacity = v.intIn("scheduler.queue_capacity", 1, 1 << 24);
+    requestTimeout = v.duration("scheduler.request_timeout", Duration.ofMillis(1));
+    batchWindow = v.duration("scheduler.batch_window", Duration.ZERO);
+    maxTokensDefault = v.intIn("completions.max_tokens_default", 1, 1 << 20);
+    maxTokensCap = v.intIn("completions.max_tokens_cap", 1, 1 << 20);
+    shutdownGrace = v.duration("shutdown.grace", Duration.ZERO);
 
-    if (host.isBlank()) {
-      throw bad(v.get("host"), "must not be blank");
-    }
     if (!DEVICE.matcher(device).matches()) {
-      throw bad(v.get("device"), "must be auto, cpu or cuda:N");
+      throw v.invalid("device", "must be auto, cpu or cuda:N");
     }
     if (tokenBudget < maxRunning) {
-      throw bad(
-          v.get("scheduler.token_budget"),
+      throw v.invalid(
+          "scheduler.token_budget",
           "must be >= scheduler.max_running ("
               + maxRunning
               + ") so every running sequence can"
               + " decode in one step");
     }
     if (maxTokensDefault > maxTokensCap) {
-      throw bad(
-          v.get("completions.max_tokens_default"),
+      throw v.invalid(
+          "completions.max_tokens_default",
           "must be <= completions.max_tokens_cap (" + maxTokensCap + ")");
     }
     if (dbUrl != null && !dbUrl.startsWith("jdbc:postgresql:")) {
-      throw bad(v.get("db.url"), "must start with jdbc:postgresql:");
+      throw v.invalid("db.url", "must start with jdbc:postgresql:");
     }
+  }
+
+  /**
+   * Validates settings read by {@link ConfigLoader} (with {@link #KEYS} as its defaults).
+   *
+   * @throws IllegalArgumentException naming the first bad key, its value and its source
+   */
+  public static ServerConfig from(ConfigValues values) {
+    return new ServerConfig(values);
   }
 
   /** The built-in defaults. */
@@ -205,8 +204,8 @@ public final class ServerConfig {
   }
 
   /**
-   * Reads the process's configuration: defaults, then {@code file} if not null, then {@code
-   * System.getenv()}, then {@code System.getProperties()}.
+   * Reads the process's configuration through {@link ConfigLoader}: defaults, then {@code file} if
+   * not null, then {@code System.getenv()}, then {@code System.getProperties()}.
    *
    * @throws IllegalArgumentException naming the key, value and source of a bad or unknown setting
    * @throws IOException if the file cannot be read
@@ -218,40 +217,7 @@ public final class ServerConfig {
   /** {@link #load(Path)} with explicit environment and system properties (for tests). */
   public static ServerConfig load(Path file, Map<String, String> env, Properties system)
       throws IOException {
-    Builder b = builder();
-    if (file != null) {
-      Properties p = new Properties();
-      try (Reader r = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
-        p.load(r);
-      }
-      for (String name : p.stringPropertyNames()) {
-        String key = name.startsWith("gpumeter.") ? name.substring("gpumeter.".length()) : name;
-        if (!KEYS.containsKey(key)) {
-          throw new IllegalArgumentException(
-              "unknown setting '" + name + "' in " + file + "; known settings: " + KEYS.keySet());
-        }
-        b.set(key, p.getProperty(name), "file " + file);
-      }
-    }
-    for (String key : KEYS.keySet()) {
-      String envName = envName(key);
-      String value = env.get(envName);
-      if (value != null) {
-        b.set(key, value, "environment variable " + envName);
-      }
-    }
-    for (String key : KEYS.keySet()) {
-      String value = system.getProperty("gpumeter." + key);
-      if (value != null) {
-        b.set(key, value, "system property gpumeter." + key);
-      }
-    }
-    return b.build();
-  }
-
-  /** {@code models.dir} becomes {@code GPUMETER_MODELS_DIR}. */
-  public static String envName(String key) {
-    return "GPUMETER_" + key.toUpperCase(Locale.ROOT).replace('.', '_');
+    return from(ConfigLoader.load(KEYS, file, env, system));
   }
 
   /** The scheduler settings every model's scheduler runs with. */
@@ -430,131 +396,20 @@ public final class ServerConfig {
         + "}";
   }
 
-  // ------------------------------------------------------------------ parsing
-
-  private record Value(String key, String text, String source) {}
-
-  private static IllegalArgumentException bad(Value v, String why) {
-    return new IllegalArgumentException(
-        "invalid setting " + v.key + "='" + v.text + "' (from " + v.source + "): " + why);
-  }
-
-  private static <T> T str(Map<String, Value> v, String key, Function<String, T> parse) {
-    Value value = v.get(key);
-    try {
-      return parse.apply(value.text.trim());
-    } catch (RuntimeException e) {
-      throw bad(value, e.getMessage());
-    }
-  }
-
-  private static int intIn(Map<String, Value> v, String key, int min, int max) {
-    return (int) longIn(v, key, min, max);
-  }
-
-  private static long longIn(Map<String, Value> v, String key, long min, long max) {
-    Value value = v.get(key);
-    long n;
-    try {
-      n = Long.parseLong(value.text.trim());
-    } catch (NumberFormatException e) {
-      throw bad(value, "not an integer");
-    }
-    if (n < min || n > max) {
-      throw bad(value, "must be in [" + min + ", " + max + "]");
-    }
-    return n;
-  }
-
-  /** Bytes, or with a {@code k}, {@code m} or {@code g} suffix (powers of 1024). */
-  private static long bytes(Map<String, Value> v, String key, long min) {
-    Value value = v.get(key);
-    Matcher m = SIZE.matcher(value.text.trim().toLowerCase(Locale.ROOT));
-    long n;
-    try {
-      if (!m.matches()) {
-        throw new NumberFormatException();
-      }
-      long unit =
-          switch (m.group(2)) {
-            case "k" -> 1L << 10;
-            case "m" -> 1L << 20;
-            case "g" -> 1L << 30;
-            default -> 1L;
-          };
-      n = Math.multiplyExact(Long.parseLong(m.group(1)), unit);
-    } catch (NumberFormatException | ArithmeticException e) {
-      throw bad(value, "not a size (examples: 1073741824, 512m, 1g)");
-    }
-    if (n < min) {
-      throw bad(value, "must be at least " + min + " bytes");
-    }
-    return n;
-  }
-
-  private static Duration duration(Map<String, Value> v, String key, Duration min) {
-    Value value = v.get(key);
-    Duration d;
-    try {
-      d = parseDuration(value.text);
-    } catch (RuntimeException e) {
-      throw bad(value, "not a duration (examples: 300s, 2ms, 5m, PT5M)");
-    }
-    if (d.compareTo(min) < 0) {
-      throw bad(value, "must be at least " + min);
-    }
-    return d;
-  }
-
-  static Duration parseDuration(String text) {
-    String s = text.trim().toLowerCase(Locale.ROOT);
-    if (s.startsWith("p")) {
-      return Duration.parse(s.toUpperCase(Locale.ROOT));
-    }
-    Matcher m = DURATION.matcher(s);
-    if (!m.matches()) {
-      throw new IllegalArgumentException("not a duration: " + text);
-    }
-    long n = Long.parseLong(m.group(1));
-    String unit = m.group(2) == null ? "ms" : m.group(2);
-    return switch (unit) {
-      case "ns" -> Duration.ofNanos(n);
-      case "us" -> Duration.ofNanos(Math.multiplyExact(n, 1000L));
-      case "ms" -> Duration.ofMillis(n);
-      case "s" -> Duration.ofSeconds(n);
-      case "m" -> Duration.ofMinutes(n);
-      case "h" -> Duration.ofHours(n);
-      default -> throw new IllegalArgumentException(unit);
-    };
-  }
-
-  private static String blankToNull(String s) {
-    return s == null || s.isBlank() ? null : s.trim();
-  }
-
   /** Collects raw settings; {@link #build()} parses and validates them all at once. */
   public static final class Builder {
-    private final Map<String, Value> values = new LinkedHashMap<>();
+    private final ConfigLoader loader = ConfigLoader.withDefaults(KEYS);
 
-    private Builder() {
-      KEYS.forEach((k, d) -> values.put(k, new Value(k, d, "default")));
-    }
+    private Builder() {}
 
     /**
-     * Sets a raw value as it would appear in the properties file.
+     * Sets a raw value as it would appear in the properties file; blank returns the key to its
+     * default.
      *
      * @throws IllegalArgumentException if {@code key} is not one of {@link #KEYS}
      */
     public Builder set(String key, String value) {
-      return set(key, value, "code");
-    }
-
-    Builder set(String key, String value, String source) {
-      if (!KEYS.containsKey(key)) {
-        throw new IllegalArgumentException(
-            "unknown setting '" + key + "'; known: " + KEYS.keySet());
-      }
-      values.put(key, new Value(key, Objects.requireNonNull(value, key), source));
+      loader.set(key, value, ConfigSource.code());
       return this;
     }
 
@@ -584,7 +439,7 @@ public final class ServerConfig {
      * @throws IllegalArgumentException naming the first bad key, its value and its source
      */
     public ServerConfig build() {
-      return new ServerConfig(values);
+      return new ServerConfig(loader.values());
     }
   }
 }

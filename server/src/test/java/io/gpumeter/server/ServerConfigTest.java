@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.gpumeter.batching.SchedulerConfig;
 import io.gpumeter.billing.BillingConfig;
 import io.gpumeter.billing.Durability;
+import io.gpumeter.server.config.ConfigLoader;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -172,18 +173,69 @@ class ServerConfigTest {
   }
 
   @Test
-  void durations() {
-    assertThat(ServerConfig.parseDuration("300s")).isEqualTo(Duration.ofSeconds(300));
-    assertThat(ServerConfig.parseDuration("2ms")).isEqualTo(Duration.ofMillis(2));
-    assertThat(ServerConfig.parseDuration("250")).isEqualTo(Duration.ofMillis(250));
-    assertThat(ServerConfig.parseDuration("5m")).isEqualTo(Duration.ofMinutes(5));
-    assertThat(ServerConfig.parseDuration("PT1H")).isEqualTo(Duration.ofHours(1));
+  void blankUnsetsAKeyBackToItsDefault() throws Exception {
+    Path file = dir.resolve("gpumeter.properties");
+    Files.writeString(
+        file, "db.url=jdbc:postgresql://db:5432/gpumeter\nport=9000\noutbox.dir=/srv/outbox\n");
+    Properties sys = new Properties();
+    sys.setProperty("gpumeter.outbox.dir", " ");
+    ServerConfig c =
+        ServerConfig.load(
+            file, Map.of("GPUMETER_DB_URL", "", "GPUMETER_PORT", "  "), sys);
+    assertThat(c.dbUrl()).isNull();
+    assertThat(c.databaseConfig().isEmbedded()).isTrue();
+    assertThat(c.port()).isEqualTo(8080);
+    assertThat(c.outboxDir()).isEqualTo(Path.of("./data").resolve("outbox"));
   }
 
   @Test
-  void everyKeyHasAnEnvironmentName() {
-    assertThat(ServerConfig.envName("models.dir")).isEqualTo("GPUMETER_MODELS_DIR");
-    assertThat(ServerConfig.envName("scheduler.max_running"))
+  void everyLayerIsNamedInItsErrors() throws Exception {
+    Path file = dir.resolve("gpumeter.properties");
+    Files.writeString(file, "scheduler.batch_window=soon\n");
+    assertThatThrownBy(() -> ServerConfig.load(file, Map.of(), new Properties()))
+        .hasMessage(
+            "invalid setting scheduler.batch_window='soon' (from file "
+                + file
+                + "): not a duration (examples: 300s, 2ms, 5m, PT5M)");
+    Properties sys = new Properties();
+    sys.setProperty("gpumeter.http.io_threads", "many");
+    assertThatThrownBy(() -> ServerConfig.load(null, Map.of(), sys))
+        .hasMessage(
+            "invalid setting http.io_threads='many' (from system property"
+                + " gpumeter.http.io_threads): not an integer");
+    assertThatThrownBy(
+            () ->
+                ServerConfig.load(
+                    null, Map.of("GPUMETER_OUTBOX_MAX_BYTES", "64MB"), new Properties()))
+        .hasMessageStartingWith(
+            "invalid setting outbox.max_bytes='64MB' (from environment variable"
+                + " GPUMETER_OUTBOX_MAX_BYTES): not a size");
+    assertThatThrownBy(() -> ServerConfig.builder().set("http.blocking_threads", "0").build())
+        .hasMessage(
+            "invalid setting http.blocking_threads='0' (from code): must be in [1, 256]");
+  }
+
+  @Test
+  void byteSizesWithBinarySuffixes() {
+    assertThat(ServerConfig.builder().set("outbox.max_bytes", "64MiB").build().outboxMaxBytes())
+        .isEqualTo(64L << 20);
+    assertThat(ServerConfig.builder().set("outbox.max_bytes", "8k").build().outboxMaxBytes())
+        .isEqualTo(8192);
+    assertThat(ServerConfig.builder().set("outbox.max_bytes", "4096").build().outboxMaxBytes())
+        .isEqualTo(4096);
+  }
+
+  @Test
+  void everyKeyHasAnEnvironmentNameAndADocumentedDefault() throws Exception {
+    assertThat(ConfigLoader.envName("models.dir")).isEqualTo("GPUMETER_MODELS_DIR");
+    assertThat(ConfigLoader.envName("scheduler.max_running"))
         .isEqualTo("GPUMETER_SCHEDULER_MAX_RUNNING");
+    // server/README.md's table lists every key with its environment name
+    String readme = Files.readString(TestServers.repoRoot().resolve("server/README.md"));
+    for (String key : ServerConfig.KEYS.keySet()) {
+      assertThat(readme)
+          .as(key)
+          .contains("| `" + key + "` | `" + ConfigLoader.envName(key) + "` |");
+    }
   }
 }
