@@ -2,7 +2,6 @@ package io.gpumeter.billing;
 
 import java.time.Clock;
 import java.time.Duration;
-import java.util.Map;
 import java.util.Objects;
 
 /**
@@ -36,18 +35,6 @@ public record BillingConfig(
     return new BillingConfig(
         LedgerConfig.defaults(), RetentionConfig.defaults(), Duration.ofMinutes(1),
         Clock.systemUTC());
-  }
-
-  /**
-   * {@link LedgerConfig#fromEnvironment} and {@link RetentionConfig#fromEnvironment}. Pass {@code
-   * System.getenv()}.
-   *
-   * @throws IllegalArgumentException if a value does not parse or is out of range
-   */
-  public static BillingConfig fromEnvironment(Map<String, String> env) {
-    return defaults()
-        .withLedger(LedgerConfig.fromEnvironment(env))
-        .withRetention(RetentionConfig.fromEnvironment(env));
   }
 
   public BillingConfig withLedger(LedgerConfig l) {

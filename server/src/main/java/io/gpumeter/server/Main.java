@@ -1,10 +1,8 @@
 package io.gpumeter.server;
 
 import io.gpumeter.batching.StepListener;
-import io.gpumeter.billing.ApiKeys;
+import io.gpumeter.billing.BillingAdmin;
 import io.gpumeter.billing.CreatedApiKey;
-import io.gpumeter.billing.Database;
-import io.gpumeter.billing.Reconciliation;
 import io.gpumeter.billing.ReconciliationReport;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -198,8 +196,8 @@ public final class Main {
    */
   private static int reconcile(
       ServerConfig config, Instant from, Instant to, PrintStream out, PrintStream err) {
-    try (Database db = Database.start(config.toolDatabaseConfig())) {
-      ReconciliationReport report = new Reconciliation(db.dataSource()).report(from, to);
+    try (BillingAdmin admin = BillingAdmin.open(config.toolDatabaseConfig())) {
+      ReconciliationReport report = admin.reconcile(from, to);
       out.print(report.toText());
       out.flush();
       boolean drift = report.lines().stream().anyMatch(l -> l.driftNs() != 0);
@@ -224,8 +222,8 @@ public final class Main {
    */
   private static void createKey(
       ServerConfig config, String account, PrintStream out, PrintStream err) throws IOException {
-    try (Database db = Database.start(config.toolDatabaseConfig())) {
-      CreatedApiKey key = new ApiKeys(db.dataSource()).create(account);
+    try (BillingAdmin admin = BillingAdmin.open(config.toolDatabaseConfig())) {
+      CreatedApiKey key = admin.createKey(account);
       err.println(
           "Created API key "
               + key.prefix()

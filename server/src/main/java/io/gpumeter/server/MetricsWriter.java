@@ -4,7 +4,6 @@ import io.gpumeter.batching.SchedulerStats;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerStats;
-import io.gpumeter.billing.LedgerWriter;
 import io.gpumeter.metering.DeviceTimeCounters;
 import java.util.Map;
 import java.util.function.ToLongFunction;
@@ -22,7 +21,6 @@ final class MetricsWriter {
   private final HttpMetrics http;
   private final Readiness readiness;
   private final Billing billing;
-  private final LedgerWriter ledger;
 
   MetricsWriter(
       Map<String, ModelEndpoint> models, HttpMetrics http, Readiness readiness, Billing billing) {
@@ -30,7 +28,6 @@ final class MetricsWriter {
     this.http = http;
     this.readiness = readiness;
     this.billing = billing;
-    this.ledger = billing.ledger();
   }
 
   private record Sample(ModelEndpoint model, DeviceTimeCounters.Snapshot c, SchedulerStats s) {}
@@ -137,7 +134,7 @@ final class MetricsWriter {
                 .append(n)
                 .append('\n'));
 
-    LedgerStats l = ledger.stats();
+    LedgerStats l = billing.ledgerStats();
     gauge(
         out,
         "gpumeter_ledger_records_stored_total",

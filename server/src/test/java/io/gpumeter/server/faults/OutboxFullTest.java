@@ -5,11 +5,11 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
-import io.gpumeter.billing.Database;
+import io.gpumeter.billing.db.Database;
 import io.gpumeter.server.GpumeterServer;
-import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
+import io.gpumeter.server.TestServers;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;

@@ -1,0 +1,61 @@
+package io.gpumeter.billing;
+
+import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.keys.ApiKeys;
+import io.gpumeter.billing.reconcile.Reconciliation;
+import java.time.Instant;
+
+/**
+ * The billing database for command-line tools: API keys and reconciliation reports, without the
+ * ledger, its outbox or any background task, so it can run beside a serving process (with {@link
+ * DatabaseConfig#attachToRunningEmbedded()} it connects to the embedded server that process runs).
+ */
+public final class BillingAdmin implements AutoCloseable {
+  private final Database database;
+  private final ApiKeys apiKeys;
+  private final Reconciliation reconciliation;
+
+  private BillingAdmin(Database database) {
+    this.database = database;
+    this.apiKeys = new ApiKeys(database.dataSource());
+    this.reconciliation = new Reconciliation(database.dataSource());
+  }
+
+  /**
+   * Starts the database, or attaches to it, and migrates it.
+   *
+   * @throws BillingException if the database cannot be started, reached or migrated
+   * @throws IllegalStateException if the embedded data folder is used by another process and
+   *     attaching was not asked for
+   */
+  public static BillingAdmin open(DatabaseConfig config) {
+    return new BillingAdmin(Database.start(config));
+  }
+
+  /**
+   * Creates an API key for {@code account} (the account is created if new). The plaintext key is
+   * in the result only.
+   *
+   * @throws IllegalArgumentException if the account name is not valid
+   * @throws BillingException if the database fails
+   */
+  public CreatedApiKey createKey(String account) {
+    return apiKeys.create(account);
+  }
+
+  /**
+   * The reconciliation report over {@code [from, to)}, widened to whole minutes.
+   *
+   * @throws IllegalArgumentException if {@code to} is not after {@code from}
+   * @throws BillingException if the database fails
+   */
+  public ReconciliationReport reconcile(Instant from, Instant to) {
+    return reconciliation.report(from, to);
+  }
+
+  /** Closes the pools, and stops the database if this object started it. */
+  @Override
+  public void close() {
+    database.close();
+  }
+}
