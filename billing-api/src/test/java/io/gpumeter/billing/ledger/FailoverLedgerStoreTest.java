@@ -2,6 +2,7 @@ package io.gpumeter.billing.ledger;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
 
 import io.github.resilience4j.circuitbreaker.CircuitBreaker;
 import io.gpumeter.billing.Durability;
@@ -86,11 +87,45 @@ class FailoverLedgerStoreTest {
       return n;
     }
 
+    final AtomicInteger pings = new AtomicInteger();
+
     void ping() throws SQLException {
+      pings.incrementAndGet();
       if (down) {
         throw new SQLTransientConnectionException("refused", "08001");
       }
     }
+  }
+
+  /** The failover writer and its replayer, as {@link Ledger} wires them; ticks driven by the test. */
+  static final class Failover implements AutoCloseable {
+    final FailoverLedgerStore store;
+    final OutboxReplayer replayer;
+
+    Failover(LedgerStore database, OutboxReplayer.Probe probe, Outbox box, LedgerConfig cfg) {
+      store = new FailoverLedgerStore(database, box, cfg);
+      replayer = new OutboxReplayer(store, probe, cfg); // not started: the test ticks it
+    }
+
+    @Override
+    public void close() {
+      replayer.close();
+    }
+  }
+
+  /**
+   * Replays until {@code done}: the first ticks may come before the breaker's open wait is over
+   * (then the replayer does nothing yet).
+   */
+  static void replayUntil(Failover f, java.util.concurrent.Callable<Boolean> done) {
+    await()
+        .atMost(Duration.ofSeconds(10))
+        .pollInterval(Duration.ofMillis(10))
+        .until(
+            () -> {
+              f.replayer.replayTick();
+              return done.call();
+            });
   }
 
   LedgerConfig config() {
@@ -109,20 +144,20 @@ class FailoverLedgerStoreTest {
   void transientErrorsAreRetriedAndThenSucceedWithoutTheOutbox() throws Exception {
     ScriptedDatabase db = new ScriptedDatabase();
     try (Outbox box = Outbox.open(dir, 1 << 20, 4096);
-        FailoverLedgerStore store = new FailoverLedgerStore(db, db::ping, box, config())) {
+        Failover f = new Failover(db, db::ping, box, config())) {
       db.failNext = 2; // a blip: two failed attempts, the third gets through
-      assertThat(store.write(records("a", 3))).isEqualTo(3);
+      assertThat(f.store.write(records("a", 3))).isEqualTo(3);
       assertThat(db.calls.get()).isEqualTo(3);
       assertThat(box.isEmpty()).isTrue();
       assertThat(db.stored).hasSize(3);
     }
     ScriptedDatabase db2 = new ScriptedDatabase();
     try (Outbox box = Outbox.open(dir.resolve("2"), 1 << 20, 4096);
-        FailoverLedgerStore store = new FailoverLedgerStore(db2, db2::ping, box, config())) {
+        Failover f = new Failover(db2, db2::ping, box, config())) {
       db2.failNext = 1;
-      assertThat(store.write(records("b", 3))).isEqualTo(3);
+      assertThat(f.store.write(records("b", 3))).isEqualTo(3);
       assertThat(db2.calls.get()).isEqualTo(2);
-      assertThat(store.breakerState()).isEqualTo(CircuitBreaker.State.CLOSED);
+      assertThat(f.store.breakerState()).isEqualTo(CircuitBreaker.State.CLOSED);
       assertThat(box.isEmpty()).isTrue();
     }
   }
@@ -131,18 +166,18 @@ class FailoverLedgerStoreTest {
   void aRecordErrorIsNeitherRetriedNorOutboxed() throws Exception {
     ScriptedDatabase db = new ScriptedDatabase();
     try (Outbox box = Outbox.open(dir, 1 << 20, 4096);
-        FailoverLedgerStore store = new FailoverLedgerStore(db, db::ping, box, config())) {
+        Failover f = new Failover(db, db::ping, box, config())) {
       db.refuse = "bad";
-      assertThatThrownBy(() -> store.write(List.of(record("bad"))))
+      assertThatThrownBy(() -> f.store.write(List.of(record("bad"))))
           .isInstanceOf(LedgerWriteException.class)
           .matches(e -> ((LedgerWriteException) e).isRecordError());
       assertThat(db.calls.get()).isEqualTo(1);
       assertThat(box.isEmpty()).isTrue();
       // record errors are successes for the breaker: the database answered
       for (int i = 0; i < 5; i++) {
-        assertThatThrownBy(() -> store.write(List.of(record("bad"))));
+        assertThatThrownBy(() -> f.store.write(List.of(record("bad"))));
       }
-      assertThat(store.breakerState()).isEqualTo(CircuitBreaker.State.CLOSED);
+      assertThat(f.store.breakerState()).isEqualTo(CircuitBreaker.State.CLOSED);
     }
   }
 
@@ -150,34 +185,31 @@ class FailoverLedgerStoreTest {
   void aDeadDatabaseOpensTheBreakerAndBatchesGoStraightToTheOutbox() throws Exception {
     ScriptedDatabase db = new ScriptedDatabase();
     try (Outbox box = Outbox.open(dir, 1 << 20, 4096);
-        FailoverLedgerStore store = new FailoverLedgerStore(db, db::ping, box, config())) {
+        Failover f = new Failover(db, db::ping, box, config())) {
       db.down = true;
-      assertThat(store.write(records("a", 3))).isEqualTo(3); // durable in the outbox
-      assertThat(store.breakerState()).isEqualTo(CircuitBreaker.State.OPEN);
+      assertThat(f.store.write(records("a", 3))).isEqualTo(3); // durable in the outbox
+      assertThat(f.store.breakerState()).isEqualTo(CircuitBreaker.State.OPEN);
       int callsWhenOpen = db.calls.get();
       assertThat(callsWhenOpen).isBetween(2, 3); // opened after the window's minimum
-      store.write(records("b", 3));
-      store.write(records("c", 3));
+      f.store.write(records("b", 3));
+      f.store.write(records("c", 3));
       assertThat(db.calls.get()).isEqualTo(callsWhenOpen); // never touched while open
       assertThat(box.appendedRecords()).isEqualTo(9);
-      assertThat(store.status().outboxedRecords()).isEqualTo(9);
-      assertThat(store.isAccepting()).isTrue(); // room in the outbox
+      assertThat(f.store.outboxedRecords()).isEqualTo(9);
+      assertThat(f.store.isAccepting()).isTrue(); // room in the outbox
 
       // still down: the probe after the open wait fails and the breaker opens again
-      Thread.sleep(60);
-      store.replayTick();
-      assertThat(store.breakerState()).isEqualTo(CircuitBreaker.State.OPEN);
+      replayUntil(f, () -> db.pings.get() > 0);
+      assertThat(f.store.breakerState()).isEqualTo(CircuitBreaker.State.OPEN);
       assertThat(db.stored).isEmpty();
 
       // back: the probe closes the breaker and the backlog is replayed in order
       db.down = false;
-      Thread.sleep(60);
-      store.replayTick();
-      assertThat(store.breakerState()).isEqualTo(CircuitBreaker.State.CLOSED);
+      replayUntil(f, () -> f.store.breakerState() == CircuitBreaker.State.CLOSED);
       assertThat(box.isEmpty()).isTrue();
       assertThat(new ArrayList<>(db.stored))
           .containsExactly("a0", "a1", "a2", "b0", "b1", "b2", "c0", "c1", "c2");
-      assertThat(store.status().replayedRecords()).isEqualTo(9);
+      assertThat(f.replayer.replayedRecords()).isEqualTo(9);
     }
   }
 
@@ -195,12 +227,11 @@ class FailoverLedgerStoreTest {
           return broken.write(records);
         };
     try (Outbox box = Outbox.open(dir, 1 << 20, 4096);
-        FailoverLedgerStore store =
-            new FailoverLedgerStore(counting, () -> {}, box, config())) {
-      assertThat(store.write(records("a", 2))).isEqualTo(2);
+        Failover f = new Failover(counting, () -> {}, box, config())) {
+      assertThat(f.store.write(records("a", 2))).isEqualTo(2);
       assertThat(calls.get()).isEqualTo(1);
       assertThat(box.appendedRecords()).isEqualTo(2);
-      assertThat(store.status().lastError()).contains("42P01");
+      assertThat(f.store.lastError()).contains("42P01");
     }
   }
 
@@ -210,14 +241,14 @@ class FailoverLedgerStoreTest {
     db.down = true;
     LedgerConfig cfg = LedgerConfig.from(config()).durability(Durability.DURABLE).build();
     try (Outbox box = Outbox.open(dir, 4096, 4096);
-        FailoverLedgerStore store = new FailoverLedgerStore(db, db::ping, box, cfg);
-        LedgerWriter writer = new LedgerWriter(store, cfg.withMaxBatchSize(1))) {
+        Failover f = new Failover(db, db::ping, box, cfg);
+        LedgerWriter writer = new LedgerWriter(f.store, cfg.withMaxBatchSize(1))) {
       List<String> accepted = new ArrayList<>();
       Throwable refusal = null;
       for (int i = 0; i < 200 && refusal == null; i++) {
-        CompletableFuture<Void> f = writer.publish(record("r" + i));
+        CompletableFuture<Void> published = writer.publish(record("r" + i));
         try {
-          f.get(10, TimeUnit.SECONDS);
+          published.get(10, TimeUnit.SECONDS);
           accepted.add("r" + i);
         } catch (ExecutionException e) {
           refusal = e.getCause();
@@ -229,8 +260,8 @@ class FailoverLedgerStoreTest {
           .hasCauseInstanceOf(OutboxFullException.class)
           .hasMessageContaining("not durable")
           .hasMessageContaining("outbox refused");
-      assertThat(store.isAccepting()).isFalse();
-      assertThat(store.refusalReason()).contains("unavailable").contains("outbox is full");
+      assertThat(f.store.isAccepting()).isFalse();
+      assertThat(f.store.refusalReason()).contains("unavailable").contains("outbox is full");
       assertThat(writer.isAccepting()).isFalse();
       // new publishes fail at once, with the reason
       CompletableFuture<Void> refused = writer.publish(record("late"));
@@ -240,11 +271,9 @@ class FailoverLedgerStoreTest {
           .hasMessageContaining("outbox is full");
 
       db.down = false;
-      Thread.sleep(60);
-      store.replayTick();
-      assertThat(box.isEmpty()).isTrue();
+      replayUntil(f, box::isEmpty);
       assertThat(db.stored).containsExactlyElementsOf(accepted);
-      assertThat(store.isAccepting()).isTrue();
+      assertThat(f.store.isAccepting()).isTrue();
       writer.publish(record("after")).get(10, TimeUnit.SECONDS);
       assertThat(db.stored).contains("after");
     }
@@ -254,18 +283,16 @@ class FailoverLedgerStoreTest {
   void aRecordTheDatabaseRefusesOnReplayIsSetAsideAndTheRestLands() throws Exception {
     ScriptedDatabase db = new ScriptedDatabase();
     try (Outbox box = Outbox.open(dir, 1 << 20, 4096);
-        FailoverLedgerStore store = new FailoverLedgerStore(db, db::ping, box, config())) {
+        Failover f = new Failover(db, db::ping, box, config())) {
       db.down = true;
-      store.write(records("a", 6));
+      f.store.write(records("a", 6));
       db.down = false;
       db.refuse = "a3";
-      Thread.sleep(60);
-      store.replayTick();
-      assertThat(box.isEmpty()).isTrue();
+      replayUntil(f, box::isEmpty);
       assertThat(db.stored).containsExactlyInAnyOrder("a0", "a1", "a2", "a4", "a5");
       assertThat(box.deadLetteredRecords()).isEqualTo(1);
       assertThat(Files.size(dir.resolve("dead-letter.log"))).isPositive();
-      assertThat(store.status().deadLetteredRecords()).isEqualTo(1);
+      assertThat(box.deadLetteredRecords()).isEqualTo(1);
     }
   }
 
@@ -273,7 +300,7 @@ class FailoverLedgerStoreTest {
   void fastModeCompletesOnEnqueueAndDurableModeOnlyWhenStored() throws Exception {
     ScriptedDatabase db = new ScriptedDatabase();
     try (Outbox box = Outbox.open(dir, 1 << 20, 4096);
-        FailoverLedgerStore store = new FailoverLedgerStore(db, db::ping, box, config())) {
+        Failover f = new Failover(db, db::ping, box, config())) {
       java.util.concurrent.CountDownLatch gate = new java.util.concurrent.CountDownLatch(1);
       LedgerStore held =
           records -> {
@@ -282,16 +309,16 @@ class FailoverLedgerStoreTest {
             } catch (InterruptedException e) {
               Thread.currentThread().interrupt();
             }
-            return store.write(records);
+            return f.store.write(records);
           };
       try (LedgerWriter fast =
               new LedgerWriter(held, config().withDurability(Durability.FAST));
           LedgerWriter durable = new LedgerWriter(held, config())) {
-        CompletableFuture<Void> f = fast.publish(record("f"));
+        CompletableFuture<Void> fastDone = fast.publish(record("f"));
         CompletableFuture<Void> d = durable.publish(record("d"));
-        assertThat(f).isCompleted();
-        Thread.sleep(50);
-        assertThat(d).isNotDone();
+        assertThat(fastDone).isCompleted();
+        // the store is held: durable must stay pending however long we look
+        await().during(Duration.ofMillis(50)).atMost(Duration.ofSeconds(5)).until(() -> !d.isDone());
         gate.countDown();
         d.get(10, TimeUnit.SECONDS);
       }

@@ -36,6 +36,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.BooleanSupplier;
 import java.util.stream.Stream;
+import org.awaitility.Awaitility;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
@@ -94,19 +95,16 @@ class LedgerFailoverTest {
     await(() -> !db.isEmbeddedRunning(), Duration.ofSeconds(10), "postmaster " + pid + " to die");
   }
 
-  static void await(BooleanSupplier condition, Duration timeout, String what) throws Exception {
-    long deadline = System.nanoTime() + timeout.toNanos();
-    while (!condition.getAsBoolean()) {
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("timed out after " + timeout + " waiting for " + what);
-      }
-      Thread.sleep(50);
-    }
+  static void await(BooleanSupplier condition, Duration timeout, String what) {
+    Awaitility.await(what)
+        .atMost(timeout)
+        .pollInterval(Duration.ofMillis(50))
+        .until(condition::getAsBoolean);
   }
 
   static void awaitReplayed(Billing billing) throws Exception {
     await(
-        () -> billing.outbox().isEmpty() && billing.health().breakerState().equals("CLOSED"),
+        () -> billing.health().outboxBytes() == 0 && billing.health().breakerState().equals("CLOSED"),
         Duration.ofSeconds(60),
         "the outbox to be replayed: " + billing.health());
   }
@@ -198,12 +196,20 @@ class LedgerFailoverTest {
         p.start();
         publishers.add(p);
       }
-      Thread.sleep(800);
+      await(() -> futures.size() >= 400, Duration.ofSeconds(30), "load on the database");
       killPostgres();
       int atKill = futures.size();
-      Thread.sleep(2_000);
+      // charges keep coming while the database is down: the breaker opens, the outbox fills
+      await(
+          () -> billing.health().degraded() && futures.size() >= atKill + 400,
+          Duration.ofSeconds(30),
+          "the breaker to open under load");
       assertThat(db.ensureEmbeddedRunning()).isTrue();
-      Thread.sleep(800);
+      int atRestart = futures.size();
+      await(
+          () -> futures.size() >= atRestart + 400,
+          Duration.ofSeconds(30),
+          "load on the restarted database");
       stop.set(true);
       for (Thread p : publishers) {
         p.join(10_000);

@@ -93,7 +93,7 @@ class OutboxFullTest {
 
       assertThat(pg.ensureEmbeddedRunning()).isTrue();
       await(
-          () -> s.billing().outbox().isEmpty() && s.billing().canAcceptWork(),
+          () -> s.billing().health().outboxBytes() == 0 && s.billing().canAcceptWork(),
           Duration.ofSeconds(60),
           "the outbox to be replayed: " + s.billing().health());
       Map<String, Integer> rows = FaultSupport.rowsOfKey(pg.dataSource(), key.keyId());

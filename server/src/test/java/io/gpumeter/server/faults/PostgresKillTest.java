@@ -71,7 +71,7 @@ class PostgresKillTest {
       load.stop();
 
       await(
-          () -> s.billing().outbox().isEmpty() && !s.billing().health().degraded(),
+          () -> s.billing().health().outboxBytes() == 0 && !s.billing().health().degraded(),
           Duration.ofSeconds(60),
           "the outbox to be replayed: " + s.billing().health());
       LedgerHealth health = server.billing().health();
