@@ -11,7 +11,7 @@ import java.util.Objects;
  * @param ledger the write path: queue, durability, breaker, retry, outbox
  * @param retention raw-record retention and partition maintenance; {@code null} disables the
  *     background maintenance (tests)
- * @param reconciliationFlushInterval how often {@link ReconciliationRecorder} writes (zero: only
+ * @param reconciliationFlushInterval how often {@link Billing#measuredTime()} writes (zero: only
  *     on flush and close)
  * @param clock for partition maintenance and reconciliation minutes
  */

@@ -10,8 +10,8 @@ import java.util.Objects;
  * String)}.
  *
  * <p>With a JDBC URL the database is external and nothing is started. Without one, {@link
- * Database#start} runs an embedded PostgreSQL whose data lives in {@link #dataDirectory()} and
- * survives restarts.
+ * io.gpumeter.billing.db.Database#start} runs an embedded PostgreSQL whose data lives in {@link
+ * #dataDirectory()} and survives restarts.
  */
 public final class DatabaseConfig {
 
@@ -134,20 +134,21 @@ public final class DatabaseConfig {
   }
 
   /**
-   * How often {@link Database} checks that the embedded server's postmaster is alive and restarts
-   * it if it died (killed, OOM); zero disables the check. Ignored for an external database.
+   * How often {@link io.gpumeter.billing.db.Database} checks that the embedded server's postmaster
+   * is alive and restarts it if it died (killed, OOM); zero disables the check. Ignored for an
+   * external database.
    */
   public Duration embeddedWatchdogInterval() {
     return embeddedWatchdogInterval;
   }
 
   /**
-   * For tools that run beside a server (create-key, reconcile): when the embedded data folder is
-   * in use by a running server (zonky's lock on the folder is held and {@code postmaster.pid}
-   * names a live postmaster), connect to that postmaster over TCP on the port named in the file
-   * (its fourth line) instead of failing with "in use"; {@link Database#close()} then leaves it
-   * running. Off by default: a second server on the same folder is refused. Ignored for an
-   * external database.
+   * For tools that run beside a server (create-key, reconcile): when the embedded data folder is in
+   * use by a running server (zonky's lock on the folder is held and {@code postmaster.pid} names a
+   * live postmaster), connect to that postmaster over TCP on the port named in the file (its fourth
+   * line) instead of failing with "in use"; {@link io.gpumeter.billing.db.Database#close()} then
+   * leaves it running. Off by default: a second server on the same folder is refused. Ignored for
+   * an external database.
    */
   public boolean attachToRunningEmbedded() {
     return attachToRunningEmbedded;

@@ -5,10 +5,10 @@ import java.time.Duration;
 import java.util.Objects;
 
 /**
- * Settings of the ledger's write path: {@link LedgerWriter}'s queue and batches, the {@link
- * Durability} mode, the circuit breaker and retry in front of PostgreSQL, and the local outbox
- * behind them. Immutable; {@link #defaults()}, {@link #custom()}, {@link #from(LedgerConfig)}.
- * Every setter validates and names the bad value.
+ * Settings of the ledger's write path: {@link io.gpumeter.billing.ledger.LedgerWriter}'s queue and
+ * batches, the {@link Durability} mode, the circuit breaker and retry in front of PostgreSQL, and
+ * the local outbox behind them. Immutable; {@link #defaults()}, {@link #custom()}, {@link
+ * #from(LedgerConfig)}. Every setter validates and names the bad value.
  */
 public final class LedgerConfig {
 
@@ -83,7 +83,7 @@ public final class LedgerConfig {
     return linger;
   }
 
-  /** How long {@link LedgerWriter#close()} waits for the queue to drain. */
+  /** How long {@link io.gpumeter.billing.ledger.LedgerWriter#close()} waits for the queue to drain. */
   public Duration closeTimeout() {
     return closeTimeout;
   }

@@ -3,8 +3,9 @@ package io.gpumeter.billing;
 import java.time.Duration;
 
 /**
- * How long raw usage records are kept and how {@link MaintenanceTask} manages their monthly
- * partitions. Hourly rollups ({@code usage_hourly}) are kept for good whatever this says.
+ * How long raw usage records are kept and how {@link io.gpumeter.billing.retention.MaintenanceTask}
+ * manages their monthly partitions. Hourly rollups ({@code usage_hourly}) are kept for good
+ * whatever this says.
  *
  * @param retention raw records whose whole month ended more than this long ago are dropped; at
  *     least {@link #MINIMUM_RETENTION} (DESIGN.md: raw records are kept at least 90 days)

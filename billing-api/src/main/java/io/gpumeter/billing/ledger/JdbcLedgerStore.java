@@ -56,7 +56,7 @@ import org.slf4j.LoggerFactory;
  * UNNEST is the default: at batches of 1000 both cost the same server CPU per record (the index
  * and rollup work dominates), and at the small batches a lightly loaded writer sends (10-100
  * records) COPY's extra round trips and transaction cost 1.2-2x more per record (see
- * benchmarks/.../ledger/RESULTS-ledger.md).
+ * benchmarks/RESULTS.md, "Ledger throughput and publish latency").
  *
  * <p>Locks: records are sorted by request id and rollup rows by their key, so two replicas
  * writing overlapping batches take locks in the same order. A deadlock or serialization failure
