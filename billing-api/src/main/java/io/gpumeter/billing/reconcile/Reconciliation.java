@@ -101,9 +101,6 @@ public final class Reconciliation implements AutoCloseable {
    */
   public ReconciliationReport report(Instant from, Instant to) {
     Objects.requireNonNull(from, "from");
-    if (recorder != null) {
-      recorder.flush();
-    }
     Objects.requireNonNull(to, "to");
     Instant start = from.truncatedTo(ChronoUnit.MINUTES);
     Instant end = to.truncatedTo(ChronoUnit.MINUTES);
@@ -112,6 +109,9 @@ public final class Reconciliation implements AutoCloseable {
     }
     if (!end.isAfter(start)) {
       throw new IllegalArgumentException("to (" + to + ") must be after from (" + from + ")");
+    }
+    if (recorder != null) {
+      recorder.flush();
     }
     Map<String, long[]> measured = new TreeMap<>();
     Map<String, long[]> ledger = new TreeMap<>();
