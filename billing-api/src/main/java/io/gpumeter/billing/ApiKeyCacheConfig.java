@@ -3,7 +3,7 @@ package io.gpumeter.billing;
 import java.time.Duration;
 
 /**
- * The authentication cache of {@link ApiKeys}.
+ * The authentication cache of {@link io.gpumeter.billing.keys.ApiKeys}.
  *
  * @param maximumSize entries kept (valid and unknown keys together)
  * @param positiveTtl how long a valid key is trusted without asking the database; also how long

@@ -1,10 +1,14 @@
 package io.gpumeter.billing;
 
-import io.github.resilience4j.circuitbreaker.CircuitBreaker;
-import io.gpumeter.billing.internal.JdbcLedgerStore;
-import io.gpumeter.billing.internal.ResilientLedgerStore;
-import io.gpumeter.billing.outbox.Outbox;
+import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.keys.ApiKeys;
+import io.gpumeter.billing.ledger.Ledger;
+import io.gpumeter.billing.reconcile.Reconciliation;
+import io.gpumeter.billing.retention.MaintenanceTask;
+import io.gpumeter.billing.usage.UsageQueries;
+import io.gpumeter.metering.UsageSink;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
@@ -15,10 +19,11 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The billing module wired together: the database, API keys, the ledger (writer → breaker/retry →
- * PostgreSQL | outbox → replayer), usage queries, partition maintenance and reconciliation. Close
- * it once: the ledger drains first, then the replayer and the outbox stop, the reconciliation
- * totals are flushed, and the database stops (if this object started it).
+ * The billing module wired together: the database ({@code db}), API keys ({@code keys}), the
+ * ledger ({@code ledger}: writer → breaker/retry → PostgreSQL | outbox → replayer), usage queries
+ * ({@code usage}), partition maintenance ({@code retention}) and reconciliation ({@code
+ * reconcile}). Close it once: the ledger drains first, then the replayer and the outbox stop, the
+ * reconciliation totals are flushed, and the database stops (if this object started it).
  *
  * <p>Start-up: the database must be reachable (migrations run); the outbox directory is opened
  * and locked (one process per outbox), and a backlog left by a crash is replayed at once by the
@@ -30,12 +35,9 @@ public final class Billing implements AutoCloseable {
   private final Database database;
   private final boolean ownsDatabase;
   private final ApiKeys apiKeys;
-  private final Outbox outbox;
-  private final ResilientLedgerStore store;
-  private final LedgerWriter ledger;
+  private final Ledger ledger;
   private final UsageQueries usage;
   private final Reconciliation reconciliation;
-  private final ReconciliationRecorder recorder;
   private final MaintenanceTask maintenance;
   private final ScheduledExecutorService maintenanceScheduler;
   private volatile boolean closed;
@@ -45,33 +47,17 @@ public final class Billing implements AutoCloseable {
     this.ownsDatabase = ownsDatabase;
     this.apiKeys = new ApiKeys(database.dataSource());
     this.usage = new UsageQueries(database.dataSource());
-    this.reconciliation = new Reconciliation(database.dataSource());
     LedgerConfig lc = config.ledger();
-    Path outboxDir = outboxDirectory(database.config(), lc);
-    this.outbox = Outbox.open(outboxDir, lc.outboxMaxBytes(), lc.outboxSegmentBytes());
-    ResilientLedgerStore s = null;
-    LedgerWriter w = null;
-    ReconciliationRecorder r = null;
+    this.ledger =
+        Ledger.open(database.ledgerDataSource(), outboxDirectory(database.config(), lc), lc);
     try {
-      JdbcLedgerStore jdbc = new JdbcLedgerStore(database.ledgerDataSource());
-      s = new ResilientLedgerStore(jdbc, jdbc::ping, outbox, lc).start();
-      w = new LedgerWriter(s, lc);
-      r =
-          new ReconciliationRecorder(
+      this.reconciliation =
+          Reconciliation.recording(
               database.dataSource(), config.clock(), config.reconciliationFlushInterval());
     } catch (RuntimeException e) {
-      if (w != null) {
-        w.close();
-      }
-      if (s != null) {
-        s.close();
-      }
-      outbox.close();
+      ledger.close();
       throw e;
     }
-    this.store = s;
-    this.ledger = w;
-    this.recorder = r;
     RetentionConfig retention = config.retention();
     if (retention != null) {
       this.maintenance = new MaintenanceTask(database.dataSource(), retention, config.clock());
@@ -90,12 +76,6 @@ public final class Billing implements AutoCloseable {
       this.maintenance = null;
       this.maintenanceScheduler = null;
     }
-    LOG.info(
-        "Billing ledger: {} mode, outbox {} (max {} bytes, {} bytes waiting)",
-        lc.durability(),
-        outboxDir,
-        lc.outboxMaxBytes(),
-        outbox.bytes());
   }
 
   /**
@@ -148,31 +128,35 @@ public final class Billing implements AutoCloseable {
         : db.dataDirectory().resolveSibling("outbox");
   }
 
-  public Database database() {
-    return database;
-  }
-
   public ApiKeys apiKeys() {
     return apiKeys;
   }
 
-  /** The {@code UsageSink} the schedulers publish to. */
-  public LedgerWriter ledger() {
-    return ledger;
+  /** The {@code UsageSink} the schedulers publish to: the ledger's writer. */
+  public UsageSink ledger() {
+    return ledger.sink();
+  }
+
+  /** Counters of the ledger's writer since start. */
+  public LedgerStats ledgerStats() {
+    return ledger.stats();
   }
 
   public UsageQueries usage() {
     return usage;
   }
 
-  /** Reports drift between measured device time and the ledger. */
+  /**
+   * Reports drift between measured device time and the ledger; a report first writes what {@link
+   * #measuredTime()} holds.
+   */
   public Reconciliation reconciliation() {
     return reconciliation;
   }
 
   /** Where the server records measured, charged and system device time per model and device. */
-  public ReconciliationRecorder reconciliationRecorder() {
-    return recorder;
+  public MeasuredTimeRecorder measuredTime() {
+    return reconciliation.measuredTime();
   }
 
   /** The partition maintenance task, or null when retention is disabled in the config. */
@@ -180,12 +164,14 @@ public final class Billing implements AutoCloseable {
     return maintenance;
   }
 
-  public Outbox outbox() {
-    return outbox;
+  /** Whether the database is embedded and started here (else external, or attached to). */
+  public boolean isDatabaseEmbedded() {
+    return database.isEmbedded();
   }
 
-  ResilientLedgerStore store() {
-    return store;
+  /** The JDBC URL of the billing database (no password in it), for logs. */
+  public String databaseUrl() {
+    return database.jdbcUrl();
   }
 
   /**
@@ -196,56 +182,29 @@ public final class Billing implements AutoCloseable {
     return !closed && ledger.isAccepting();
   }
 
-  /** The ledger's readiness with its reason and numbers, for {@code /readyz} and metrics. */
+  /**
+   * The ledger's readiness with its reason and numbers, for metrics and the refusal of new work.
+   * Cheap: no database round trip; {@link LedgerHealth#databaseReachable()} is what the circuit
+   * breaker knows.
+   */
   public LedgerHealth health() {
-    ResilientLedgerStore.Status st = store.status();
-    LedgerConfig lc = ledger.config();
-    int depth = ledger.queueDepth();
-    boolean degraded = st.breakerState() != CircuitBreaker.State.CLOSED;
-    boolean ready;
-    String reason;
-    if (closed) {
-      ready = false;
-      reason = "billing is closed";
-    } else if (depth >= lc.queueCapacity()) {
-      ready = false;
-      reason = "the ledger queue is full (" + depth + " records waiting)";
-    } else if (!st.accepting()) {
-      ready = false;
-      reason = st.refusalReason();
-    } else if (degraded) {
-      ready = true;
-      reason =
-          "degraded: the billing database is unavailable (circuit breaker "
-              + st.breakerState()
-              + (st.lastError() != null ? ", " + st.lastError() : "")
-              + "); charges go to the outbox ("
-              + st.outboxBytes()
-              + " of "
-              + st.outboxMaxBytes()
-              + " bytes used)";
-    } else if (st.outboxBytes() > 0) {
-      ready = true;
-      reason = "ok; replaying " + st.outboxBytes() + " bytes from the outbox";
-    } else {
-      ready = true;
-      reason = "ok";
+    return ledger.health(closed ? "billing is closed" : null, null);
+  }
+
+  /**
+   * {@link #health()} after asking the database whether it answers (unless the circuit breaker
+   * already knows it is down): for {@code /readyz}. Blocks the calling thread for up to the pool's
+   * connection timeout plus {@code databaseCheckTimeout}; call it off event loops. A database that
+   * does not answer makes the health degraded, not unready: charges go to the outbox.
+   */
+  public LedgerHealth health(Duration databaseCheckTimeout) {
+    Objects.requireNonNull(databaseCheckTimeout, "databaseCheckTimeout");
+    LedgerHealth cheap = health();
+    if (!cheap.ready() || cheap.degraded()) {
+      return cheap;
     }
-    return new LedgerHealth(
-        ready,
-        degraded,
-        reason,
-        lc.durability(),
-        st.breakerState().name(),
-        depth,
-        lc.queueCapacity(),
-        st.outboxBytes(),
-        st.outboxMaxBytes(),
-        st.outboxedRecords(),
-        st.replayedRecords(),
-        st.damagedFrames(),
-        st.deadLetteredRecords(),
-        st.lastError());
+    String problem = database.checkReachable(databaseCheckTimeout);
+    return problem == null ? health() : ledger.health(closed ? "billing is closed" : null, problem);
   }
 
   private void runMaintenanceQuietly() {
@@ -269,9 +228,7 @@ public final class Billing implements AutoCloseable {
     closed = true;
     List<Runnable> steps = new ArrayList<>();
     steps.add(ledger::close);
-    steps.add(store::close);
-    steps.add(outbox::close);
-    steps.add(recorder::close);
+    steps.add(reconciliation::close);
     if (maintenanceScheduler != null) {
       steps.add(maintenanceScheduler::shutdownNow);
     }

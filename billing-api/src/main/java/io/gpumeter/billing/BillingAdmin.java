@@ -1,13 +1,14 @@
 package io.gpumeter.billing;
 
+import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.keys.ApiKeys;
+import io.gpumeter.billing.reconcile.Reconciliation;
 import java.time.Instant;
-import java.util.Objects;
 
 /**
- * Administration of the billing database for the command-line tools: only the database, never
- * the ledger writer or the outbox, so a tool can run beside a server. With {@link
- * DatabaseConfig#attachToRunningEmbedded()} a tool reaches the PostgreSQL of a server running on
- * the same embedded data folder instead of starting its own.
+ * The billing database for command-line tools: API keys and reconciliation reports, without the
+ * ledger, its outbox or any background task, so it can run beside a serving process (with {@link
+ * DatabaseConfig#attachToRunningEmbedded()} it connects to the embedded server that process runs).
  */
 public final class BillingAdmin implements AutoCloseable {
   private final Database database;
@@ -21,19 +22,21 @@ public final class BillingAdmin implements AutoCloseable {
   }
 
   /**
-   * Starts (or attaches to) the database and migrates it; no ledger, no outbox.
+   * Starts the database, or attaches to it, and migrates it.
    *
    * @throws BillingException if the database cannot be started, reached or migrated
+   * @throws IllegalStateException if the embedded data folder is used by another process and
+   *     attaching was not asked for
    */
   public static BillingAdmin open(DatabaseConfig config) {
-    return new BillingAdmin(Database.start(Objects.requireNonNull(config, "config")));
+    return new BillingAdmin(Database.start(config));
   }
 
   /**
-   * Creates a key for {@code account}, creating the account if it does not exist.
+   * Creates an API key for {@code account} (the account is created if new). The plaintext key is
+   * in the result only.
    *
-   * @return the new key; its plaintext cannot be retrieved again
-   * @throws IllegalArgumentException if the name is blank or longer than 200 characters
+   * @throws IllegalArgumentException if the account name is not valid
    * @throws BillingException if the database fails
    */
   public CreatedApiKey createKey(String account) {
@@ -41,7 +44,7 @@ public final class BillingAdmin implements AutoCloseable {
   }
 
   /**
-   * Reconciliation over {@code [from, to)}, widened to whole UTC minutes.
+   * The reconciliation report over {@code [from, to)}, widened to whole minutes.
    *
    * @throws IllegalArgumentException if {@code to} is not after {@code from}
    * @throws BillingException if the database fails
@@ -50,7 +53,7 @@ public final class BillingAdmin implements AutoCloseable {
     return reconciliation.report(from, to);
   }
 
-  /** Closes the pools, then stops the embedded database if this started it. Idempotent. */
+  /** Closes the pools, and stops the database if this object started it. */
   @Override
   public void close() {
     database.close();

@@ -2,7 +2,6 @@ package io.gpumeter.billing;
 
 import java.time.Clock;
 import java.time.Duration;
-import java.util.Map;
 import java.util.Objects;
 
 /**
@@ -12,7 +11,7 @@ import java.util.Objects;
  * @param ledger the write path: queue, durability, breaker, retry, outbox
  * @param retention raw-record retention and partition maintenance; {@code null} disables the
  *     background maintenance (tests)
- * @param reconciliationFlushInterval how often {@link ReconciliationRecorder} writes (zero: only
+ * @param reconciliationFlushInterval how often {@link Billing#measuredTime()} writes (zero: only
  *     on flush and close)
  * @param clock for partition maintenance and reconciliation minutes
  */
@@ -36,18 +35,6 @@ public record BillingConfig(
     return new BillingConfig(
         LedgerConfig.defaults(), RetentionConfig.defaults(), Duration.ofMinutes(1),
         Clock.systemUTC());
-  }
-
-  /**
-   * {@link LedgerConfig#fromEnvironment} and {@link RetentionConfig#fromEnvironment}. Pass {@code
-   * System.getenv()}.
-   *
-   * @throws IllegalArgumentException if a value does not parse or is out of range
-   */
-  public static BillingConfig fromEnvironment(Map<String, String> env) {
-    return defaults()
-        .withLedger(LedgerConfig.fromEnvironment(env))
-        .withRetention(RetentionConfig.fromEnvironment(env));
   }
 
   public BillingConfig withLedger(LedgerConfig l) {

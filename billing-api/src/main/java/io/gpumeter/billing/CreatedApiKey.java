@@ -3,8 +3,9 @@ package io.gpumeter.billing;
 import java.time.Instant;
 
 /**
- * A key just created by {@link ApiKeys#create}. The only place the plaintext ever appears: the
- * database keeps its SHA-256 hash and {@link #prefix()}. {@link #toString()} leaves it out.
+ * A key just created by {@link io.gpumeter.billing.keys.ApiKeys#create}. The only place the
+ * plaintext ever appears: the database keeps its SHA-256 hash and {@link #prefix()}. {@link
+ * #toString()} leaves it out.
  *
  * @param plaintext the key to hand to the user, {@code gm_} followed by 40 base62 characters
  */

@@ -2,27 +2,18 @@ package io.gpumeter.billing;
 
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.Map;
 import java.util.Objects;
 
 /**
  * Where the billing database lives and how it is reached. Immutable; build with {@link
- * #builder()}, {@link #embedded(Path)}, {@link #external(String, String, String)} or {@link
- * #fromEnvironment(Map)}.
+ * #builder()}, {@link #embedded(Path)}, or {@link #external(String, String,
+ * String)}.
  *
  * <p>With a JDBC URL the database is external and nothing is started. Without one, {@link
- * Database#start} runs an embedded PostgreSQL whose data lives in {@link #dataDirectory()} and
- * survives restarts.
+ * io.gpumeter.billing.db.Database#start} runs an embedded PostgreSQL whose data lives in {@link
+ * #dataDirectory()} and survives restarts.
  */
 public final class DatabaseConfig {
-
-  /** Environment variables read by {@link #fromEnvironment(Map)}. */
-  public static final String ENV_URL = "GPUMETER_DB_URL";
-
-  public static final String ENV_USER = "GPUMETER_DB_USER";
-  public static final String ENV_PASSWORD = "GPUMETER_DB_PASSWORD";
-  public static final String ENV_DATA_DIR = "GPUMETER_DATA_DIR";
-  public static final String ENV_PORT = "GPUMETER_DB_PORT";
 
   public static final Path DEFAULT_DATA_DIRECTORY = Path.of("data", "postgres");
 
@@ -73,37 +64,6 @@ public final class DatabaseConfig {
   /** An external PostgreSQL; {@code user} and {@code password} may be null (taken from the URL). */
   public static DatabaseConfig external(String jdbcUrl, String user, String password) {
     return builder().jdbcUrl(jdbcUrl).user(user).password(password).build();
-  }
-
-  /**
-   * Reads {@value #ENV_URL}, {@value #ENV_USER}, {@value #ENV_PASSWORD} (external database), or
-   * {@value #ENV_DATA_DIR} and {@value #ENV_PORT} (embedded database). Pass {@code System.getenv()}.
-   *
-   * @throws IllegalArgumentException if a value does not parse
-   */
-  public static DatabaseConfig fromEnvironment(Map<String, String> env) {
-    Builder b = builder();
-    String url = blankToNull(env.get(ENV_URL));
-    if (url != null) {
-      b.jdbcUrl(url).user(blankToNull(env.get(ENV_USER))).password(env.get(ENV_PASSWORD));
-    }
-    String dir = blankToNull(env.get(ENV_DATA_DIR));
-    if (dir != null) {
-      b.dataDirectory(Path.of(dir));
-    }
-    String port = blankToNull(env.get(ENV_PORT));
-    if (port != null) {
-      try {
-        b.port(Integer.parseInt(port));
-      } catch (NumberFormatException e) {
-        throw new IllegalArgumentException(ENV_PORT + " must be a port number, was '" + port + "'");
-      }
-    }
-    return b.build();
-  }
-
-  private static String blankToNull(String s) {
-    return s == null || s.isBlank() ? null : s.trim();
   }
 
   /** True when no JDBC URL is configured and an embedded server is to be started. */
@@ -174,20 +134,21 @@ public final class DatabaseConfig {
   }
 
   /**
-   * How often {@link Database} checks that the embedded server's postmaster is alive and restarts
-   * it if it died (killed, OOM); zero disables the check. Ignored for an external database.
+   * How often {@link io.gpumeter.billing.db.Database} checks that the embedded server's postmaster
+   * is alive and restarts it if it died (killed, OOM); zero disables the check. Ignored for an
+   * external database.
    */
   public Duration embeddedWatchdogInterval() {
     return embeddedWatchdogInterval;
   }
 
   /**
-   * For tools that run beside a server (create-key, reconcile): when the embedded data folder is
-   * in use by a running server (zonky's lock on the folder is held and {@code postmaster.pid}
-   * names a live postmaster), connect to that postmaster over TCP on the port named in the file
-   * (its fourth line) instead of failing with "in use"; {@link Database#close()} then leaves it
-   * running. Off by default: a second server on the same folder is refused. Ignored for an
-   * external database.
+   * For tools that run beside a server (create-key, reconcile): when the embedded data folder is in
+   * use by a running server (zonky's lock on the folder is held and {@code postmaster.pid} names a
+   * live postmaster), connect to that postmaster over TCP on the port named in the file (its fourth
+   * line) instead of failing with "in use"; {@link io.gpumeter.billing.db.Database#close()} then
+   * leaves it running. Off by default: a second server on the same folder is refused. Ignored for
+   * an external database.
    */
   public boolean attachToRunningEmbedded() {
     return attachToRunningEmbedded;

@@ -1,7 +1,7 @@
 package io.gpumeter.billing;
 
 /**
- * When {@link LedgerWriter#publish}'s future completes.
+ * When {@link io.gpumeter.billing.ledger.LedgerWriter#publish}'s future completes.
  *
  * <p>{@link #DURABLE} (the default, DESIGN.md invariant 4): once the record is committed to
  * PostgreSQL or fsynced to the local outbox, so a completed future survives a crash of the process

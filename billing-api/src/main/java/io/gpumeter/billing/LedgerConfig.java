@@ -2,22 +2,15 @@ package io.gpumeter.billing;
 
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.Locale;
-import java.util.Map;
 import java.util.Objects;
 
 /**
- * Settings of the ledger's write path: {@link LedgerWriter}'s queue and batches, the {@link
- * Durability} mode, the circuit breaker and retry in front of PostgreSQL, and the local outbox
- * behind them. Immutable; {@link #defaults()}, {@link #custom()}, {@link #from(LedgerConfig)},
- * {@link #fromEnvironment(Map)}. Every setter validates and names the bad value.
+ * Settings of the ledger's write path: {@link io.gpumeter.billing.ledger.LedgerWriter}'s queue and
+ * batches, the {@link Durability} mode, the circuit breaker and retry in front of PostgreSQL, and
+ * the local outbox behind them. Immutable; {@link #defaults()}, {@link #custom()}, {@link
+ * #from(LedgerConfig)}. Every setter validates and names the bad value.
  */
 public final class LedgerConfig {
-  /** Environment variables read by {@link #fromEnvironment(Map)}. */
-  public static final String ENV_DURABILITY = "GPUMETER_LEDGER_DURABILITY";
-
-  public static final String ENV_OUTBOX_DIR = "GPUMETER_OUTBOX_DIR";
-  public static final String ENV_OUTBOX_MAX_BYTES = "GPUMETER_OUTBOX_MAX_BYTES";
 
   private final int queueCapacity;
   private final int maxBatchSize;
@@ -75,55 +68,6 @@ public final class LedgerConfig {
     return new Builder(base);
   }
 
-  /**
-   * The defaults, with {@value #ENV_DURABILITY} ({@code durable} or {@code fast}), {@value
-   * #ENV_OUTBOX_DIR} and {@value #ENV_OUTBOX_MAX_BYTES} (bytes, or with a {@code k}, {@code m} or
-   * {@code g} suffix, powers of 1024) applied when set. Pass {@code System.getenv()}.
-   *
-   * @throws IllegalArgumentException if a value does not parse
-   */
-  public static LedgerConfig fromEnvironment(Map<String, String> env) {
-    Builder b = custom();
-    String durability = blankToNull(env.get(ENV_DURABILITY));
-    if (durability != null) {
-      try {
-        b.durability(Durability.valueOf(durability.toUpperCase(Locale.ROOT)));
-      } catch (IllegalArgumentException e) {
-        throw new IllegalArgumentException(
-            ENV_DURABILITY + " must be durable or fast, was '" + durability + "'");
-      }
-    }
-    String dir = blankToNull(env.get(ENV_OUTBOX_DIR));
-    if (dir != null) {
-      b.outboxDirectory(Path.of(dir));
-    }
-    String max = blankToNull(env.get(ENV_OUTBOX_MAX_BYTES));
-    if (max != null) {
-      b.outboxMaxBytes(parseBytes(ENV_OUTBOX_MAX_BYTES, max));
-    }
-    return b.build();
-  }
-
-  static long parseBytes(String name, String value) {
-    String v = value.trim().toLowerCase(Locale.ROOT);
-    long unit = 1;
-    char last = v.isEmpty() ? ' ' : v.charAt(v.length() - 1);
-    if (last == 'k' || last == 'm' || last == 'g') {
-      unit = last == 'k' ? 1L << 10 : last == 'm' ? 1L << 20 : 1L << 30;
-      v = v.substring(0, v.length() - 1);
-    }
-    try {
-      return Math.multiplyExact(Long.parseLong(v), unit);
-    } catch (NumberFormatException | ArithmeticException e) {
-      throw new IllegalArgumentException(
-          name + " must be a size in bytes (e.g. 1073741824 or 1g), was '" + value + "'");
-    }
-  }
-
-  private static String blankToNull(String s) {
-    return s == null || s.isBlank() ? null : s.trim();
-  }
-
   /** Records that may wait for the writer; beyond it {@code publish} fails. */
   public int queueCapacity() {
     return queueCapacity;
@@ -139,7 +83,7 @@ public final class LedgerConfig {
     return linger;
   }
 
-  /** How long {@link LedgerWriter#close()} waits for the queue to drain. */
+  /** How long {@link io.gpumeter.billing.ledger.LedgerWriter#close()} waits for the queue to drain. */
   public Duration closeTimeout() {
     return closeTimeout;
   }

@@ -27,6 +27,9 @@ package io.gpumeter.billing;
  * @param deadLetteredRecords records the database refused on replay, set aside in {@code
  *     dead-letter.log}
  * @param lastError the last database or outbox failure, or null
+ * @param databaseReachable the billing database answers: the circuit breaker is closed and, when
+ *     the caller asked for a check ({@link Billing#health(java.time.Duration)}), it answered it
+ * @param databaseProblem why the database is not reachable, or null when it is
  */
 public record LedgerHealth(
     boolean ready,
@@ -42,4 +45,6 @@ public record LedgerHealth(
     long replayedRecords,
     long damagedFrames,
     long deadLetteredRecords,
-    String lastError) {}
+    String lastError,
+    boolean databaseReachable,
+    String databaseProblem) {}

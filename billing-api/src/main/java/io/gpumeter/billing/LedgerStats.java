@@ -1,7 +1,7 @@
 package io.gpumeter.billing;
 
 /**
- * Counters of a {@link LedgerWriter} since it started.
+ * Counters of a {@link io.gpumeter.billing.ledger.LedgerWriter} since it started.
  *
  * @param accepted records accepted by {@code publish}
  * @param rejected records refused by {@code publish} (queue full, ledger unavailable, closed)

@@ -3,7 +3,7 @@ package io.gpumeter.billing;
 import java.util.List;
 
 /**
- * What one {@link MaintenanceTask#run()} did.
+ * What one {@link io.gpumeter.billing.retention.MaintenanceTask#run()} did.
  *
  * @param skipped another replica held the maintenance lock; nothing was done
  * @param created partitions created (e.g. {@code usage_records_p2026_12})

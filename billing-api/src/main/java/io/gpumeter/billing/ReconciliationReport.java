@@ -5,7 +5,7 @@ import java.util.List;
 
 /**
  * Measured device time against the ledger over {@code [from, to)} (whole UTC minutes); see {@link
- * Reconciliation} for the rule.
+ * io.gpumeter.billing.reconcile.Reconciliation} for the rule.
  *
  * @param from first minute included
  * @param to first minute not included

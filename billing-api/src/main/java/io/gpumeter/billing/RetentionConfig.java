@@ -1,11 +1,11 @@
 package io.gpumeter.billing;
 
 import java.time.Duration;
-import java.util.Map;
 
 /**
- * How long raw usage records are kept and how {@link MaintenanceTask} manages their monthly
- * partitions. Hourly rollups ({@code usage_hourly}) are kept for good whatever this says.
+ * How long raw usage records are kept and how {@link io.gpumeter.billing.retention.MaintenanceTask}
+ * manages their monthly partitions. Hourly rollups ({@code usage_hourly}) are kept for good
+ * whatever this says.
  *
  * @param retention raw records whose whole month ended more than this long ago are dropped; at
  *     least {@link #MINIMUM_RETENTION} (DESIGN.md: raw records are kept at least 90 days)
@@ -14,9 +14,6 @@ import java.util.Map;
  */
 public record RetentionConfig(Duration retention, int monthsAhead, Duration interval) {
   public static final Duration MINIMUM_RETENTION = Duration.ofDays(90);
-
-  /** Environment variable read by {@link #fromEnvironment(Map)}: retention in whole days. */
-  public static final String ENV_RETENTION_DAYS = "GPUMETER_RETENTION_DAYS";
 
   /**
    * @throws IllegalArgumentException if {@code retention} is under 90 days, or another value is
@@ -44,24 +41,6 @@ public record RetentionConfig(Duration retention, int monthsAhead, Duration inte
 
   public static RetentionConfig ofDays(long days) {
     return defaults().withRetention(Duration.ofDays(days));
-  }
-
-  /**
-   * The defaults with {@value #ENV_RETENTION_DAYS} applied when set. Pass {@code System.getenv()}.
-   *
-   * @throws IllegalArgumentException if the value does not parse or is under 90
-   */
-  public static RetentionConfig fromEnvironment(Map<String, String> env) {
-    String days = env.get(ENV_RETENTION_DAYS);
-    if (days == null || days.isBlank()) {
-      return defaults();
-    }
-    try {
-      return ofDays(Long.parseLong(days.trim()));
-    } catch (NumberFormatException e) {
-      throw new IllegalArgumentException(
-          ENV_RETENTION_DAYS + " must be a whole number of days, was '" + days + "'");
-    }
   }
 
   public RetentionConfig withRetention(Duration d) {

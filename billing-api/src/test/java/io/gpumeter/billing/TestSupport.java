@@ -7,15 +7,15 @@ import java.nio.file.Path;
 import java.time.Instant;
 
 /** Shared helpers: one binary cache for the whole build, and usage records. */
-final class TestSupport {
+public final class TestSupport {
   private TestSupport() {}
 
   /** Shared by all test classes so the root-safe repack is built once per build folder. */
-  static Path binaryCache() {
+  public static Path binaryCache() {
     return Path.of("target", "pg-binaries").toAbsolutePath();
   }
 
-  static DatabaseConfig embedded(Path dataDir) {
+  public static DatabaseConfig embedded(Path dataDir) {
     return DatabaseConfig.builder()
         .dataDirectory(dataDir)
         .binaryCacheDirectory(binaryCache())
@@ -23,9 +23,9 @@ final class TestSupport {
         .build();
   }
 
-  static final TimerInfo CPU = TimerInfo.cpu("test cpu");
+  public static final TimerInfo CPU = TimerInfo.cpu("test cpu");
 
-  static UsageRecord record(
+  public static UsageRecord record(
       String requestId, long keyId, long accountId, String model, Instant finishedAt, long prefillNs,
       long decodeNs, int promptTokens, int completionTokens) {
     return new UsageRecord(
@@ -47,7 +47,7 @@ final class TestSupport {
         finishedAt);
   }
 
-  static UsageRecord record(String requestId, long keyId, Instant finishedAt) {
+  public static UsageRecord record(String requestId, long keyId, Instant finishedAt) {
     return record(requestId, keyId, 1000 + keyId, "toy", finishedAt, 700, 300, 7, 3);
   }
 }

@@ -1,9 +1,8 @@
 package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
-import io.gpumeter.billing.Reconciliation;
-import io.gpumeter.billing.ReconciliationRecorder;
 import io.gpumeter.billing.ReconciliationReport;
+import io.gpumeter.billing.reconcile.Reconciliation;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
@@ -38,19 +37,16 @@ final class AdminEndpoint {
   static final Duration MAX_WINDOW = Duration.ofDays(366);
 
   private final byte[] tokenDigest; // null: disabled
-  private final ReconciliationRecorder recorder;
   private final Reconciliation reconciliation;
   private final Executor blocking;
   private final Clock clock;
 
   AdminEndpoint(
       String token,
-      ReconciliationRecorder recorder,
       Reconciliation reconciliation,
       Executor blocking,
       Clock clock) {
     this.tokenDigest = token == null ? null : sha256(token);
-    this.recorder = recorder;
     this.reconciliation = reconciliation;
     this.blocking = blocking;
     this.clock = clock;
@@ -108,10 +104,7 @@ final class AdminEndpoint {
     try {
       report =
           CompletableFuture.supplyAsync(
-              () -> {
-                recorder.flush();
-                return reconciliation.report(from, to);
-              },
+              () -> reconciliation.report(from, to), // writes the recorder's totals first
               blocking);
     } catch (RejectedExecutionException e) {
       throw Authenticator.overloaded();

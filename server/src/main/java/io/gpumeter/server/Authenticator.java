@@ -1,7 +1,7 @@
 package io.gpumeter.server;
 
 import io.gpumeter.billing.ApiKeyPrincipal;
-import io.gpumeter.billing.ApiKeys;
+import io.gpumeter.billing.keys.ApiKeys;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpRequest;
 import io.netty.handler.codec.http.HttpResponseStatus;

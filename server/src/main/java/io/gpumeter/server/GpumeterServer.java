@@ -5,7 +5,7 @@ import io.gpumeter.batching.SchedulerConfig;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.Durability;
-import io.gpumeter.billing.ReconciliationRecorder;
+import io.gpumeter.billing.MeasuredTimeRecorder;
 import io.gpumeter.metering.StepTimerFactory;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.model.ModelStore;
@@ -156,7 +156,7 @@ public final class GpumeterServer implements AutoCloseable {
     }
     SchedulerConfig schedulerConfig = config.schedulerConfig();
     Instant loadedAt = Instant.now();
-    ReconciliationRecorder recorder = billing.reconciliationRecorder();
+    MeasuredTimeRecorder recorder = billing.measuredTime();
     for (ServedModel served : store.models()) {
       String name = served.model().config().name();
       String device = served.timer().info().device();
@@ -207,7 +207,7 @@ public final class GpumeterServer implements AutoCloseable {
         port,
         (System.nanoTime() - t0) / 1_000_000,
         models.keySet(),
-        billing.database().isEmbedded() ? "embedded" : billing.database().jdbcUrl());
+        billing.isDatabaseEmbedded() ? "embedded" : billing.databaseUrl());
   }
 
   private static Billing joinBilling(CompletableFuture<Billing> db) {

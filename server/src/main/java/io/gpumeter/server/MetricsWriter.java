@@ -2,7 +2,6 @@ package io.gpumeter.server;
 
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerStats;
-import io.gpumeter.billing.LedgerWriter;
 import io.prometheus.metrics.config.EscapingScheme;
 import io.prometheus.metrics.config.PrometheusProperties;
 import io.prometheus.metrics.core.metrics.CounterWithCallback;
@@ -101,30 +100,29 @@ final class MetricsWriter {
             "Submissions refused (queue full, too long, shutting down).",
             m -> m.scheduler().stats().rejected());
 
-    LedgerWriter ledger = billing.ledger();
     counter(
         properties,
         "gpumeter_ledger_records_stored_total",
         "Usage records newly stored in the ledger.",
-        () -> ledger.stats().stored());
+        () -> billing.ledgerStats().stored());
     counter(
         properties,
         "gpumeter_ledger_records_duplicate_total",
         "Usage records acknowledged as already stored (same request id).",
-        () -> ledger.stats().duplicates());
+        () -> billing.ledgerStats().duplicates());
     counter(
         properties,
         "gpumeter_ledger_records_failed_total",
         "Usage records that could not be made durable.",
         () -> {
-          LedgerStats l = ledger.stats();
+          LedgerStats l = billing.ledgerStats();
           return l.failed() + l.rejected();
         });
     gauge(
         properties,
         "gpumeter_ledger_queue_length",
         "Usage records waiting for the ledger writer.",
-        () -> ledger.stats().queued());
+        () -> billing.ledgerStats().queued());
     gauge(
         properties,
         "gpumeter_ledger_accepting",

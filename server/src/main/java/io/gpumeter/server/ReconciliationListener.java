@@ -1,14 +1,14 @@
 package io.gpumeter.server;
 
 import io.gpumeter.batching.StepListener;
-import io.gpumeter.billing.ReconciliationRecorder;
+import io.gpumeter.billing.MeasuredTimeRecorder;
 import java.util.Objects;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * Feeds every measured step of one model's scheduler into the billing {@link
- * ReconciliationRecorder}: measured = the step's device time, charged = the sum of the shares it
+ * MeasuredTimeRecorder}: measured = the step's device time, charged = the sum of the shares it
  * handed out, system = 0, one step. Then passes the step on to {@code next} (audits, tests).
  *
  * <p>Runs on the scheduler thread, which calls step listeners after the step and before it
@@ -21,14 +21,14 @@ import org.slf4j.LoggerFactory;
 final class ReconciliationListener implements StepListener {
   private static final Logger log = LoggerFactory.getLogger(ReconciliationListener.class);
 
-  private final ReconciliationRecorder recorder;
+  private final MeasuredTimeRecorder recorder;
   private final String model;
   private final String device;
   private final StepListener next;
   private boolean warned; // scheduler thread only
 
   ReconciliationListener(
-      ReconciliationRecorder recorder, String model, String device, StepListener next) {
+      MeasuredTimeRecorder recorder, String model, String device, StepListener next) {
     this.recorder = Objects.requireNonNull(recorder, "recorder");
     this.model = Objects.requireNonNull(model, "model");
     this.device = Objects.requireNonNull(device, "device");

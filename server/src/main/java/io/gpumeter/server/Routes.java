@@ -8,7 +8,6 @@ import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
-import java.sql.Connection;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.Locale;
@@ -17,7 +16,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
-import javax.sql.DataSource;
 
 /**
  * Maps method and path to an endpoint. Shared by all connections; holds no per-request state.
@@ -39,7 +37,6 @@ final class Routes {
   private final MetricsWriter metrics;
   private final Readiness readiness;
   private final Billing billing;
-  private final DataSource dataSource;
   private final Executor blocking;
 
   Routes(
@@ -63,14 +60,12 @@ final class Routes {
     this.admin =
         new AdminEndpoint(
             config.adminToken(),
-            billing.reconciliationRecorder(),
             billing.reconciliation(),
             blocking,
             Clock.systemUTC());
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;
-    this.dataSource = billing.database().dataSource();
     this.blocking = blocking;
   }
 
@@ -203,8 +198,9 @@ final class Routes {
    * 503 while starting or shutting down, and while the ledger cannot make a new charge durable
    * ({@link Billing#health()} not ready: database down and outbox full, queue full); else 200. The
    * answer says {@code "degraded": true} and why when charges are going to the outbox (circuit
-   * breaker open) or the database does not answer a ping within {@link #READY_DB_CHECK_TIMEOUT}:
-   * the server still serves, metered, but API keys not in the cache cannot be checked.
+   * breaker open) or the database does not answer {@link Billing#health(Duration)}'s check within
+   * {@link #READY_DB_CHECK_TIMEOUT}: the server still serves, metered, but API keys not in the
+   * cache cannot be checked.
    */
   private void ready(Exchange ex) {
     String why = readiness.reason();
@@ -222,35 +218,31 @@ final class Routes {
       ready(ex, health.reason(), health);
       return;
     }
-    CompletableFuture<String> db;
+    CompletableFuture<LedgerHealth> checked;
     try {
-      db =
-          CompletableFuture.supplyAsync(this::checkDatabase, blocking)
-              .completeOnTimeout(
-                  "the billing database did not answer within "
-                      + READY_DB_CHECK_TIMEOUT.toMillis()
-                      + " ms",
-                  READY_DB_CHECK_TIMEOUT.toMillis(),
-                  TimeUnit.MILLISECONDS);
+      // null when the check did not finish in time
+      checked =
+          CompletableFuture.supplyAsync(() -> billing.health(READY_DB_CHECK_TIMEOUT), blocking)
+              .completeOnTimeout(null, READY_DB_CHECK_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
     } catch (RejectedExecutionException e) {
       notReady(ex, "overloaded", health);
       return;
     }
     ex.then(
-        db,
-        problem -> {
+        checked,
+        checkedHealth -> {
           String now = readiness.reason();
-          LedgerHealth h = billing.health();
+          LedgerHealth h = checkedHealth != null ? checkedHealth : billing.health();
           if (now != null) {
             notReady(ex, now, h);
           } else if (!h.ready()) {
             notReady(ex, h.reason(), h);
-          } else if (problem != null) {
+          } else if (checkedHealth == null) {
             ready(
                 ex,
-                "degraded: "
-                    + problem
-                    + "; charges will go to the outbox ("
+                "degraded: the billing database did not answer within "
+                    + READY_DB_CHECK_TIMEOUT.toMillis()
+                    + " ms; charges will go to the outbox ("
                     + h.outboxBytes()
                     + " of "
                     + h.outboxMaxBytes()
@@ -280,15 +272,6 @@ final class Routes {
           writeLedger(g, h);
           g.writeEndObject();
         });
-  }
-
-  /** Null when the database answers, else why not. */
-  private String checkDatabase() {
-    try (Connection c = dataSource.getConnection()) {
-      return c.isValid(2) ? null : "the billing database did not answer";
-    } catch (Exception e) {
-      return "the billing database is unreachable: " + e.getMessage();
-    }
   }
 
   private static void writeLedger(JsonGenerator g, LedgerHealth h) throws IOException {

@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.db.Database;
 import io.gpumeter.metering.DeviceTimeCounters;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
@@ -54,6 +55,8 @@ class EndToEndTest {
       };
 
   private static GpumeterServer server;
+  /** The server's database, reached the way the CLI tools reach it (billing hands out no pool). */
+  private static Database db;
   private static Client client;
   private static CreatedApiKey alice;
   private static CreatedApiKey bob;
@@ -61,6 +64,7 @@ class EndToEndTest {
   @BeforeAll
   static void start() throws Exception {
     server = GpumeterServer.start(TestServers.config("e2e").build(), recorder);
+    db = Database.start(server.config().toolDatabaseConfig());
     client = new Client(server.port());
     alice = server.billing().apiKeys().create("alice");
     bob = server.billing().apiKeys().create("bob");
@@ -68,6 +72,9 @@ class EndToEndTest {
 
   @AfterAll
   static void stop() {
+    if (db != null) {
+      db.close();
+    }
     if (server != null) {
       server.close();
     }
@@ -292,7 +299,7 @@ class EndToEndTest {
   }
 
   private static DataSource dataSource() {
-    return server.billing().database().dataSource();
+    return db.dataSource();
   }
 
   /** request id → {rows, api_key_id, device_ns}. */

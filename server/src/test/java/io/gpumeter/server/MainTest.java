@@ -3,8 +3,8 @@ package io.gpumeter.server;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.gpumeter.billing.ApiKeyPrincipal;
-import io.gpumeter.billing.ApiKeys;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.keys.ApiKeys;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;

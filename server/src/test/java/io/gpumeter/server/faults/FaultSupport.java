@@ -2,9 +2,9 @@ package io.gpumeter.server.faults;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import io.gpumeter.billing.Database;
-import io.gpumeter.billing.DatabaseConfig;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.gpumeter.billing.DatabaseConfig;
+import io.gpumeter.billing.db.Database;
 import io.gpumeter.server.TestServers;
 import java.io.BufferedReader;
 import java.io.IOException;

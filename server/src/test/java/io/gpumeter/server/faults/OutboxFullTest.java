@@ -5,11 +5,11 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
-import io.gpumeter.billing.Database;
+import io.gpumeter.billing.db.Database;
 import io.gpumeter.server.GpumeterServer;
-import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
+import io.gpumeter.server.TestServers;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -93,7 +93,7 @@ class OutboxFullTest {
 
       assertThat(pg.ensureEmbeddedRunning()).isTrue();
       await(
-          () -> s.billing().outbox().isEmpty() && s.billing().canAcceptWork(),
+          () -> s.billing().health().outboxBytes() == 0 && s.billing().canAcceptWork(),
           Duration.ofSeconds(60),
           "the outbox to be replayed: " + s.billing().health());
       Map<String, Integer> rows = FaultSupport.rowsOfKey(pg.dataSource(), key.keyId());

@@ -5,12 +5,12 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
-import io.gpumeter.billing.Database;
 import io.gpumeter.billing.LedgerHealth;
+import io.gpumeter.billing.db.Database;
 import io.gpumeter.server.GpumeterServer;
-import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
+import io.gpumeter.server.TestServers;
 import io.gpumeter.server.faults.FaultSupport.Load;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -78,7 +78,7 @@ class PostgresKillTest {
       load.stop();
 
       await(
-          () -> s.billing().outbox().isEmpty() && !s.billing().health().degraded(),
+          () -> s.billing().health().outboxBytes() == 0 && !s.billing().health().degraded(),
           Duration.ofSeconds(60),
           "the outbox to be replayed: " + s.billing().health());
       LedgerHealth health = server.billing().health();

@@ -6,14 +6,15 @@ import static org.assertj.core.api.Assertions.assertThat;
 import com.fasterxml.jackson.databind.JsonNode;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.db.Database;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
 import io.gpumeter.server.GpumeterServer;
 import io.gpumeter.server.Main;
-import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
+import io.gpumeter.server.TestServers;
 import java.io.ByteArrayOutputStream;
 import java.io.OutputStream;
 import java.io.PrintStream;
@@ -55,6 +56,8 @@ class ReconciliationTest {
   private static final int DISCONNECTS = 2;
 
   private static GpumeterServer server;
+  /** The server's database, reached the way the CLI tools reach it (billing hands out no pool). */
+  private static Database db;
   private static Client client;
   private static CreatedApiKey key;
   private static Path config;
@@ -70,6 +73,7 @@ class ReconciliationTest {
                 .set("scheduler.request_timeout", "500ms")
                 .build(),
             StepListener.NONE);
+    db = Database.start(server.config().toolDatabaseConfig());
     client = new Client(server.port());
     key = server.billing().apiKeys().create("reconcile");
     config = server.config().dataDir().resolve("gpumeter.properties");
@@ -81,6 +85,9 @@ class ReconciliationTest {
 
   @AfterAll
   static void stop() {
+    if (db != null) {
+      db.close();
+    }
     if (server != null) {
       server.close();
     }
@@ -239,7 +246,7 @@ class ReconciliationTest {
   /** status → records of the test key. */
   private static Map<String, Integer> statuses() {
     Map<String, Integer> out = new TreeMap<>();
-    try (Connection c = server.billing().database().dataSource().getConnection();
+    try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(
                 "SELECT status, count(*) FROM usage_records WHERE api_key_id = ? GROUP BY status")) {

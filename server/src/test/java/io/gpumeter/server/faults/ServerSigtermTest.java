@@ -3,13 +3,13 @@ package io.gpumeter.server.faults;
 import static io.gpumeter.server.faults.FaultSupport.await;
 import static org.assertj.core.api.Assertions.assertThat;
 
-import io.gpumeter.billing.ApiKeys;
-import io.gpumeter.billing.Database;
 import io.gpumeter.billing.DatabaseConfig;
+import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.server.Main;
-import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
+import io.gpumeter.server.TestServers;
 import io.gpumeter.server.faults.FaultSupport.ServerProcess;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;

@@ -1,0 +1,253 @@
+package io.gpumeter.billing.ledger;
+
+import io.github.resilience4j.circuitbreaker.CallNotPermittedException;
+import io.github.resilience4j.circuitbreaker.CircuitBreaker;
+import io.github.resilience4j.circuitbreaker.CircuitBreakerConfig;
+import io.github.resilience4j.core.IntervalFunction;
+import io.github.resilience4j.retry.Retry;
+import io.github.resilience4j.retry.RetryConfig;
+import io.gpumeter.billing.LedgerConfig;
+import io.gpumeter.metering.UsageRecord;
+import java.util.List;
+import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.LongAdder;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The ledger's store when PostgreSQL may fail: the database behind a circuit breaker and a retry,
+ * and a durable local {@link Outbox} for whatever the database cannot take; {@link OutboxReplayer} puts the
+ * outbox back into the database when it returns.
+ *
+ * <pre>
+ * write(batch) ─ breaker CLOSED? ─yes─> Retry(CircuitBreaker(database.write)) ──ok──> committed
+ *                      │                         │ record error: thrown as is (never retried,
+ *                      │ no (OPEN, HALF_OPEN)    │ never outboxed; LedgerWriter splits the batch)
+ *                      ▼                         ▼ other failure, or breaker opened meanwhile
+ *                 outbox.append(batch) ──fsync──> durable ── replayer (one thread, every
+ *                      │ refused (full, disk error)          replayInterval) ──> database.write
+ *                      ▼
+ *                 LedgerWriteException: not durable
+ * </pre>
+ *
+ * <p>Write path: one caller at a time in practice (LedgerWriter's thread), but safe for several.
+ * Only transient failures are retried ({@link TransientErrors}), with exponential backoff, a few
+ * times; every attempt is a call of the breaker (count-based window), which opens when enough of
+ * them failed. Record errors count as successes of the breaker: the database answered. While the
+ * breaker is not CLOSED, batches go straight to the outbox, so the writer never stalls on a dead
+ * database for more than the first batch's attempts.
+ *
+ * <p>The backlog is put back into the database by {@link OutboxReplayer}, which shares this
+ * store's circuit breaker.
+ *
+ * <p>Availability ({@link #isAccepting()}): new records can be made durable unless the breaker is
+ * not CLOSED and the outbox is full, or refused its last append, or its disk failed.
+ */
+public final class FailoverLedgerStore implements LedgerStore {
+  private static final Logger LOG = LoggerFactory.getLogger(FailoverLedgerStore.class);
+
+  private final LedgerStore database;
+  private final Outbox outbox;
+  private final LedgerConfig config;
+  private final CircuitBreaker breaker;
+  private final Retry retry;
+  private final LongAdder outboxed = new LongAdder();
+  private volatile boolean outboxRefused;
+  private volatile boolean inOutboxMode;
+  private volatile String lastError;
+
+  public FailoverLedgerStore(
+      LedgerStore database, Outbox outbox, LedgerConfig config) {
+    this.database = Objects.requireNonNull(database, "database");
+    this.outbox = Objects.requireNonNull(outbox, "outbox");
+    this.config = Objects.requireNonNull(config, "config");
+    this.breaker =
+        CircuitBreaker.of(
+            "gpumeter-ledger",
+            CircuitBreakerConfig.custom()
+                .slidingWindowType(CircuitBreakerConfig.SlidingWindowType.COUNT_BASED)
+                .slidingWindowSize(config.breakerWindow())
+                .minimumNumberOfCalls(config.breakerMinimumCalls())
+                .failureRateThreshold(config.breakerFailureRate())
+                .waitDurationInOpenState(config.breakerOpenWait())
+                .permittedNumberOfCallsInHalfOpenState(1)
+                .recordException(e -> !(e instanceof LedgerWriteException w && w.isRecordError()))
+                .writableStackTraceEnabled(false)
+                .build());
+    this.breaker.getEventPublisher().onStateTransition(e -> logTransition(e.getStateTransition()));
+    this.retry =
+        Retry.of(
+            "gpumeter-ledger",
+            RetryConfig.custom()
+                .maxAttempts(config.retryAttempts())
+                .intervalFunction(
+                    IntervalFunction.ofExponentialBackoff(config.retryBackoff().toMillis(), 2.0))
+                .retryOnException(TransientErrors::isTransient)
+                .failAfterMaxAttempts(false)
+                .writableStackTraceEnabled(false)
+                .build());
+  }
+
+  /** An outage logs once when it starts and once when it ends, not at every failed probe. */
+  private void logTransition(CircuitBreaker.StateTransition t) {
+    if (t == CircuitBreaker.StateTransition.CLOSED_TO_OPEN) {
+      LOG.warn(
+          "Ledger database circuit breaker opened; charges go to the outbox in {}",
+          outbox.directory());
+    } else if (t.getToState() == CircuitBreaker.State.CLOSED) {
+      LOG.info("Ledger database circuit breaker closed: the database answers again");
+    } else {
+      LOG.debug("Ledger database circuit breaker: {}", t);
+    }
+  }
+
+  @Override
+  public int write(List<UsageRecord> records) throws LedgerWriteException {
+    if (records.isEmpty()) {
+      return 0;
+    }
+    String why;
+    if (breaker.getState() == CircuitBreaker.State.CLOSED) {
+      try {
+        int inserted =
+            Retry.decorateCheckedSupplier(
+                    retry, breaker.decorateCheckedSupplier(() -> database.write(records)))
+                .get();
+        if (inOutboxMode) {
+          inOutboxMode = false;
+          LOG.info("Ledger writes reach the database again");
+        }
+        return inserted;
+      } catch (LedgerWriteException e) {
+        if (e.isRecordError()) {
+          throw e;
+        }
+        why = describe(e);
+      } catch (CallNotPermittedException e) {
+        why = "circuit breaker " + breaker.getState();
+      } catch (Error e) {
+        throw e;
+      } catch (Throwable t) {
+        why = describe(t);
+      }
+      lastError = "database: " + why;
+    } else {
+      why = "circuit breaker " + breaker.getState();
+    }
+    return toOutbox(records, why);
+  }
+
+  private int toOutbox(List<UsageRecord> records, String why) throws LedgerWriteException {
+    CompletableFuture<Void> appended = outbox.append(records);
+    try {
+      appended.get(config.outboxAppendTimeout().toMillis(), TimeUnit.MILLISECONDS);
+    } catch (ExecutionException | TimeoutException e) {
+      Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
+      outboxRefused = true;
+      lastError = "outbox: " + cause.getMessage();
+      throw new LedgerWriteException(
+          "usage records not durable: the database is unavailable ("
+              + why
+              + ") and the outbox refused them ("
+              + cause.getMessage()
+              + ")",
+          cause,
+          false);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new LedgerWriteException(
+          "interrupted while waiting for the outbox; the records may or may not be durable", e,
+          false);
+    }
+    outboxRefused = false;
+    outboxed.add(records.size());
+    if (!inOutboxMode) {
+      inOutboxMode = true;
+      LOG.warn(
+          "Ledger database unavailable ({}); usage records go to the outbox in {}",
+          why,
+          outbox.directory());
+    }
+    // Duplicates are only known on replay; for the writer every record is made durable as new.
+    return records.size();
+  }
+
+  static String describe(Throwable t) {
+    Throwable root = t;
+    while (root.getCause() != null && root.getCause() != root) {
+      root = root.getCause();
+    }
+    String m = t.getMessage();
+    String text = root == t || root.getMessage() == null ? String.valueOf(m) : m + ": "
+        + root.getMessage();
+    String state = JdbcLedgerStore.sqlState(t);
+    return state == null || text.contains(state) ? text : text + " (SQLState " + state + ")";
+  }
+
+  /** Cheap (volatile reads): can a record handed over now be made durable? */
+  @Override
+  public boolean isAccepting() {
+    return breaker.getState() == CircuitBreaker.State.CLOSED || !outboxRefusing();
+  }
+
+  private boolean outboxRefusing() {
+    return outboxRefused
+        || outbox.bytes() >= outbox.maxBytes()
+        || outbox.lastWriteFailure() != null;
+  }
+
+  @Override
+  public String refusalReason() {
+    if (isAccepting()) {
+      return null;
+    }
+    String disk = outbox.lastWriteFailure();
+    return "the billing database is unavailable (circuit breaker "
+        + breaker.getState()
+        + (lastError != null ? ", " + lastError : "")
+        + ") and the outbox "
+        + (disk != null
+            ? "disk refused a write (" + disk + ")"
+            : "is full (" + outbox.bytes() + " of " + outbox.maxBytes() + " bytes)");
+  }
+
+  /** Records written to the outbox since start. */
+  public long outboxedRecords() {
+    return outboxed.sum();
+  }
+
+  /** The last database or outbox failure, or null. */
+  public String lastError() {
+    return lastError;
+  }
+
+  public CircuitBreaker.State breakerState() {
+    return breaker.getState();
+  }
+
+  public Outbox outbox() {
+    return outbox;
+  }
+
+  /** The database store behind the breaker, for the replayer. */
+  LedgerStore database() {
+    return database;
+  }
+
+  CircuitBreaker breaker() {
+    return breaker;
+  }
+
+  void databaseFailed(Throwable e) {
+    lastError = "database: " + describe(e);
+  }
+
+  /** The replayer emptied at least one segment: the outbox has room again. */
+  void outboxDrained() {
+    outboxRefused = false;
+  }
+}

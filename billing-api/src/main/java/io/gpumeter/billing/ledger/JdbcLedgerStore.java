@@ -1,0 +1,416 @@
+package io.gpumeter.billing.ledger;
+
+import io.gpumeter.metering.TimerInfo;
+import io.gpumeter.metering.UsageRecord;
+import java.nio.charset.StandardCharsets;
+import java.sql.Array;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Objects;
+import java.util.Set;
+import java.util.WeakHashMap;
+import javax.sql.DataSource;
+import org.postgresql.PGConnection;
+import org.postgresql.copy.CopyIn;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Writes ledger batches to PostgreSQL: one transaction per batch.
+ *
+ * <p>The statement (the same for both {@link Method}s, which differ only in how the batch reaches
+ * the server):
+ *
+ * <ol>
+ *   <li>{@code input}: the batch, one row per request id (duplicates within the batch are
+ *       dropped in Java, the first occurrence wins), sorted by request id ({@code ord});
+ *   <li>{@code claimed}: {@code INSERT INTO usage_request_ids ... ON CONFLICT (request_id) DO
+ *       NOTHING RETURNING request_id} claims the ids not seen before. The claim table is not
+ *       partitioned, so its primary key is the request id alone: this is what makes the ledger
+ *       idempotent across the monthly partitions of {@code usage_records};
+ *   <li>{@code inserted}: the claimed records go into {@code usage_records} (partitioned by {@code
+ *       finished_at}). A plain insert: a claim exists for every raw row (same transaction; claims
+ *       are pruned only after their rows are dropped), so a conflict there would be a broken
+ *       invariant and fails loudly (23505) instead of being skipped;
+ *   <li>{@code rolled}: exactly the inserted rows, grouped by {@code (date_trunc('hour',
+ *       finished_at, 'UTC'), api_key_id, model, device)}, are added into {@code usage_hourly}.
+ * </ol>
+ *
+ * All in one transaction: a duplicate request id never reaches the raw table or the rollup, and
+ * raw rows and rollups cannot disagree.
+ *
+ * <p>{@link Method#UNNEST}: one statement, the batch bound as one array per column and expanded
+ * with {@code unnest} (one SQL text for every batch size, so it stays a server-side prepared
+ * statement). {@link Method#COPY}: the batch is streamed with {@code COPY ... FROM STDIN} (text
+ * format) into a session-local temporary staging table ({@code ON COMMIT DELETE ROWS}, created once
+ * per physical connection), then the statement reads the staging table; both in one transaction.
+ * UNNEST is the default: at batches of 1000 both cost the same server CPU per record (the index
+ * and rollup work dominates), and at the small batches a lightly loaded writer sends (10-100
+ * records) COPY's extra round trips and transaction cost 1.2-2x more per record (see
+ * benchmarks/RESULTS.md, "Ledger throughput and publish latency").
+ *
+ * <p>Locks: records are sorted by request id and rollup rows by their key, so two replicas
+ * writing overlapping batches take locks in the same order. A deadlock or serialization failure
+ * is retried here a few times.
+ *
+ * <p>Time stamps are truncated to microseconds (PostgreSQL's precision) before they are sent, so
+ * the hour bucket is the one Java computes from the same value.
+ */
+public final class JdbcLedgerStore implements LedgerStore {
+  private static final Logger LOG = LoggerFactory.getLogger(JdbcLedgerStore.class);
+  private static final int MAX_ATTEMPTS = 3;
+
+  /** How a batch travels to the server. */
+  public enum Method {
+    /** One statement with one bound array per column. */
+    UNNEST,
+    /** COPY into a temporary staging table, then one statement; one transaction. */
+    COPY
+  }
+
+  private static final String COLUMNS =
+      "request_id, api_key_id, account_id, model, device, device_name, device_uuid, timer_kind,"
+          + " driver_version, cuda_version, weight_policy, device_ns, prefill_ns, decode_ns,"
+          + " prompt_tokens, completion_tokens, queue_ns, steps, status, started_at, finished_at";
+
+  private static final String WRITE_TAIL =
+      "), claimed AS (\n"
+          + "  INSERT INTO usage_request_ids (request_id, finished_at)\n"
+          + "  SELECT request_id, finished_at FROM input ORDER BY ord\n"
+          + "  ON CONFLICT (request_id) DO NOTHING\n"
+          + "  RETURNING request_id\n"
+          + "), inserted AS (\n"
+          + "  INSERT INTO usage_records ("
+          + COLUMNS
+          + ")\n"
+          + "  SELECT "
+          + COLUMNS
+          + " FROM input JOIN claimed USING (request_id)\n"
+          + "  RETURNING api_key_id, account_id, model, device, finished_at, device_ns,"
+          + " prefill_ns, decode_ns, prompt_tokens, completion_tokens\n"
+          + "), rolled AS (\n"
+          + "  INSERT INTO usage_hourly (hour, api_key_id, account_id, model, device, requests,"
+          + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens)\n"
+          + "  SELECT date_trunc('hour', finished_at, 'UTC') AS hour, api_key_id,"
+          + " max(account_id), model, device, count(*), sum(device_ns)::int8,"
+          + " sum(prefill_ns)::int8, sum(decode_ns)::int8, sum(prompt_tokens)::int8,"
+          + " sum(completion_tokens)::int8\n"
+          + "  FROM inserted GROUP BY api_key_id, 1, model, device\n"
+          + "  ORDER BY api_key_id, 1, model, device\n"
+          + "  ON CONFLICT (api_key_id, hour, model, device) DO UPDATE SET\n"
+          + "    requests = usage_hourly.requests + EXCLUDED.requests,\n"
+          + "    device_ns = usage_hourly.device_ns + EXCLUDED.device_ns,\n"
+          + "    prefill_ns = usage_hourly.prefill_ns + EXCLUDED.prefill_ns,\n"
+          + "    decode_ns = usage_hourly.decode_ns + EXCLUDED.decode_ns,\n"
+          + "    prompt_tokens = usage_hourly.prompt_tokens + EXCLUDED.prompt_tokens,\n"
+          + "    completion_tokens = usage_hourly.completion_tokens + EXCLUDED.completion_tokens\n"
+          + "  RETURNING 1\n"
+          + ")\n"
+          + "SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)";
+
+  static final String UNNEST_SQL =
+      "WITH input AS (\n"
+          + "  SELECT * FROM unnest(?::text[], ?::int8[], ?::int8[],"
+          + " ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],"
+          + " ?::text[], ?::int8[], ?::int8[], ?::int8[], ?::int4[], ?::int4[], ?::int8[],"
+          + " ?::int4[], ?::text[], ?::timestamptz[], ?::timestamptz[])\n"
+          + "    WITH ORDINALITY AS t("
+          + COLUMNS
+          + ", ord)\n"
+          + WRITE_TAIL;
+
+  static final String STAGE_TABLE = "gpumeter_ledger_stage";
+
+  static final String CREATE_STAGE =
+      "CREATE TEMPORARY TABLE IF NOT EXISTS "
+          + STAGE_TABLE
+          + " (ord bigint, request_id text, api_key_id int8, account_id int8, model text,"
+          + " device text, device_name text, device_uuid text, timer_kind text,"
+          + " driver_version text, cuda_version text, weight_policy text, device_ns int8,"
+          + " prefill_ns int8, decode_ns int8, prompt_tokens int4, completion_tokens int4,"
+          + " queue_ns int8, steps int4, status text, started_at timestamptz,"
+          + " finished_at timestamptz) ON COMMIT DELETE ROWS";
+
+  static final String COPY_SQL =
+      "COPY " + STAGE_TABLE + " (ord, " + COLUMNS + ") FROM STDIN";
+
+  static final String COPY_WRITE_SQL =
+      "WITH input AS (\n" + "  SELECT * FROM " + STAGE_TABLE + "\n" + WRITE_TAIL;
+
+  private final DataSource dataSource;
+  private final Method method;
+  /** Physical connections that already have the staging table (temporary tables are per session). */
+  private final Set<PGConnection> staged = Collections.newSetFromMap(new WeakHashMap<>());
+
+  /** A store using {@link Method#UNNEST}. */
+  public JdbcLedgerStore(DataSource dataSource) {
+    this(dataSource, Method.UNNEST);
+  }
+
+  public JdbcLedgerStore(DataSource dataSource, Method method) {
+    this.dataSource = Objects.requireNonNull(dataSource, "dataSource");
+    this.method = Objects.requireNonNull(method, "method");
+  }
+
+  public Method method() {
+    return method;
+  }
+
+  @Override
+  public int write(List<UsageRecord> records) throws LedgerWriteException {
+    if (records.isEmpty()) {
+      return 0;
+    }
+    List<UsageRecord> sorted = sortedUnique(records);
+    for (int attempt = 1; ; attempt++) {
+      try {
+        return method == Method.COPY ? writeCopy(sorted) : writeUnnest(sorted);
+      } catch (SQLException e) {
+        String state = sqlState(e);
+        boolean retry = state != null && (state.equals("40001") || state.equals("40P01"));
+        if (retry && attempt < MAX_ATTEMPTS) {
+          LOG.debug("Retrying ledger batch after {} (attempt {})", state, attempt);
+          continue;
+        }
+        throw new LedgerWriteException(
+            "could not store " + records.size() + " usage records (SQLState " + state + ")",
+            e,
+            isRecordError(state));
+      } catch (RuntimeException e) {
+        throw new LedgerWriteException(
+            "could not store " + records.size() + " usage records", e, false);
+      }
+    }
+  }
+
+  /** Sorted by request id (stable), duplicates dropped: the first occurrence of an id wins. */
+  static List<UsageRecord> sortedUnique(List<UsageRecord> records) {
+    List<UsageRecord> sorted = new ArrayList<>(records);
+    sorted.sort(Comparator.comparing(UsageRecord::requestId));
+    int w = 0;
+    for (int i = 0; i < sorted.size(); i++) {
+      if (w == 0 || !sorted.get(i).requestId().equals(sorted.get(w - 1).requestId())) {
+        sorted.set(w++, sorted.get(i));
+      }
+    }
+    return w == sorted.size() ? sorted : sorted.subList(0, w);
+  }
+
+  /**
+   * Checks that the database answers ({@code SELECT 1}).
+   *
+   * @throws SQLException if it does not
+   */
+  public void ping() throws SQLException {
+    try (Connection c = dataSource.getConnection();
+        Statement s = c.createStatement();
+        ResultSet rs = s.executeQuery("SELECT 1")) {
+      rs.next();
+    }
+  }
+
+  /** SQLState class 22 (data exception) or 23 (integrity constraint violation). */
+  static boolean isRecordError(String state) {
+    return state != null && (state.startsWith("22") || state.startsWith("23"));
+  }
+
+  private int writeCopy(List<UsageRecord> rs) throws SQLException {
+    byte[] rows = copyRows(rs);
+    try (Connection c = dataSource.getConnection()) {
+      PGConnection pg = c.unwrap(PGConnection.class);
+      boolean hasStage;
+      synchronized (staged) {
+        hasStage = staged.contains(pg);
+      }
+      if (!hasStage) {
+        try (Statement s = c.createStatement()) {
+          c.setAutoCommit(true);
+          s.execute(CREATE_STAGE);
+        }
+        synchronized (staged) {
+          staged.add(pg);
+        }
+      }
+      c.setAutoCommit(false);
+      try {
+        CopyIn in = pg.getCopyAPI().copyIn(COPY_SQL);
+        try {
+          in.writeToCopy(rows, 0, rows.length);
+          in.endCopy();
+        } finally {
+          if (in.isActive()) {
+            in.cancelCopy();
+          }
+        }
+        int inserted;
+        try (PreparedStatement ps = c.prepareStatement(COPY_WRITE_SQL);
+            ResultSet result = ps.executeQuery()) {
+          result.next();
+          inserted = (int) result.getLong(1);
+        }
+        c.commit();
+        return inserted;
+      } catch (SQLException | RuntimeException e) {
+        rollbackQuietly(c);
+        throw e;
+      } finally {
+        try {
+          c.setAutoCommit(true);
+        } catch (SQLException ignored) {
+          // a broken connection; the pool evicts it
+        }
+      }
+    }
+  }
+
+  private static void rollbackQuietly(Connection c) {
+    try {
+      c.rollback();
+    } catch (SQLException ignored) {
+      // the connection is broken; the pool evicts it and the transaction is gone with it
+    }
+  }
+
+  /** The batch in COPY's text format: tab-separated columns, no nulls, one line per record. */
+  static byte[] copyRows(List<UsageRecord> rs) {
+    StringBuilder sb = new StringBuilder(rs.size() * 256);
+    int ord = 0;
+    for (UsageRecord r : rs) {
+      TimerInfo t = r.timer();
+      sb.append(++ord).append('\t');
+      text(sb, r.requestId()).append('\t');
+      sb.append(r.apiKeyId()).append('\t').append(r.accountId()).append('\t');
+      text(sb, r.model()).append('\t');
+      text(sb, t.device()).append('\t');
+      text(sb, t.deviceName()).append('\t');
+      text(sb, t.deviceUuid()).append('\t');
+      text(sb, t.timerKind()).append('\t');
+      text(sb, t.driverVersion()).append('\t');
+      text(sb, t.cudaVersion()).append('\t');
+      text(sb, r.weightPolicy()).append('\t');
+      sb.append(r.deviceNs()).append('\t').append(r.prefillNs()).append('\t');
+      sb.append(r.decodeNs()).append('\t').append(r.promptTokens()).append('\t');
+      sb.append(r.completionTokens()).append('\t').append(r.queueNs()).append('\t');
+      sb.append(r.steps()).append('\t');
+      sb.append(r.status().dbName()).append('\t');
+      sb.append(micros(r.startedAt())).append('\t');
+      sb.append(micros(r.finishedAt())).append('\n');
+    }
+    return sb.toString().getBytes(StandardCharsets.UTF_8);
+  }
+
+  /** Escapes a value for COPY's text format (backslash, tab, newline, carriage return). */
+  private static StringBuilder text(StringBuilder sb, String s) {
+    for (int i = 0; i < s.length(); i++) {
+      char ch = s.charAt(i);
+      switch (ch) {
+        case '\\' -> sb.append("\\\\");
+        case '\t' -> sb.append("\\t");
+        case '\n' -> sb.append("\\n");
+        case '\r' -> sb.append("\\r");
+        default -> sb.append(ch);
+      }
+    }
+    return sb;
+  }
+
+  private static String micros(Instant t) {
+    return t.truncatedTo(ChronoUnit.MICROS).toString();
+  }
+
+  private int writeUnnest(List<UsageRecord> rs) throws SQLException {
+    int n = rs.size();
+    String[] requestId = new String[n];
+    Long[] apiKeyId = new Long[n];
+    Long[] accountId = new Long[n];
+    String[] model = new String[n];
+    String[] device = new String[n];
+    String[] deviceName = new String[n];
+    String[] deviceUuid = new String[n];
+    String[] timerKind = new String[n];
+    String[] driverVersion = new String[n];
+    String[] cudaVersion = new String[n];
+    String[] weightPolicy = new String[n];
+    Long[] deviceNs = new Long[n];
+    Long[] prefillNs = new Long[n];
+    Long[] decodeNs = new Long[n];
+    Integer[] promptTokens = new Integer[n];
+    Integer[] completionTokens = new Integer[n];
+    Long[] queueNs = new Long[n];
+    Integer[] steps = new Integer[n];
+    String[] status = new String[n];
+    String[] startedAt = new String[n];
+    String[] finishedAt = new String[n];
+    for (int i = 0; i < n; i++) {
+      UsageRecord r = rs.get(i);
+      TimerInfo t = r.timer();
+      requestId[i] = r.requestId();
+      apiKeyId[i] = r.apiKeyId();
+      accountId[i] = r.accountId();
+      model[i] = r.model();
+      device[i] = t.device();
+      deviceName[i] = t.deviceName();
+      deviceUuid[i] = t.deviceUuid();
+      timerKind[i] = t.timerKind();
+      driverVersion[i] = t.driverVersion();
+      cudaVersion[i] = t.cudaVersion();
+      weightPolicy[i] = r.weightPolicy();
+      deviceNs[i] = r.deviceNs();
+      prefillNs[i] = r.prefillNs();
+      decodeNs[i] = r.decodeNs();
+      promptTokens[i] = r.promptTokens();
+      completionTokens[i] = r.completionTokens();
+      queueNs[i] = r.queueNs();
+      steps[i] = r.steps();
+      status[i] = r.status().dbName();
+      startedAt[i] = micros(r.startedAt());
+      finishedAt[i] = micros(r.finishedAt());
+    }
+    try (Connection c = dataSource.getConnection()) {
+      // One statement is one transaction in auto-commit mode.
+      c.setAutoCommit(true);
+      List<Array> arrays = new ArrayList<>(21);
+      try (PreparedStatement ps = c.prepareStatement(UNNEST_SQL)) {
+        Object[][] columns = {
+          requestId, apiKeyId, accountId, model, device, deviceName, deviceUuid, timerKind,
+          driverVersion, cudaVersion, weightPolicy, deviceNs, prefillNs, decodeNs, promptTokens,
+          completionTokens, queueNs, steps, status, startedAt, finishedAt
+        };
+        for (int col = 0; col < columns.length; col++) {
+          Object[] values = columns[col];
+          String type =
+              values instanceof Long[] ? "int8" : values instanceof Integer[] ? "int4" : "text";
+          Array a = c.createArrayOf(type, values);
+          arrays.add(a);
+          ps.setArray(col + 1, a);
+        }
+        try (ResultSet result = ps.executeQuery()) {
+          result.next();
+          return (int) result.getLong(1);
+        }
+      } finally {
+        for (Array a : arrays) {
+          a.free();
+        }
+      }
+    }
+  }
+
+  static String sqlState(Throwable e) {
+    for (Throwable t = e; t != null; t = t.getCause()) {
+      if (t instanceof SQLException s && s.getSQLState() != null) {
+        return s.getSQLState();
+      }
+    }
+    return null;
+  }
+}

@@ -1,0 +1,195 @@
+package io.gpumeter.billing.ledger;
+
+import io.github.resilience4j.circuitbreaker.CircuitBreaker;
+import io.gpumeter.billing.LedgerConfig;
+import io.gpumeter.billing.LedgerHealth;
+import io.gpumeter.billing.LedgerStats;
+import io.gpumeter.metering.UsageSink;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+import javax.sql.DataSource;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The ledger wired together: {@link LedgerWriter} → {@link FailoverLedgerStore} (breaker and retry
+ * → {@link JdbcLedgerStore} | {@link Outbox}) and the {@link OutboxReplayer}. Opening it locks the
+ * outbox directory (one process per outbox) and starts the replayer, whose first pass replays a
+ * backlog left by a crash. Close it once: the writer drains first, then the replayer and the outbox
+ * stop.
+ */
+public final class Ledger implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(Ledger.class);
+
+  private final Outbox outbox;
+  private final FailoverLedgerStore store;
+  private final OutboxReplayer replayer;
+  private final LedgerWriter writer;
+
+  private Ledger(
+      Outbox outbox, FailoverLedgerStore store, OutboxReplayer replayer, LedgerWriter writer) {
+    this.outbox = outbox;
+    this.store = store;
+    this.replayer = replayer;
+    this.writer = writer;
+  }
+
+  /**
+   * Opens the outbox in {@code outboxDirectory}, starts the replayer and the writer.
+   *
+   * @param dataSource the ledger's own pool (short timeouts, so a dead database fails over fast)
+   * @throws IllegalStateException if the outbox directory is in use by another process
+   */
+  public static Ledger open(DataSource dataSource, Path outboxDirectory, LedgerConfig config) {
+    Objects.requireNonNull(dataSource, "dataSource");
+    Objects.requireNonNull(config, "config");
+    Outbox outbox =
+        Outbox.open(outboxDirectory, config.outboxMaxBytes(), config.outboxSegmentBytes());
+    OutboxReplayer replayer = null;
+    try {
+      JdbcLedgerStore jdbc = new JdbcLedgerStore(dataSource);
+      FailoverLedgerStore store = new FailoverLedgerStore(jdbc, outbox, config);
+      replayer = new OutboxReplayer(store, jdbc::ping, config).start();
+      LedgerWriter writer = new LedgerWriter(store, config);
+      LOG.info(
+          "Billing ledger: {} mode, outbox {} (max {} bytes, {} bytes waiting)",
+          config.durability(),
+          outboxDirectory,
+          config.outboxMaxBytes(),
+          outbox.bytes());
+      return new Ledger(outbox, store, replayer, writer);
+    } catch (RuntimeException e) {
+      if (replayer != null) {
+        replayer.close();
+      }
+      outbox.close();
+      throw e;
+    }
+  }
+
+  /** Where usage records are published; see {@link LedgerWriter#publish}. */
+  public UsageSink sink() {
+    return writer;
+  }
+
+  /** Cheap (volatile reads, no allocation): can a record handed over now be made durable? */
+  public boolean isAccepting() {
+    return writer.isAccepting();
+  }
+
+  public LedgerStats stats() {
+    return writer.stats();
+  }
+
+  /**
+   * The ledger's readiness with its reason and numbers.
+   *
+   * @param closedReason why the owner no longer takes work (the ledger is not ready), or null
+   * @param databaseProblem why the database did not answer a check made by the caller, or null if
+   *     it answered or was not checked; the ledger stays ready (charges go to the outbox) but is
+   *     reported degraded
+   */
+  public LedgerHealth health(String closedReason, String databaseProblem) {
+    LedgerConfig lc = writer.config();
+    int depth = writer.queueDepth();
+    CircuitBreaker.State breakerState = store.breakerState();
+    boolean accepting = store.isAccepting();
+    String lastError = store.lastError();
+    long outboxBytes = outbox.bytes();
+    long outboxMaxBytes = outbox.maxBytes();
+    boolean breakerOpen = breakerState != CircuitBreaker.State.CLOSED;
+    boolean degraded = breakerOpen || databaseProblem != null;
+    boolean ready;
+    String reason;
+    if (closedReason != null) {
+      ready = false;
+      reason = closedReason;
+    } else if (depth >= lc.queueCapacity()) {
+      ready = false;
+      reason = "the ledger queue is full (" + depth + " records waiting)";
+    } else if (!accepting) {
+      ready = false;
+      reason = store.refusalReason();
+    } else if (breakerOpen) {
+      ready = true;
+      reason =
+          "degraded: the billing database is unavailable (circuit breaker "
+              + breakerState
+              + (lastError != null ? ", " + lastError : "")
+              + "); charges go to the outbox ("
+              + outboxBytes
+              + " of "
+              + outboxMaxBytes
+              + " bytes used)";
+    } else if (databaseProblem != null) {
+      ready = true;
+      reason =
+          "degraded: "
+              + databaseProblem
+              + "; charges will go to the outbox ("
+              + outboxBytes
+              + " of "
+              + outboxMaxBytes
+              + " bytes used) and only cached API keys are accepted";
+    } else if (outboxBytes > 0) {
+      ready = true;
+      reason = "ok; replaying " + outboxBytes + " bytes from the outbox";
+    } else {
+      ready = true;
+      reason = "ok";
+    }
+    String databaseReason =
+        databaseProblem != null
+            ? databaseProblem
+            : breakerOpen
+                ? "circuit breaker " + breakerState + (lastError != null ? ", " + lastError : "")
+                : null;
+    return new LedgerHealth(
+        ready,
+        degraded,
+        reason,
+        lc.durability(),
+        breakerState.name(),
+        depth,
+        lc.queueCapacity(),
+        outboxBytes,
+        outboxMaxBytes,
+        store.outboxedRecords(),
+        replayer.replayedRecords(),
+        outbox.corruptFrames() + outbox.tornTails(),
+        outbox.deadLetteredRecords(),
+        lastError,
+        databaseReason == null,
+        databaseReason);
+  }
+
+  /**
+   * Drains the writer (to the database, or to the outbox if it is down), stops the replayer (what
+   * is left in the outbox is replayed at the next start) and closes the outbox. Each step runs even
+   * if an earlier one failed.
+   */
+  @Override
+  public void close() {
+    List<Runnable> steps = new ArrayList<>();
+    steps.add(writer::close);
+    steps.add(replayer::close);
+    steps.add(outbox::close);
+    RuntimeException first = null;
+    for (Runnable step : steps) {
+      try {
+        step.run();
+      } catch (RuntimeException e) {
+        if (first == null) {
+          first = e;
+        } else {
+          first.addSuppressed(e);
+        }
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
+}

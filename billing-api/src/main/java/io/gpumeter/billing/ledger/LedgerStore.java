@@ -1,0 +1,35 @@
+package io.gpumeter.billing.ledger;
+
+import io.gpumeter.metering.UsageRecord;
+import java.util.List;
+
+/**
+ * Where {@link LedgerWriter} makes batches durable. The JDBC implementation writes PostgreSQL;
+ * {@code internal.FailoverLedgerStore} wraps it with a circuit breaker, retries and the durable
+ * local outbox.
+ */
+public interface LedgerStore {
+
+  /**
+   * Makes {@code records} durable in one transaction: all or none. Idempotent on the request id:
+   * a record whose id is already stored (or appears twice in the batch) is stored once and counted
+   * once in the rollups.
+   *
+   * @return how many records were new (a store that cannot tell yet, like the outbox, counts all)
+   * @throws LedgerWriteException if nothing was stored
+   */
+  int write(List<UsageRecord> records) throws LedgerWriteException;
+
+  /**
+   * Whether a record handed over now can be made durable. Called on every publish: must be cheap
+   * and must not block.
+   */
+  default boolean isAccepting() {
+    return true;
+  }
+
+  /** Why {@link #isAccepting()} is false, or null when it is true. */
+  default String refusalReason() {
+    return null;
+  }
+}

@@ -1,0 +1,160 @@
+package io.gpumeter.billing.usage;
+
+import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.HourlyUsage;
+import io.gpumeter.billing.StoredUsage;
+import io.gpumeter.billing.UsageReport;
+import io.gpumeter.billing.UsageTotals;
+import io.gpumeter.metering.TimerInfo;
+import io.gpumeter.metering.UsageRecord;
+import io.gpumeter.metering.UsageStatus;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Timestamp;
+import java.time.Duration;
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Objects;
+import java.util.Optional;
+import javax.sql.DataSource;
+
+/**
+ * Read side of the ledger. Reports come from the hourly rollup ({@code usage_hourly}), which is
+ * kept for good, so a report covers whole UTC hours. Blocking JDBC: call off the event loop.
+ */
+public final class UsageQueries {
+  private static final Duration HOUR = Duration.ofHours(1);
+
+  private final DataSource dataSource;
+
+  public UsageQueries(DataSource dataSource) {
+    this.dataSource = Objects.requireNonNull(dataSource, "dataSource");
+  }
+
+  /**
+   * Usage of one key in the hours that overlap {@code [from, to)}: from {@code from} rounded down
+   * to the hour up to {@code to} rounded up to the hour.
+   *
+   * @throws IllegalArgumentException if {@code to} is before {@code from}
+   * @throws BillingException if the database fails
+   */
+  public UsageReport usage(long apiKeyId, Instant from, Instant to) {
+    Objects.requireNonNull(from, "from");
+    Objects.requireNonNull(to, "to");
+    if (to.isBefore(from)) {
+      throw new IllegalArgumentException("to " + to + " is before from " + from);
+    }
+    Instant start = from.truncatedTo(ChronoUnit.HOURS);
+    Instant end = to.truncatedTo(ChronoUnit.HOURS);
+    if (end.isBefore(to)) {
+      end = end.plus(HOUR);
+    }
+    List<HourlyUsage> hours = new ArrayList<>();
+    UsageTotals totals = UsageTotals.ZERO;
+    try (Connection c = dataSource.getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT hour, model, sum(requests), sum(device_ns), sum(prefill_ns),"
+                    + " sum(decode_ns), sum(prompt_tokens), sum(completion_tokens)"
+                    + " FROM usage_hourly WHERE api_key_id = ? AND hour >= ? AND hour < ?"
+                    + " GROUP BY hour, model ORDER BY hour, model")) {
+      ps.setLong(1, apiKeyId);
+      ps.setTimestamp(2, Timestamp.from(start));
+      ps.setTimestamp(3, Timestamp.from(end));
+      try (ResultSet rs = ps.executeQuery()) {
+        while (rs.next()) {
+          UsageTotals t =
+              new UsageTotals(
+                  rs.getBigDecimal(3).longValueExact(),
+                  rs.getBigDecimal(4).longValueExact(),
+                  rs.getBigDecimal(5).longValueExact(),
+                  rs.getBigDecimal(6).longValueExact(),
+                  rs.getBigDecimal(7).longValueExact(),
+                  rs.getBigDecimal(8).longValueExact());
+          hours.add(new HourlyUsage(rs.getTimestamp(1).toInstant(), rs.getString(2), t));
+          totals = totals.plus(t);
+        }
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not read usage of API key " + apiKeyId, e);
+    }
+    return new UsageReport(apiKeyId, start, end, totals, hours);
+  }
+
+  /**
+   * The stored record with this request id, if any.
+   *
+   * @throws BillingException if the database fails
+   */
+  public Optional<StoredUsage> find(String requestId) {
+    try (Connection c = dataSource.getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT request_id, api_key_id, account_id, model, device, device_name,"
+                    + " device_uuid, timer_kind, driver_version, cuda_version, weight_policy,"
+                    + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens,"
+                    + " queue_ns, steps, status, started_at, finished_at, recorded_at"
+                    + " FROM usage_records WHERE request_id = ?")) {
+      ps.setString(1, requestId);
+      try (ResultSet rs = ps.executeQuery()) {
+        if (!rs.next()) {
+          return Optional.empty();
+        }
+        TimerInfo timer =
+            new TimerInfo(
+                rs.getString("timer_kind"),
+                rs.getString("device"),
+                rs.getString("device_name"),
+                rs.getString("device_uuid"),
+                rs.getString("driver_version"),
+                rs.getString("cuda_version"));
+        UsageRecord r =
+            new UsageRecord(
+                rs.getString("request_id"),
+                rs.getLong("api_key_id"),
+                rs.getLong("account_id"),
+                rs.getString("model"),
+                timer,
+                rs.getString("weight_policy"),
+                rs.getLong("device_ns"),
+                rs.getLong("prefill_ns"),
+                rs.getLong("decode_ns"),
+                rs.getInt("prompt_tokens"),
+                rs.getInt("completion_tokens"),
+                rs.getLong("queue_ns"),
+                rs.getInt("steps"),
+                UsageStatus.valueOf(rs.getString("status").toUpperCase(Locale.ROOT)),
+                rs.getTimestamp("started_at").toInstant(),
+                rs.getTimestamp("finished_at").toInstant());
+        return Optional.of(new StoredUsage(r, rs.getTimestamp("recorded_at").toInstant()));
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not read usage record " + requestId, e);
+    }
+  }
+
+  /**
+   * How many rows carry this request id: 0 or 1, since the ledger is idempotent (for tests and
+   * audits).
+   *
+   * @throws BillingException if the database fails
+   */
+  public long countForRequest(String requestId) {
+    try (Connection c = dataSource.getConnection();
+        PreparedStatement ps =
+            c.prepareStatement("SELECT count(*) FROM usage_records WHERE request_id = ?")) {
+      ps.setString(1, requestId);
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+        return rs.getLong(1);
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not count usage record " + requestId, e);
+    }
+  }
+}

@@ -1,0 +1,177 @@
+package io.gpumeter.billing.keys;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.gpumeter.billing.ApiKeyCacheConfig;
+import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.TestSupport;
+import io.gpumeter.billing.db.Database;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.Statement;
+import java.time.Duration;
+import java.util.HexFormat;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ApiKeysTest {
+  @TempDir static Path tmp;
+  static Database db;
+  static ApiKeys keys;
+
+  @BeforeAll
+  static void start() {
+    db = Database.start(TestSupport.embedded(tmp.resolve("pg")));
+    keys = new ApiKeys(db.dataSource());
+  }
+
+  @AfterAll
+  static void stop() {
+    db.close();
+  }
+
+  @Test
+  void createdKeyAuthenticates() {
+    CreatedApiKey k = keys.create("acme");
+    assertThat(k.plaintext()).matches("gm_[0-9A-Za-z]{40}");
+    assertThat(k.prefix()).isEqualTo(k.plaintext().substring(0, 12));
+    assertThat(k.toString()).doesNotContain(k.plaintext());
+
+    Optional<ApiKeyPrincipal> p = keys.authenticate(k.plaintext());
+    assertThat(p).contains(new ApiKeyPrincipal(k.keyId(), k.accountId(), "acme", k.prefix()));
+    assertThat(k.principal()).isEqualTo(p.orElseThrow());
+  }
+
+  @Test
+  void secondKeyReusesTheAccount() {
+    CreatedApiKey a = keys.create("reuse");
+    CreatedApiKey b = keys.create("  reuse ");
+    assertThat(b.accountId()).isEqualTo(a.accountId());
+    assertThat(b.keyId()).isNotEqualTo(a.keyId());
+    assertThat(b.plaintext()).isNotEqualTo(a.plaintext());
+    assertThat(keys.authenticate(a.plaintext())).isPresent();
+    assertThat(keys.authenticate(b.plaintext())).isPresent();
+  }
+
+  @Test
+  void wrongOrMalformedKeysAreRejected() {
+    CreatedApiKey k = keys.create("wrong");
+    char last = k.plaintext().charAt(k.plaintext().length() - 1);
+    String altered = k.plaintext().substring(0, k.plaintext().length() - 1) + (last == 'a' ? 'b' : 'a');
+    assertThat(keys.authenticate(altered)).isEmpty();
+    assertThat(keys.authenticate(k.plaintext() + "x")).isEmpty();
+    assertThat(keys.authenticate(k.plaintext().substring(1))).isEmpty();
+    assertThat(keys.authenticate("gm_" + "!".repeat(40))).isEmpty();
+    assertThat(keys.authenticate("")).isEmpty();
+    assertThat(keys.authenticate(null)).isEmpty();
+    assertThat(keys.authenticate(k.plaintext())).isPresent();
+  }
+
+  @Test
+  void onlyHashAndPrefixAreStored() throws Exception {
+    CreatedApiKey k = keys.create("secretive");
+    byte[] expectedHash =
+        java.security.MessageDigest.getInstance("SHA-256")
+            .digest(k.plaintext().getBytes(StandardCharsets.US_ASCII));
+    String secretPart = k.plaintext().substring(12);
+    try (Connection c = db.dataSource().getConnection();
+        PreparedStatement ps =
+            c.prepareStatement("SELECT k::text, a::text FROM api_keys k JOIN accounts a"
+                + " ON a.id = k.account_id WHERE k.id = ?")) {
+      ps.setLong(1, k.keyId());
+      try (ResultSet rs = ps.executeQuery()) {
+        assertThat(rs.next()).isTrue();
+        String row = rs.getString(1) + rs.getString(2);
+        assertThat(row).doesNotContain(k.plaintext()).doesNotContain(secretPart);
+        assertThat(row).contains(k.prefix()).contains(HexFormat.of().formatHex(expectedHash));
+      }
+    }
+    // Nowhere else either: no column of any table holds the secret part.
+    try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement();
+        ResultSet rs =
+            s.executeQuery(
+                "SELECT (SELECT string_agg(t::text, '|') FROM api_keys t)"
+                    + " || (SELECT string_agg(t::text, '|') FROM accounts t)")) {
+      rs.next();
+      assertThat(rs.getString(1)).doesNotContain(secretPart);
+    }
+    try (Connection c = db.dataSource().getConnection();
+        PreparedStatement ps = c.prepareStatement("SELECT key_hash, prefix FROM api_keys WHERE id = ?")) {
+      ps.setLong(1, k.keyId());
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+        assertThat(rs.getBytes(1)).isEqualTo(expectedHash);
+        assertThat(rs.getString(2)).isEqualTo(k.prefix());
+      }
+    }
+  }
+
+  @Test
+  void revokedKeyIsRejected() {
+    CreatedApiKey k = keys.create("revoked");
+    assertThat(keys.authenticate(k.plaintext())).isPresent(); // now cached
+    assertThat(keys.revoke(k.keyId())).isTrue();
+    assertThat(keys.authenticate(k.plaintext())).isEmpty();
+    assertThat(keys.revoke(k.keyId())).isFalse();
+    // Another instance (another replica) that never cached it rejects it too.
+    assertThat(new ApiKeys(db.dataSource()).authenticate(k.plaintext())).isEmpty();
+  }
+
+  @Test
+  void revocationOnAnotherReplicaIsSeenAfterThePositiveTtl() {
+    AtomicLong now = new AtomicLong();
+    ApiKeys replica =
+        new ApiKeys(
+            db.dataSource(),
+            new ApiKeyCacheConfig(100, Duration.ofSeconds(60), Duration.ofSeconds(5)),
+            now::get);
+    CreatedApiKey k = keys.create("ttl");
+    assertThat(replica.authenticate(k.plaintext())).isPresent();
+    keys.revoke(k.keyId());
+    now.addAndGet(TimeUnit.SECONDS.toNanos(59));
+    assertThat(replica.authenticate(k.plaintext())).isPresent();
+    now.addAndGet(TimeUnit.SECONDS.toNanos(2));
+    assertThat(replica.authenticate(k.plaintext())).isEmpty();
+  }
+
+  @Test
+  void unknownKeysAreCachedBriefly() throws Exception {
+    AtomicLong now = new AtomicLong();
+    ApiKeys cached =
+        new ApiKeys(
+            db.dataSource(),
+            new ApiKeyCacheConfig(100, Duration.ofSeconds(60), Duration.ofSeconds(5)),
+            now::get);
+    String unknown = "gm_" + "Z".repeat(40);
+    assertThat(cached.authenticate(unknown)).isEmpty();
+    // Make it valid behind the cache's back.
+    CreatedApiKey k = keys.create("negative");
+    try (Connection c = db.dataSource().getConnection();
+        PreparedStatement ps = c.prepareStatement("UPDATE api_keys SET key_hash = ? WHERE id = ?")) {
+      ps.setBytes(1, ApiKeys.sha256(unknown));
+      ps.setLong(2, k.keyId());
+      assertThat(ps.executeUpdate()).isEqualTo(1);
+    }
+    assertThat(cached.authenticate(unknown)).isEmpty();
+    now.addAndGet(TimeUnit.SECONDS.toNanos(6));
+    assertThat(cached.authenticate(unknown)).map(ApiKeyPrincipal::keyId).contains(k.keyId());
+  }
+
+  @Test
+  void badAccountNamesAreRefused() {
+    assertThatThrownBy(() -> keys.create(" ")).isInstanceOf(IllegalArgumentException.class);
+    assertThatThrownBy(() -> keys.create("x".repeat(201)))
+        .isInstanceOf(IllegalArgumentException.class)
+        .hasMessageContaining("201");
+  }
+}

@@ -1,0 +1,248 @@
+package io.gpumeter.billing.reconcile;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.gpumeter.billing.ReconciliationReport;
+import io.gpumeter.billing.TestSupport;
+import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.ledger.JdbcLedgerStore;
+import io.gpumeter.metering.TimerInfo;
+import io.gpumeter.metering.UsageRecord;
+import io.gpumeter.metering.UsageStatus;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.Timestamp;
+import java.time.Clock;
+import java.time.Duration;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.temporal.ChronoUnit;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicReference;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The minutely device-time table against the ledger. A small simulated server drives both sides
+ * the way the real one does: per step, shares split among the requests in it and the step's time
+ * recorded; per finished request, a usage record. Each test uses its own hour and model name.
+ */
+class ReconciliationTest {
+  @TempDir static Path tmp;
+  static Database db;
+  static JdbcLedgerStore ledger;
+  static Reconciliation reconciliation;
+
+  @BeforeAll
+  static void start() {
+    db = Database.start(TestSupport.embedded(tmp.resolve("pg")));
+    ledger = new JdbcLedgerStore(db.ledgerDataSource());
+    reconciliation = new Reconciliation(db.dataSource());
+  }
+
+  @AfterAll
+  static void stop() {
+    db.close();
+  }
+
+  /** A clock the test moves. */
+  static final class TestClock extends Clock {
+    final AtomicReference<Instant> now;
+
+    TestClock(Instant start) {
+      now = new AtomicReference<>(start);
+    }
+
+    @Override
+    public Instant instant() {
+      return now.get();
+    }
+
+    @Override
+    public java.time.ZoneId getZone() {
+      return ZoneOffset.UTC;
+    }
+
+    @Override
+    public Clock withZone(java.time.ZoneId zone) {
+      return this;
+    }
+  }
+
+  /** A request in flight: its shares so far. */
+  static final class Req {
+    final String id;
+    final Instant started;
+    long share;
+    int steps;
+
+    Req(String id, Instant started) {
+      this.id = id;
+      this.started = started;
+    }
+
+    UsageRecord finish(Instant at, String model) {
+      return new UsageRecord(
+          id, 9401, 1, model, TimerInfo.cpu("cpu"), "tokens", share, share, 0, 3, 0, 0, steps,
+          UsageStatus.OK, started, at);
+    }
+  }
+
+  /** One step of {@code ns} split evenly (remainder to the first) among {@code in}. */
+  static void step(
+      ReconciliationRecorder rec, Instant at, String model, long ns, List<Req> in) {
+    long each = ns / in.size();
+    long rest = ns - each * in.size();
+    for (int i = 0; i < in.size(); i++) {
+      in.get(i).share += each + (i == 0 ? rest : 0);
+      in.get(i).steps++;
+    }
+    rec.record(at, model, "cpu", ns, ns, 0, 1);
+  }
+
+  static Instant hour(int hoursAgo) {
+    return Instant.now().truncatedTo(ChronoUnit.HOURS).minus(hoursAgo, ChronoUnit.HOURS);
+  }
+
+  @Test
+  void aHealthyServerReconcilesToExactlyZeroOverAClosedRange() throws Exception {
+    String model = "healthy";
+    Instant h = hour(5);
+    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(),
+        Duration.ZERO);
+    // load and warm-up: system time, never charged
+    rec.record(h.plusSeconds(5), model, "cpu", 9_000, 0, 9_000, 0);
+    // three minutes of traffic, requests sharing steps, all inside [h, h+5m)
+    List<UsageRecord> records = new ArrayList<>();
+    Req a = new Req("h-a", h.plusSeconds(10));
+    Req b = new Req("h-b", h.plusSeconds(11));
+    Instant t = h.plusSeconds(12);
+    for (int i = 0; i < 100; i++, t = t.plusMillis(1500)) { // crosses two minute boundaries
+      step(rec, t, model, 1_001 + i, i < 60 ? List.of(a, b) : List.of(a));
+      if (i == 59) {
+        records.add(b.finish(t.plusMillis(1), model));
+      }
+    }
+    records.add(a.finish(t, model));
+    ledger.write(records);
+    rec.close(); // flushes
+
+    ReconciliationReport r = reconciliation.report(h, h.plus(5, ChronoUnit.MINUTES));
+    assertThat(r.lines()).hasSize(1);
+    ReconciliationReport.Line line = r.lines().get(0);
+    assertThat(line.records()).isEqualTo(2);
+    assertThat(line.chargedNs()).isEqualTo(a.share + b.share).isPositive();
+    assertThat(line.driftNs()).isZero();
+    assertThat(line.unattributedNs()).isZero();
+    assertThat(line.systemNs()).isEqualTo(9_000);
+    assertThat(line.steps()).isEqualTo(100);
+    assertThat(r.exact()).isTrue();
+    assertThat(r.balanced()).isTrue();
+    assertThat(r.toText()).contains("healthy").contains("exact");
+
+    // minutes were really split: the steps span three minute rows
+    try (Connection c = db.dataSource().getConnection();
+        PreparedStatement ps =
+            c.prepareStatement("SELECT count(*) FROM device_time_minutely WHERE model = ?")) {
+      ps.setString(1, model);
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+        assertThat(rs.getInt(1)).isEqualTo(3);
+      }
+    }
+  }
+
+  @Test
+  void aLostChargeShowsAsPositiveDriftAndADoubledOneCannotHappen() throws Exception {
+    String model = "lossy";
+    Instant h = hour(6);
+    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(),
+        Duration.ZERO);
+    Req a = new Req("l-a", h.plusSeconds(1));
+    Req b = new Req("l-b", h.plusSeconds(1));
+    step(rec, h.plusSeconds(2), model, 1_000, List.of(a));
+    step(rec, h.plusSeconds(3), model, 3_000, List.of(b));
+    rec.close();
+    UsageRecord ra = a.finish(h.plusSeconds(4), model);
+    UsageRecord rb = b.finish(h.plusSeconds(4), model);
+    ledger.write(List.of(ra)); // b's charge never reached the ledger
+    ledger.write(List.of(ra)); // a replayed twice: stored once
+    ReconciliationReport r = reconciliation.report(h, h.plus(1, ChronoUnit.MINUTES));
+    assertThat(r.exact()).isTrue();
+    assertThat(r.lines().get(0).driftNs()).isEqualTo(rb.deviceNs()).isEqualTo(3_000);
+    assertThat(r.balanced()).isFalse();
+  }
+
+  @Test
+  void aRequestStraddlingTheBoundaryIsFlaggedAndExplainsTheDrift() throws Exception {
+    String model = "straddle";
+    Instant h = hour(7);
+    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(),
+        Duration.ZERO);
+    Req a = new Req("s-a", h.minusSeconds(20));
+    step(rec, h.minusSeconds(10), model, 700, List.of(a)); // before the range
+    step(rec, h.plusSeconds(10), model, 300, List.of(a));
+    rec.close();
+    ledger.write(List.of(a.finish(h.plusSeconds(11), model)));
+    ReconciliationReport inside = reconciliation.report(h, h.plus(1, ChronoUnit.MINUTES));
+    assertThat(inside.exact()).isFalse();
+    assertThat(inside.straddlingAtFrom()).isEqualTo(1);
+    assertThat(inside.lines().get(0).driftNs()).isEqualTo(300 - 1_000);
+    // a range around the whole request is exact and zero
+    ReconciliationReport around =
+        reconciliation.report(h.minus(1, ChronoUnit.MINUTES), h.plus(1, ChronoUnit.MINUTES));
+    assertThat(around.exact()).isTrue();
+    assertThat(around.lines().get(0).driftNs()).isZero();
+    // ... and the range before it sees the step but not the charge
+    ReconciliationReport before = reconciliation.report(h.minus(1, ChronoUnit.MINUTES), h);
+    assertThat(before.straddlingAtTo()).isEqualTo(1);
+    assertThat(before.lines().get(0).driftNs()).isEqualTo(700);
+  }
+
+  @Test
+  void deltasAddUpAcrossFlushesMinutesAndLateArrivals() throws Exception {
+    String model = "flushes";
+    Instant h = hour(8);
+    TestClock clock = new TestClock(h.plusSeconds(10));
+    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), clock, Duration.ZERO);
+    rec.record(model, "cuda:0", 100, 60, 40, 1);
+    clock.now.set(h.plusSeconds(50));
+    rec.record(model, "cuda:0", 100, 100, 0, 1);
+    rec.flush();
+    rec.record(model, "cuda:0", 5, 5, 0, 1); // same minute, after a flush: the upsert adds
+    clock.now.set(h.plusSeconds(70));
+    rec.record(model, "cuda:0", 7, 7, 0, 1); // next minute
+    rec.record(h.plusSeconds(30), model, "cuda:0", 1, 1, 0, 1); // late, for the first minute
+    rec.record(model, "cuda:1", 9, 9, 0, 1); // another device
+    rec.close();
+    assertThat(minute(model, "cuda:0", h)).containsExactly(206, 166, 40, 4);
+    assertThat(minute(model, "cuda:0", h.plusSeconds(60))).containsExactly(7, 7, 0, 1);
+    assertThat(minute(model, "cuda:1", h.plusSeconds(60))).containsExactly(9, 9, 0, 1);
+    assertThatThrownBy(() -> rec.record(model, "cpu", -1, 0, 0, 0))
+        .isInstanceOf(IllegalArgumentException.class);
+    assertThatThrownBy(() -> reconciliation.report(h, h))
+        .isInstanceOf(IllegalArgumentException.class);
+  }
+
+  static long[] minute(String model, String device, Instant minute) throws Exception {
+    try (Connection c = db.dataSource().getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT measured_ns, charged_ns, system_ns, steps FROM device_time_minutely"
+                    + " WHERE model = ? AND device = ? AND minute = ?")) {
+      ps.setString(1, model);
+      ps.setString(2, device);
+      ps.setTimestamp(3, Timestamp.from(minute));
+      try (ResultSet rs = ps.executeQuery()) {
+        assertThat(rs.next()).isTrue();
+        return new long[] {rs.getLong(1), rs.getLong(2), rs.getLong(3), rs.getLong(4)};
+      }
+    }
+  }
+}
