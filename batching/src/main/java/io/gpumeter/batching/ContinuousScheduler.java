@@ -2,6 +2,8 @@ package io.gpumeter.batching;
 
 import io.gpumeter.metering.Apportioner;
 import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.MutableStepReport;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimer;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.metering.UsageRecord;
@@ -44,7 +46,8 @@ import org.slf4j.LoggerFactory;
  * contributes its last token first, then sequences still in their prompt contribute chunks of at
  * most {@code prefillChunk} tokens in admission order while the step's token budget lasts (so a
  * long prompt never stalls decoding), (5) runs and times the step, (6) splits the measured time
- * with the {@link Apportioner} by the {@link WeightPolicy}, (7) samples, emits and finishes. The
+ * with the {@link Apportioner} by the {@link WeightPolicy} and fills in the step's {@link
+ * StepReport}, (7) samples, emits and finishes. The
  * batch is rebuilt at every step: new requests join at the next step and finished ones leave at
  * once. When idle the thread parks; the first arrival waits {@code batchWindowNanos} for company.
  *
@@ -56,6 +59,11 @@ import org.slf4j.LoggerFactory;
  *
  * <p><b>Accounting:</b> the step timer's span is closed in {@code finally}, so a failing step is
  * still measured and split among its sequences (which then fail with their time on the record).
+ * Each step fills in the one reused {@link MutableStepReport} (measured time, the shares, their
+ * sum), and everything downstream reads that report: the {@link DeviceTimeCounters}, the {@link
+ * StepListener} (the server's reconciliation feed), and each sequence's running totals, from
+ * which its {@link UsageRecord} is made. Nobody adds the shares up again. The report is handed out
+ * synchronously and overwritten at the next step, so the loop allocates nothing per step for it.
  * A sequence's time is the sum of its shares; prefill and decode shares are kept apart. Every
  * sequence, however it ends (done, cancelled, timed out, failed, shut down), gets exactly one
  * {@link UsageRecord}, published to the {@link UsageSink} before its result completes.
@@ -103,6 +111,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final long[] weights;
   private final long[] shares;
   private final long[] scratch;
+  private final MutableStepReport report;
 
   // ---- figures, written by the scheduler thread ----
   private volatile int runningFigure;
@@ -154,6 +163,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.weights = new long[slots];
     this.shares = new long[slots];
     this.scratch = new long[2 * slots];
+    this.report = new MutableStepReport(modelName, timer.info().device(), slots);
     this.thread = new Thread(this::loop, "scheduler-" + modelName);
     this.thread.setDaemon(true);
     this.thread.start();
@@ -435,6 +445,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       measured = span.end();
     }
     Apportioner.split(measured, weights, n, shares, scratch);
+    StepReport step = report.fillCharged(measured, shares, n, tokens, failure != null);
     for (int row = 0; row < n; row++) {
       Seq s = stepSeqs[row];
       if (s.firstStepNanos < 0) {
@@ -442,18 +453,18 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       }
       s.steps++;
       if (stepPrefill[row]) {
-        s.prefillNs += shares[row];
+        s.prefillNs += step.share(row);
       } else {
-        s.decodeNs += shares[row];
+        s.decodeNs += step.share(row);
       }
       s.cached += stepLen[row];
     }
-    counters.recordChargedStep(measured, n, tokens);
+    counters.record(step);
     stepsFigure++;
     lastStepNs = measured;
     lastBatchSize = n;
     lastStepTokens = tokens;
-    stepListener.onStep(measured, shares, n, tokens, failure != null);
+    stepListener.onStep(step);
 
     if (failure != null) {
       log.error("model step failed for {} ({} sequences, {} tokens)", modelName, n, tokens, failure);

@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.gpumeter.metering.DeviceTimeCounters;
 import io.gpumeter.metering.HostStepTimer;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimer;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.metering.UsageRecord;
@@ -61,19 +62,34 @@ class ContinuousSchedulerTest {
     return request(key, prompt, maxTokens, 0, 0, TokenListener.NONE);
   }
 
-  /** Invariant 1, checkable after the scheduler went quiet. */
+  /**
+   * Invariant 1, checkable after the scheduler went quiet: every step report charges all of its
+   * measurement, and the counters and the usage records add up to exactly the reports.
+   */
   private void assertConservation() {
     assertThat(stepLog.steps).isNotEmpty();
-    for (StepLog.Step step : stepLog.steps) {
-      assertThat(step.sharesSum()).as("shares of a step sum to its measurement").isEqualTo(step.measuredNs());
+    for (StepReport step : stepLog.steps) {
+      assertThat(step.kind()).isEqualTo(StepReport.Kind.CHARGED);
+      assertThat(StepLog.sharesSum(step))
+          .as("shares of a step sum to its measurement")
+          .isEqualTo(step.measuredNs())
+          .isEqualTo(step.chargedNs());
+      assertThat(step.systemNs()).isZero();
     }
     DeviceTimeCounters.Snapshot snap = counters.snapshot();
     assertThat(sink.deviceNs()).isEqualTo(stepLog.measured());
     assertThat(snap.chargedNs()).isEqualTo(stepLog.measured());
-    assertThat(snap.measuredNs()).isEqualTo(snap.chargedNs() + snap.systemNs());
-    for (UsageRecord r : sink.records) {
-      assertThat(r.deviceNs()).isEqualTo(r.prefillNs() + r.decodeNs());
-    }
+    assertThat(snap.measuredNs()).isEqualTo(stepLog.measured());
+    assertThat(snap.systemNs()).as("the scheduler never records system time").isZero();
+    assertThat(snap.steps()).isEqualTo(stepLog.steps.size());
+    assertThat(snap.stepTokens())
+        .isEqualTo(stepLog.steps.stream().mapToLong(StepReport::tokens).sum());
+    // each row of a step is one step of one request's record
+    long rows = stepLog.steps.stream().mapToLong(StepReport::sequences).sum();
+    assertThat(snap.stepSequences()).isEqualTo(rows);
+    assertThat(sink.records.stream().mapToLong(UsageRecord::steps).sum())
+        .as("the records' steps are the reports' rows")
+        .isEqualTo(rows);
     assertThat(sink.records.stream().map(UsageRecord::requestId).distinct().count())
         .as("one record per request")
         .isEqualTo(sink.records.size());
