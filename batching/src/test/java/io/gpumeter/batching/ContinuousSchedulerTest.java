@@ -2,6 +2,7 @@ package io.gpumeter.batching;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
 
 import io.gpumeter.metering.DeviceTimeCounters;
 import io.gpumeter.metering.HostStepTimer;
@@ -17,6 +18,7 @@ import io.gpumeter.model.ModelException;
 import io.gpumeter.model.StepBatch;
 import io.gpumeter.model.Tokenizer;
 import java.time.Clock;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -25,9 +27,13 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 /** The scheduler on the real bundled model (DJL, TorchScript, CPU). */
+@Timeout(value = 5, unit = TimeUnit.MINUTES) // per test: a hung scheduler fails, never stalls CI
 class ContinuousSchedulerTest {
+  private static final Duration WAIT = Duration.ofSeconds(60);
+
   private final LanguageModel model = TestModels.store().models().get(0).model();
   private final Tokenizer tok = model.tokenizer();
   private final RecordingSink sink = new RecordingSink();
@@ -101,9 +107,7 @@ class ContinuousSchedulerTest {
     AtomicInteger longTokens = new AtomicInteger();
     Generation longGen =
         scheduler.submit(request(1, "The history of the", 400, 0, 0, t -> longTokens.incrementAndGet()));
-    while (longTokens.get() < 20) {
-      Thread.sleep(1);
-    }
+    await().atMost(WAIT).until(() -> longTokens.get() >= 20);
     List<Integer> longTokensAtShortFirstToken = new CopyOnWriteArrayList<>();
     Generation shortGen =
         scheduler.submit(
@@ -162,9 +166,7 @@ class ContinuousSchedulerTest {
     for (int i = 0; i < 6; i++) {
       finishing.add(scheduler.submit(request(3 + i % 2, "Finish " + i, 12, 0.7, 0, TokenListener.NONE)));
     }
-    while (cancelTokens.get() < 10) {
-      Thread.sleep(1);
-    }
+    await().atMost(WAIT).until(() -> cancelTokens.get() >= 10);
     toCancel.cancel();
     GenerationResult cancelled = toCancel.result().get(30, TimeUnit.SECONDS);
     GenerationResult timedOut = toTimeOut.result().get(30, TimeUnit.SECONDS);
@@ -270,7 +272,8 @@ class ContinuousSchedulerTest {
     for (int i = 0; i < 6; i++) {
       gens.add(scheduler.submit(request(1, "Shutdown " + i, 300)));
     }
-    Thread.sleep(50);
+    // shut down with two running mid-generation and four still waiting
+    await().atMost(WAIT).until(() -> scheduler.stats().steps() >= 3);
     scheduler.shutdown(0, TimeUnit.SECONDS);
     for (Generation g : gens) {
       assertThat(g.result()).isDone();
