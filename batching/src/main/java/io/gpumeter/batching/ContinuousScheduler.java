@@ -39,16 +39,16 @@ import org.slf4j.LoggerFactory;
  * read at the next step. Result futures are completed on the scheduler thread, so their
  * dependants must hand off and never block.
  *
- * <p><b>The step loop:</b> each iteration (1) drains the inbox into the per-key {@link FairQueue}, (2)
- * retires cancelled and timed-out sequences, waiting or running, (3) admits waiting requests
- * into free KV cache slots, (4) builds one packed step: every running sequence that is decoding
- * contributes its last token first, then sequences still in their prompt contribute chunks of at
- * most {@code prefillChunk} tokens in admission order while the step's token budget lasts (so a
- * long prompt never stalls decoding), (5) runs and times the step, (6) splits the measured time
- * with the {@link Apportioner} by the {@link WeightPolicy} and fills in the step's {@link
- * StepReport}, (7) samples, emits and finishes. The
- * batch is rebuilt at every step: new requests join at the next step and finished ones leave at
- * once. When idle the thread parks; the first arrival waits {@code batchWindowNanos} for company.
+ * <p><b>The step loop:</b> each iteration (1) drains the inbox into the per-key {@link
+ * FairQueue}, (2) retires cancelled and timed-out sequences, waiting or running, (3) admits
+ * waiting requests into free KV cache slots, (4) builds one packed step: every running sequence
+ * that is decoding contributes its last token first, then sequences still in their prompt
+ * contribute chunks of at most {@code prefillChunk} tokens in admission order while the step's
+ * token budget lasts (so a long prompt never stalls decoding), (5) runs and times the step, (6)
+ * splits the measured time with the {@link Apportioner} by the {@link WeightPolicy} and fills in
+ * the step's {@link StepReport}, (7) samples, emits and finishes. The batch is rebuilt at every
+ * step: new requests join at the next step and finished ones leave at once. When idle the thread
+ * parks; the first arrival waits {@code batchWindowNanos} for company.
  *
  * <p><b>Fairness:</b> waiting requests are queued per API key in a {@link FairQueue}, and keys
  * take turns at admission. A key flooding the server therefore gets one admission per turn, like
