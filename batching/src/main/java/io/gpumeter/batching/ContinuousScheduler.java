@@ -2,6 +2,8 @@ package io.gpumeter.batching;
 
 import io.gpumeter.metering.Apportioner;
 import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.MutableStepReport;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimer;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.metering.UsageRecord;
@@ -12,10 +14,7 @@ import io.gpumeter.model.KvCache;
 import io.gpumeter.model.LanguageModel;
 import io.gpumeter.model.StepBatch;
 import java.time.Clock;
-import java.util.ArrayDeque;
 import java.util.Arrays;
-import java.util.HashMap;
-import java.util.Map;
 import java.util.Objects;
 import java.util.SplittableRandom;
 import java.util.concurrent.CompletableFuture;
@@ -24,6 +23,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.Consumer;
+import java.util.function.Predicate;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -38,24 +39,28 @@ import org.slf4j.LoggerFactory;
  * read at the next step. Result futures are completed on the scheduler thread, so their
  * dependants must hand off and never block.
  *
- * <p><b>The step loop:</b> each iteration (1) drains the inbox into per-key waiting queues, (2)
- * retires cancelled and timed-out sequences, waiting or running, (3) admits waiting requests
- * into free KV cache slots, (4) builds one packed step: every running sequence that is decoding
- * contributes its last token first, then sequences still in their prompt contribute chunks of at
- * most {@code prefillChunk} tokens in admission order while the step's token budget lasts (so a
- * long prompt never stalls decoding), (5) runs and times the step, (6) splits the measured time
- * with the {@link Apportioner} by the {@link WeightPolicy}, (7) samples, emits and finishes. The
- * batch is rebuilt at every step: new requests join at the next step and finished ones leave at
- * once. When idle the thread parks; the first arrival waits {@code batchWindowNanos} for company.
+ * <p><b>The step loop:</b> each iteration (1) drains the inbox into the per-key {@link
+ * FairQueue}, (2) retires cancelled and timed-out sequences, waiting or running, (3) admits
+ * waiting requests into free KV cache slots, (4) builds one packed step: every running sequence
+ * that is decoding contributes its last token first, then sequences still in their prompt
+ * contribute chunks of at most {@code prefillChunk} tokens in admission order while the step's
+ * token budget lasts (so a long prompt never stalls decoding), (5) runs and times the step, (6)
+ * splits the measured time with the {@link Apportioner} by the {@link WeightPolicy} and fills in
+ * the step's {@link StepReport}, (7) samples, emits and finishes. The batch is rebuilt at every
+ * step: new requests join at the next step and finished ones leave at once. When idle the thread
+ * parks; the first arrival waits {@code batchWindowNanos} for company.
  *
- * <p><b>Fairness:</b> waiting requests are queued per API key, and keys take turns: admission
- * pops the key at the head of a ring, admits that key's oldest request, and puts the key at the
- * back if it has more waiting. A key flooding the server therefore gets one admission per turn,
- * like any other key with work waiting; a key with one request waits at most one turn per free
- * slot.
+ * <p><b>Fairness:</b> waiting requests are queued per API key in a {@link FairQueue}, and keys
+ * take turns at admission. A key flooding the server therefore gets one admission per turn, like
+ * any other key with work waiting; a key with one request waits at most one turn per free slot.
  *
  * <p><b>Accounting:</b> the step timer's span is closed in {@code finally}, so a failing step is
  * still measured and split among its sequences (which then fail with their time on the record).
+ * Each step fills in the one reused {@link MutableStepReport} (measured time, the shares, their
+ * sum), and everything downstream reads that report: the {@link DeviceTimeCounters}, the {@link
+ * StepListener} (the server's reconciliation feed), and each sequence's running totals, from
+ * which its {@link UsageRecord} is made. Nobody adds the shares up again. The report is handed out
+ * synchronously and overwritten at the next step, so the loop allocates nothing per step for it.
  * A sequence's time is the sum of its shares; prefill and decode shares are kept apart. Every
  * sequence, however it ends (done, cancelled, timed out, failed, shut down), gets exactly one
  * {@link UsageRecord}, published to the {@link UsageSink} before its result completes.
@@ -87,9 +92,11 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final Thread thread;
 
   // ---- scheduler-thread state ----
-  private final Map<Long, ArrayDeque<Seq>> waitingByKey = new HashMap<>();
-  private final ArrayDeque<Long> keyRing = new ArrayDeque<>();
-  private int waitingCount;
+  private final FairQueue<Seq> waiting = new FairQueue<>();
+  private long retireNow; // the time retireExpired judges waiting sequences by
+  private final Predicate<Seq> expiredWhileWaiting = this::expiredWhileWaiting;
+  private final Consumer<Seq> retireWaiting = this::retireWaiting;
+  private final Consumer<Seq> cancelWaiting = this::cancelWaiting;
   private final Seq[] running;
   private int runningCount;
   private final int[] freeSlots;
@@ -103,6 +110,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final long[] weights;
   private final long[] shares;
   private final long[] scratch;
+  private final MutableStepReport report;
 
   // ---- figures, written by the scheduler thread ----
   private volatile int runningFigure;
@@ -154,6 +162,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.weights = new long[slots];
     this.shares = new long[slots];
     this.scratch = new long[2 * slots];
+    this.report = new MutableStepReport(modelName, timer.info().device(), slots);
     this.thread = new Thread(this::loop, "scheduler-" + modelName);
     this.thread.setDaemon(true);
     this.thread.start();
@@ -297,38 +306,20 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       for (int i = runningCount - 1; i >= 0; i--) {
         finish(running[i], FinishReason.CANCELLED, null);
       }
-      for (ArrayDeque<Seq> q : waitingByKey.values()) {
-        for (Seq s : q) {
-          queued.decrementAndGet();
-          finish(s, FinishReason.CANCELLED, null);
-        }
-      }
-      waitingByKey.clear();
-      keyRing.clear();
-      waitingCount = 0;
+      waiting.drain(cancelWaiting);
       runningFigure = 0;
       cache.close();
     }
   }
 
   private boolean idle() {
-    return runningCount == 0 && waitingCount == 0 && inbox.isEmpty();
+    return runningCount == 0 && waiting.isEmpty() && inbox.isEmpty();
   }
 
   private void drainInbox() {
     Seq s;
     while ((s = inbox.poll()) != null) {
-      Long key = s.request.apiKeyId();
-      ArrayDeque<Seq> q = waitingByKey.get(key);
-      if (q == null) {
-        q = new ArrayDeque<>();
-        waitingByKey.put(key, q);
-      }
-      if (q.isEmpty()) {
-        keyRing.addLast(key);
-      }
-      q.addLast(s);
-      waitingCount++;
+      waiting.add(s.request.apiKeyId(), s);
     }
   }
 
@@ -342,44 +333,33 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         finish(s, FinishReason.TIMEOUT, null);
       }
     }
-    if (waitingCount == 0) {
+    if (waiting.isEmpty()) {
       return;
     }
-    for (var it = waitingByKey.entrySet().iterator(); it.hasNext(); ) {
-      var entry = it.next();
-      ArrayDeque<Seq> q = entry.getValue();
-      for (var qi = q.iterator(); qi.hasNext(); ) {
-        Seq s = qi.next();
-        FinishReason why =
-            s.cancelled ? FinishReason.CANCELLED : now - s.deadline >= 0 ? FinishReason.TIMEOUT : null;
-        if (why != null) {
-          qi.remove();
-          waitingCount--;
-          queued.decrementAndGet();
-          finish(s, why, null);
-        }
-      }
-      if (q.isEmpty()) {
-        it.remove();
-        keyRing.remove(entry.getKey());
-      }
-    }
+    retireNow = now;
+    waiting.removeIf(expiredWhileWaiting, retireWaiting);
+  }
+
+  private boolean expiredWhileWaiting(Seq s) {
+    return s.cancelled || retireNow - s.deadline >= 0;
+  }
+
+  private void retireWaiting(Seq s) {
+    queued.decrementAndGet();
+    finish(s, s.cancelled ? FinishReason.CANCELLED : FinishReason.TIMEOUT, null);
+  }
+
+  private void cancelWaiting(Seq s) {
+    queued.decrementAndGet();
+    finish(s, FinishReason.CANCELLED, null);
   }
 
   private void admit() {
-    while (freeSlotCount > 0 && waitingCount > 0) {
-      Long key = keyRing.pollFirst();
-      if (key == null) {
-        return;
+    while (freeSlotCount > 0) {
+      Seq s = waiting.poll();
+      if (s == null) {
+        break;
       }
-      ArrayDeque<Seq> q = waitingByKey.get(key);
-      Seq s = q.pollFirst();
-      if (!q.isEmpty()) {
-        keyRing.addLast(key);
-      } else {
-        waitingByKey.remove(key);
-      }
-      waitingCount--;
       queued.decrementAndGet();
       s.slot = freeSlots[--freeSlotCount];
       running[runningCount++] = s;
@@ -435,6 +415,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       measured = span.end();
     }
     Apportioner.split(measured, weights, n, shares, scratch);
+    StepReport step = report.fillCharged(measured, shares, n, tokens, failure != null);
     for (int row = 0; row < n; row++) {
       Seq s = stepSeqs[row];
       if (s.firstStepNanos < 0) {
@@ -442,18 +423,18 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       }
       s.steps++;
       if (stepPrefill[row]) {
-        s.prefillNs += shares[row];
+        s.prefillNs += step.share(row);
       } else {
-        s.decodeNs += shares[row];
+        s.decodeNs += step.share(row);
       }
       s.cached += stepLen[row];
     }
-    counters.recordChargedStep(measured, n, tokens);
+    counters.record(step);
     stepsFigure++;
     lastStepNs = measured;
     lastBatchSize = n;
     lastStepTokens = tokens;
-    stepListener.onStep(measured, shares, n, tokens, failure != null);
+    stepListener.onStep(step);
 
     if (failure != null) {
       log.error("model step failed for {} ({} sequences, {} tokens)", modelName, n, tokens, failure);

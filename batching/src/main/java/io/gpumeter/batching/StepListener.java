@@ -1,19 +1,20 @@
 package io.gpumeter.batching;
 
+import io.gpumeter.metering.StepReport;
+
 /**
- * Observes every charged step on the scheduler thread, after its time was split. For audits and
- * tests (conservation: the shares sum to the measurement). Must not block or keep the arrays.
+ * Observes every step's {@link StepReport} on the scheduler thread, after the step's time was
+ * split and recorded in the counters, and before the usage records of the sequences that finished
+ * in it are published. The server's reconciliation feed is one; metrics, audits and tests are
+ * others. The server also hands each model's system reports (load, warm-up) to its listener once,
+ * before the scheduler starts.
+ *
+ * <p>Must not block. The report is reused for the next step: read it during the call, and keep
+ * only {@link StepReport#copy()}.
  */
 @FunctionalInterface
 public interface StepListener {
-  StepListener NONE = (measuredNs, shares, sequences, tokens, failed) -> {};
+  StepListener NONE = report -> {};
 
-  /**
-   * @param measuredNs the step's measured device time
-   * @param shares each sequence's share; only {@code [0, sequences)} is valid
-   * @param sequences sequences in the step
-   * @param tokens tokens processed in the step
-   * @param failed whether the model step threw
-   */
-  void onStep(long measuredNs, long[] shares, int sequences, int tokens, boolean failed);
+  void onStep(StepReport report);
 }

@@ -2,9 +2,11 @@ package io.gpumeter.batching;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
 
 import io.gpumeter.metering.DeviceTimeCounters;
 import io.gpumeter.metering.HostStepTimer;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimer;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.metering.UsageRecord;
@@ -16,6 +18,7 @@ import io.gpumeter.model.ModelException;
 import io.gpumeter.model.StepBatch;
 import io.gpumeter.model.Tokenizer;
 import java.time.Clock;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
@@ -24,9 +27,13 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 /** The scheduler on the real bundled model (DJL, TorchScript, CPU). */
+@Timeout(value = 5, unit = TimeUnit.MINUTES) // per test: a hung scheduler fails, never stalls CI
 class ContinuousSchedulerTest {
+  private static final Duration WAIT = Duration.ofSeconds(60);
+
   private final LanguageModel model = TestModels.store().models().get(0).model();
   private final Tokenizer tok = model.tokenizer();
   private final RecordingSink sink = new RecordingSink();
@@ -61,19 +68,34 @@ class ContinuousSchedulerTest {
     return request(key, prompt, maxTokens, 0, 0, TokenListener.NONE);
   }
 
-  /** Invariant 1, checkable after the scheduler went quiet. */
+  /**
+   * Invariant 1, checkable after the scheduler went quiet: every step report charges all of its
+   * measurement, and the counters and the usage records add up to exactly the reports.
+   */
   private void assertConservation() {
     assertThat(stepLog.steps).isNotEmpty();
-    for (StepLog.Step step : stepLog.steps) {
-      assertThat(step.sharesSum()).as("shares of a step sum to its measurement").isEqualTo(step.measuredNs());
+    for (StepReport step : stepLog.steps) {
+      assertThat(step.kind()).isEqualTo(StepReport.Kind.CHARGED);
+      assertThat(StepLog.sharesSum(step))
+          .as("shares of a step sum to its measurement")
+          .isEqualTo(step.measuredNs())
+          .isEqualTo(step.chargedNs());
+      assertThat(step.systemNs()).isZero();
     }
     DeviceTimeCounters.Snapshot snap = counters.snapshot();
     assertThat(sink.deviceNs()).isEqualTo(stepLog.measured());
     assertThat(snap.chargedNs()).isEqualTo(stepLog.measured());
-    assertThat(snap.measuredNs()).isEqualTo(snap.chargedNs() + snap.systemNs());
-    for (UsageRecord r : sink.records) {
-      assertThat(r.deviceNs()).isEqualTo(r.prefillNs() + r.decodeNs());
-    }
+    assertThat(snap.measuredNs()).isEqualTo(stepLog.measured());
+    assertThat(snap.systemNs()).as("the scheduler never records system time").isZero();
+    assertThat(snap.steps()).isEqualTo(stepLog.steps.size());
+    assertThat(snap.stepTokens())
+        .isEqualTo(stepLog.steps.stream().mapToLong(StepReport::tokens).sum());
+    // each row of a step is one step of one request's record
+    long rows = stepLog.steps.stream().mapToLong(StepReport::sequences).sum();
+    assertThat(snap.stepSequences()).isEqualTo(rows);
+    assertThat(sink.records.stream().mapToLong(UsageRecord::steps).sum())
+        .as("the records' steps are the reports' rows")
+        .isEqualTo(rows);
     assertThat(sink.records.stream().map(UsageRecord::requestId).distinct().count())
         .as("one record per request")
         .isEqualTo(sink.records.size());
@@ -85,9 +107,7 @@ class ContinuousSchedulerTest {
     AtomicInteger longTokens = new AtomicInteger();
     Generation longGen =
         scheduler.submit(request(1, "The history of the", 400, 0, 0, t -> longTokens.incrementAndGet()));
-    while (longTokens.get() < 20) {
-      Thread.sleep(1);
-    }
+    await().atMost(WAIT).until(() -> longTokens.get() >= 20);
     List<Integer> longTokensAtShortFirstToken = new CopyOnWriteArrayList<>();
     Generation shortGen =
         scheduler.submit(
@@ -146,9 +166,7 @@ class ContinuousSchedulerTest {
     for (int i = 0; i < 6; i++) {
       finishing.add(scheduler.submit(request(3 + i % 2, "Finish " + i, 12, 0.7, 0, TokenListener.NONE)));
     }
-    while (cancelTokens.get() < 10) {
-      Thread.sleep(1);
-    }
+    await().atMost(WAIT).until(() -> cancelTokens.get() >= 10);
     toCancel.cancel();
     GenerationResult cancelled = toCancel.result().get(30, TimeUnit.SECONDS);
     GenerationResult timedOut = toTimeOut.result().get(30, TimeUnit.SECONDS);
@@ -254,7 +272,8 @@ class ContinuousSchedulerTest {
     for (int i = 0; i < 6; i++) {
       gens.add(scheduler.submit(request(1, "Shutdown " + i, 300)));
     }
-    Thread.sleep(50);
+    // shut down with two running mid-generation and four still waiting
+    await().atMost(WAIT).until(() -> scheduler.stats().steps() >= 3);
     scheduler.shutdown(0, TimeUnit.SECONDS);
     for (Generation g : gens) {
       assertThat(g.result()).isDone();

@@ -1,24 +1,28 @@
 package io.gpumeter.batching;
 
+import io.gpumeter.metering.StepReport;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 
-/** Records every step's measurement and the sum of its shares. */
+/** Keeps a copy of every step report (the scheduler reuses its report, so it must be copied). */
 final class StepLog implements StepListener {
-  record Step(long measuredNs, long sharesSum, int sequences, int tokens, boolean failed) {}
-
-  final List<Step> steps = new CopyOnWriteArrayList<>();
+  final List<StepReport> steps = new CopyOnWriteArrayList<>();
 
   @Override
-  public void onStep(long measuredNs, long[] shares, int sequences, int tokens, boolean failed) {
-    long sum = 0;
-    for (int i = 0; i < sequences; i++) {
-      sum += shares[i];
-    }
-    steps.add(new Step(measuredNs, sum, sequences, tokens, failed));
+  public void onStep(StepReport report) {
+    steps.add(report.copy());
   }
 
   long measured() {
-    return steps.stream().mapToLong(Step::measuredNs).sum();
+    return steps.stream().mapToLong(StepReport::measuredNs).sum();
+  }
+
+  /** The shares of a report added up here, independently of the report's own sum. */
+  static long sharesSum(StepReport r) {
+    long sum = 0;
+    for (int i = 0; i < r.sequences(); i++) {
+      sum += r.share(i);
+    }
+    return sum;
   }
 }

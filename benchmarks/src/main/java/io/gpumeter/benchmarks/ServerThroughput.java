@@ -1,6 +1,7 @@
 package io.gpumeter.benchmarks;
 
 import io.gpumeter.batching.StepListener;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimerFactory;
 import io.gpumeter.model.KvCache;
 import io.gpumeter.model.LanguageModel;

@@ -1,6 +1,7 @@
 package io.gpumeter.benchmarks;
 
 import io.gpumeter.batching.StepListener;
+import io.gpumeter.metering.StepReport;
 import java.util.concurrent.locks.LockSupport;
 
 /**
@@ -29,9 +30,15 @@ final class StepCounter implements StepListener {
   }
 
   @Override
-  public void onStep(long measuredNs, long[] shares, int sequences, int tokens, boolean failed) {
+  public void onStep(StepReport report) {
+    if (report.kind() != StepReport.Kind.CHARGED) {
+      return; // load and warm-up are not scheduler steps
+    }
     long s = ++steps;
-    boolean regular = sequences == expectedSequences && tokens == expectedSequences && !failed;
+    boolean regular =
+        report.sequences() == expectedSequences
+            && report.tokens() == expectedSequences
+            && !report.failed();
     if (!steady) {
       if (regular) {
         steady = true;

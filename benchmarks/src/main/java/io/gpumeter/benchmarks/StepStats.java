@@ -1,6 +1,7 @@
 package io.gpumeter.benchmarks;
 
 import io.gpumeter.batching.StepListener;
+import io.gpumeter.metering.StepReport;
 import java.util.Locale;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -12,11 +13,14 @@ final class StepStats implements StepListener {
   private final AtomicLong measuredNs = new AtomicLong();
 
   @Override
-  public void onStep(long ns, long[] shares, int seqs, int toks, boolean failed) {
+  public void onStep(StepReport report) {
+    if (report.kind() != StepReport.Kind.CHARGED) {
+      return; // the server also hands over load and warm-up, which are not scheduler steps
+    }
     steps.incrementAndGet();
-    sequences.addAndGet(seqs);
-    tokens.addAndGet(toks);
-    measuredNs.addAndGet(ns);
+    sequences.addAndGet(report.sequences());
+    tokens.addAndGet(report.tokens());
+    measuredNs.addAndGet(report.measuredNs());
   }
 
   Snapshot snapshot() {

@@ -7,6 +7,9 @@ import java.util.concurrent.atomic.AtomicLong;
  * metrics and reconciliation: {@code measuredNs == chargedNs + systemNs} whenever no step is in
  * flight.
  *
+ * <p>Fed only with {@link StepReport}s: the model store records its load and warm-up (system)
+ * reports, then the scheduler records one charged report per step.
+ *
  * <p>Concurrency: written by one scheduler thread (and the loader before serving), read by any
  * thread; plain atomics, no locks.
  */
@@ -19,22 +22,24 @@ public final class DeviceTimeCounters {
   private final AtomicLong stepSequences = new AtomicLong();
   private final AtomicLong multiSequenceSteps = new AtomicLong();
 
-  /** A request step: measured time, all of it handed out as shares to requests. */
-  public void recordChargedStep(long measured, int sequences, int tokens) {
-    measuredNs.addAndGet(measured);
-    chargedNs.addAndGet(measured);
-    steps.incrementAndGet();
-    stepTokens.addAndGet(tokens);
-    stepSequences.addAndGet(sequences);
-    if (sequences > 1) {
-      multiSequenceSteps.incrementAndGet();
+  /**
+   * Adds one step report: its measured, charged and system time as the report gives them (the
+   * shares are not added up again here). Charged steps also count as steps, with their tokens and
+   * sequences; system steps (load, warm-up) do not.
+   */
+  public void record(StepReport report) {
+    measuredNs.addAndGet(report.measuredNs());
+    chargedNs.addAndGet(report.chargedNs());
+    systemNs.addAndGet(report.systemNs());
+    if (report.kind() == StepReport.Kind.CHARGED) {
+      int sequences = report.sequences();
+      steps.incrementAndGet();
+      stepTokens.addAndGet(report.tokens());
+      stepSequences.addAndGet(sequences);
+      if (sequences > 1) {
+        multiSequenceSteps.incrementAndGet();
+      }
     }
-  }
-
-  /** Time measured outside any request (model load, warm-up): never charged. */
-  public void recordSystem(long measured) {
-    measuredNs.addAndGet(measured);
-    systemNs.addAndGet(measured);
   }
 
   public Snapshot snapshot() {

@@ -27,19 +27,24 @@ class HostStepTimerTest {
   }
 
   @Test
-  void aStepThatThrowsIsStillMeasured() {
+  void aTickerThatStepsBackMeasuresZeroNeverANegativeSpan() {
+    AtomicLong now = new AtomicLong(10_000);
+    HostStepTimer timer = new HostStepTimer(now::get, TimerInfo.cpu("test"));
+    StepTimer.Span span = timer.begin();
+    now.set(9_000);
+    assertThat(span.end()).isZero();
+  }
+
+  @Test
+  void theReusedSpanMeasuresFromItsOwnBegin() {
     AtomicLong now = new AtomicLong();
     HostStepTimer timer = new HostStepTimer(now::get, TimerInfo.cpu("test"));
-    long measured = -1;
-    StepTimer.Span span = timer.begin();
-    try {
-      now.addAndGet(500);
-      throw new IllegalStateException("step failed");
-    } catch (IllegalStateException expected) {
-      // the scheduler fails the batch
-    } finally {
-      measured = span.end();
-    }
-    assertThat(measured).isEqualTo(500);
+    StepTimer.Span first = timer.begin();
+    now.addAndGet(700);
+    assertThat(first.end()).isEqualTo(700);
+    now.addAndGet(5_000); // idle between steps: not measured
+    StepTimer.Span second = timer.begin();
+    now.addAndGet(300);
+    assertThat(second.end()).isEqualTo(300);
   }
 }

@@ -1,6 +1,7 @@
 package io.gpumeter.model;
 
 import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimer;
 import io.gpumeter.metering.StepTimerFactory;
 import java.io.IOException;
@@ -22,8 +23,10 @@ import org.slf4j.LoggerFactory;
  * The models a server serves, loaded and warmed before it reports ready.
  *
  * <p>Cold starts are never billed (invariant 6): loading each model and every warm-up pass is
- * timed with the model's own {@link StepTimer} and recorded with {@link
- * DeviceTimeCounters#recordSystem}; nothing is charged to any request.
+ * timed with the model's own {@link StepTimer} and becomes one system {@link StepReport} per
+ * timed pass. Each report is recorded once into the model's {@link DeviceTimeCounters} and kept in
+ * {@link ServedModel#systemReports()}, which the server hands once to its reconciliation feed;
+ * nothing is charged to any request.
  */
 public final class ModelStore implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(ModelStore.class);
@@ -121,6 +124,7 @@ public final class ModelStore implements AutoCloseable {
       ModelConfig config, Loader loader, StepTimerFactory timers) {
     DeviceTimeCounters counters = new DeviceTimeCounters();
     StepTimer timer = timers.forDevice(loader.device());
+    SystemSteps system = new SystemSteps(config.name(), timer.info().device(), counters);
     LanguageModel model = null;
     long loadNs;
     StepTimer.Span span = timer.begin();
@@ -128,7 +132,7 @@ public final class ModelStore implements AutoCloseable {
       model = loader.load().apply(config);
     } finally {
       loadNs = span.end();
-      counters.recordSystem(loadNs);
+      system.add(loadNs);
       if (model == null) {
         timer.close();
       }
@@ -139,7 +143,7 @@ public final class ModelStore implements AutoCloseable {
             "model " + config.name() + " was loaded on " + model.device() + ", expected "
                 + loader.device());
       }
-      long warmupNs = warmUp(model, timer, counters);
+      long warmupNs = warmUp(model, timer, system);
       log.info(
           "model {} ready on {} ({} timer): load {} ms, warm-up {} ms, recorded as system time",
           config.name(),
@@ -147,7 +151,7 @@ public final class ModelStore implements AutoCloseable {
           timer.info().timerKind(),
           loadNs / 1_000_000,
           warmupNs / 1_000_000);
-      return new ServedModel(model, timer, counters, loadNs, warmupNs);
+      return new ServedModel(model, timer, counters, loadNs, warmupNs, system.reports());
     } catch (RuntimeException e) {
       model.close();
       timer.close();
@@ -158,12 +162,12 @@ public final class ModelStore implements AutoCloseable {
   /**
    * Warm-up passes: packed prefill of every slot, decode steps at several batch sizes (twice each:
    * the first calls of a TorchScript method are slower), a mixed step (one
-   * prefill chunk with decodes) and a forward pass. Each pass is timed and recorded as system
-   * time.
+   * prefill chunk with decodes) and a forward pass. Each pass is timed and added to {@code
+   * system} as one system step.
    *
    * @return the total measured warm-up time
    */
-  static long warmUp(LanguageModel model, StepTimer timer, DeviceTimeCounters counters) {
+  static long warmUp(LanguageModel model, StepTimer timer, SystemSteps system) {
     ModelConfig c = model.config();
     int slots = WARMUP_SLOTS;
     int prefill = Math.min(WARMUP_PREFILL, c.contextLength() / 2);
@@ -181,7 +185,7 @@ public final class ModelStore implements AutoCloseable {
       for (int s = 0; s < slots; s++) {
         batch.addSequence(s, ids, 0, prefill, 0);
       }
-      total += timed(timer, counters, () -> model.step(batch, cache, logits));
+      total += timed(timer, system, () -> model.step(batch, cache, logits));
       int position = prefill;
       for (int b : WARMUP_DECODE_BATCHES) {
         for (int rep = 0; rep < 2 && position < c.contextLength(); rep++) {
@@ -190,7 +194,7 @@ public final class ModelStore implements AutoCloseable {
           for (int s = 0; s < Math.min(b, slots); s++) {
             batch.addSequence(s, ids, s % ids.length, 1, pos);
           }
-          total += timed(timer, counters, () -> model.step(batch, cache, logits));
+          total += timed(timer, system, () -> model.step(batch, cache, logits));
         }
       }
       // mixed: slot 0 starts over with a prefill chunk while the others decode
@@ -201,23 +205,50 @@ public final class ModelStore implements AutoCloseable {
         for (int s = 1; s < slots; s++) {
           batch.addSequence(s, ids, s % ids.length, 1, pos);
         }
-        total += timed(timer, counters, () -> model.step(batch, cache, logits));
+        total += timed(timer, system, () -> model.step(batch, cache, logits));
       }
     }
-    total += timed(timer, counters, () -> model.forwardLast(ids));
+    total += timed(timer, system, () -> model.forwardLast(ids));
     return total;
   }
 
-  private static long timed(StepTimer timer, DeviceTimeCounters counters, Runnable pass) {
+  private static long timed(StepTimer timer, SystemSteps system, Runnable pass) {
     StepTimer.Span span = timer.begin();
     long ns;
     try {
       pass.run();
     } finally {
       ns = span.end();
-      counters.recordSystem(ns);
+      system.add(ns);
     }
     return ns;
+  }
+
+  /**
+   * The system steps of one model as they are measured: each becomes a {@link StepReport},
+   * recorded once into the model's counters and kept for the server's reconciliation feed.
+   */
+  static final class SystemSteps {
+    private final String model;
+    private final String device;
+    private final DeviceTimeCounters counters;
+    private final List<StepReport> reports = new ArrayList<>();
+
+    SystemSteps(String model, String device, DeviceTimeCounters counters) {
+      this.model = model;
+      this.device = device;
+      this.counters = counters;
+    }
+
+    void add(long measuredNs) {
+      StepReport report = StepReport.system(model, device, measuredNs);
+      counters.record(report);
+      reports.add(report);
+    }
+
+    List<StepReport> reports() {
+      return List.copyOf(reports);
+    }
   }
 
   /** All served models, in load order. */

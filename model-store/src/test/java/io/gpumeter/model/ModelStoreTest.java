@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimerFactory;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -30,6 +31,22 @@ class ModelStoreTest {
     assertThat(s.chargedNs()).isZero();
     assertThat(s.measuredNs()).isEqualTo(s.systemNs());
     assertThat(s.steps()).isZero();
+    // one system report per timed pass: the load, then every warm-up pass; they are what the
+    // counters hold, and what the server hands to reconciliation
+    assertThat(served.systemReports()).hasSizeGreaterThan(2);
+    assertThat(served.systemReports().get(0).measuredNs()).isEqualTo(served.loadNs());
+    assertThat(served.systemReports())
+        .allSatisfy(
+            r -> {
+              assertThat(r.kind()).isEqualTo(StepReport.Kind.SYSTEM);
+              assertThat(r.model()).isEqualTo("demo-byte-lm");
+              assertThat(r.device()).isEqualTo("cpu");
+              assertThat(r.chargedNs()).isZero();
+              assertThat(r.sequences()).isZero();
+              assertThat(r.systemNs()).isEqualTo(r.measuredNs());
+            });
+    assertThat(served.systemReports().stream().mapToLong(StepReport::systemNs).sum())
+        .isEqualTo(s.systemNs());
   }
 
   @Test

@@ -6,6 +6,7 @@ import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.Durability;
 import io.gpumeter.billing.MeasuredTimeRecorder;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimerFactory;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.model.ModelStore;
@@ -49,9 +50,11 @@ import org.slf4j.LoggerFactory;
  *
  * <p><b>Start</b> ({@link #start}): the billing database starts (and migrates) on its own thread
  * while the models load and warm up on the calling thread; load and warm-up time is recorded as
- * system time, never charged (DESIGN.md invariant 6), also in the ledger's reconciliation
- * totals. Then a scheduler per model starts with the ledger as its usage sink and a {@link
- * ReconciliationListener} on its steps, and the listener binds. Readiness ({@code /readyz}) flips
+ * system time, never charged (DESIGN.md invariant 6): the model store records each system step
+ * report in the model's counters, and the server hands the same reports once to the ledger's
+ * reconciliation totals through a {@link ReconciliationListener}. Then a scheduler per model
+ * starts with the ledger as its usage sink and that listener on its step reports, and the
+ * listener binds. Readiness ({@code /readyz}) flips
  * only after all of that. If any part fails, what already started is closed and the failure is
  * thrown. Billing runs with {@link ServerConfig#billingConfig()}: durability mode, outbox,
  * retention (partition maintenance at start, then hourly).
@@ -98,8 +101,9 @@ public final class GpumeterServer implements AutoCloseable {
   /**
    * Starts everything and returns once the server is ready.
    *
-   * @param stepListener sees every charged step of every model (audits, tests), after the
-   *     reconciliation recorder; {@link StepListener#NONE} otherwise
+   * @param stepListener sees every step report of every model (audits, tests), after the
+   *     reconciliation recorder: first each model's system reports (load, warm-up) once, then
+   *     every charged step; {@link StepListener#NONE} otherwise
    * @throws RuntimeException whatever failed (database, models, bind); nothing is left running
    */
   public static GpumeterServer start(ServerConfig config, StepListener stepListener) {
@@ -159,10 +163,17 @@ public final class GpumeterServer implements AutoCloseable {
     MeasuredTimeRecorder recorder = billing.measuredTime();
     for (ServedModel served : store.models()) {
       String name = served.model().config().name();
-      String device = served.timer().info().device();
+      StepListener steps =
+          new ReconciliationListener(
+              recorder,
+              new StepMetricsListener(
+                  metrics.addModel(name, served.timer().info().device()), stepListener));
       // Load and warm-up: measured, never charged (system time), in the minute the model is up.
-      long systemNs = served.loadNs() + served.warmupNs();
-      recorder.record(name, device, systemNs, 0, systemNs, 0);
+      // The model store already put these reports in the counters; this is their one way into
+      // reconciliation (and to the caller's listener).
+      for (StepReport system : served.systemReports()) {
+        steps.onStep(system);
+      }
       ContinuousScheduler scheduler =
           new ContinuousScheduler(
               served.model(),
@@ -172,11 +183,7 @@ public final class GpumeterServer implements AutoCloseable {
               schedulerConfig,
               Ticker.system(),
               Clock.systemUTC(), // = the recorder's clock (BillingConfig default): same minutes
-              new ReconciliationListener(
-                  recorder,
-                  name,
-                  device,
-                  new StepMetricsListener(metrics.addModel(name, device), stepListener)));
+              steps);
       schedulers.add(scheduler);
       models.put(
           name,

@@ -7,6 +7,7 @@ import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
 import java.io.OutputStream;
@@ -17,6 +18,7 @@ import java.sql.Array;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -40,20 +42,27 @@ import org.junit.jupiter.api.TestMethodOrder;
 @TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 class EndToEndTest {
   private static final int PER_KEY = 8;
+  private static final String ADMIN_TOKEN = "admin-token-for-tests-0123456789";
 
   /** One charged step as the scheduler reported it. */
   record Step(long measuredNs, long sharesNs, int sequences, boolean failed) {}
 
   private static final ConcurrentLinkedQueue<Step> steps = new ConcurrentLinkedQueue<>();
+
+  /** Every report the server's listener chain saw, system and charged, copied. */
+  private static final ConcurrentLinkedQueue<StepReport> reports = new ConcurrentLinkedQueue<>();
+
   private static final StepListener recorder =
-      (measuredNs, shares, sequences, tokens, failed) -> {
-        long sum = 0;
-        for (int i = 0; i < sequences; i++) {
-          sum += shares[i];
+      report -> {
+        reports.add(report.copy());
+        if (report.kind() == StepReport.Kind.CHARGED) {
+          steps.add(
+              new Step(
+                  report.measuredNs(), sharesSum(report), report.sequences(), report.failed()));
         }
-        steps.add(new Step(measuredNs, sum, sequences, failed));
       };
 
+  private static Instant startedAt;
   private static GpumeterServer server;
   /** The server's database, reached the way the CLI tools reach it (billing hands out no pool). */
   private static Database db;
@@ -63,7 +72,10 @@ class EndToEndTest {
 
   @BeforeAll
   static void start() throws Exception {
-    server = GpumeterServer.start(TestServers.config("e2e").build(), recorder);
+    startedAt = Instant.now();
+    server =
+        GpumeterServer.start(
+            TestServers.config("e2e").set("admin.token", ADMIN_TOKEN).build(), recorder);
     db = Database.start(server.config().toolDatabaseConfig());
     client = new Client(server.port());
     alice = server.billing().apiKeys().create("alice");
@@ -213,8 +225,68 @@ class EndToEndTest {
     assertThat(m.get("device").asText()).isEqualTo("cpu");
   }
 
+  /**
+   * One step report per step is the only source of every total: counters, the reconciliation
+   * feed and the ledger all agree with the reports, and system time (load, warm-up) is in the
+   * counters once and in reconciliation once.
+   */
   @Test
   @Order(2)
+  void countersReconciliationAndLedgerAllReadTheStepReports() throws Exception {
+    // the completions of the first test are answered, so the scheduler is quiet
+    List<StepReport> charged =
+        reports.stream().filter(r -> r.kind() == StepReport.Kind.CHARGED).toList();
+    List<StepReport> system =
+        reports.stream().filter(r -> r.kind() == StepReport.Kind.SYSTEM).toList();
+    assertThat(charged).isNotEmpty();
+    assertThat(system).as("load and warm-up passes").hasSizeGreaterThan(1);
+    for (StepReport r : charged) {
+      assertThat(r.model()).isEqualTo("demo-byte-lm");
+      assertThat(r.device()).isEqualTo("cpu");
+      assertThat(sharesSum(r)).isEqualTo(r.measuredNs()).isEqualTo(r.chargedNs());
+      assertThat(r.systemNs()).isZero();
+    }
+    for (StepReport r : system) {
+      assertThat(r.model()).isEqualTo("demo-byte-lm");
+      assertThat(r.chargedNs()).isZero();
+      assertThat(r.sequences()).isZero();
+    }
+    long chargedNs = charged.stream().mapToLong(StepReport::chargedNs).sum();
+    long systemNs = system.stream().mapToLong(StepReport::systemNs).sum();
+
+    DeviceTimeCounters.Snapshot c = server.schedulers().get(0).counters().snapshot();
+    assertThat(c.chargedNs()).isEqualTo(chargedNs);
+    assertThat(c.systemNs()).as("system time in the counters once").isEqualTo(systemNs);
+    assertThat(c.measuredNs()).isEqualTo(chargedNs + systemNs);
+    assertThat(c.steps()).isEqualTo(charged.size());
+    assertThat(c.stepTokens()).isEqualTo(charged.stream().mapToLong(StepReport::tokens).sum());
+    assertThat(c.stepSequences())
+        .isEqualTo(charged.stream().mapToLong(StepReport::sequences).sum());
+    assertThat(ledgerTotal()).isEqualTo(chargedNs);
+
+    // The reconciliation feed, over everything since before the server started (it flushes
+    // first): the same totals, system time once.
+    Reply r =
+        client.get(
+            "/admin/reconcile?from=" + startedAt + "&to=" + Instant.now(), ADMIN_TOKEN);
+    assertThat(r.status()).as(r.toString()).isEqualTo(200);
+    JsonNode lines = r.json().get("lines");
+    assertThat(lines).as(r.toString()).hasSize(1);
+    JsonNode line = lines.get(0);
+    assertThat(line.get("model").asText()).isEqualTo("demo-byte-lm");
+    assertThat(line.get("device").asText()).isEqualTo("cpu");
+    assertThat(line.get("system_ns").asLong())
+        .as("system time in reconciliation once")
+        .isEqualTo(systemNs);
+    assertThat(line.get("charged_ns").asLong()).isEqualTo(chargedNs);
+    assertThat(line.get("measured_ns").asLong()).isEqualTo(c.measuredNs());
+    assertThat(line.get("steps").asLong()).isEqualTo(charged.size());
+    assertThat(line.get("ledger_ns").asLong()).isEqualTo(chargedNs);
+    assertThat(line.get("drift_ns").asLong()).isZero();
+  }
+
+  @Test
+  @Order(3)
   void clientThatDisconnectsIsCancelledAndStillCharged() throws Exception {
     CreatedApiKey carol = server.billing().apiKeys().create("carol");
     String body =
@@ -274,7 +346,7 @@ class EndToEndTest {
   }
 
   @Test
-  @Order(3)
+  @Order(4)
   void closeLetsRunningGenerationsFinishAndAnswersThem() throws Exception {
     long stepsBefore = server.schedulers().get(0).stats().steps();
     CompletableFuture<Reply> inflight =
@@ -296,6 +368,14 @@ class EndToEndTest {
     assertThat(r.json().get("usage").get("device_time_ns").asLong()).isPositive();
     assertThat(server.isReady()).isFalse();
     assertThat(closer.isAlive()).isFalse();
+  }
+
+  private static long sharesSum(StepReport r) {
+    long sum = 0;
+    for (int i = 0; i < r.sequences(); i++) {
+      sum += r.share(i);
+    }
+    return sum;
   }
 
   private static DataSource dataSource() {

@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.within;
 
 import io.gpumeter.batching.StepListener;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
@@ -38,7 +39,11 @@ class MetricsEndpointTest {
 
   private static final AtomicLong stepsSeen = new AtomicLong();
   private static final StepListener countSteps =
-      (measuredNs, shares, sequences, tokens, failed) -> stepsSeen.incrementAndGet();
+      r -> {
+        if (r.kind() == StepReport.Kind.CHARGED) {
+          stepsSeen.incrementAndGet();
+        }
+      };
 
   private static GpumeterServer server;
   private static Client client;

@@ -7,6 +7,8 @@ import static org.assertj.core.api.Assertions.within;
 import io.gpumeter.batching.FinishReason;
 import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.StepListener;
+import io.gpumeter.metering.MutableStepReport;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
@@ -40,15 +42,32 @@ class ServerMetricsTest {
   void stepsFeedBothStepHistogramsAndArePassedOn() throws Exception {
     AtomicReference<String> seen = new AtomicReference<>("");
     StepListener next =
-        (measuredNs, shares, sequences, tokens, failed) ->
-            seen.set(seen.get() + measuredNs + "/" + sequences + "/" + tokens + "/" + failed + ";");
+        r ->
+            seen.set(
+                seen.get()
+                    + r.measuredNs()
+                    + "/"
+                    + r.sequences()
+                    + "/"
+                    + r.tokens()
+                    + "/"
+                    + r.failed()
+                    + ";");
     StepListener l = new StepMetricsListener(metrics.addModel("m", "cpu"), next);
-    long[] shares = new long[4];
-    l.onStep(300_000, shares, 1, 7, false); // 0.3 ms: le 0.0005
-    l.onStep(2_000_000, shares, 3, 3, false); // 2 ms: le 0.0025
-    l.onStep(40_000_000, shares, 4, 4, true); // 40 ms: le 0.05, failed steps too
+    MutableStepReport r = new MutableStepReport("m", "cpu", 4);
+    l.onStep(StepReport.system("m", "cpu", 5_000_000)); // load/warm-up: passed on, not observed
+    l.onStep(r.fillCharged(300_000, new long[] {300_000}, 1, 7, false)); // 0.3 ms: le 0.0005
+    l.onStep(
+        r.fillCharged(2_000_000, new long[] {1_000_000, 500_000, 500_000}, 3, 3, false)); // 2 ms
+    l.onStep(
+        r.fillCharged(
+            40_000_000,
+            new long[] {10_000_000, 10_000_000, 10_000_000, 10_000_000},
+            4,
+            4,
+            true)); // 40 ms: le 0.05, failed steps too
 
-    assertThat(seen.get()).isEqualTo("300000/1/7/false;2000000/3/3/false;40000000/4/4/true;");
+    assertThat(seen.get()).isEqualTo("5000000/0/0/false;300000/1/7/false;2000000/3/3/false;40000000/4/4/true;");
     PrometheusText p = scrape();
     assertThat(p.value("gpumeter_step_duration_seconds_count", MODEL)).isEqualTo(3);
     assertThat(p.value("gpumeter_step_duration_seconds_sum", MODEL))
