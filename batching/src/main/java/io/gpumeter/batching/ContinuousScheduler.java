@@ -36,32 +36,32 @@ import org.slf4j.LoggerFactory;
  * through a lock-free inbox ({@link ConcurrentLinkedQueue}) and wake the thread with {@link
  * LockSupport#unpark}; a single {@link AtomicInteger} bounds the number waiting (full: {@link
  * AdmissionRejectedException.Reason#QUEUE_FULL}, mapped to 429). Cancellation is a volatile flag
- * read at the next step. Result futures are completed on the scheduler thread, so their
- * dependants must hand off and never block.
+ * read at the next step. Result futures are completed on the scheduler thread, so their dependants
+ * must hand off and never block.
  *
- * <p><b>The step loop:</b> each iteration (1) drains the inbox into the per-key {@link
- * FairQueue}, (2) retires cancelled and timed-out sequences, waiting or running, (3) admits
- * waiting requests into free KV cache slots, (4) builds one packed step: every running sequence
- * that is decoding contributes its last token first, then sequences still in their prompt
- * contribute chunks of at most {@code prefillChunk} tokens in admission order while the step's
- * token budget lasts (so a long prompt never stalls decoding), (5) runs and times the step, (6)
- * splits the measured time with the {@link Apportioner} by the {@link WeightPolicy} and fills in
- * the step's {@link StepReport}, (7) samples, emits and finishes. The batch is rebuilt at every
- * step: new requests join at the next step and finished ones leave at once. When idle the thread
- * parks; the first arrival waits {@code batchWindowNanos} for company.
+ * <p><b>The step loop:</b> each iteration (1) drains the inbox into the per-key {@link FairQueue},
+ * (2) retires cancelled and timed-out sequences, waiting or running, (3) admits waiting requests
+ * into free KV cache slots, (4) builds one packed step: every running sequence that is decoding
+ * contributes its last token first, then sequences still in their prompt contribute chunks of at
+ * most {@code prefillChunk} tokens in admission order while the step's token budget lasts (so a
+ * long prompt never stalls decoding), (5) runs and times the step, (6) splits the measured time
+ * with the {@link Apportioner} by the {@link WeightPolicy} and fills in the step's {@link
+ * StepReport}, (7) samples, emits and finishes. The batch is rebuilt at every step: new requests
+ * join at the next step and finished ones leave at once. When idle the thread parks; the first
+ * arrival waits {@code batchWindowNanos} for company.
  *
- * <p><b>Fairness:</b> waiting requests are queued per API key in a {@link FairQueue}, and keys
- * take turns at admission. A key flooding the server therefore gets one admission per turn, like
- * any other key with work waiting; a key with one request waits at most one turn per free slot.
+ * <p><b>Fairness:</b> waiting requests are queued per API key in a {@link FairQueue}, and keys take
+ * turns at admission. A key flooding the server therefore gets one admission per turn, like any
+ * other key with work waiting; a key with one request waits at most one turn per free slot.
  *
  * <p><b>Accounting:</b> the step timer's span is closed in {@code finally}, so a failing step is
  * still measured and split among its sequences (which then fail with their time on the record).
  * Each step fills in the one reused {@link MutableStepReport} (measured time, the shares, their
  * sum), and everything downstream reads that report: the {@link DeviceTimeCounters}, the {@link
- * StepListener} (the server's reconciliation feed), and each sequence's running totals, from
- * which its {@link UsageRecord} is made. Nobody adds the shares up again. The report is handed out
- * synchronously and overwritten at the next step, so the loop allocates nothing per step for it.
- * A sequence's time is the sum of its shares; prefill and decode shares are kept apart. Every
+ * StepListener} (the server's reconciliation feed), and each sequence's running totals, from which
+ * its {@link UsageRecord} is made. Nobody adds the shares up again. The report is handed out
+ * synchronously and overwritten at the next step, so the loop allocates nothing per step for it. A
+ * sequence's time is the sum of its shares; prefill and decode shares are kept apart. Every
  * sequence, however it ends (done, cancelled, timed out, failed, shut down), gets exactly one
  * {@link UsageRecord}, published to the {@link UsageSink} before its result completes.
  */
@@ -121,8 +121,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final AtomicLong completed = new AtomicLong();
 
   /**
-   * Creates and starts a scheduler. The model must already be loaded and warmed; the scheduler
-   * owns its KV cache, not the model.
+   * Creates and starts a scheduler. The model must already be loaded and warmed; the scheduler owns
+   * its KV cache, not the model.
    */
   public ContinuousScheduler(
       LanguageModel model,
@@ -176,7 +176,14 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       UsageSink sink,
       SchedulerConfig config) {
     return new ContinuousScheduler(
-        model, timer, counters, sink, config, Ticker.system(), Clock.systemUTC(), StepListener.NONE);
+        model,
+        timer,
+        counters,
+        sink,
+        config,
+        Ticker.system(),
+        Clock.systemUTC(),
+        StepListener.NONE);
   }
 
   public String modelName() {
@@ -196,7 +203,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     if (!accepting) {
       rejected.incrementAndGet();
       throw new AdmissionRejectedException(
-          AdmissionRejectedException.Reason.SHUTTING_DOWN, "model " + modelName + " is shutting down");
+          AdmissionRejectedException.Reason.SHUTTING_DOWN,
+          "model " + modelName + " is shutting down");
     }
     int prompt = request.promptTokens().length;
     if ((long) prompt + request.maxTokens() > contextLength) {
@@ -220,10 +228,15 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       rejected.incrementAndGet();
       throw new AdmissionRejectedException(
           AdmissionRejectedException.Reason.QUEUE_FULL,
-          "model " + modelName + " has " + config.queueCapacity() + " requests waiting; retry later");
+          "model "
+              + modelName
+              + " has "
+              + config.queueCapacity()
+              + " requests waiting; retry later");
     }
     long now = ticker.read();
-    long timeout = request.timeoutNanos() > 0 ? request.timeoutNanos() : config.defaultTimeoutNanos();
+    long timeout =
+        request.timeoutNanos() > 0 ? request.timeoutNanos() : config.defaultTimeoutNanos();
     Seq seq = new Seq(this, request, now, saturatedAdd(now, timeout), clock.instant());
     inbox.add(seq);
     LockSupport.unpark(thread);
@@ -437,7 +450,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     stepListener.onStep(step);
 
     if (failure != null) {
-      log.error("model step failed for {} ({} sequences, {} tokens)", modelName, n, tokens, failure);
+      log.error(
+          "model step failed for {} ({} sequences, {} tokens)", modelName, n, tokens, failure);
       for (int row = 0; row < n; row++) {
         finish(stepSeqs[row], FinishReason.ERROR, failure);
       }
@@ -559,7 +573,11 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long decodeNs;
     int steps;
 
-    Seq(ContinuousScheduler owner, GenerationRequest request, long submitNanos, long deadline,
+    Seq(
+        ContinuousScheduler owner,
+        GenerationRequest request,
+        long submitNanos,
+        long deadline,
         java.time.Instant startedAt) {
       this.owner = owner;
       this.request = request;

@@ -10,8 +10,8 @@ import java.util.function.Predicate;
 /**
  * Waiting requests, queued per API key, with keys taking turns: {@link #poll()} takes the key at
  * the head of a ring, returns that key's oldest item, and puts the key at the back if it has more
- * waiting. A key flooding the queue therefore gets one item per turn, like any other key with
- * work waiting; a key with one item waits at most one turn of every other key.
+ * waiting. A key flooding the queue therefore gets one item per turn, like any other key with work
+ * waiting; a key with one item waits at most one turn of every other key.
  *
  * <p>Not thread-safe: the scheduler thread owns it. Adding to a key's empty queue allocates (the
  * boxed key and, the first time, its deque); polling does not.
@@ -65,8 +65,8 @@ final class FairQueue<T> {
   }
 
   /**
-   * Removes every item that {@code remove} accepts, keeping the order of the others and the
-   * turns of the keys still waiting, then hands each removed item to {@code removed}.
+   * Removes every item that {@code remove} accepts, keeping the order of the others and the turns
+   * of the keys still waiting, then hands each removed item to {@code removed}.
    */
   void removeIf(Predicate<? super T> remove, Consumer<? super T> removed) {
     if (size == 0) {

@@ -10,8 +10,8 @@ import java.util.Objects;
  * @param maxTokensPerStep token budget of one step (decode tokens first, then prefill chunks)
  * @param prefillChunk longest prompt chunk one sequence prefills in one step
  * @param queueCapacity submissions waiting for admission at most; beyond it submit is refused
- * @param batchWindowNanos when idle, how long the first arrival waits for company before its
- *     first step
+ * @param batchWindowNanos when idle, how long the first arrival waits for company before its first
+ *     step
  * @param defaultTimeoutNanos deadline of a request that sets none
  * @param weightPolicy how a step's time is split among its sequences
  */
@@ -31,7 +31,8 @@ public record SchedulerConfig(
     require(prefillChunk >= 1, "prefillChunk must be >= 1, was %s", prefillChunk);
     require(queueCapacity >= 1, "queueCapacity must be >= 1, was %s", queueCapacity);
     require(batchWindowNanos >= 0, "batchWindowNanos must be >= 0, was %s", batchWindowNanos);
-    require(defaultTimeoutNanos > 0, "defaultTimeoutNanos must be > 0, was %s", defaultTimeoutNanos);
+    require(
+        defaultTimeoutNanos > 0, "defaultTimeoutNanos must be > 0, was %s", defaultTimeoutNanos);
     require(
         maxTokensPerStep >= maxRunning,
         "maxTokensPerStep (%s) must be >= maxRunning (%s) so every running sequence can decode",
@@ -80,20 +81,35 @@ public record SchedulerConfig(
 
   public SchedulerConfig withBatchWindowNanos(long nanos) {
     return new SchedulerConfig(
-        maxRunning, maxTokensPerStep, prefillChunk, queueCapacity, nanos, defaultTimeoutNanos,
+        maxRunning,
+        maxTokensPerStep,
+        prefillChunk,
+        queueCapacity,
+        nanos,
+        defaultTimeoutNanos,
         weightPolicy);
   }
 
   public SchedulerConfig withDefaultTimeoutNanos(long nanos) {
     return new SchedulerConfig(
-        maxRunning, maxTokensPerStep, prefillChunk, queueCapacity, batchWindowNanos, nanos,
+        maxRunning,
+        maxTokensPerStep,
+        prefillChunk,
+        queueCapacity,
+        batchWindowNanos,
+        nanos,
         weightPolicy);
   }
 
   public SchedulerConfig withWeightPolicy(WeightPolicy policy) {
     return new SchedulerConfig(
-        maxRunning, maxTokensPerStep, prefillChunk, queueCapacity, batchWindowNanos,
-        defaultTimeoutNanos, policy);
+        maxRunning,
+        maxTokensPerStep,
+        prefillChunk,
+        queueCapacity,
+        batchWindowNanos,
+        defaultTimeoutNanos,
+        policy);
   }
 
   private static void require(boolean ok, String message, Object... args) {

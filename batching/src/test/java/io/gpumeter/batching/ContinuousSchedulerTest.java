@@ -57,11 +57,22 @@ class ContinuousSchedulerTest {
   }
 
   private GenerationRequest request(
-      long key, String prompt, int maxTokens, double temperature, long timeoutNanos,
+      long key,
+      String prompt,
+      int maxTokens,
+      double temperature,
+      long timeoutNanos,
       TokenListener listener) {
     return new GenerationRequest(
-        "req-" + ids.incrementAndGet(), key, key, tok.encode(prompt), maxTokens, temperature, 42,
-        timeoutNanos, listener);
+        "req-" + ids.incrementAndGet(),
+        key,
+        key,
+        tok.encode(prompt),
+        maxTokens,
+        temperature,
+        42,
+        timeoutNanos,
+        listener);
   }
 
   private GenerationRequest request(long key, String prompt, int maxTokens) {
@@ -106,12 +117,14 @@ class ContinuousSchedulerTest {
     start(model, HostStepTimer.cpu(), SchedulerConfig.defaults());
     AtomicInteger longTokens = new AtomicInteger();
     Generation longGen =
-        scheduler.submit(request(1, "The history of the", 400, 0, 0, t -> longTokens.incrementAndGet()));
+        scheduler.submit(
+            request(1, "The history of the", 400, 0, 0, t -> longTokens.incrementAndGet()));
     await().atMost(WAIT).until(() -> longTokens.get() >= 20);
     List<Integer> longTokensAtShortFirstToken = new CopyOnWriteArrayList<>();
     Generation shortGen =
         scheduler.submit(
-            request(2, "Python is", 8, 0, 0, t -> longTokensAtShortFirstToken.add(longTokens.get())));
+            request(
+                2, "Python is", 8, 0, 0, t -> longTokensAtShortFirstToken.add(longTokens.get())));
     GenerationResult shortResult = shortGen.result().get(60, TimeUnit.SECONDS);
     assertThat(longGen.result()).isNotDone();
     assertThat(longTokensAtShortFirstToken.get(0)).isLessThan(400);
@@ -158,13 +171,22 @@ class ContinuousSchedulerTest {
     start(model, new FixedStepTimer(1_000_003), SchedulerConfig.defaults());
     AtomicInteger cancelTokens = new AtomicInteger();
     Generation toCancel =
-        scheduler.submit(request(1, "Cancel me after a while", 500, 0.8, 0, t -> cancelTokens.incrementAndGet()));
+        scheduler.submit(
+            request(
+                1, "Cancel me after a while", 500, 0.8, 0, t -> cancelTokens.incrementAndGet()));
     Generation toTimeOut =
         scheduler.submit(
-            request(2, "I will run out of time", 1000, 0.8, TimeUnit.MILLISECONDS.toNanos(150), TokenListener.NONE));
+            request(
+                2,
+                "I will run out of time",
+                1000,
+                0.8,
+                TimeUnit.MILLISECONDS.toNanos(150),
+                TokenListener.NONE));
     List<Generation> finishing = new ArrayList<>();
     for (int i = 0; i < 6; i++) {
-      finishing.add(scheduler.submit(request(3 + i % 2, "Finish " + i, 12, 0.7, 0, TokenListener.NONE)));
+      finishing.add(
+          scheduler.submit(request(3 + i % 2, "Finish " + i, 12, 0.7, 0, TokenListener.NONE)));
     }
     await().atMost(WAIT).until(() -> cancelTokens.get() >= 10);
     toCancel.cancel();
@@ -231,14 +253,18 @@ class ContinuousSchedulerTest {
     assertThat(ra.usage().deviceNs() + rb.usage().deviceNs()).isEqualTo(3 * 777L);
     assertThat(stepLog.steps.get(2).failed()).isTrue();
 
-    GenerationResult after = scheduler.submit(request(1, "Still serving", 5)).result().get(30, TimeUnit.SECONDS);
+    GenerationResult after =
+        scheduler.submit(request(1, "Still serving", 5)).result().get(30, TimeUnit.SECONDS);
     assertThat(after.usage().status()).isEqualTo(UsageStatus.OK);
     assertConservation();
   }
 
   @Test
   void admissionIsBoundedAndChecksTheContext() throws Exception {
-    start(model, HostStepTimer.cpu(), SchedulerConfig.defaults().withMaxRunning(1).withQueueCapacity(2));
+    start(
+        model,
+        HostStepTimer.cpu(),
+        SchedulerConfig.defaults().withMaxRunning(1).withQueueCapacity(2));
     int ctx = model.config().contextLength();
     assertThatThrownBy(() -> scheduler.submit(request(1, "x".repeat(ctx), 1)))
         .isInstanceOfSatisfying(
@@ -259,7 +285,8 @@ class ContinuousSchedulerTest {
       g.cancel();
     }
     for (Generation g : accepted) {
-      assertThat(g.result().get(30, TimeUnit.SECONDS).finishReason()).isEqualTo(FinishReason.CANCELLED);
+      assertThat(g.result().get(30, TimeUnit.SECONDS).finishReason())
+          .isEqualTo(FinishReason.CANCELLED);
     }
     assertThat(scheduler.stats().rejected()).isGreaterThanOrEqualTo(2);
     assertThat(sink.records).hasSize(accepted.size());

@@ -6,11 +6,11 @@ import org.openjdk.jmh.annotations.Measurement;
 import org.openjdk.jmh.annotations.Warmup;
 
 /**
- * Settings every benchmark here shares, in one place (Netty's {@code AbstractMicrobenchmark}):
- * one fork with a pinned 1 GiB heap, 3 warm-up and 5 measured iterations of 1 s each. The build
- * machine has 2 shared cores, so runs are kept short and results are compared as ratios measured
- * side by side in one run. Override on the command line ({@code -f}, {@code -wi}, {@code -i},
- * {@code -r}, {@code -w}) for longer, quieter runs.
+ * Settings every benchmark here shares, in one place (Netty's {@code AbstractMicrobenchmark}): one
+ * fork with a pinned 1 GiB heap, 3 warm-up and 5 measured iterations of 1 s each. The build machine
+ * has 2 shared cores, so runs are kept short and results are compared as ratios measured side by
+ * side in one run. Override on the command line ({@code -f}, {@code -wi}, {@code -i}, {@code -r},
+ * {@code -w}) for longer, quieter runs.
  */
 @Fork(
     value = 1,

@@ -17,12 +17,12 @@ import org.openjdk.jmh.annotations.State;
  * {@link Apportioner#split(long, long[], int, long[], long[])}: one step's measured time split
  * among {@code sequences} sequences, with caller-owned arrays, as the scheduler calls it.
  *
- * <p>Inputs are pre-built and cycled (Caffeine's {@code GetPutBenchmark} pattern): 1024 step
- * times drawn from 0.2 to 20 ms, so the remainder left after the floor shares (0 to n-1 ns, handed
- * out one by one to the largest remainders) varies like it does in service; and 64 weight rows.
- * {@code weights=decode}: every sequence decodes one token (weight 1, the steady state and the
- * case with the most ties and the largest remainders); {@code weights=mixed}: one in eight
- * sequences is prefilling a chunk of 16 to 128 tokens, the rest decode.
+ * <p>Inputs are pre-built and cycled (Caffeine's {@code GetPutBenchmark} pattern): 1024 step times
+ * drawn from 0.2 to 20 ms, so the remainder left after the floor shares (0 to n-1 ns, handed out
+ * one by one to the largest remainders) varies like it does in service; and 64 weight rows. {@code
+ * weights=decode}: every sequence decodes one token (weight 1, the steady state and the case with
+ * the most ties and the largest remainders); {@code weights=mixed}: one in eight sequences is
+ * prefilling a chunk of 16 to 128 tokens, the rest decode.
  */
 @State(Scope.Thread)
 @BenchmarkMode(Mode.AverageTime)

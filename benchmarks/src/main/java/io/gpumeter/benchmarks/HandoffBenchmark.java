@@ -29,14 +29,14 @@ import org.openjdk.jmh.infra.ThreadParams;
 import org.openjdk.jmh.runner.IterationType;
 
 /**
- * Handoff latency from {@code submit} to the request's first step, four threads submitting at
- * once into one scheduler.
+ * Handoff latency from {@code submit} to the request's first step, four threads submitting at once
+ * into one scheduler.
  *
  * <p>Set-up: a real {@link ContinuousScheduler} (defaults, batch window 0, i.e. no waiting for
  * company when idle) with a {@link NoopLanguageModel} and a {@link ReplayStepTimer}. Each of the 4
  * benchmark threads owns one pre-built request (own API key, 1 prompt token, {@code maxTokens=1},
- * greedy) and loops: submit it, park until its token listener fires, repeat. At most 4 requests
- * are in the scheduler at a time.
+ * greedy) and loops: submit it, park until its token listener fires, repeat. At most 4 requests are
+ * in the scheduler at a time.
  *
  * <p>What is measured, per request:
  *
@@ -49,12 +49,12 @@ import org.openjdk.jmh.runner.IterationType;
  *   <li>printed at the end of the fork, over the measured iterations only:
  *       <ul>
  *         <li>{@code submit-call}: the {@code submit} call alone, as the caller sees it;
- *         <li>{@code queue (scheduler)}: the scheduler's own {@code queueNs} from the usage
- *             record: from the ticker read inside {@code submit} to the ticker read just before
- *             the first step starts. This is exactly "submit to first-step admission";
- *         <li>{@code submit-to-token}: from just before {@code submit} to the token callback on
- *             the scheduler thread ({@link System#nanoTime()} on both sides), so it adds the
- *             step, the split and the sampling to the line above, but not the submitter's wake-up.
+ *         <li>{@code queue (scheduler)}: the scheduler's own {@code queueNs} from the usage record:
+ *             from the ticker read inside {@code submit} to the ticker read just before the first
+ *             step starts. This is exactly "submit to first-step admission";
+ *         <li>{@code submit-to-token}: from just before {@code submit} to the token callback on the
+ *             scheduler thread ({@link System#nanoTime()} on both sides), so it adds the step, the
+ *             split and the sampling to the line above, but not the submitter's wake-up.
  *       </ul>
  * </ul>
  */

@@ -11,7 +11,9 @@ final class LatencyLog {
   private final int mask;
   private volatile long count;
 
-  /** @param capacityPow2 capacity, a power of two */
+  /**
+   * @param capacityPow2 capacity, a power of two
+   */
   LatencyLog(int capacityPow2) {
     if (Integer.bitCount(capacityPow2) != 1) {
       throw new IllegalArgumentException("capacity must be a power of two, was " + capacityPow2);

@@ -9,8 +9,8 @@ import io.gpumeter.model.Tokenizer;
 import java.nio.file.Path;
 
 /**
- * A model that does nothing, behind the real {@link LanguageModel} interface, so a benchmark
- * sees only the scheduler's own cost.
+ * A model that does nothing, behind the real {@link LanguageModel} interface, so a benchmark sees
+ * only the scheduler's own cost.
  *
  * <p>Shaped like the demo byte model (257 logits, end-of-sequence 256) so sampling scans a
  * realistic row, but {@link #step} returns at once and writes nothing: the scheduler's logits rows
@@ -23,7 +23,16 @@ public final class NoopLanguageModel implements LanguageModel {
 
   private final ModelConfig config =
       new ModelConfig(
-          "noop", Path.of("noop"), "none", "byte", VOCAB, Integer.MAX_VALUE, EOS, "float32", 1, 1,
+          "noop",
+          Path.of("noop"),
+          "none",
+          "byte",
+          VOCAB,
+          Integer.MAX_VALUE,
+          EOS,
+          "float32",
+          1,
+          1,
           1);
   private final Tokenizer tokenizer = new ByteTokenizer(VOCAB);
 

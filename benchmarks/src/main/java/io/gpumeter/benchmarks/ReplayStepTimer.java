@@ -7,8 +7,8 @@ import java.util.SplittableRandom;
 /**
  * A step timer that reads no clock: each span "measures" the next of a fixed, pre-built cycle of
  * step times (0.5 to 2 ms, seeded), so the scheduler's apportioning does its real work (uneven
- * totals leave up to n-1 nanoseconds of remainder to hand out) while the timer itself costs
- * nothing and allocates nothing.
+ * totals leave up to n-1 nanoseconds of remainder to hand out) while the timer itself costs nothing
+ * and allocates nothing.
  */
 final class ReplayStepTimer implements StepTimer {
   private static final int CYCLE = 4096;

@@ -26,17 +26,17 @@ import org.openjdk.jmh.annotations.TearDown;
  *
  * <p>Set-up: a real {@link ContinuousScheduler} on its own thread, driving a {@link
  * NoopLanguageModel} (returns at once) timed by a {@link ReplayStepTimer} (reads no clock),
- * publishing to a sink that drops records. {@code sequences} greedy generations with a short
- * prompt and a {@code maxTokens} larger than the whole run are submitted once per trial, so after
- * their prompts every step is the same steady decode step of {@code sequences} sequences: build the
+ * publishing to a sink that drops records. {@code sequences} greedy generations with a short prompt
+ * and a {@code maxTokens} larger than the whole run are submitted once per trial, so after their
+ * prompts every step is the same steady decode step of {@code sequences} sequences: build the
  * packed batch, "run" it, split the time with the apportioner, record counters, sample 257 logits
- * per sequence, emit one token each. Nobody joins or leaves while measuring (checked: the run
- * fails if a generation finished or a step had another shape).
+ * per sequence, emit one token each. Nobody joins or leaves while measuring (checked: the run fails
+ * if a generation finished or a step had another shape).
  *
- * <p>Measurement: the scheduler thread runs flat out on its own. One benchmark operation is
- * "wait until the scheduler has run {@value #STEPS_PER_OP} more steps" (a {@link StepCounter}
- * listener unparks the benchmark thread at the target step, which is advanced by a fixed stride so
- * the waiter's wake-up latency never accumulates); with {@code @OperationsPerInvocation} JMH reports
+ * <p>Measurement: the scheduler thread runs flat out on its own. One benchmark operation is "wait
+ * until the scheduler has run {@value #STEPS_PER_OP} more steps" (a {@link StepCounter} listener
+ * unparks the benchmark thread at the target step, which is advanced by a fixed stride so the
+ * waiter's wake-up latency never accumulates); with {@code @OperationsPerInvocation} JMH reports
  * wall time per scheduler step. With {@code -prof gc}, {@code gc.alloc.rate.norm} is bytes
  * allocated per step by all threads (JMH reads the JVM-wide thread allocation counter), so it
  * includes the scheduler thread; the waiter allocates nothing.
@@ -47,6 +47,7 @@ import org.openjdk.jmh.annotations.TearDown;
 public class SchedulerStepBenchmark extends AbstractMicrobenchmark {
   static final int STEPS_PER_OP = 1024;
   private static final int PROMPT_TOKENS = 8;
+
   /** int slots of generated-token buffers all sequences may hold: 384 MiB of the 1 GiB heap. */
   private static final long TOKEN_BUFFER_INTS = 96L << 20;
 
@@ -114,12 +115,15 @@ public class SchedulerStepBenchmark extends AbstractMicrobenchmark {
     for (Generation g : generations) {
       if (g.result().isDone()) {
         throw new IllegalStateException(
-            "generation " + g.requestId() + " finished during the run: per-step figures would mix"
+            "generation "
+                + g.requestId()
+                + " finished during the run: per-step figures would mix"
                 + " in admission and finishing; run shorter iterations");
       }
     }
     if (counter.irregularSteps() != 0) {
-      throw new IllegalStateException(counter.irregularSteps() + " steps were not steady decode steps");
+      throw new IllegalStateException(
+          counter.irregularSteps() + " steps were not steady decode steps");
     }
   }
 
@@ -147,7 +151,8 @@ public class SchedulerStepBenchmark extends AbstractMicrobenchmark {
     if (!hookAdded) {
       hookAdded = true;
       Runtime.getRuntime()
-          .addShutdownHook(new Thread(SchedulerStepBenchmark::stopRetired, "stop-retired-scheduler"));
+          .addShutdownHook(
+              new Thread(SchedulerStepBenchmark::stopRetired, "stop-retired-scheduler"));
     }
     if (retired != null) {
       retired.shutdown(0, TimeUnit.SECONDS);

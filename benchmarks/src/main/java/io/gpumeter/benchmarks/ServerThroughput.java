@@ -1,7 +1,6 @@
 package io.gpumeter.benchmarks;
 
 import io.gpumeter.batching.StepListener;
-import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimerFactory;
 import io.gpumeter.model.KvCache;
 import io.gpumeter.model.LanguageModel;
@@ -53,15 +52,15 @@ import java.util.stream.Stream;
  *       /v1/completions} over {@link HttpClient} (HTTP/1.1, keep-alive, one API key per client)
  *       with a short prompt, fixed {@code max_tokens} and a fresh seed; tokens/s sums {@code
  *       usage.completion_tokens} of the responses, each credited to the measured window in
- *       proportion to the part of its request's life (send to response) inside the window, after
- *       a ramp-up that is not counted; every client's last request is waited for. A {@link StepListener} on the server adds what its scheduler
- *       did in the window: steps/s, sequences and tokens per step, measured time per step, and the
- *       share of wall time the model was busy.
+ *       proportion to the part of its request's life (send to response) inside the window, after a
+ *       ramp-up that is not counted; every client's last request is waited for. A {@link
+ *       StepListener} on the server adds what its scheduler did in the window: steps/s, sequences
+ *       and tokens per step, measured time per step, and the share of wall time the model was busy.
  *   <li><b>batching off</b>: a second server, {@code scheduler.max_running=1}, under 32 clients.
  *   <li><b>context</b>: decode time per token at batch 1 after prefilling 32 and 512 tokens.
  *   <li><b>overhead</b>: on the batching server, one client with {@code max_tokens=1}: the fixed
- *       cost of a request (HTTP, authentication, the batch window, the ledger's durable write)
- *       next to the one model step it needs.
+ *       cost of a request (HTTP, authentication, the batch window, the ledger's durable write) next
+ *       to the one model step it needs.
  * </ol>
  *
  * <p>Side by side: the machine this was written on has 2 cores shared with other work, whose load
@@ -69,8 +68,8 @@ import java.util.stream.Stream;
  * first, and the run then goes in rounds; each round measures, for every B, a direct slice and a
  * server slice right after each other, then the batching-off server. Idle parts cost next to
  * nothing (the schedulers park; the clients exist only during their slice). Each figure is the
- * total over the rounds, and the table also shows the smallest and largest per-round ratio. A
- * first round with short slices warms everything up and is not counted.
+ * total over the rounds, and the table also shows the smallest and largest per-round ratio. A first
+ * round with short slices warms everything up and is not counted.
  *
  * <p>Threads: the direct model is loaded on the main thread (as the server loads its model) and
  * stepped on one fresh thread (as the server's scheduler thread steps it): libtorch keeps
@@ -79,14 +78,27 @@ import java.util.stream.Stream;
  * only), so their HTTP and JSON work is part of what the server figures pay for.
  *
  * <p>Usage: {@code java -cp benchmarks.jar io.gpumeter.benchmarks.ServerThroughput [--models DIR]
- * [--batches 1,8,32] [--max-tokens 64] [--temperature 0.8] [--rounds 4] [--slice-s 4]
- * [--ramp-s 1] [--parts direct,server,nobatch,context,overhead]}
+ * [--batches 1,8,32] [--max-tokens 64] [--temperature 0.8] [--rounds 4] [--slice-s 4] [--ramp-s 1]
+ * [--parts direct,server,nobatch,context,overhead]}
  */
 public final class ServerThroughput {
   static final String[] PROMPTS = {
-    "The ", "Once upon a time", "In the morning ", "She said", "It was a ", "We went to the ",
-    "He looked at ", "There is a ", "After dinner ", "The old man ", "When the rain ",
-    "I think ", "Tomorrow ", "They ", "A small ", "On the hill "
+    "The ",
+    "Once upon a time",
+    "In the morning ",
+    "She said",
+    "It was a ",
+    "We went to the ",
+    "He looked at ",
+    "There is a ",
+    "After dinner ",
+    "The old man ",
+    "When the rain ",
+    "I think ",
+    "Tomorrow ",
+    "They ",
+    "A small ",
+    "On the hill "
   };
   private static final String USAGE =
       "usage: ServerThroughput [--models DIR] [--batches 1,8,32] [--max-tokens 64]"
@@ -115,7 +127,8 @@ public final class ServerThroughput {
     rounds = Integer.parseInt(opts.getOrDefault("rounds", "4"));
     slice = seconds(opts.getOrDefault("slice-s", "4"));
     ramp = seconds(opts.getOrDefault("ramp-s", "1"));
-    parts = List.of(opts.getOrDefault("parts", "direct,server,nobatch,context,overhead").split(","));
+    parts =
+        List.of(opts.getOrDefault("parts", "direct,server,nobatch,context,overhead").split(","));
   }
 
   private static Duration seconds(String s) {
@@ -140,12 +153,22 @@ public final class ServerThroughput {
 
   private void run() throws Exception {
     long t0 = System.nanoTime();
-    out("ServerThroughput: %s, %d cores, %s, JDK %s, models %s",
-        Instant.now(), Runtime.getRuntime().availableProcessors(), cpuModel(),
-        System.getProperty("java.version"), modelsDir.toAbsolutePath());
-    out("settings: parts %s, batches %s, max_tokens %d, temperature %.2f, %d rounds of %.1f s"
+    out(
+        "ServerThroughput: %s, %d cores, %s, JDK %s, models %s",
+        Instant.now(),
+        Runtime.getRuntime().availableProcessors(),
+        cpuModel(),
+        System.getProperty("java.version"),
+        modelsDir.toAbsolutePath());
+    out(
+        "settings: parts %s, batches %s, max_tokens %d, temperature %.2f, %d rounds of %.1f s"
             + " slices (servers: + %.1f s ramp-up per slice), plus one warm-up round",
-        parts, Arrays.toString(batches), maxTokens, temperature, rounds, slice.toMillis() / 1e3,
+        parts,
+        Arrays.toString(batches),
+        maxTokens,
+        temperature,
+        rounds,
+        slice.toMillis() / 1e3,
         ramp.toMillis() / 1e3);
 
     ExecutorService modelThread =
@@ -157,13 +180,18 @@ public final class ServerThroughput {
     try {
       store = ModelStore.open(modelsDir, "cpu", StepTimerFactory.hostOnly());
       LanguageModel model = store.models().get(0).model();
-      out("model %s: vocab %d, context %d, device %s", model.config().name(),
-          model.config().vocabSize(), model.config().contextLength(), model.device());
+      out(
+          "model %s: vocab %d, context %d, device %s",
+          model.config().name(),
+          model.config().vocabSize(),
+          model.config().contextLength(),
+          model.device());
 
       double[] ctx = null;
       if (parts.contains("context")) {
         ctx = onThread(modelThread, () -> decodeNanosPerToken(model, 32, 512));
-        out("context  decode at batch 1: %.3f ms/token after 32 tokens, %.3f ms/token after 512",
+        out(
+            "context  decode at batch 1: %.3f ms/token after 32 tokens, %.3f ms/token after 512",
             ctx[0] / 1e6, ctx[1] / 1e6);
       }
       if (parts.contains("direct")) {
@@ -230,30 +258,42 @@ public final class ServerThroughput {
       out("");
       for (int b : batches) {
         if (parts.contains("server")) {
-          out("server@%d: %.1f tokens/s; %s", b, server.get(b).tokensPerSecond(),
-              server.get(b).describe());
+          out(
+              "server@%d: %.1f tokens/s; %s",
+              b, server.get(b).tokensPerSecond(), server.get(b).describe());
         }
       }
       if (off != null) {
         out("no-batch@%d: %.1f tokens/s; %s", maxB, nobatch.tokensPerSecond(), nobatch.describe());
       }
       if (overhead != null) {
-        out("overhead: 1 client, max_tokens 1: %.2f ms per request, of which %.2f ms in model steps;"
-                + " %s", overhead.latencyNs() / 1e6 / Math.max(1, overhead.requests()),
-            overhead.steps().measuredNs() / 1e6 / Math.max(1, overhead.requests()), overhead);
+        out(
+            "overhead: 1 client, max_tokens 1: %.2f ms per request, of which %.2f ms in model steps;"
+                + " %s",
+            overhead.latencyNs() / 1e6 / Math.max(1, overhead.requests()),
+            overhead.steps().measuredNs() / 1e6 / Math.max(1, overhead.requests()),
+            overhead);
       }
       out("");
       if (!directs.isEmpty() && parts.contains("server")) {
-        out("| clients = batch B | direct model.step tokens/s | server tokens/s | server / direct"
-            + " | per-round ratio min-max | target |");
+        out(
+            "| clients = batch B | direct model.step tokens/s | server tokens/s | server / direct"
+                + " | per-round ratio min-max | target |");
         out("|---|---|---|---|---|---|");
         for (int b : batches) {
           Tally d = direct.get(b);
           Tally sv = server.get(b);
           double ratio = sv.tokensPerSecond() / d.tokensPerSecond();
           double[] range = ratioRange(sv.perRound, d.perRound);
-          out("| %d | %.1f | %.1f | %.2f | %.2f-%.2f | >= 0.90 %s |", b, d.tokensPerSecond(),
-              sv.tokensPerSecond(), ratio, range[0], range[1], ratio >= 0.9 ? "met" : "MISSED");
+          out(
+              "| %d | %.1f | %.1f | %.2f | %.2f-%.2f | >= 0.90 %s |",
+              b,
+              d.tokensPerSecond(),
+              sv.tokensPerSecond(),
+              ratio,
+              range[0],
+              range[1],
+              ratio >= 0.9 ? "met" : "MISSED");
         }
         out("");
       }
@@ -263,14 +303,23 @@ public final class ServerThroughput {
         Tally sv = server.get(maxB);
         double ratio = sv.tokensPerSecond() / nobatch.tokensPerSecond();
         double[] range = ratioRange(sv.perRound, nobatch.perRound);
-        out("| batching on (max_running 32) / off (max_running 1), %d clients: %.1f / %.1f tokens/s"
-                + " | %.2f | %.2f-%.2f | >= 4 %s |", maxB, sv.tokensPerSecond(),
-            nobatch.tokensPerSecond(), ratio, range[0], range[1], ratio >= 4 ? "met" : "MISSED");
+        out(
+            "| batching on (max_running 32) / off (max_running 1), %d clients: %.1f / %.1f tokens/s"
+                + " | %.2f | %.2f-%.2f | >= 4 %s |",
+            maxB,
+            sv.tokensPerSecond(),
+            nobatch.tokensPerSecond(),
+            ratio,
+            range[0],
+            range[1],
+            ratio >= 4 ? "met" : "MISSED");
       }
       if (ctx != null) {
         double ratio = ctx[1] / ctx[0];
-        out("| decode ms/token at batch 1, 512 vs 32 tokens of context: %.3f / %.3f ms | %.2f | |"
-            + " < 1.5 %s |", ctx[1] / 1e6, ctx[0] / 1e6, ratio, ratio < 1.5 ? "met" : "MISSED");
+        out(
+            "| decode ms/token at batch 1, 512 vs 32 tokens of context: %.3f / %.3f ms | %.2f | |"
+                + " < 1.5 %s |",
+            ctx[1] / 1e6, ctx[0] / 1e6, ratio, ratio < 1.5 ? "met" : "MISSED");
       }
       out("");
     } finally {
@@ -281,11 +330,13 @@ public final class ServerThroughput {
       }
       if (store != null) {
         ModelStore st = store;
-        onThread(modelThread, () -> {
-          directs.values().forEach(Direct::close);
-          st.close();
-          return null;
-        });
+        onThread(
+            modelThread,
+            () -> {
+              directs.values().forEach(Direct::close);
+              st.close();
+              return null;
+            });
       }
       modelThread.shutdown();
     }
@@ -328,8 +379,13 @@ public final class ServerThroughput {
     int rounds = 21;
     int vocab = model.config().vocabSize();
     if (longContext + decodeSteps >= model.config().contextLength()) {
-      throw new IllegalStateException("model context " + model.config().contextLength()
-          + " is too short for " + longContext + " + " + decodeSteps);
+      throw new IllegalStateException(
+          "model context "
+              + model.config().contextLength()
+              + " is too short for "
+              + longContext
+              + " + "
+              + decodeSteps);
     }
     int[] ids = new int[longContext + decodeSteps + 1];
     int[] text = model.tokenizer().encode(String.join(" ", PROMPTS).repeat(64));
@@ -398,15 +454,16 @@ public final class ServerThroughput {
       keys.add(server.billing().apiKeys().create("throughput-client-" + i).plaintext());
     }
     String model = server.schedulers().get(0).modelName();
-    out("started server (max_running %d) on port %d in %.1f s", maxRunning, server.port(),
-        (System.nanoTime() - t0) / 1e9);
+    out(
+        "started server (max_running %d) on port %d in %.1f s",
+        maxRunning, server.port(), (System.nanoTime() - t0) / 1e9);
     return new Started(server, data, keys, model, stats);
   }
 
   /**
-   * {@code clients} threads loop completions against {@code s} for {@link #ramp} (not counted)
-   * plus {@code len}; counts responses that arrive inside the measured window, then waits for
-   * every client to finish its last request, so the next slice starts on an idle server.
+   * {@code clients} threads loop completions against {@code s} for {@link #ramp} (not counted) plus
+   * {@code len}; counts responses that arrive inside the measured window, then waits for every
+   * client to finish its last request, so the next slice starts on an idle server.
    */
   private Load load(Started s, int clients, int maxTokens, Duration len)
       throws InterruptedException {
@@ -435,10 +492,16 @@ public final class ServerThroughput {
                   int n = 0;
                   while (true) {
                     String prompt = PROMPTS[(client + n) % PROMPTS.length];
-                    String body = String.format(Locale.ROOT,
-                        "{\"model\":\"%s\",\"prompt\":\"%s\",\"max_tokens\":%d,"
-                            + "\"temperature\":%.2f,\"seed\":%d}",
-                        s.model(), prompt, maxTokens, temperature, seedCounter.incrementAndGet());
+                    String body =
+                        String.format(
+                            Locale.ROOT,
+                            "{\"model\":\"%s\",\"prompt\":\"%s\",\"max_tokens\":%d,"
+                                + "\"temperature\":%.2f,\"seed\":%d}",
+                            s.model(),
+                            prompt,
+                            maxTokens,
+                            temperature,
+                            seedCounter.incrementAndGet());
                     n++;
                     HttpRequest req =
                         HttpRequest.newBuilder(uri)
@@ -494,9 +557,16 @@ public final class ServerThroughput {
     sleepUntil(measureTo);
     StepStats.Snapshot during = s.stats().snapshot().minus(before);
     done.await();
-    return new Load(clients, tokens.sum(), requests.get(), completedTokens.get(), latency.get(),
+    return new Load(
+        clients,
+        tokens.sum(),
+        requests.get(),
+        completedTokens.get(),
+        latency.get(),
         errors.get(),
-        len.toNanos() / 1e9, firstError.get(), during);
+        len.toNanos() / 1e9,
+        firstError.get(),
+        during);
   }
 
   private final AtomicLong seedCounter = new AtomicLong();
@@ -535,11 +605,13 @@ public final class ServerThroughput {
 
   private static String cpuModel() {
     try (Stream<String> lines = Files.lines(Path.of("/proc/cpuinfo"))) {
-      return lines.filter(l -> l.startsWith("model name")).findFirst()
-          .map(l -> l.substring(l.indexOf(':') + 1).trim()).orElse("unknown CPU");
+      return lines
+          .filter(l -> l.startsWith("model name"))
+          .findFirst()
+          .map(l -> l.substring(l.indexOf(':') + 1).trim())
+          .orElse("unknown CPU");
     } catch (IOException | RuntimeException e) {
       return System.getProperty("os.arch");
     }
   }
-
 }

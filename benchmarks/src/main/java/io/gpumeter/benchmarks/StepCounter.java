@@ -7,13 +7,13 @@ import java.util.concurrent.locks.LockSupport;
 /**
  * Counts the scheduler's steps and wakes one waiting thread when a target step is reached.
  *
- * <p>Cost on the scheduler thread per step: a plain increment, two volatile reads, a compare;
- * a volatile write and an unpark only once per target. The waiter sleeps (parks) meanwhile, so it
+ * <p>Cost on the scheduler thread per step: a plain increment, two volatile reads, a compare; a
+ * volatile write and an unpark only once per target. The waiter sleeps (parks) meanwhile, so it
  * does not compete for a core with the scheduler it measures.
  *
- * <p>Steady state: once a step had exactly the expected batch (every sequence decoding one
- * token), every later step with a different shape counts as irregular, so a benchmark can refuse
- * results taken while sequences were joining or leaving.
+ * <p>Steady state: once a step had exactly the expected batch (every sequence decoding one token),
+ * every later step with a different shape counts as irregular, so a benchmark can refuse results
+ * taken while sequences were joining or leaving.
  */
 final class StepCounter implements StepListener {
   private final int expectedSequences;
@@ -24,7 +24,9 @@ final class StepCounter implements StepListener {
   private volatile boolean steady;
   private volatile long irregularSteps;
 
-  /** @param expectedSequences sequences (and tokens) in a steady decode step */
+  /**
+   * @param expectedSequences sequences (and tokens) in a steady decode step
+   */
   StepCounter(int expectedSequences) {
     this.expectedSequences = expectedSequences;
   }

@@ -31,24 +31,28 @@ final class StepStats implements StepListener {
     static final Snapshot ZERO = new Snapshot(0, 0, 0, 0);
 
     Snapshot plus(Snapshot o) {
-      return new Snapshot(steps + o.steps, sequences + o.sequences, tokens + o.tokens,
-          measuredNs + o.measuredNs);
+      return new Snapshot(
+          steps + o.steps, sequences + o.sequences, tokens + o.tokens, measuredNs + o.measuredNs);
     }
 
     Snapshot minus(Snapshot o) {
-      return new Snapshot(steps - o.steps, sequences - o.sequences, tokens - o.tokens,
-          measuredNs - o.measuredNs);
+      return new Snapshot(
+          steps - o.steps, sequences - o.sequences, tokens - o.tokens, measuredNs - o.measuredNs);
     }
 
     String describe(double seconds) {
       if (steps == 0) {
         return "no steps";
       }
-      return String.format(Locale.ROOT,
+      return String.format(
+          Locale.ROOT,
           "%.0f steps/s, %.1f sequences and %.1f tokens per step, %.3f ms measured per step,"
               + " model busy %.0f%% of the time",
-          steps / seconds, sequences / (double) steps, tokens / (double) steps,
-          measuredNs / 1e6 / steps, 100.0 * measuredNs / (seconds * 1e9));
+          steps / seconds,
+          sequences / (double) steps,
+          tokens / (double) steps,
+          measuredNs / 1e6 / steps,
+          100.0 * measuredNs / (seconds * 1e9));
     }
   }
 }

@@ -41,11 +41,15 @@ final class Tally {
   }
 
   String describe() {
-    return String.format(Locale.ROOT,
+    return String.format(
+        Locale.ROOT,
         "%d requests completed in the windows, %.1f tokens/request, %.1f ms mean latency, %d"
             + " errors%s; scheduler: %s",
-        requests, requests == 0 ? 0.0 : completedTokens / (double) requests,
-        requests == 0 ? 0.0 : latencyNs / 1e6 / requests, errors,
-        firstError == null ? "" : " (first: " + firstError + ")", steps.describe(seconds));
+        requests,
+        requests == 0 ? 0.0 : completedTokens / (double) requests,
+        requests == 0 ? 0.0 : latencyNs / 1e6 / requests,
+        errors,
+        firstError == null ? "" : " (first: " + firstError + ")",
+        steps.describe(seconds));
   }
 }

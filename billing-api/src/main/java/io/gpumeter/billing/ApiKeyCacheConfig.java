@@ -6,8 +6,8 @@ import java.time.Duration;
  * The authentication cache of {@link io.gpumeter.billing.keys.ApiKeys}.
  *
  * @param maximumSize entries kept (valid and unknown keys together)
- * @param positiveTtl how long a valid key is trusted without asking the database; also how long
- *     a key revoked on another replica may still be accepted here
+ * @param positiveTtl how long a valid key is trusted without asking the database; also how long a
+ *     key revoked on another replica may still be accepted here
  * @param negativeTtl how long an unknown key is remembered as unknown
  */
 public record ApiKeyCacheConfig(long maximumSize, Duration positiveTtl, Duration negativeTtl) {

@@ -19,14 +19,14 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The billing module wired together: the database ({@code db}), API keys ({@code keys}), the
- * ledger ({@code ledger}: writer → breaker/retry → PostgreSQL | outbox → replayer), usage queries
- * ({@code usage}), partition maintenance ({@code retention}) and reconciliation ({@code
- * reconcile}). Close it once: the ledger drains first, then the replayer and the outbox stop, the
- * reconciliation totals are flushed, and the database stops (if this object started it).
+ * The billing module wired together: the database ({@code db}), API keys ({@code keys}), the ledger
+ * ({@code ledger}: writer → breaker/retry → PostgreSQL | outbox → replayer), usage queries ({@code
+ * usage}), partition maintenance ({@code retention}) and reconciliation ({@code reconcile}). Close
+ * it once: the ledger drains first, then the replayer and the outbox stop, the reconciliation
+ * totals are flushed, and the database stops (if this object started it).
  *
- * <p>Start-up: the database must be reachable (migrations run); the outbox directory is opened
- * and locked (one process per outbox), and a backlog left by a crash is replayed at once by the
+ * <p>Start-up: the database must be reachable (migrations run); the outbox directory is opened and
+ * locked (one process per outbox), and a backlog left by a crash is replayed at once by the
  * replayer; partition maintenance runs once, then every {@link RetentionConfig#interval()}.
  */
 public final class Billing implements AutoCloseable {
@@ -118,9 +118,9 @@ public final class Billing implements AutoCloseable {
 
   /**
    * The outbox folder: {@link LedgerConfig#outboxDirectory()} if set, else {@code outbox} beside
-   * the database's data folder ({@code ./data/outbox} for the default {@code ./data/postgres}).
-   * Not inside it: {@code initdb} needs an empty folder, and backups of the database folder should
-   * not carry the outbox.
+   * the database's data folder ({@code ./data/outbox} for the default {@code ./data/postgres}). Not
+   * inside it: {@code initdb} needs an empty folder, and backups of the database folder should not
+   * carry the outbox.
    */
   public static Path outboxDirectory(DatabaseConfig db, LedgerConfig ledger) {
     return ledger.outboxDirectory() != null

@@ -33,8 +33,8 @@ public final class BillingAdmin implements AutoCloseable {
   }
 
   /**
-   * Creates an API key for {@code account} (the account is created if new). The plaintext key is
-   * in the result only.
+   * Creates an API key for {@code account} (the account is created if new). The plaintext key is in
+   * the result only.
    *
    * @throws IllegalArgumentException if the account name is not valid
    * @throws BillingException if the database fails

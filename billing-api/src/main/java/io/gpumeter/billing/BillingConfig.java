@@ -11,8 +11,8 @@ import java.util.Objects;
  * @param ledger the write path: queue, durability, breaker, retry, outbox
  * @param retention raw-record retention and partition maintenance; {@code null} disables the
  *     background maintenance (tests)
- * @param reconciliationFlushInterval how often {@link Billing#measuredTime()} writes (zero: only
- *     on flush and close)
+ * @param reconciliationFlushInterval how often {@link Billing#measuredTime()} writes (zero: only on
+ *     flush and close)
  * @param clock for partition maintenance and reconciliation minutes
  */
 public record BillingConfig(
@@ -33,7 +33,9 @@ public record BillingConfig(
   /** Default ledger, 90-day retention maintained hourly, reconciliation written every minute. */
   public static BillingConfig defaults() {
     return new BillingConfig(
-        LedgerConfig.defaults(), RetentionConfig.defaults(), Duration.ofMinutes(1),
+        LedgerConfig.defaults(),
+        RetentionConfig.defaults(),
+        Duration.ofMinutes(1),
         Clock.systemUTC());
   }
 

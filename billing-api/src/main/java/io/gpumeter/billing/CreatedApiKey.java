@@ -23,7 +23,16 @@ public record CreatedApiKey(
 
   @Override
   public String toString() {
-    return "CreatedApiKey[keyId=" + keyId + ", accountId=" + accountId + ", accountName="
-        + accountName + ", prefix=" + prefix + ", createdAt=" + createdAt + "]";
+    return "CreatedApiKey[keyId="
+        + keyId
+        + ", accountId="
+        + accountId
+        + ", accountName="
+        + accountName
+        + ", prefix="
+        + prefix
+        + ", createdAt="
+        + createdAt
+        + "]";
   }
 }

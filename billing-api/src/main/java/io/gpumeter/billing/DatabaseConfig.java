@@ -5,9 +5,8 @@ import java.time.Duration;
 import java.util.Objects;
 
 /**
- * Where the billing database lives and how it is reached. Immutable; build with {@link
- * #builder()}, {@link #embedded(Path)}, or {@link #external(String, String,
- * String)}.
+ * Where the billing database lives and how it is reached. Immutable; build with {@link #builder()},
+ * {@link #embedded(Path)}, or {@link #external(String, String, String)}.
  *
  * <p>With a JDBC URL the database is external and nothing is started. Without one, {@link
  * io.gpumeter.billing.db.Database#start} runs an embedded PostgreSQL whose data lives in {@link
@@ -117,9 +116,9 @@ public final class DatabaseConfig {
 
   /**
    * How long a ledger write waits for a connection before it counts as failed (and its batch goes
-   * to the outbox). The ledger has its own small pool (2 connections: the writer and the
-   * replayer) so that it neither waits behind API-key or usage queries nor stalls for the main
-   * pool's {@link #connectionTimeout()} when the database is down.
+   * to the outbox). The ledger has its own small pool (2 connections: the writer and the replayer)
+   * so that it neither waits behind API-key or usage queries nor stalls for the main pool's {@link
+   * #connectionTimeout()} when the database is down.
    */
   public Duration ledgerConnectionTimeout() {
     return ledgerConnectionTimeout;
@@ -236,7 +235,8 @@ public final class DatabaseConfig {
 
     public Builder startupTimeout(Duration startupTimeout) {
       if (startupTimeout.isNegative() || startupTimeout.isZero()) {
-        throw new IllegalArgumentException("startupTimeout must be positive, was " + startupTimeout);
+        throw new IllegalArgumentException(
+            "startupTimeout must be positive, was " + startupTimeout);
       }
       this.startupTimeout = startupTimeout;
       return this;

@@ -8,8 +8,8 @@ package io.gpumeter.billing;
  * or the machine. {@link #FAST}: as soon as the record is in the writer's in-memory queue; it is
  * written the same way afterwards, but a crash (or kill) of the process loses every record still
  * queued (at most {@link LedgerConfig#queueCapacity()}, typically the last few milliseconds of
- * traffic), and so does a later failure of both the database and the outbox; such losses are
- * logged and counted ({@link LedgerStats#failed()}), but no caller is told.
+ * traffic), and so does a later failure of both the database and the outbox; such losses are logged
+ * and counted ({@link LedgerStats#failed()}), but no caller is told.
  */
 public enum Durability {
   DURABLE,

@@ -51,10 +51,10 @@ public final class LedgerConfig {
   }
 
   /**
-   * 65 536 queued, batches of up to 500, 2 ms linger, 30 s to drain on close; DURABLE; outbox of
-   * at most 1 GiB in 8 MiB segments beside the database folder, replayed every second; 3 attempts
-   * (50 ms, 100 ms backoff); the breaker opens when half of the last 10 calls (at least 3) failed
-   * and probes again after 2 s.
+   * 65 536 queued, batches of up to 500, 2 ms linger, 30 s to drain on close; DURABLE; outbox of at
+   * most 1 GiB in 8 MiB segments beside the database folder, replayed every second; 3 attempts (50
+   * ms, 100 ms backoff); the breaker opens when half of the last 10 calls (at least 3) failed and
+   * probes again after 2 s.
    */
   public static LedgerConfig defaults() {
     return new Builder().build();
@@ -83,7 +83,9 @@ public final class LedgerConfig {
     return linger;
   }
 
-  /** How long {@link io.gpumeter.billing.ledger.LedgerWriter#close()} waits for the queue to drain. */
+  /**
+   * How long {@link io.gpumeter.billing.ledger.LedgerWriter#close()} waits for the queue to drain.
+   */
   public Duration closeTimeout() {
     return closeTimeout;
   }
@@ -93,8 +95,8 @@ public final class LedgerConfig {
   }
 
   /**
-   * The outbox folder, or null for the default: {@code outbox} beside the embedded database's
-   * data folder ({@code ./data/outbox} for {@code ./data/postgres}); see {@link
+   * The outbox folder, or null for the default: {@code outbox} beside the embedded database's data
+   * folder ({@code ./data/outbox} for {@code ./data/postgres}); see {@link
    * Billing#outboxDirectory}.
    */
   public Path outboxDirectory() {
@@ -181,11 +183,25 @@ public final class LedgerConfig {
 
   @Override
   public String toString() {
-    return "LedgerConfig{durability=" + durability + ", queueCapacity=" + queueCapacity
-        + ", maxBatchSize=" + maxBatchSize + ", linger=" + linger + ", outboxDirectory="
-        + outboxDirectory + ", outboxMaxBytes=" + outboxMaxBytes + ", replayInterval="
-        + replayInterval + ", retryAttempts=" + retryAttempts + ", breakerOpenWait="
-        + breakerOpenWait + "}";
+    return "LedgerConfig{durability="
+        + durability
+        + ", queueCapacity="
+        + queueCapacity
+        + ", maxBatchSize="
+        + maxBatchSize
+        + ", linger="
+        + linger
+        + ", outboxDirectory="
+        + outboxDirectory
+        + ", outboxMaxBytes="
+        + outboxMaxBytes
+        + ", replayInterval="
+        + replayInterval
+        + ", retryAttempts="
+        + retryAttempts
+        + ", breakerOpenWait="
+        + breakerOpenWait
+        + "}";
   }
 
   /** Validates each value as it is set, naming the bad value. */

@@ -6,6 +6,9 @@ package io.gpumeter.billing;
  */
 public final class LedgerFullException extends RuntimeException {
   public LedgerFullException(int capacity) {
-    super("ledger queue is full (" + capacity + " records waiting); the usage record was not accepted");
+    super(
+        "ledger queue is full ("
+            + capacity
+            + " records waiting); the usage record was not accepted");
   }
 }

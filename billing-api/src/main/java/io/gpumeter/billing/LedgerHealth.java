@@ -4,11 +4,11 @@ package io.gpumeter.billing;
  * Whether the ledger can take new charges, and why not. Returned by {@link Billing#health()}.
  *
  * <p>{@code ready} is false, and the server should refuse new work (503 on completions and on
- * {@code /readyz}), when a finished request's charge could not be made durable: the writer's
- * queue is full, or the database path is down (circuit breaker not closed) and the outbox is full
- * or its disk refused the last write, or the ledger is closed. With the database down but room in
- * the outbox the ledger is ready but {@code degraded}: charges go to the outbox and are replayed
- * when the database returns.
+ * {@code /readyz}), when a finished request's charge could not be made durable: the writer's queue
+ * is full, or the database path is down (circuit breaker not closed) and the outbox is full or its
+ * disk refused the last write, or the ledger is closed. With the database down but room in the
+ * outbox the ledger is ready but {@code degraded}: charges go to the outbox and are replayed when
+ * the database returns.
  *
  * @param ready new work may be admitted
  * @param degraded the database path is down and charges are going to the outbox
@@ -22,8 +22,8 @@ package io.gpumeter.billing;
  * @param outboxMaxBytes the outbox's size limit
  * @param outboxedRecords records written to the outbox since start
  * @param replayedRecords records replayed from the outbox into the database since start
- * @param damagedFrames corrupt frames and torn tails met during replay since start (their
- *     segments are in {@code quarantine/})
+ * @param damagedFrames corrupt frames and torn tails met during replay since start (their segments
+ *     are in {@code quarantine/})
  * @param deadLetteredRecords records the database refused on replay, set aside in {@code
  *     dead-letter.log}
  * @param lastError the last database or outbox failure, or null

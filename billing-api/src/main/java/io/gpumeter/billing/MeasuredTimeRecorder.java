@@ -1,8 +1,8 @@
 package io.gpumeter.billing;
 
 /**
- * Where the server records device time as the scheduler measured it, per model and device and
- * per minute of the billing clock; reconciliation compares it with the ledger. Returned by {@link
+ * Where the server records device time as the scheduler measured it, per model and device and per
+ * minute of the billing clock; reconciliation compares it with the ledger. Returned by {@link
  * Billing#measuredTime()}. Implementations are thread-safe and do not block on the database.
  */
 public interface MeasuredTimeRecorder {

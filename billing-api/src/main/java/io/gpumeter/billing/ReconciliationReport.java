@@ -86,14 +86,26 @@ public record ReconciliationReport(
     sb.append(
         String.format(
             "%-24s %-10s %18s %18s %18s %18s %10s %10s%n",
-            "model", "device", "measured_ns", "charged_ns", "ledger_ns", "drift_ns", "records",
+            "model",
+            "device",
+            "measured_ns",
+            "charged_ns",
+            "ledger_ns",
+            "drift_ns",
+            "records",
             "steps"));
     for (Line l : lines) {
       sb.append(
           String.format(
               "%-24s %-10s %18d %18d %18d %18d %10d %10d%n",
-              l.model(), l.device(), l.measuredNs(), l.chargedNs(), l.ledgerNs(), l.driftNs(),
-              l.records(), l.steps()));
+              l.model(),
+              l.device(),
+              l.measuredNs(),
+              l.chargedNs(),
+              l.ledgerNs(),
+              l.driftNs(),
+              l.records(),
+              l.steps()));
     }
     sb.append("total drift_ns: ").append(totalDriftNs()).append('\n');
     sb.append("requests straddling from: ")

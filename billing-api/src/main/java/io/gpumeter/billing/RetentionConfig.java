@@ -16,8 +16,8 @@ public record RetentionConfig(Duration retention, int monthsAhead, Duration inte
   public static final Duration MINIMUM_RETENTION = Duration.ofDays(90);
 
   /**
-   * @throws IllegalArgumentException if {@code retention} is under 90 days, or another value is
-   *     out of range
+   * @throws IllegalArgumentException if {@code retention} is under 90 days, or another value is out
+   *     of range
    */
   public RetentionConfig {
     if (retention == null || retention.compareTo(MINIMUM_RETENTION) < 0) {

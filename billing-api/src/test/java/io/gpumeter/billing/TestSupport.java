@@ -26,8 +26,15 @@ public final class TestSupport {
   public static final TimerInfo CPU = TimerInfo.cpu("test cpu");
 
   public static UsageRecord record(
-      String requestId, long keyId, long accountId, String model, Instant finishedAt, long prefillNs,
-      long decodeNs, int promptTokens, int completionTokens) {
+      String requestId,
+      long keyId,
+      long accountId,
+      String model,
+      Instant finishedAt,
+      long prefillNs,
+      long decodeNs,
+      int promptTokens,
+      int completionTokens) {
     return new UsageRecord(
         requestId,
         keyId,

@@ -5,10 +5,10 @@ import java.math.BigInteger;
 /**
  * The one place that splits a measured step time among the sequences in that step.
  *
- * <p>Rule: largest-remainder (Hamilton) rounding in integer nanoseconds. Each sequence first
- * gets {@code floor(total * w_i / W)}; the nanoseconds left over (fewer than the number of
- * sequences) go one each to the sequences with the largest remainders {@code (total * w_i) mod
- * W}, ties broken by lower index (the order the scheduler put the sequences in the step). So:
+ * <p>Rule: largest-remainder (Hamilton) rounding in integer nanoseconds. Each sequence first gets
+ * {@code floor(total * w_i / W)}; the nanoseconds left over (fewer than the number of sequences) go
+ * one each to the sequences with the largest remainders {@code (total * w_i) mod W}, ties broken by
+ * lower index (the order the scheduler put the sequences in the step). So:
  *
  * <ul>
  *   <li>shares are never negative and always sum to {@code total} exactly (invariant 1);
@@ -17,9 +17,9 @@ import java.math.BigInteger;
  * </ul>
  *
  * <p>Cost: linear in the batch size on average (the leftover nanoseconds are placed with a
- * quickselect on the remainders). Allocation: none when called with caller-owned arrays; products that could overflow a
- * {@code long} fall back to {@link BigInteger} (only for steps longer than about 100 days at
- * realistic weights).
+ * quickselect on the remainders). Allocation: none when called with caller-owned arrays; products
+ * that could overflow a {@code long} fall back to {@link BigInteger} (only for steps longer than
+ * about 100 days at realistic weights).
  */
 public final class Apportioner {
   private Apportioner() {}
@@ -65,7 +65,9 @@ public final class Apportioner {
         scratch[i] = lo % sumW;
       } else {
         BigInteger[] qr =
-            BigInteger.valueOf(total).multiply(BigInteger.valueOf(w)).divideAndRemainder(BigInteger.valueOf(sumW));
+            BigInteger.valueOf(total)
+                .multiply(BigInteger.valueOf(w))
+                .divideAndRemainder(BigInteger.valueOf(sumW));
         shares[i] = qr[0].longValueExact();
         scratch[i] = qr[1].longValueExact();
       }

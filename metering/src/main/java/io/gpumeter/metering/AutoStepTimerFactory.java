@@ -14,8 +14,8 @@ import org.slf4j.LoggerFactory;
  * The default {@link StepTimerFactory}: {@code cpu} gets {@link HostStepTimer#cpu()}; {@code
  * cuda:N} gets a {@link CudaStepTimer} when {@link CudaAvailability} says CUDA works in this
  * process and device {@code N} exists, else a host timer with a logged warning (the step still
- * copies its outputs to the host, so the host clock around it is an upper bound of the device
- * time; its records say {@code host}, so an audit can tell).
+ * copies its outputs to the host, so the host clock around it is an upper bound of the device time;
+ * its records say {@code host}, so an audit can tell).
  *
  * <p>Nothing CUDA is touched for {@code cpu}: the probe runs on the first {@code cuda:N} request.
  */
@@ -49,7 +49,8 @@ public final class AutoStepTimerFactory implements StepTimerFactory {
     String label = "cuda:" + ordinal;
     CudaAvailability.Probe p = probe.get();
     if (!p.available()) {
-      log.warn("no CUDA event timer for {} ({}); timing steps with the host clock", label, p.reason());
+      log.warn(
+          "no CUDA event timer for {} ({}); timing steps with the host clock", label, p.reason());
       return hostTimer(label, p.driverVersion());
     }
     if (ordinal >= p.deviceCount()) {
@@ -68,7 +69,10 @@ public final class AutoStepTimerFactory implements StepTimerFactory {
     try {
       return cudaTimers.apply(ordinal);
     } catch (RuntimeException e) {
-      log.warn("CUDA event timer for {} failed to open ({}); timing steps with the host clock", label, e.toString());
+      log.warn(
+          "CUDA event timer for {} failed to open ({}); timing steps with the host clock",
+          label,
+          e.toString());
       return hostTimer(label, p.driverVersion());
     }
   }
@@ -85,11 +89,13 @@ public final class AutoStepTimerFactory implements StepTimerFactory {
     try {
       return Integer.parseInt(m.group(1));
     } catch (NumberFormatException e) {
-      throw new IllegalArgumentException("unknown device '" + device + "': ordinal out of range", e);
+      throw new IllegalArgumentException(
+          "unknown device '" + device + "': ordinal out of range", e);
     }
   }
 
   private static StepTimer hostTimer(String device, String driverVersion) {
-    return new HostStepTimer(Ticker.system(), new TimerInfo("host", device, device, "", driverVersion, ""));
+    return new HostStepTimer(
+        Ticker.system(), new TimerInfo("host", device, device, "", driverVersion, ""));
   }
 }

@@ -3,9 +3,9 @@ package io.gpumeter.metering;
 import java.util.Objects;
 
 /**
- * Host timer for CPU execution: a monotonic clock read before the step and after its outputs
- * were materialised on the host. On the CPU the step runs synchronously on the calling thread,
- * so the span is the device time.
+ * Host timer for CPU execution: a monotonic clock read before the step and after its outputs were
+ * materialised on the host. On the CPU the step runs synchronously on the calling thread, so the
+ * span is the device time.
  */
 public final class HostStepTimer implements StepTimer {
   private final Ticker ticker;

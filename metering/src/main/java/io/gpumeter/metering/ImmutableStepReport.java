@@ -89,7 +89,17 @@ final class ImmutableStepReport implements StepReport {
 
   @Override
   public String toString() {
-    return kind + " step of " + model + " on " + device + ": measured " + measuredNs
-        + " ns, charged " + chargedNs + " ns to " + shares.length + " sequences";
+    return kind
+        + " step of "
+        + model
+        + " on "
+        + device
+        + ": measured "
+        + measuredNs
+        + " ns, charged "
+        + chargedNs
+        + " ns to "
+        + shares.length
+        + " sequences";
   }
 }

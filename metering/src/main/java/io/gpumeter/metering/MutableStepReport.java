@@ -35,9 +35,9 @@ public final class MutableStepReport implements StepReport {
   /**
    * Fills in a charged step from the apportioned shares {@code shares[0..sequences)}.
    *
-   * @throws IllegalArgumentException if {@code sequences} is not in {@code [1, capacity]}, or
-   *     the shares do not sum to {@code measuredNs} (an apportioning bug: every measured
-   *     nanosecond of a step is charged, invariant 1)
+   * @throws IllegalArgumentException if {@code sequences} is not in {@code [1, capacity]}, or the
+   *     shares do not sum to {@code measuredNs} (an apportioning bug: every measured nanosecond of
+   *     a step is charged, invariant 1)
    */
   public MutableStepReport fillCharged(
       long measuredNs, long[] shares, int sequences, int tokens, boolean failed) {

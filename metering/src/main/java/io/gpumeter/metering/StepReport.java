@@ -3,26 +3,26 @@ package io.gpumeter.metering;
 import java.util.Objects;
 
 /**
- * What one measured step of device time was, and where every nanosecond of it went: the one
- * record from which the counters, the reconciliation feed and the usage records are all fed, so
- * that nobody adds up shares a second time.
+ * What one measured step of device time was, and where every nanosecond of it went: the one record
+ * from which the counters, the reconciliation feed and the usage records are all fed, so that
+ * nobody adds up shares a second time.
  *
  * <p>Two kinds:
  *
  * <ul>
  *   <li>{@link Kind#CHARGED}: a scheduler step. Its measured time is split by the {@link
- *       Apportioner} into one share per sequence; {@code chargedNs} is their sum and equals
- *       {@code measuredNs}; {@code systemNs} is zero.
- *   <li>{@link Kind#SYSTEM}: model load or a warm-up pass, measured with the same timer but
- *       charged to nobody: no sequences, {@code chargedNs} zero, {@code systemNs == measuredNs}.
+ *       Apportioner} into one share per sequence; {@code chargedNs} is their sum and equals {@code
+ *       measuredNs}; {@code systemNs} is zero.
+ *   <li>{@link Kind#SYSTEM}: model load or a warm-up pass, measured with the same timer but charged
+ *       to nobody: no sequences, {@code chargedNs} zero, {@code systemNs == measuredNs}.
  * </ul>
  *
  * <p>In both, {@code measuredNs == chargedNs + systemNs}.
  *
  * <p><b>Lifetime:</b> the scheduler reuses one {@link MutableStepReport} for every step and hands
- * it to its listeners synchronously, on its own thread. A listener reads the report during the
- * call and must not keep it (it is overwritten at the next step); {@link #copy()} gives an
- * immutable copy to keep. Listeners see only this read-only view.
+ * it to its listeners synchronously, on its own thread. A listener reads the report during the call
+ * and must not keep it (it is overwritten at the next step); {@link #copy()} gives an immutable
+ * copy to keep. Listeners see only this read-only view.
  */
 public interface StepReport {
 
@@ -76,8 +76,7 @@ public interface StepReport {
   }
 
   /**
-   * A system step: time measured outside any request (model load, a warm-up pass), never
-   * charged.
+   * A system step: time measured outside any request (model load, a warm-up pass), never charged.
    *
    * @throws IllegalArgumentException if {@code measuredNs} is negative
    */

@@ -3,8 +3,8 @@ package io.gpumeter.metering;
 import java.util.Objects;
 
 /**
- * Provenance of a step measurement, kept on every usage record so an audit can tell how a
- * number was produced.
+ * Provenance of a step measurement, kept on every usage record so an audit can tell how a number
+ * was produced.
  *
  * @param timerKind {@code host} (monotonic host clock around a step whose outputs were copied to
  *     the host) or {@code cuda-event} (CUDA events on the stream the model runs on)

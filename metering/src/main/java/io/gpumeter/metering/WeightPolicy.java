@@ -2,8 +2,8 @@ package io.gpumeter.metering;
 
 /**
  * How much of a step a sequence is responsible for. The apportioner splits each measured step in
- * proportion to these weights; the policy's {@link #describe()} string is stored on every record
- * so an audit knows which rule produced a charge.
+ * proportion to these weights; the policy's {@link #describe()} string is stored on every record so
+ * an audit knows which rule produced a charge.
  */
 public interface WeightPolicy {
 

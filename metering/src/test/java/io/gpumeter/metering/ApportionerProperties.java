@@ -95,7 +95,8 @@ class ApportionerProperties {
     BigInteger[] rem = new BigInteger[n];
     long assigned = 0;
     for (int i = 0; i < n; i++) {
-      BigInteger[] qr = BigInteger.valueOf(total).multiply(BigInteger.valueOf(eff[i])).divideAndRemainder(sumW);
+      BigInteger[] qr =
+          BigInteger.valueOf(total).multiply(BigInteger.valueOf(eff[i])).divideAndRemainder(sumW);
       shares[i] = qr[0].longValueExact();
       rem[i] = qr[1];
       assigned += shares[i];

@@ -10,7 +10,8 @@ import org.junit.jupiter.api.Test;
 
 class AutoStepTimerFactoryTest {
   private static final CudaAvailability.Probe NO_DRIVER =
-      new CudaAvailability.Probe(false, 0, "", "JCuda driver library did not load: libcuda.so.1 missing");
+      new CudaAvailability.Probe(
+          false, 0, "", "JCuda driver library did not load: libcuda.so.1 missing");
   private static final CudaAvailability.Probe ONE_GPU =
       new CudaAvailability.Probe(true, 1, "13.0", "1 CUDA device(s), driver API 13.0");
 
@@ -18,7 +19,8 @@ class AutoStepTimerFactoryTest {
   void onThisMachineCudaDevicesFallBackToTheHostTimerUnlessCudaWorks() {
     StepTimerFactory auto = StepTimerFactory.auto();
     try (StepTimer timer = auto.forDevice("cuda:0")) {
-      System.out.println("auto timer for cuda:0 here: " + timer.info() + " (" + CudaAvailability.reason() + ")");
+      System.out.println(
+          "auto timer for cuda:0 here: " + timer.info() + " (" + CudaAvailability.reason() + ")");
       if (CudaAvailability.isAvailable()) {
         assertThat(timer.info().timerKind()).isEqualTo("cuda-event");
       } else {
@@ -62,7 +64,9 @@ class AutoStepTimerFactoryTest {
   @Test
   void availableCudaOpensTheEventTimerForThatOrdinal() {
     List<Integer> opened = new ArrayList<>();
-    StepTimer fake = new HostStepTimer(Ticker.system(), new TimerInfo("cuda-event", "cuda:0", "GPU", "", "", ""));
+    StepTimer fake =
+        new HostStepTimer(
+            Ticker.system(), new TimerInfo("cuda-event", "cuda:0", "GPU", "", "", ""));
     AutoStepTimerFactory f =
         new AutoStepTimerFactory(
             () -> ONE_GPU,
@@ -92,8 +96,11 @@ class AutoStepTimerFactoryTest {
   @Test
   void unknownDevicesAreRejected() {
     AutoStepTimerFactory f = new AutoStepTimerFactory(() -> ONE_GPU, ordinal -> null);
-    assertThatThrownBy(() -> f.forDevice("tpu:0")).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("tpu:0");
+    assertThatThrownBy(() -> f.forDevice("tpu:0"))
+        .isInstanceOf(IllegalArgumentException.class)
+        .hasMessageContaining("tpu:0");
     assertThatThrownBy(() -> f.forDevice("cuda:x")).isInstanceOf(IllegalArgumentException.class);
-    assertThatThrownBy(() -> f.forDevice("cuda:99999999999")).isInstanceOf(IllegalArgumentException.class);
+    assertThatThrownBy(() -> f.forDevice("cuda:99999999999"))
+        .isInstanceOf(IllegalArgumentException.class);
   }
 }

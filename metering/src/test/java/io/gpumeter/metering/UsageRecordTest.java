@@ -9,8 +9,22 @@ class UsageRecordTest {
   private static UsageRecord record(long device, long prefill, long decode) {
     Instant t = Instant.parse("2026-11-27T00:00:00Z");
     return new UsageRecord(
-        "r1", 1, 1, "m", TimerInfo.cpu("x"), "linear", device, prefill, decode, 3, 2, 0, 2,
-        UsageStatus.OK, t, t);
+        "r1",
+        1,
+        1,
+        "m",
+        TimerInfo.cpu("x"),
+        "linear",
+        device,
+        prefill,
+        decode,
+        3,
+        2,
+        0,
+        2,
+        UsageStatus.OK,
+        t,
+        t);
   }
 
   @Test

@@ -3,9 +3,9 @@ package io.gpumeter.model;
 import java.nio.charset.StandardCharsets;
 
 /**
- * Byte-level tokenizer: token ids 0..255 are the bytes of the UTF-8 encoding of the text; ids
- * from 256 up (256 is end-of-sequence in the demo model) are special and never produced by
- * {@link #encode}, and dropped by {@link #decode}. Invalid UTF-8 decodes to U+FFFD. Stateless and
+ * Byte-level tokenizer: token ids 0..255 are the bytes of the UTF-8 encoding of the text; ids from
+ * 256 up (256 is end-of-sequence in the demo model) are special and never produced by {@link
+ * #encode}, and dropped by {@link #decode}. Invalid UTF-8 decodes to U+FFFD. Stateless and
  * thread-safe.
  */
 public final class ByteTokenizer implements Tokenizer {

@@ -66,10 +66,10 @@ public final class DjlLanguageModel implements LanguageModel {
   /**
    * Whether TorchScript's graph executor may profile and optimise the model's methods. Off unless
    * the system property {@code ai.djl.pytorch.graph_optimizer} is {@code true}: the packed step
-   * sees a different input shape nearly every call, and with the optimiser on, steps at new
-   * shapes took hundreds of milliseconds now and then (measured on the demo model, CPU) and the
-   * median was no better. The setting is thread-local in libtorch, so it is applied on each
-   * thread that runs the model.
+   * sees a different input shape nearly every call, and with the optimiser on, steps at new shapes
+   * took hundreds of milliseconds now and then (measured on the demo model, CPU) and the median was
+   * no better. The setting is thread-local in libtorch, so it is applied on each thread that runs
+   * the model.
    */
   static final boolean GRAPH_OPTIMIZER =
       Boolean.parseBoolean(System.getProperty("ai.djl.pytorch.graph_optimizer", "false"));
@@ -217,13 +217,23 @@ public final class DjlLanguageModel implements LanguageModel {
     try {
       PtNDArray k = (PtNDArray) cacheManager.zeros(shape, DataType.FLOAT32);
       PtNDArray v = (PtNDArray) cacheManager.zeros(shape, DataType.FLOAT32);
-      log.debug("model {}: KV cache of {} slots, {} bytes", config.name(), slots, bytesPerSlot * slots);
+      log.debug(
+          "model {}: KV cache of {} slots, {} bytes", config.name(), slots, bytesPerSlot * slots);
       return new Cache(this, cacheManager, k, v, slots, bytesPerSlot * slots);
     } catch (RuntimeException e) {
       cacheManager.close();
       throw new ModelException(
-          "model " + config.name() + ": cannot allocate a KV cache of " + slots + " slots ("
-              + bytesPerSlot * slots + " bytes) on " + device + ": " + e, e);
+          "model "
+              + config.name()
+              + ": cannot allocate a KV cache of "
+              + slots
+              + " slots ("
+              + bytesPerSlot * slots
+              + " bytes) on "
+              + device
+              + ": "
+              + e,
+          e);
     }
   }
 
@@ -263,8 +273,15 @@ public final class DjlLanguageModel implements LanguageModel {
       }
     } catch (EngineException e) {
       throw new ModelException(
-          "model " + config.name() + ": step of " + b + " sequences, " + n + " tokens failed: "
-              + e.getMessage(), e);
+          "model "
+              + config.name()
+              + ": step of "
+              + b
+              + " sequences, "
+              + n
+              + " tokens failed: "
+              + e.getMessage(),
+          e);
     }
   }
 
@@ -291,8 +308,15 @@ public final class DjlLanguageModel implements LanguageModel {
         Shape shape = result.getShape();
         if (shape.dimension() != 3 || shape.get(1) != n || shape.get(2) != config.vocabSize()) {
           throw new ModelException(
-              "model " + config.name() + ": forward returned " + shape + ", expected (1, " + n
-                  + ", " + config.vocabSize() + ")");
+              "model "
+                  + config.name()
+                  + ": forward returned "
+                  + shape
+                  + ", expected (1, "
+                  + n
+                  + ", "
+                  + config.vocabSize()
+                  + ")");
         }
         try (NDArray lastRow = result.get(0, n - 1)) {
           return lastRow.toFloatArray();
@@ -366,7 +390,11 @@ public final class DjlLanguageModel implements LanguageModel {
     for (int i = 0; i < n; i++) {
       if (tokens[i] < 0 || tokens[i] >= config.vocabSize()) {
         throw new IllegalArgumentException(
-            "token " + tokens[i] + " at index " + i + " outside vocabulary of "
+            "token "
+                + tokens[i]
+                + " at index "
+                + i
+                + " outside vocabulary of "
                 + config.vocabSize());
       }
       if (slots[i] < 0 || slots[i] >= kv.slots) {
@@ -399,8 +427,15 @@ public final class DjlLanguageModel implements LanguageModel {
     Shape shape = result.getShape();
     if (shape.dimension() != 2 || shape.get(0) != rows || shape.get(1) != vocab) {
       throw new ModelException(
-          "model " + config.name() + ": step returned " + shape + ", expected (" + rows + ", "
-              + vocab + ")");
+          "model "
+              + config.name()
+              + ": step returned "
+              + shape
+              + ", expected ("
+              + rows
+              + ", "
+              + vocab
+              + ")");
     }
     if (result.getDataType() != DataType.FLOAT32) {
       throw new ModelException(
@@ -427,8 +462,9 @@ public final class DjlLanguageModel implements LanguageModel {
     PtNDArray array(PtNDManager m, long[] values, int count) {
       int bytes = count * Long.BYTES;
       if (buffer.capacity() < bytes) {
-        buffer = ByteBuffer.allocateDirect(Math.max(bytes, buffer.capacity() * 2))
-            .order(ByteOrder.nativeOrder());
+        buffer =
+            ByteBuffer.allocateDirect(Math.max(bytes, buffer.capacity() * 2))
+                .order(ByteOrder.nativeOrder());
       }
       buffer.clear();
       buffer.asLongBuffer().put(values, 0, count);
@@ -447,7 +483,12 @@ public final class DjlLanguageModel implements LanguageModel {
     final long bytes;
     boolean closed;
 
-    Cache(DjlLanguageModel owner, PtNDManager manager, PtNDArray k, PtNDArray v, int slots,
+    Cache(
+        DjlLanguageModel owner,
+        PtNDManager manager,
+        PtNDArray k,
+        PtNDArray v,
+        int slots,
         long bytes) {
       this.owner = owner;
       this.manager = manager;

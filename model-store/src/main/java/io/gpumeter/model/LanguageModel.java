@@ -21,13 +21,13 @@ public interface LanguageModel extends AutoCloseable {
   KvCache newCache(int slots);
 
   /**
-   * Runs one packed step: writes the keys and values of every token in {@code batch} into
-   * {@code cache} at (slot, position), attends each token to its own slot's positions up to its
-   * own, and copies to the host the logits of each sequence's last token in the step into {@code
+   * Runs one packed step: writes the keys and values of every token in {@code batch} into {@code
+   * cache} at (slot, position), attends each token to its own slot's positions up to its own, and
+   * copies to the host the logits of each sequence's last token in the step into {@code
    * logits[seq][0..vocabSize)}. Returns once the logits are on the host.
    *
-   * @throws ModelException if the engine fails; the cache contents are then undefined for the
-   *     slots in the batch
+   * @throws ModelException if the engine fails; the cache contents are then undefined for the slots
+   *     in the batch
    */
   void step(StepBatch batch, KvCache cache, float[][] logits);
 

@@ -44,9 +44,9 @@ public final class ModelConfigs {
   /**
    * Reads {@code dir/model.json}.
    *
-   * @throws ModelException if the file is missing, is not a JSON object, lacks a field, has a
-   *     field of the wrong type or an unknown field, holds values the contract does not allow, or
-   *     names a model file that does not exist
+   * @throws ModelException if the file is missing, is not a JSON object, lacks a field, has a field
+   *     of the wrong type or an unknown field, holds values the contract does not allow, or names a
+   *     model file that does not exist
    */
   public static ModelConfig read(Path dir) {
     Path file = dir.resolve(FILE_NAME);

@@ -22,11 +22,11 @@ import org.slf4j.LoggerFactory;
 /**
  * The models a server serves, loaded and warmed before it reports ready.
  *
- * <p>Cold starts are never billed (invariant 6): loading each model and every warm-up pass is
- * timed with the model's own {@link StepTimer} and becomes one system {@link StepReport} per
- * timed pass. Each report is recorded once into the model's {@link DeviceTimeCounters} and kept in
- * {@link ServedModel#systemReports()}, which the server hands once to its reconciliation feed;
- * nothing is charged to any request.
+ * <p>Cold starts are never billed (invariant 6): loading each model and every warm-up pass is timed
+ * with the model's own {@link StepTimer} and becomes one system {@link StepReport} per timed pass.
+ * Each report is recorded once into the model's {@link DeviceTimeCounters} and kept in {@link
+ * ServedModel#systemReports()}, which the server hands once to its reconciliation feed; nothing is
+ * charged to any request.
  */
 public final class ModelStore implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(ModelStore.class);
@@ -50,14 +50,15 @@ public final class ModelStore implements AutoCloseable {
    * @param deviceOption {@code auto}, {@code cpu} or {@code cuda:N}; see {@link
    *     DjlLanguageModel#resolveDevice}
    * @param timers gives the step timer of each model's device
-   * @throws ModelException if there is no model, two models share a name, a config is invalid, or
-   *     a model fails to load or to warm up; models already loaded are closed again
+   * @throws ModelException if there is no model, two models share a name, a config is invalid, or a
+   *     model fails to load or to warm up; models already loaded are closed again
    */
   public static ModelStore open(Path modelsDir, String deviceOption, StepTimerFactory timers) {
     // resolve the device before the first load so that its timer exists before the load it times
     ai.djl.Device device = DjlLanguageModel.resolveDevice(deviceOption);
     String name = DjlLanguageModel.deviceName(device);
-    return open(modelsDir, new Loader(name, config -> DjlLanguageModel.load(config, device)), timers);
+    return open(
+        modelsDir, new Loader(name, config -> DjlLanguageModel.load(config, device)), timers);
   }
 
   /**
@@ -68,7 +69,9 @@ public final class ModelStore implements AutoCloseable {
    */
   record Loader(String device, Function<ModelConfig, LanguageModel> load) {}
 
-  /** As {@link #open(Path, String, StepTimerFactory)} with another loader (tests, other engines). */
+  /**
+   * As {@link #open(Path, String, StepTimerFactory)} with another loader (tests, other engines).
+   */
   static ModelStore open(Path modelsDir, Loader loader, StepTimerFactory timers) {
     Objects.requireNonNull(loader, "loader");
     Objects.requireNonNull(timers, "timers");
@@ -104,7 +107,9 @@ public final class ModelStore implements AutoCloseable {
     }
     if (dirs.isEmpty()) {
       throw new ModelException(
-          "no model under " + modelsDir + ": expected subdirectories with a "
+          "no model under "
+              + modelsDir
+              + ": expected subdirectories with a "
               + ModelConfigs.FILE_NAME);
     }
     Map<String, ModelConfig> byName = new LinkedHashMap<>();
@@ -113,7 +118,11 @@ public final class ModelStore implements AutoCloseable {
       ModelConfig previous = byName.putIfAbsent(c.name(), c);
       if (previous != null) {
         throw new ModelException(
-            "duplicate model name '" + c.name() + "' in " + previous.directory() + " and "
+            "duplicate model name '"
+                + c.name()
+                + "' in "
+                + previous.directory()
+                + " and "
                 + c.directory());
       }
     }
@@ -140,7 +149,11 @@ public final class ModelStore implements AutoCloseable {
     try {
       if (!model.device().equals(loader.device())) {
         throw new ModelException(
-            "model " + config.name() + " was loaded on " + model.device() + ", expected "
+            "model "
+                + config.name()
+                + " was loaded on "
+                + model.device()
+                + ", expected "
                 + loader.device());
       }
       long warmupNs = warmUp(model, timer, system);
@@ -161,9 +174,8 @@ public final class ModelStore implements AutoCloseable {
 
   /**
    * Warm-up passes: packed prefill of every slot, decode steps at several batch sizes (twice each:
-   * the first calls of a TorchScript method are slower), a mixed step (one
-   * prefill chunk with decodes) and a forward pass. Each pass is timed and added to {@code
-   * system} as one system step.
+   * the first calls of a TorchScript method are slower), a mixed step (one prefill chunk with
+   * decodes) and a forward pass. Each pass is timed and added to {@code system} as one system step.
    *
    * @return the total measured warm-up time
    */
@@ -225,8 +237,8 @@ public final class ModelStore implements AutoCloseable {
   }
 
   /**
-   * The system steps of one model as they are measured: each becomes a {@link StepReport},
-   * recorded once into the model's counters and kept for the server's reconciliation feed.
+   * The system steps of one model as they are measured: each becomes a {@link StepReport}, recorded
+   * once into the model's counters and kept for the server's reconciliation feed.
    */
   static final class SystemSteps {
     private final String model;

@@ -19,8 +19,8 @@ import java.util.Objects;
  * @param counters measured, charged and system device time of this model
  * @param loadNs measured time of loading the model
  * @param warmupNs measured time of all warm-up passes
- * @param systemReports the system step reports of load and warm-up, in order; their measured
- *     time sums to {@code loadNs + warmupNs}
+ * @param systemReports the system step reports of load and warm-up, in order; their measured time
+ *     sums to {@code loadNs + warmupNs}
  */
 public record ServedModel(
     LanguageModel model,

@@ -1,13 +1,13 @@
 package io.gpumeter.model;
 
 /**
- * Reusable input buffer for one packed model step (see model-store/README.md, method
- * {@code step}). Tokens of all sequences in the step are laid out flat: sequence {@code s}
- * contributes tokens {@code [start_s, start_s + len_s)}; each token carries its KV cache slot and
- * its position. For each sequence the model returns the logits of its last token in the step.
+ * Reusable input buffer for one packed model step (see model-store/README.md, method {@code step}).
+ * Tokens of all sequences in the step are laid out flat: sequence {@code s} contributes tokens
+ * {@code [start_s, start_s + len_s)}; each token carries its KV cache slot and its position. For
+ * each sequence the model returns the logits of its last token in the step.
  *
- * <p>Owned by one scheduler thread; {@link #clear()} between steps. Grows but never shrinks, so
- * the steady state allocates nothing.
+ * <p>Owned by one scheduler thread; {@link #clear()} between steps. Grows but never shrinks, so the
+ * steady state allocates nothing.
  */
 public final class StepBatch {
   private long[] tokens;
@@ -30,8 +30,8 @@ public final class StepBatch {
   }
 
   /**
-   * Adds {@code len} tokens of one sequence, from {@code ids[from..from+len)}, at cache slot
-   * {@code slot}, positions {@code firstPosition..firstPosition+len-1}.
+   * Adds {@code len} tokens of one sequence, from {@code ids[from..from+len)}, at cache slot {@code
+   * slot}, positions {@code firstPosition..firstPosition+len-1}.
    *
    * @return the sequence's index in this step (row of the logits output)
    */

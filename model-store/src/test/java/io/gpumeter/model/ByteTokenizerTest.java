@@ -51,8 +51,10 @@ class ByteTokenizerTest {
 
   @Test
   void rejectsIdsOutsideTheVocabulary() {
-    assertThatThrownBy(() -> tok.decode(new int[] {257})).isInstanceOf(IllegalArgumentException.class);
-    assertThatThrownBy(() -> tok.decode(new int[] {-1})).isInstanceOf(IllegalArgumentException.class);
+    assertThatThrownBy(() -> tok.decode(new int[] {257}))
+        .isInstanceOf(IllegalArgumentException.class);
+    assertThatThrownBy(() -> tok.decode(new int[] {-1}))
+        .isInstanceOf(IllegalArgumentException.class);
     assertThatThrownBy(() -> new ByteTokenizer(255)).isInstanceOf(IllegalArgumentException.class);
     assertThat(tok.vocabSize()).isEqualTo(257);
   }

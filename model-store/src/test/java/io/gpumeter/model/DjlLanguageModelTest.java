@@ -92,7 +92,9 @@ class DjlLanguageModelTest {
     }
     assertThat(cached).isEqualTo(recomputed);
     int[] generated = cached.stream().mapToInt(Integer::intValue).toArray();
-    log.info("greedy completion: {}{}", model.tokenizer().decode(prompt),
+    log.info(
+        "greedy completion: {}{}",
+        model.tokenizer().decode(prompt),
         model.tokenizer().decode(generated));
   }
 
@@ -225,8 +227,12 @@ class DjlLanguageModelTest {
       }
       System.gc();
       long rssAfter = rssKb();
-      log.info("RSS before {} kB, after 2000 steps {} kB; managed arrays {} -> {}",
-          rssBefore, rssAfter, arraysBefore, model.managedArrayCount());
+      log.info(
+          "RSS before {} kB, after 2000 steps {} kB; managed arrays {} -> {}",
+          rssBefore,
+          rssAfter,
+          arraysBefore,
+          model.managedArrayCount());
       assertThat(model.managedArrayCount()).isEqualTo(arraysBefore);
       if (rssBefore > 0) {
         // a leak of the per-step inputs and logits would be > 2000 * 4 tensors; allow for heap
@@ -259,8 +265,12 @@ class DjlLanguageModelTest {
           ns[i] = System.nanoTime() - t0;
         }
         Arrays.sort(ns);
-        log.info("decode step at batch {} (context ~{}): median {} us, p90 {} us",
-            b, prompt.length + steps / 2, ns[steps / 2] / 1000, ns[steps * 9 / 10] / 1000);
+        log.info(
+            "decode step at batch {} (context ~{}): median {} us, p90 {} us",
+            b,
+            prompt.length + steps / 2,
+            ns[steps / 2] / 1000,
+            ns[steps * 9 / 10] / 1000);
         assertThat(ns[steps / 2]).isPositive();
       }
     }

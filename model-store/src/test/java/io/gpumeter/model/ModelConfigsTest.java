@@ -44,7 +44,8 @@ class ModelConfigsTest {
   void readsAValidConfig() throws IOException {
     ModelConfig c = ModelConfigs.read(write(VALID));
     assertThat(c)
-        .isEqualTo(new ModelConfig("m1", dir, "model.pt", "byte", 257, 1024, 256, "float32", 4, 4, 32));
+        .isEqualTo(
+            new ModelConfig("m1", dir, "model.pt", "byte", 257, 1024, 256, "float32", 4, 4, 32));
   }
 
   @Test
@@ -77,11 +78,13 @@ class ModelConfigsTest {
   void wrongTypesAreNamed() throws IOException {
     assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("1024", "\"1024\""))))
         .hasMessageContaining("field 'contextLength' must be an integer");
-    assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("\"layers\": 4", "\"layers\": 4.5"))))
+    assertThatThrownBy(
+            () -> ModelConfigs.read(write(VALID.replace("\"layers\": 4", "\"layers\": 4.5"))))
         .hasMessageContaining("field 'layers' must be an integer");
     assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("\"m1\"", "7"))))
         .hasMessageContaining("field 'name' must be a string");
-    assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("\"headDim\": 32", "\"headDim\": 0"))))
+    assertThatThrownBy(
+            () -> ModelConfigs.read(write(VALID.replace("\"headDim\": 32", "\"headDim\": 0"))))
         .hasMessageContaining("field 'headDim' must be > 0");
   }
 
@@ -95,7 +98,8 @@ class ModelConfigsTest {
   void valuesOutsideTheContractAreRejected() throws IOException {
     assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("256", "300"))))
         .hasMessageContaining("field 'eosId' is 300");
-    assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("\"eosId\": 256", "\"eosId\": 10"))))
+    assertThatThrownBy(
+            () -> ModelConfigs.read(write(VALID.replace("\"eosId\": 256", "\"eosId\": 10"))))
         .hasMessageContaining("field 'eosId' is 10, a byte id");
     assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("\"byte\"", "\"bpe\""))))
         .hasMessageContaining("field 'tokenizer' is 'bpe'");

@@ -85,12 +85,14 @@ class ModelStoreTest {
     Path dir = Files.createDirectory(tmp.resolve("broken"));
     Files.writeString(
         dir.resolve("model.json"),
-        Files.readString(TestModels.demoDir().resolve("model.json")).replace("demo-byte-lm", "broken"));
+        Files.readString(TestModels.demoDir().resolve("model.json"))
+            .replace("demo-byte-lm", "broken"));
     Files.write(dir.resolve("model.pt"), new byte[] {1, 2, 3});
     assertThatThrownBy(() -> ModelStore.open(tmp, "cpu", StepTimerFactory.hostOnly()))
         .isInstanceOf(ModelException.class)
         .hasMessageContaining("model broken: cannot load");
   }
+
   @Test
   void aFailureClosesTheModelsAlreadyLoaded() throws IOException {
     String json = Files.readString(TestModels.demoDir().resolve("model.json"));

@@ -22,7 +22,11 @@ final class TestModels {
       }
     }
     throw new IllegalStateException(
-        "no models/" + DEMO + "/model.json in " + start + " or above; run tools/train_demo_model.py");
+        "no models/"
+            + DEMO
+            + "/model.json in "
+            + start
+            + " or above; run tools/train_demo_model.py");
   }
 
   static Path demoDir() {

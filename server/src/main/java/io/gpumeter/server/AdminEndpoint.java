@@ -22,9 +22,9 @@ import org.slf4j.LoggerFactory;
 /**
  * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}.
  *
- * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is
- * a 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the
- * token is compared by SHA-256 digest in constant time. API keys are not admin tokens.
+ * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
+ * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token
+ * is compared by SHA-256 digest in constant time. API keys are not admin tokens.
  *
  * <p>Reconcile flushes this server's reconciliation totals first (so the current minute is in the
  * database), then reports measured device time against the ledger over {@code [from, to)} widened
@@ -41,11 +41,7 @@ final class AdminEndpoint {
   private final Executor blocking;
   private final Clock clock;
 
-  AdminEndpoint(
-      String token,
-      Reconciliation reconciliation,
-      Executor blocking,
-      Clock clock) {
+  AdminEndpoint(String token, Reconciliation reconciliation, Executor blocking, Clock clock) {
     this.tokenDigest = token == null ? null : sha256(token);
     this.reconciliation = reconciliation;
     this.blocking = blocking;

@@ -24,7 +24,8 @@ final class ConfigOption {
   @Option(
       names = "--config",
       paramLabel = "FILE",
-      description = "Properties file with settings (keys: server/README.md); GPUMETER_* variables"
+      description =
+          "Properties file with settings (keys: server/README.md); GPUMETER_* variables"
               + " and -Dgpumeter.* properties override it.")
   private Path file;
 

@@ -13,8 +13,8 @@ import picocli.CommandLine.Spec;
 
 /**
  * {@code create-key --account NAME}: prints the key alone on stdout (easy to capture in a script)
- * and the notes on stderr. Only the database is started (or reached over TCP, when a server runs
- * on the embedded folder), and closed.
+ * and the notes on stderr. Only the database is started (or reached over TCP, when a server runs on
+ * the embedded folder), and closed.
  */
 @Command(
     name = "create-key",

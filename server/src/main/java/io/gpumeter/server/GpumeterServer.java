@@ -52,18 +52,17 @@ import org.slf4j.LoggerFactory;
  * while the models load and warm up on the calling thread; load and warm-up time is recorded as
  * system time, never charged (DESIGN.md invariant 6): the model store records each system step
  * report in the model's counters, and the server hands the same reports once to the ledger's
- * reconciliation totals through a {@link ReconciliationListener}. Then a scheduler per model
- * starts with the ledger as its usage sink and that listener on its step reports, and the
- * listener binds. Readiness ({@code /readyz}) flips
- * only after all of that. If any part fails, what already started is closed and the failure is
- * thrown. Billing runs with {@link ServerConfig#billingConfig()}: durability mode, outbox,
- * retention (partition maintenance at start, then hourly).
+ * reconciliation totals through a {@link ReconciliationListener}. Then a scheduler per model starts
+ * with the ledger as its usage sink and that listener on its step reports, and the listener binds.
+ * Readiness ({@code /readyz}) flips only after all of that. If any part fails, what already started
+ * is closed and the failure is thrown. Billing runs with {@link ServerConfig#billingConfig()}:
+ * durability mode, outbox, retention (partition maintenance at start, then hourly).
  *
  * <p><b>Close</b>: readiness drops, the listener stops accepting, each scheduler stops admitting
  * and lets running generations finish for up to {@link ServerConfig#shutdownGrace()} (what is left
  * is cancelled and still charged), the ledger drains (so waiting responses see their charges
- * durable and are written), the database stops (nothing else stops it: the embedded PostgreSQL
- * has no shutdown hook of its own), and the event loops shut down last.
+ * durable and are written), the database stops (nothing else stops it: the embedded PostgreSQL has
+ * no shutdown hook of its own), and the event loops shut down last.
  */
 public final class GpumeterServer implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(GpumeterServer.class);
@@ -102,8 +101,8 @@ public final class GpumeterServer implements AutoCloseable {
    * Starts everything and returns once the server is ready.
    *
    * @param stepListener sees every step report of every model (audits, tests), after the
-   *     reconciliation recorder: first each model's system reports (load, warm-up) once, then
-   *     every charged step; {@link StepListener#NONE} otherwise
+   *     reconciliation recorder: first each model's system reports (load, warm-up) once, then every
+   *     charged step; {@link StepListener#NONE} otherwise
    * @throws RuntimeException whatever failed (database, models, bind); nothing is left running
    */
   public static GpumeterServer start(ServerConfig config, StepListener stepListener) {

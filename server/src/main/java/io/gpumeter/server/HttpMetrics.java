@@ -10,8 +10,8 @@ import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 
 /**
- * Responses sent: one counter per status code ({@code gpumeter_http_responses_total{code}}, read
- * by a callback at scrape time) and the latency histogram {@code
+ * Responses sent: one counter per status code ({@code gpumeter_http_responses_total{code}}, read by
+ * a callback at scrape time) and the latency histogram {@code
  * gpumeter_http_request_duration_seconds{route,status_class}}.
  *
  * <p>Label cardinality is bounded: {@code route} is one of {@link #ROUTES} (every unknown path is

@@ -14,20 +14,20 @@ import picocli.CommandLine.Mixin;
 import picocli.CommandLine.ParseResult;
 
 /**
- * Command line (picocli): {@code serve} (the default) runs the server until SIGTERM/SIGINT;
- * {@code create-key --account NAME} creates a key and prints it once; {@code reconcile --from ISO
- * --to ISO} prints the reconciliation report (exit status 3 on drift); {@code help [COMMAND]}.
- * Every command takes {@code --config FILE}, {@code --help} and {@code --version}; see
- * server/README.md for the settings. The tools open only the database ({@link
- * io.gpumeter.billing.BillingAdmin}), and close it; while a server runs on the embedded data
- * folder they connect to its PostgreSQL instead of starting one.
+ * Command line (picocli): {@code serve} (the default) runs the server until SIGTERM/SIGINT; {@code
+ * create-key --account NAME} creates a key and prints it once; {@code reconcile --from ISO --to
+ * ISO} prints the reconciliation report (exit status 3 on drift); {@code help [COMMAND]}. Every
+ * command takes {@code --config FILE}, {@code --help} and {@code --version}; see server/README.md
+ * for the settings. The tools open only the database ({@link io.gpumeter.billing.BillingAdmin}),
+ * and close it; while a server runs on the embedded data folder they connect to its PostgreSQL
+ * instead of starting one.
  *
  * <p>A new command is a class annotated with {@code @Command}, with {@code @Mixin ConfigOption
- * config} when it reads settings, listed in {@code subcommands} below (or under a group command
- * of its own, such as a future {@code key list}/{@code key revoke}).
+ * config} when it reads settings, listed in {@code subcommands} below (or under a group command of
+ * its own, such as a future {@code key list}/{@code key revoke}).
  *
- * <p>Exit status: 0 success, 1 failure, 2 bad arguments or settings (unknown options included;
- * the message goes to stderr), 3 {@code reconcile} found drift.
+ * <p>Exit status: 0 success, 1 failure, 2 bad arguments or settings (unknown options included; the
+ * message goes to stderr), 3 {@code reconcile} found drift.
  */
 @Command(
     name = "gpumeter-server",
@@ -80,8 +80,8 @@ public final class Main implements Callable<Integer> {
   }
 
   /**
-   * Runs one command; what {@link #main} does, without exiting, for tests and embedding. Errors
-   * are printed on {@code err}, never thrown.
+   * Runs one command; what {@link #main} does, without exiting, for tests and embedding. Errors are
+   * printed on {@code err}, never thrown.
    *
    * @return the exit status: 0, 1 (failure), 2 (bad arguments or settings), {@link #EXIT_DRIFT}
    */

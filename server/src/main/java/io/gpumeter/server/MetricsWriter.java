@@ -18,9 +18,9 @@ import java.util.function.LongSupplier;
 import java.util.function.ToLongFunction;
 
 /**
- * The {@code /metrics} exposition: registers, as callback metrics, the counters the schedulers,
- * the metering counters and the ledger keep anyway (nothing is counted twice, nothing is counted
- * per request to feed them), and writes the server's registry in the format the scraper asks for.
+ * The {@code /metrics} exposition: registers, as callback metrics, the counters the schedulers, the
+ * metering counters and the ledger keep anyway (nothing is counted twice, nothing is counted per
+ * request to feed them), and writes the server's registry in the format the scraper asks for.
  *
  * <p>Every callback reads its source when scraped. Device time is exported in nanoseconds, as
  * measured; {@code measured = charged + system} holds whenever no step is in flight during the

@@ -52,12 +52,11 @@ final class ModelMetrics {
 
   /**
    * Observes time to first token (from {@code acceptedNanos} to the first generated token, so a
-   * generation that produces none is not observed) and queue wait (submission to first step, as
-   * the usage record has it; observed for every generation, however it ended). Owned by the
-   * scheduler thread once submitted.
+   * generation that produces none is not observed) and queue wait (submission to first step, as the
+   * usage record has it; observed for every generation, however it ended). Owned by the scheduler
+   * thread once submitted.
    */
-  final class GenerationObserver
-      implements TokenListener, BiConsumer<GenerationResult, Throwable> {
+  final class GenerationObserver implements TokenListener, BiConsumer<GenerationResult, Throwable> {
     private final long acceptedNanos;
     private boolean firstTokenSeen;
 

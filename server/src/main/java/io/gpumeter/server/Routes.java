@@ -50,19 +50,11 @@ final class Routes {
     this.auth = new Authenticator(billing.apiKeys(), blocking);
     this.completions =
         new CompletionsEndpoint(
-            models,
-            auth,
-            billing,
-            serverMetrics,
-            config.maxTokensDefault(),
-            config.maxTokensCap());
+            models, auth, billing, serverMetrics, config.maxTokensDefault(), config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
     this.admin =
         new AdminEndpoint(
-            config.adminToken(),
-            billing.reconciliation(),
-            blocking,
-            Clock.systemUTC());
+            config.adminToken(), billing.reconciliation(), blocking, Clock.systemUTC());
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;

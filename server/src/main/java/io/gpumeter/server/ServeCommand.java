@@ -10,8 +10,8 @@ import picocli.CommandLine.Mixin;
  * {@code serve}, the default command: runs the server until SIGTERM or Ctrl-C.
  *
  * <p>Nobody but the owner stops the database: the embedded PostgreSQL registers no JVM shutdown
- * hook of its own, so at SIGTERM this command's hook closes the server, which drains the ledger
- * and only then stops PostgreSQL.
+ * hook of its own, so at SIGTERM this command's hook closes the server, which drains the ledger and
+ * only then stops PostgreSQL.
  */
 @Command(
     name = "serve",

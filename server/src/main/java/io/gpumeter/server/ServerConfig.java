@@ -21,8 +21,8 @@ import java.util.Properties;
 import java.util.regex.Pattern;
 
 /**
- * The server's settings: immutable, validated once, sealed before the server starts; and the
- * config objects of the other modules built from them ({@link #schedulerConfig()}, {@link
+ * The server's settings: immutable, validated once, sealed before the server starts; and the config
+ * objects of the other modules built from them ({@link #schedulerConfig()}, {@link
  * #databaseConfig()}, {@link #billingConfig()}), so no module reads the environment itself.
  *
  * <p>{@link #KEYS} lists every key with its default, and server/README.md documents each. The

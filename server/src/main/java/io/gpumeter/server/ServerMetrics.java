@@ -15,9 +15,9 @@ import java.util.concurrent.ConcurrentHashMap;
  * counters and the ledger keep anyway (so nothing is counted twice).
  *
  * <p>Histograms have classic buckets only: {@code /metrics} speaks the text formats, which cannot
- * carry native buckets, so keeping them would cost every observation for nothing. Exemplars are
- * off (no tracing here). Builders get explicit default {@link PrometheusProperties}, so no
- * {@code prometheus.properties} file or system property changes the server's metrics.
+ * carry native buckets, so keeping them would cost every observation for nothing. Exemplars are off
+ * (no tracing here). Builders get explicit default {@link PrometheusProperties}, so no {@code
+ * prometheus.properties} file or system property changes the server's metrics.
  */
 final class ServerMetrics {
   /** Time to first token, seconds: a few decode steps on a GPU up to a long queue on a CPU. */

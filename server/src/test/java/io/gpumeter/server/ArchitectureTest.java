@@ -66,8 +66,8 @@ class ArchitectureTest {
 
   /**
    * billing-api's root package is its API and facade. The sub-packages may use the API types
-   * (configuration, values, exceptions) but not the facade that wires them, and those API types
-   * use no sub-package: so facade → sub-packages → API types, never back.
+   * (configuration, values, exceptions) but not the facade that wires them, and those API types use
+   * no sub-package: so facade → sub-packages → API types, never back.
    */
   static final ArchRule BILLING_SUBPACKAGES_DO_NOT_USE_THE_FACADE =
       noClasses()
@@ -192,8 +192,8 @@ class ArchitectureTest {
 
     @Test
     void anApiTypeUsingASubPackage() {
-      JavaClasses fixture = new ClassFileImporter().importClasses(
-          io.gpumeter.billing.ArchFixtureApiType.class);
+      JavaClasses fixture =
+          new ClassFileImporter().importClasses(io.gpumeter.billing.ArchFixtureApiType.class);
       assertThat(BILLING_API_TYPES_DO_NOT_USE_SUBPACKAGES.evaluate(fixture).hasViolation())
           .isTrue();
     }
@@ -201,8 +201,7 @@ class ArchitectureTest {
     @Test
     void serverUsingJdbcOrBillingInternals() {
       JavaClasses jdbc =
-          new ClassFileImporter()
-              .importClasses(io.gpumeter.server.archfixture.UsesJdbc.class);
+          new ClassFileImporter().importClasses(io.gpumeter.server.archfixture.UsesJdbc.class);
       assertThat(SERVER_USES_NO_JDBC.evaluate(jdbc).hasViolation()).isTrue();
       JavaClasses internals =
           new ClassFileImporter()
@@ -218,15 +217,12 @@ class ArchitectureTest {
     @Test
     void batchingOrMeteringUsingNettyOrJdbc() {
       JavaClasses netty =
-          new ClassFileImporter()
-              .importClasses(io.gpumeter.batching.archfixture.UsesNetty.class);
+          new ClassFileImporter().importClasses(io.gpumeter.batching.archfixture.UsesNetty.class);
       assertThat(BATCHING_AND_METERING_USE_NO_NETTY_OR_JDBC.evaluate(netty).hasViolation())
           .isTrue();
       JavaClasses jdbc =
-          new ClassFileImporter()
-              .importClasses(io.gpumeter.metering.archfixture.UsesJdbc.class);
-      assertThat(BATCHING_AND_METERING_USE_NO_NETTY_OR_JDBC.evaluate(jdbc).hasViolation())
-          .isTrue();
+          new ClassFileImporter().importClasses(io.gpumeter.metering.archfixture.UsesJdbc.class);
+      assertThat(BATCHING_AND_METERING_USE_NO_NETTY_OR_JDBC.evaluate(jdbc).hasViolation()).isTrue();
     }
 
     @Test

@@ -64,8 +64,10 @@ class EndToEndTest {
 
   private static Instant startedAt;
   private static GpumeterServer server;
+
   /** The server's database, reached the way the CLI tools reach it (billing hands out no pool). */
   private static Database db;
+
   private static Client client;
   private static CreatedApiKey alice;
   private static CreatedApiKey bob;
@@ -226,9 +228,9 @@ class EndToEndTest {
   }
 
   /**
-   * One step report per step is the only source of every total: counters, the reconciliation
-   * feed and the ledger all agree with the reports, and system time (load, warm-up) is in the
-   * counters once and in reconciliation once.
+   * One step report per step is the only source of every total: counters, the reconciliation feed
+   * and the ledger all agree with the reports, and system time (load, warm-up) is in the counters
+   * once and in reconciliation once.
    */
   @Test
   @Order(2)
@@ -267,8 +269,7 @@ class EndToEndTest {
     // The reconciliation feed, over everything since before the server started (it flushes
     // first): the same totals, system time once.
     Reply r =
-        client.get(
-            "/admin/reconcile?from=" + startedAt + "&to=" + Instant.now(), ADMIN_TOKEN);
+        client.get("/admin/reconcile?from=" + startedAt + "&to=" + Instant.now(), ADMIN_TOKEN);
     assertThat(r.status()).as(r.toString()).isEqualTo(200);
     JsonNode lines = r.json().get("lines");
     assertThat(lines).as(r.toString()).hasSize(1);

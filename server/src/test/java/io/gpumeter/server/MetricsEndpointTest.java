@@ -4,8 +4,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.within;
 
 import io.gpumeter.batching.StepListener;
-import io.gpumeter.metering.StepReport;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.metering.StepReport;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
 import java.net.http.HttpRequest;
@@ -34,8 +34,7 @@ import org.junit.jupiter.api.Timeout;
 @Timeout(value = 5, unit = TimeUnit.MINUTES)
 class MetricsEndpointTest {
   private static final int COMPLETIONS = 6;
-  private static final Map<String, String> MODEL =
-      Map.of("model", "demo-byte-lm", "device", "cpu");
+  private static final Map<String, String> MODEL = Map.of("model", "demo-byte-lm", "device", "cpu");
 
   private static final AtomicLong stepsSeen = new AtomicLong();
   private static final StepListener countSteps =

@@ -11,10 +11,10 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * A strict parser of the Prometheus text format 0.0.4, written from the format's description
- * (not from the client library that writes it), for tests: every line must be a {@code # HELP},
- * a {@code # TYPE} or a sample of the family last declared; labels must be well formed; no series
- * may repeat; a histogram's buckets must be cumulative and end with {@code le="+Inf"} equal to its
+ * A strict parser of the Prometheus text format 0.0.4, written from the format's description (not
+ * from the client library that writes it), for tests: every line must be a {@code # HELP}, a {@code
+ * # TYPE} or a sample of the family last declared; labels must be well formed; no series may
+ * repeat; a histogram's buckets must be cumulative and end with {@code le="+Inf"} equal to its
  * {@code _count}. Any violation throws {@link IllegalArgumentException} naming the line.
  */
 final class PrometheusText {

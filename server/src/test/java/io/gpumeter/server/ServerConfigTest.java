@@ -180,8 +180,7 @@ class ServerConfigTest {
     Properties sys = new Properties();
     sys.setProperty("gpumeter.outbox.dir", " ");
     ServerConfig c =
-        ServerConfig.load(
-            file, Map.of("GPUMETER_DB_URL", "", "GPUMETER_PORT", "  "), sys);
+        ServerConfig.load(file, Map.of("GPUMETER_DB_URL", "", "GPUMETER_PORT", "  "), sys);
     assertThat(c.dbUrl()).isNull();
     assertThat(c.databaseConfig().isEmbedded()).isTrue();
     assertThat(c.port()).isEqualTo(8080);
@@ -211,8 +210,7 @@ class ServerConfigTest {
             "invalid setting outbox.max_bytes='64MB' (from environment variable"
                 + " GPUMETER_OUTBOX_MAX_BYTES): not a size");
     assertThatThrownBy(() -> ServerConfig.builder().set("http.blocking_threads", "0").build())
-        .hasMessage(
-            "invalid setting http.blocking_threads='0' (from code): must be in [1, 256]");
+        .hasMessage("invalid setting http.blocking_threads='0' (from code): must be in [1, 256]");
   }
 
   @Test

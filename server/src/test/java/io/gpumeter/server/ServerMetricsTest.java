@@ -67,7 +67,8 @@ class ServerMetricsTest {
             4,
             true)); // 40 ms: le 0.05, failed steps too
 
-    assertThat(seen.get()).isEqualTo("5000000/0/0/false;300000/1/7/false;2000000/3/3/false;40000000/4/4/true;");
+    assertThat(seen.get())
+        .isEqualTo("5000000/0/0/false;300000/1/7/false;2000000/3/3/false;40000000/4/4/true;");
     PrometheusText p = scrape();
     assertThat(p.value("gpumeter_step_duration_seconds_count", MODEL)).isEqualTo(3);
     assertThat(p.value("gpumeter_step_duration_seconds_sum", MODEL))

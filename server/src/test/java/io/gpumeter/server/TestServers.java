@@ -69,7 +69,8 @@ public final class TestServers {
       return b;
     }
 
-    public Reply post(String path, String key, String body) throws IOException, InterruptedException {
+    public Reply post(String path, String key, String body)
+        throws IOException, InterruptedException {
       return send(
           request(path, key)
               .header("Content-Type", "application/json")

@@ -27,8 +27,8 @@ import java.util.Locale;
 import java.util.Map;
 
 /**
- * The Java side of tools/gpu-check/run.sh. One subcommand per check, each in its own JVM (a
- * native crash in one does not hide the others):
+ * The Java side of tools/gpu-check/run.sh. One subcommand per check, each in its own JVM (a native
+ * crash in one does not hide the others):
  *
  * <pre>
  *   info                                    CUDA probe, the timer's provenance, the factory's choice
@@ -90,20 +90,36 @@ public final class GpuCheck {
       System.out.println("timer info: " + i + "; empty span " + ns + " ns; " + timer.stats());
       result(
           "info",
-          "status=OK gpu=" + word(i.deviceName()) + " uuid=" + i.deviceUuid() + " driver_api=" + i.driverVersion()
-              + " cuda_runtime=" + word(i.cudaVersion().isEmpty() ? "unknown" : i.cudaVersion())
-              + " empty_span_ns=" + ns);
+          "status=OK gpu="
+              + word(i.deviceName())
+              + " uuid="
+              + i.deviceUuid()
+              + " driver_api="
+              + i.driverVersion()
+              + " cuda_runtime="
+              + word(i.cudaVersion().isEmpty() ? "unknown" : i.cudaVersion())
+              + " empty_span_ns="
+              + ns);
     }
     try (StepTimer auto = StepTimerFactory.auto().forDevice("cuda:0")) {
       System.out.println("StepTimerFactory.auto() for cuda:0: " + auto.info());
-      result("auto", "status=" + ("cuda-event".equals(auto.info().timerKind()) ? "OK" : "FAIL")
-          + " timer=" + auto.info().timerKind());
+      result(
+          "auto",
+          "status="
+              + ("cuda-event".equals(auto.info().timerKind()) ? "OK" : "FAIL")
+              + " timer="
+              + auto.info().timerKind());
     }
   }
 
   private static void djl(Map<String, String> opt) throws Exception {
-    System.out.println("PYTORCH_LIBRARY_PATH=" + System.getenv("PYTORCH_LIBRARY_PATH")
-        + " PYTORCH_VERSION=" + System.getenv("PYTORCH_VERSION") + " PYTORCH_FLAVOR=" + System.getenv("PYTORCH_FLAVOR"));
+    System.out.println(
+        "PYTORCH_LIBRARY_PATH="
+            + System.getenv("PYTORCH_LIBRARY_PATH")
+            + " PYTORCH_VERSION="
+            + System.getenv("PYTORCH_VERSION")
+            + " PYTORCH_FLAVOR="
+            + System.getenv("PYTORCH_FLAVOR"));
     long t0 = System.nanoTime();
     Engine engine = Engine.getEngine("PyTorch");
     long loadMs = (System.nanoTime() - t0) / 1_000_000;
@@ -113,8 +129,17 @@ public final class GpuCheck {
     } catch (RuntimeException | LinkageError e) {
       // reported as ?
     }
-    System.out.println("engine " + engine.getEngineName() + " " + engine.getVersion() + " loaded in " + loadMs
-        + " ms from " + libtorch + "; GPUs seen: " + engine.getGpuCount());
+    System.out.println(
+        "engine "
+            + engine.getEngineName()
+            + " "
+            + engine.getVersion()
+            + " loaded in "
+            + loadMs
+            + " ms from "
+            + libtorch
+            + "; GPUs seen: "
+            + engine.getGpuCount());
     // --device cpu only exercises this code path on a machine without a GPU
     boolean onCpu = "cpu".equals(opt.get("device"));
     if (!onCpu && engine.getGpuCount() < 1) {
@@ -156,14 +181,34 @@ public final class GpuCheck {
           maxDiff = Math.max(maxDiff, Math.abs(got[i] - expected[i]));
         }
         forward = (got.length == expected.length && maxDiff < 1e-3) ? "ok" : "mismatch";
-        System.out.println("TorchScript forward on " + y.getDevice() + ": " + got.length + " values, max |diff| vs"
-            + " torch " + maxDiff);
+        System.out.println(
+            "TorchScript forward on "
+                + y.getDevice()
+                + ": "
+                + got.length
+                + " values, max |diff| vs"
+                + " torch "
+                + maxDiff);
       }
     }
     boolean ok = sum == 256f * 256f * 256f && !"mismatch".equals(forward);
-    result("djl", "status=" + (ok ? "OK" : "FAIL") + " engine=" + word(engine.getVersion()) + " load_ms=" + loadMs
-        + " gpus=" + engine.getGpuCount() + " matmul_sum=" + sum + " forward=" + forward
-        + String.format(Locale.ROOT, " max_diff=%.2e", maxDiff) + " libtorch=" + word(libtorch));
+    result(
+        "djl",
+        "status="
+            + (ok ? "OK" : "FAIL")
+            + " engine="
+            + word(engine.getVersion())
+            + " load_ms="
+            + loadMs
+            + " gpus="
+            + engine.getGpuCount()
+            + " matmul_sum="
+            + sum
+            + " forward="
+            + forward
+            + String.format(Locale.ROOT, " max_diff=%.2e", maxDiff)
+            + " libtorch="
+            + word(libtorch));
   }
 
   private static void fidelity(Map<String, String> opt) {
@@ -192,19 +237,43 @@ public final class GpuCheck {
       }
       SpanStats e = SpanStats.of(event);
       SpanStats h = SpanStats.of(host);
-      System.out.printf(Locale.ROOT, "%d x %s per step, %d steps: CUDA event median %.4f ms (p10 %.4f, p90 %.4f);"
-          + " host clock median %.4f ms; %s%n", repeats, w.describe(), iters, e.medianMs(), e.p10Ms(), e.p90Ms(),
-          h.medianMs(), timer.stats());
-      result("fidelity", "status=" + (timer.stats().fallbackSpans() == 0 ? "OK" : "FAIL") + " workload=" + kind
-          + " repeats=" + repeats + " iters=" + iters + " " + e.fields("event") + " " + h.fields("host")
-          + " fallbacks=" + timer.stats().fallbackSpans());
+      System.out.printf(
+          Locale.ROOT,
+          "%d x %s per step, %d steps: CUDA event median %.4f ms (p10 %.4f, p90 %.4f);"
+              + " host clock median %.4f ms; %s%n",
+          repeats,
+          w.describe(),
+          iters,
+          e.medianMs(),
+          e.p10Ms(),
+          e.p90Ms(),
+          h.medianMs(),
+          timer.stats());
+      result(
+          "fidelity",
+          "status="
+              + (timer.stats().fallbackSpans() == 0 ? "OK" : "FAIL")
+              + " workload="
+              + kind
+              + " repeats="
+              + repeats
+              + " iters="
+              + iters
+              + " "
+              + e.fields("event")
+              + " "
+              + h.fields("host")
+              + " fallbacks="
+              + timer.stats().fallbackSpans());
     }
   }
 
   private static Workload workload(String kind, Map<String, String> opt) {
     return switch (kind) {
-      case "memset" -> new MemsetWorkload(Long.parseLong(opt.getOrDefault("bytes", String.valueOf(1L << 30))));
-      case "matmul" -> new DjlMatmulWorkload(Integer.parseInt(opt.getOrDefault("n", "4096")), Device.gpu(0));
+      case "memset" ->
+          new MemsetWorkload(Long.parseLong(opt.getOrDefault("bytes", String.valueOf(1L << 30))));
+      case "matmul" ->
+          new DjlMatmulWorkload(Integer.parseInt(opt.getOrDefault("n", "4096")), Device.gpu(0));
       default -> throw new IllegalArgumentException("unknown workload " + kind);
     };
   }
@@ -242,15 +311,35 @@ public final class GpuCheck {
       double hostRate = total / (hostNs / 1e9);
       double perSpanUs = (cudaNs - noneNs) / 1e3 / total;
       double stepMs = noneNs / 1e6 / total;
-      System.out.printf(Locale.ROOT, "%s: %d x %s per step (%.4f ms wall): no timer %.1f steps/s, CUDA timer %.1f"
-          + " steps/s (%.2f%%, %+.2f us per span), host timer %.1f steps/s; CUDA spans averaged %.4f ms; %s%n",
-          label, repeats, w.describe(), stepMs, noneRate, cudaRate, 100 * cudaRate / noneRate, perSpanUs, hostRate,
-          measured / 1e6 / total, cuda.stats());
-      result("overhead", String.format(Locale.ROOT,
-          "status=OK label=%s step_ms=%.4f none_steps_per_s=%.1f cuda_steps_per_s=%.1f ratio_pct=%.2f"
-              + " per_span_us=%.2f host_steps_per_s=%.1f fallbacks=%d",
-          label, stepMs, noneRate, cudaRate, 100 * cudaRate / noneRate, perSpanUs, hostRate,
-          cuda.stats().fallbackSpans()));
+      System.out.printf(
+          Locale.ROOT,
+          "%s: %d x %s per step (%.4f ms wall): no timer %.1f steps/s, CUDA timer %.1f"
+              + " steps/s (%.2f%%, %+.2f us per span), host timer %.1f steps/s; CUDA spans averaged %.4f ms; %s%n",
+          label,
+          repeats,
+          w.describe(),
+          stepMs,
+          noneRate,
+          cudaRate,
+          100 * cudaRate / noneRate,
+          perSpanUs,
+          hostRate,
+          measured / 1e6 / total,
+          cuda.stats());
+      result(
+          "overhead",
+          String.format(
+              Locale.ROOT,
+              "status=OK label=%s step_ms=%.4f none_steps_per_s=%.1f cuda_steps_per_s=%.1f ratio_pct=%.2f"
+                  + " per_span_us=%.2f host_steps_per_s=%.1f fallbacks=%d",
+              label,
+              stepMs,
+              noneRate,
+              cudaRate,
+              100 * cudaRate / noneRate,
+              perSpanUs,
+              hostRate,
+              cuda.stats().fallbackSpans()));
     }
   }
 

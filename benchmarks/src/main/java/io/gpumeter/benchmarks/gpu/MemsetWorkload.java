@@ -27,7 +27,8 @@ final class MemsetWorkload implements Workload {
   @Override
   public void step(int repeats) {
     for (int i = 0; i < repeats; i++) {
-      check(JCudaDriver.cuMemsetD8Async(buffer, value++, bytes, (CUstream) null), "cuMemsetD8Async");
+      check(
+          JCudaDriver.cuMemsetD8Async(buffer, value++, bytes, (CUstream) null), "cuMemsetD8Async");
     }
     check(JCudaDriver.cuMemcpyDtoH(hostPointer, buffer, 4), "cuMemcpyDtoH");
   }

@@ -69,7 +69,10 @@ public final class LedgerThroughput {
     Path dir = Files.createTempDirectory("ledger-bench");
     System.out.printf(
         "# LedgerThroughput: %d records, batches of %d, %d CPUs, %s, java %s%n%n",
-        records, batch, Runtime.getRuntime().availableProcessors(), Instant.now(),
+        records,
+        batch,
+        Runtime.getRuntime().availableProcessors(),
+        Instant.now(),
         System.getProperty("java.version"));
     try (Database db =
         Database.start(
@@ -202,8 +205,8 @@ public final class LedgerThroughput {
   }
 
   /**
-   * Records as the server makes them: 200 keys, 2 models, a few seconds apart within recent
-   * hours, ids like the server's (prefix + counter).
+   * Records as the server makes them: 200 keys, 2 models, a few seconds apart within recent hours,
+   * ids like the server's (prefix + counter).
    */
   static List<UsageRecord> records(String prefix, int n) {
     Instant base = Instant.now().truncatedTo(ChronoUnit.HOURS).minus(2, ChronoUnit.HOURS);
@@ -240,13 +243,13 @@ public final class LedgerThroughput {
     @Override
     public int write(List<UsageRecord> records) throws LedgerWriteException {
       throw new LedgerWriteException(
-          "could not store", new java.sql.SQLTransientConnectionException("refused", "08001"),
+          "could not store",
+          new java.sql.SQLTransientConnectionException("refused", "08001"),
           false);
     }
   }
 
-  static void latency(
-      Database db, Path dir, Durability mode, boolean up, int rate, Duration length)
+  static void latency(Database db, Path dir, Durability mode, boolean up, int rate, Duration length)
       throws Exception {
     Path outboxDir = dir.resolve("outbox-" + mode + "-" + up + "-" + rate);
     LedgerConfig cfg =
@@ -289,7 +292,8 @@ public final class LedgerThroughput {
         }
         int idx = i;
         long t0 = System.nanoTime();
-        fs.add(w.publish(rs.get(i)).whenComplete((v, e) -> latencyNs[idx] = System.nanoTime() - t0));
+        fs.add(
+            w.publish(rs.get(i)).whenComplete((v, e) -> latencyNs[idx] = System.nanoTime() - t0));
       }
       CompletableFuture.allOf(fs.toArray(CompletableFuture[]::new)).get(5, TimeUnit.MINUTES);
       w.close();
@@ -316,9 +320,7 @@ public final class LedgerThroughput {
       Object ctx = org.slf4j.LoggerFactory.getILoggerFactory();
       Object root = ctx.getClass().getMethod("getLogger", String.class).invoke(ctx, "ROOT");
       Class<?> level = Class.forName("ch.qos.logback.classic.Level");
-      root.getClass()
-          .getMethod("setLevel", level)
-          .invoke(root, level.getField("WARN").get(null));
+      root.getClass().getMethod("setLevel", level).invoke(root, level.getField("WARN").get(null));
     } catch (ReflectiveOperationException | RuntimeException e) {
       // another binding: its own configuration applies
     }

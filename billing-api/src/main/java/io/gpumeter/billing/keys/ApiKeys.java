@@ -26,14 +26,14 @@ import javax.sql.DataSource;
  * Creates, authenticates and revokes API keys.
  *
  * <p>Key format: {@code gm_} followed by {@value #RANDOM_CHARS} characters drawn uniformly from
- * {@code [0-9A-Za-z]} by a {@link SecureRandom} (about 238 bits). Only the SHA-256 of the whole
- * key (32 bytes) and its first {@value #PREFIX_LENGTH} characters are stored. A presented key is
- * looked up by its hash, so no comparison of secrets happens here.
+ * {@code [0-9A-Za-z]} by a {@link SecureRandom} (about 238 bits). Only the SHA-256 of the whole key
+ * (32 bytes) and its first {@value #PREFIX_LENGTH} characters are stored. A presented key is looked
+ * up by its hash, so no comparison of secrets happens here.
  *
  * <p>Cache: lookups go through a bounded Caffeine cache keyed by the hash; valid keys stay for
  * {@link ApiKeyCacheConfig#positiveTtl()}, unknown or revoked ones for the shorter {@link
- * ApiKeyCacheConfig#negativeTtl()}. Malformed keys are rejected before the cache. {@link
- * #revoke} clears this instance's entry at once; other replicas notice within the positive TTL.
+ * ApiKeyCacheConfig#negativeTtl()}. Malformed keys are rejected before the cache. {@link #revoke}
+ * clears this instance's entry at once; other replicas notice within the positive TTL.
  *
  * <p>All methods do blocking JDBC (except on a cache hit): call them off the event loop. Thread
  * safe.
@@ -156,8 +156,8 @@ public final class ApiKeys {
   }
 
   /**
-   * The principal of a valid, unrevoked key, or empty for anything else (null, malformed,
-   * unknown, revoked).
+   * The principal of a valid, unrevoked key, or empty for anything else (null, malformed, unknown,
+   * revoked).
    *
    * @throws BillingException if the database fails (not cached)
    */
@@ -252,7 +252,8 @@ public final class ApiKeys {
 
   private static String validateAccountName(String accountName) {
     if (accountName == null || accountName.isBlank()) {
-      throw new IllegalArgumentException("account name must not be blank, was '" + accountName + "'");
+      throw new IllegalArgumentException(
+          "account name must not be blank, was '" + accountName + "'");
     }
     String name = accountName.strip();
     if (name.length() > MAX_ACCOUNT_NAME) {

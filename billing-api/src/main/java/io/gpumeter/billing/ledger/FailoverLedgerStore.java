@@ -20,8 +20,8 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The ledger's store when PostgreSQL may fail: the database behind a circuit breaker and a retry,
- * and a durable local {@link Outbox} for whatever the database cannot take; {@link OutboxReplayer} puts the
- * outbox back into the database when it returns.
+ * and a durable local {@link Outbox} for whatever the database cannot take; {@link OutboxReplayer}
+ * puts the outbox back into the database when it returns.
  *
  * <pre>
  * write(batch) ─ breaker CLOSED? ─yes─> Retry(CircuitBreaker(database.write)) ──ok──> committed
@@ -41,8 +41,8 @@ import org.slf4j.LoggerFactory;
  * breaker is not CLOSED, batches go straight to the outbox, so the writer never stalls on a dead
  * database for more than the first batch's attempts.
  *
- * <p>The backlog is put back into the database by {@link OutboxReplayer}, which shares this
- * store's circuit breaker.
+ * <p>The backlog is put back into the database by {@link OutboxReplayer}, which shares this store's
+ * circuit breaker.
  *
  * <p>Availability ({@link #isAccepting()}): new records can be made durable unless the breaker is
  * not CLOSED and the outbox is full, or refused its last append, or its disk failed.
@@ -60,8 +60,7 @@ public final class FailoverLedgerStore implements LedgerStore {
   private volatile boolean inOutboxMode;
   private volatile String lastError;
 
-  public FailoverLedgerStore(
-      LedgerStore database, Outbox outbox, LedgerConfig config) {
+  public FailoverLedgerStore(LedgerStore database, Outbox outbox, LedgerConfig config) {
     this.database = Objects.requireNonNull(database, "database");
     this.outbox = Objects.requireNonNull(outbox, "outbox");
     this.config = Objects.requireNonNull(config, "config");
@@ -160,7 +159,8 @@ public final class FailoverLedgerStore implements LedgerStore {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       throw new LedgerWriteException(
-          "interrupted while waiting for the outbox; the records may or may not be durable", e,
+          "interrupted while waiting for the outbox; the records may or may not be durable",
+          e,
           false);
     }
     outboxRefused = false;
@@ -182,8 +182,8 @@ public final class FailoverLedgerStore implements LedgerStore {
       root = root.getCause();
     }
     String m = t.getMessage();
-    String text = root == t || root.getMessage() == null ? String.valueOf(m) : m + ": "
-        + root.getMessage();
+    String text =
+        root == t || root.getMessage() == null ? String.valueOf(m) : m + ": " + root.getMessage();
     String state = JdbcLedgerStore.sqlState(t);
     return state == null || text.contains(state) ? text : text + " (SQLState " + state + ")";
   }

@@ -31,8 +31,8 @@ import org.slf4j.LoggerFactory;
  * the server):
  *
  * <ol>
- *   <li>{@code input}: the batch, one row per request id (duplicates within the batch are
- *       dropped in Java, the first occurrence wins), sorted by request id ({@code ord});
+ *   <li>{@code input}: the batch, one row per request id (duplicates within the batch are dropped
+ *       in Java, the first occurrence wins), sorted by request id ({@code ord});
  *   <li>{@code claimed}: {@code INSERT INTO usage_request_ids ... ON CONFLICT (request_id) DO
  *       NOTHING RETURNING request_id} claims the ids not seen before. The claim table is not
  *       partitioned, so its primary key is the request id alone: this is what makes the ledger
@@ -45,22 +45,22 @@ import org.slf4j.LoggerFactory;
  *       finished_at, 'UTC'), api_key_id, model, device)}, are added into {@code usage_hourly}.
  * </ol>
  *
- * All in one transaction: a duplicate request id never reaches the raw table or the rollup, and
- * raw rows and rollups cannot disagree.
+ * All in one transaction: a duplicate request id never reaches the raw table or the rollup, and raw
+ * rows and rollups cannot disagree.
  *
  * <p>{@link Method#UNNEST}: one statement, the batch bound as one array per column and expanded
  * with {@code unnest} (one SQL text for every batch size, so it stays a server-side prepared
  * statement). {@link Method#COPY}: the batch is streamed with {@code COPY ... FROM STDIN} (text
  * format) into a session-local temporary staging table ({@code ON COMMIT DELETE ROWS}, created once
  * per physical connection), then the statement reads the staging table; both in one transaction.
- * UNNEST is the default: at batches of 1000 both cost the same server CPU per record (the index
- * and rollup work dominates), and at the small batches a lightly loaded writer sends (10-100
- * records) COPY's extra round trips and transaction cost 1.2-2x more per record (see
- * benchmarks/RESULTS.md, "Ledger throughput and publish latency").
+ * UNNEST is the default: at batches of 1000 both cost the same server CPU per record (the index and
+ * rollup work dominates), and at the small batches a lightly loaded writer sends (10-100 records)
+ * COPY's extra round trips and transaction cost 1.2-2x more per record (see benchmarks/RESULTS.md,
+ * "Ledger throughput and publish latency").
  *
- * <p>Locks: records are sorted by request id and rollup rows by their key, so two replicas
- * writing overlapping batches take locks in the same order. A deadlock or serialization failure
- * is retried here a few times.
+ * <p>Locks: records are sorted by request id and rollup rows by their key, so two replicas writing
+ * overlapping batches take locks in the same order. A deadlock or serialization failure is retried
+ * here a few times.
  *
  * <p>Time stamps are truncated to microseconds (PostgreSQL's precision) before they are sent, so
  * the hour bucket is the one Java computes from the same value.
@@ -140,15 +140,17 @@ public final class JdbcLedgerStore implements LedgerStore {
           + " queue_ns int8, steps int4, status text, started_at timestamptz,"
           + " finished_at timestamptz) ON COMMIT DELETE ROWS";
 
-  static final String COPY_SQL =
-      "COPY " + STAGE_TABLE + " (ord, " + COLUMNS + ") FROM STDIN";
+  static final String COPY_SQL = "COPY " + STAGE_TABLE + " (ord, " + COLUMNS + ") FROM STDIN";
 
   static final String COPY_WRITE_SQL =
       "WITH input AS (\n" + "  SELECT * FROM " + STAGE_TABLE + "\n" + WRITE_TAIL;
 
   private final DataSource dataSource;
   private final Method method;
-  /** Physical connections that already have the staging table (temporary tables are per session). */
+
+  /**
+   * Physical connections that already have the staging table (temporary tables are per session).
+   */
   private final Set<PGConnection> staged = Collections.newSetFromMap(new WeakHashMap<>());
 
   /** A store using {@link Method#UNNEST}. */
@@ -381,9 +383,27 @@ public final class JdbcLedgerStore implements LedgerStore {
       List<Array> arrays = new ArrayList<>(21);
       try (PreparedStatement ps = c.prepareStatement(UNNEST_SQL)) {
         Object[][] columns = {
-          requestId, apiKeyId, accountId, model, device, deviceName, deviceUuid, timerKind,
-          driverVersion, cudaVersion, weightPolicy, deviceNs, prefillNs, decodeNs, promptTokens,
-          completionTokens, queueNs, steps, status, startedAt, finishedAt
+          requestId,
+          apiKeyId,
+          accountId,
+          model,
+          device,
+          deviceName,
+          deviceUuid,
+          timerKind,
+          driverVersion,
+          cudaVersion,
+          weightPolicy,
+          deviceNs,
+          prefillNs,
+          decodeNs,
+          promptTokens,
+          completionTokens,
+          queueNs,
+          steps,
+          status,
+          startedAt,
+          finishedAt
         };
         for (int col = 0; col < columns.length; col++) {
           Object[] values = columns[col];

@@ -11,8 +11,8 @@ import java.util.List;
 public interface LedgerStore {
 
   /**
-   * Makes {@code records} durable in one transaction: all or none. Idempotent on the request id:
-   * a record whose id is already stored (or appears twice in the batch) is stored once and counted
+   * Makes {@code records} durable in one transaction: all or none. Idempotent on the request id: a
+   * record whose id is already stored (or appears twice in the batch) is stored once and counted
    * once in the rollups.
    *
    * @return how many records were new (a store that cannot tell yet, like the outbox, counts all)

@@ -29,15 +29,15 @@ import org.slf4j.LoggerFactory;
  * record, drains whatever else is queued, then polls for up to {@link LedgerConfig#linger()} more
  * until {@link LedgerConfig#maxBatchSize()}, and hands the batch to the store in one transaction.
  * Futures complete on the writer thread after the commit (normally, also for a duplicate request
- * id) or exceptionally if the store failed; callers that do real work in a continuation should
- * use the {@code *Async} variants.
+ * id) or exceptionally if the store failed; callers that do real work in a continuation should use
+ * the {@code *Async} variants.
  *
  * <p>Failures: if the store reports a record error (a constraint or data error) for a batch of
  * several records, each record is written alone so one bad record fails only its own future. A
  * failure of the store itself fails the whole batch; with the resilient store (breaker, retry,
- * outbox: {@code internal.FailoverLedgerStore}) that only happens when the database is down and
- * the outbox refused the batch too. The writer
- * thread never dies of an exception, and in {@code finally} fails every future it still holds.
+ * outbox: {@code internal.FailoverLedgerStore}) that only happens when the database is down and the
+ * outbox refused the batch too. The writer thread never dies of an exception, and in {@code
+ * finally} fails every future it still holds.
  *
  * <p>Durability ({@link LedgerConfig#durability()}): in {@link Durability#DURABLE} mode the future
  * completes after the store made the record durable (committed, or fsynced to the outbox by the
@@ -47,11 +47,11 @@ import org.slf4j.LoggerFactory;
  * ({@link LedgerFullException}) or the store says it cannot make records durable now ({@link
  * LedgerUnavailableException}: database down and outbox full).
  *
- * <p>Close: new records are refused, the writer drains and writes everything already accepted,
- * and close returns when it is done (or after {@link LedgerConfig#closeTimeout()}, failing what
- * is left). A publisher that races with close either gets its record written or a failed future,
- * never a future that stays pending: after enqueueing it checks the closed flag again and takes
- * its record back if it still can.
+ * <p>Close: new records are refused, the writer drains and writes everything already accepted, and
+ * close returns when it is done (or after {@link LedgerConfig#closeTimeout()}, failing what is
+ * left). A publisher that races with close either gets its record written or a failed future, never
+ * a future that stays pending: after enqueueing it checks the closed flag again and takes its
+ * record back if it still can.
  */
 public final class LedgerWriter implements UsageSink, AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(LedgerWriter.class);
@@ -94,12 +94,12 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
   }
 
   /**
-   * Queues {@code record} and returns at once. In DURABLE mode the future completes when the
-   * record is durable (committed, already stored under the same request id, or fsynced to the
-   * outbox), or fails with {@link LedgerWriteException} if the store could not make it durable;
-   * in FAST mode the future is complete on return. Either way it fails at once with {@link
-   * LedgerFullException} if the queue is full, {@link LedgerUnavailableException} if the store
-   * cannot make records durable now, or {@link IllegalStateException} if the writer is closed.
+   * Queues {@code record} and returns at once. In DURABLE mode the future completes when the record
+   * is durable (committed, already stored under the same request id, or fsynced to the outbox), or
+   * fails with {@link LedgerWriteException} if the store could not make it durable; in FAST mode
+   * the future is complete on return. Either way it fails at once with {@link LedgerFullException}
+   * if the queue is full, {@link LedgerUnavailableException} if the store cannot make records
+   * durable now, or {@link IllegalStateException} if the writer is closed.
    */
   @Override
   public CompletableFuture<Void> publish(UsageRecord record) {
@@ -186,7 +186,8 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
     } catch (Throwable t) {
       LOG.error("Ledger writer stopped unexpectedly", t);
     } finally {
-      failAll(batch, new IllegalStateException("ledger writer stopped before the record was written"));
+      failAll(
+          batch, new IllegalStateException("ledger writer stopped before the record was written"));
     }
   }
 
@@ -208,7 +209,9 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
       }
     } catch (LedgerWriteException e) {
       if (e.isRecordError() && batch.size() > 1) {
-        LOG.warn("Ledger batch of {} refused ({}); writing its records one by one", batch.size(),
+        LOG.warn(
+            "Ledger batch of {} refused ({}); writing its records one by one",
+            batch.size(),
             e.getMessage());
         for (Pending p : batch) {
           flush(List.of(p));
@@ -253,8 +256,8 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
   }
 
   /**
-   * Refuses new records, writes everything accepted so far and stops the writer thread. Waits up
-   * to {@link LedgerConfig#closeTimeout()}; records still queued after that fail. Idempotent.
+   * Refuses new records, writes everything accepted so far and stops the writer thread. Waits up to
+   * {@link LedgerConfig#closeTimeout()}; records still queued after that fail. Idempotent.
    */
   @Override
   public void close() {
@@ -266,8 +269,8 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
     queue.offer(WAKE);
     joinQuietly(config.closeTimeout().toMillis());
     if (writer.isAlive()) {
-      LOG.error("Ledger writer did not drain within {}; failing queued records",
-          config.closeTimeout());
+      LOG.error(
+          "Ledger writer did not drain within {}; failing queued records", config.closeTimeout());
     }
     List<Pending> left = new ArrayList<>();
     queue.drainTo(left);

@@ -28,26 +28,26 @@ import org.slf4j.LoggerFactory;
  *
  * <p><b>Format:</b> append-only segment files {@code segment-NNNNNNNNNNNNNNNNNNNN.log} in one
  * directory, each a sequence of frames {@code [magic u32 "GMOB"][length u32][crc32c u32][payload]}
- * where the payload is {@link UsageRecordCodec}'s encoding. A segment grows to {@code
- * segmentBytes} and is then sealed; a reopened outbox always starts a new segment, so a torn
- * tail left by a crash is never appended to.
+ * where the payload is {@link UsageRecordCodec}'s encoding. A segment grows to {@code segmentBytes}
+ * and is then sealed; a reopened outbox always starts a new segment, so a torn tail left by a crash
+ * is never appended to.
  *
  * <p><b>Durability:</b> group commit. {@link #append} queues the frames and returns a future; one
- * writer thread writes everything queued, calls {@code force}, and only then completes the
- * futures. A completed future means the records survive a crash of the process or the machine.
+ * writer thread writes everything queued, calls {@code force}, and only then completes the futures.
+ * A completed future means the records survive a crash of the process or the machine.
  *
  * <p><b>Replay:</b> {@link #replay} seals the active segment and hands every sealed segment's
  * records, in order, to a committer; a segment is deleted only after all its records were
- * committed. If the committer fails, the segment stays and is replayed again later (the ledger
- * is idempotent on request id, so a record committed twice is stored once).
+ * committed. If the committer fails, the segment stays and is replayed again later (the ledger is
+ * idempotent on request id, so a record committed twice is stored once).
  *
  * <p><b>Damage:</b> a frame whose magic, length, checksum or payload is wrong is reported and
  * skipped, and reading resynchronises at the next frame whose checksum holds, so intact records
- * after the damage are still replayed; a frame cut short at the end of a segment (a torn tail)
- * is reported and dropped. A damaged segment is moved to {@code quarantine/} after its intact
- * records were committed, for an operator to inspect. A record that the database itself refuses
- * on replay can be set aside with {@link #deadLetter} ({@code dead-letter.log}, same frame format)
- * so it does not block the segment forever.
+ * after the damage are still replayed; a frame cut short at the end of a segment (a torn tail) is
+ * reported and dropped. A damaged segment is moved to {@code quarantine/} after its intact records
+ * were committed, for an operator to inspect. A record that the database itself refuses on replay
+ * can be set aside with {@link #deadLetter} ({@code dead-letter.log}, same frame format) so it does
+ * not block the segment forever.
  *
  * <p><b>Size:</b> {@link #bytes()} counts the bytes of the segment files that exist plus the
  * appends still queued; a write that fails half-way still counts what reached the file, so the
@@ -69,10 +69,13 @@ public final class Outbox implements AutoCloseable {
   private final long segmentBytes;
   private final ReentrantLock writeLock = new ReentrantLock();
   private final LinkedBlockingQueue<Pending> queue = new LinkedBlockingQueue<>();
+
   /** Bytes of appends queued but not yet written (or refused). */
   private final AtomicLong reserved = new AtomicLong();
+
   /** Bytes written into segment files that still exist in the directory. */
   private final AtomicLong onDisk = new AtomicLong();
+
   private final AtomicLong deadLettered = new AtomicLong();
   private final FileChannel lockChannel;
   private final FileLock lock;
@@ -217,8 +220,15 @@ public final class Outbox implements AutoCloseable {
       reserved.addAndGet(-size);
       return CompletableFuture.failedFuture(
           new OutboxFullException(
-              "outbox " + dir + " is full (" + (after - size) + " of " + maxBytes
-                  + " bytes used, " + size + " more needed)"));
+              "outbox "
+                  + dir
+                  + " is full ("
+                  + (after - size)
+                  + " of "
+                  + maxBytes
+                  + " bytes used, "
+                  + size
+                  + " more needed)"));
     }
     CompletableFuture<Void> done = new CompletableFuture<>();
     Pending p = new Pending(frames, size, done);
@@ -311,7 +321,10 @@ public final class Outbox implements AutoCloseable {
     activePath = dir.resolve(String.format("segment-%020d.log", nextSegment++));
     active =
         FileChannel.open(
-            activePath, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE, StandardOpenOption.APPEND);
+            activePath,
+            StandardOpenOption.CREATE_NEW,
+            StandardOpenOption.WRITE,
+            StandardOpenOption.APPEND);
     activeSize = 0;
     // make the new file's name durable too
     try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
@@ -367,12 +380,20 @@ public final class Outbox implements AutoCloseable {
         read = SegmentReader.read(Files.readAllBytes(seg));
       } catch (IOException e) {
         log.error("cannot read outbox segment {}", seg, e);
-        return new ReplayReport(done, records, corruptFrames.get() - corruptBefore, tornTails.get() - tornBefore, false);
+        return new ReplayReport(
+            done,
+            records,
+            corruptFrames.get() - corruptBefore,
+            tornTails.get() - tornBefore,
+            false);
       }
       if (read.corruptFrames() > 0 || read.tornTailBytes() > 0) {
         log.warn(
             "outbox segment {} is damaged: {} corrupt region(s), torn tail of {} bytes; {} intact records will be replayed",
-            seg, read.corruptFrames(), read.tornTailBytes(), read.records().size());
+            seg,
+            read.corruptFrames(),
+            read.tornTailBytes(),
+            read.records().size());
       }
       List<UsageRecord> recs = read.records();
       try {
@@ -381,7 +402,12 @@ public final class Outbox implements AutoCloseable {
         }
       } catch (Exception e) {
         log.warn("replay of outbox segment {} stopped: {}", seg, e.toString());
-        return new ReplayReport(done, records, corruptFrames.get() - corruptBefore, tornTails.get() - tornBefore, false);
+        return new ReplayReport(
+            done,
+            records,
+            corruptFrames.get() - corruptBefore,
+            tornTails.get() - tornBefore,
+            false);
       }
       corruptFrames.addAndGet(read.corruptFrames());
       if (read.tornTailBytes() > 0) {
@@ -396,19 +422,25 @@ public final class Outbox implements AutoCloseable {
         }
       } catch (IOException e) {
         log.error("cannot remove replayed outbox segment {}", seg, e);
-        return new ReplayReport(done, records, corruptFrames.get() - corruptBefore, tornTails.get() - tornBefore, false);
+        return new ReplayReport(
+            done,
+            records,
+            corruptFrames.get() - corruptBefore,
+            tornTails.get() - tornBefore,
+            false);
       }
       onDisk.addAndGet(-size);
       records += recs.size();
       done++;
     }
-    return new ReplayReport(done, records, corruptFrames.get() - corruptBefore, tornTails.get() - tornBefore, true);
+    return new ReplayReport(
+        done, records, corruptFrames.get() - corruptBefore, tornTails.get() - tornBefore, true);
   }
 
   /**
-   * Sets aside a record that cannot be committed (the database refuses it): appends it, fsynced,
-   * to {@code dead-letter.log} in the outbox directory, in the segment frame format, for an
-   * operator to inspect and replay by hand.
+   * Sets aside a record that cannot be committed (the database refuses it): appends it, fsynced, to
+   * {@code dead-letter.log} in the outbox directory, in the segment frame format, for an operator
+   * to inspect and replay by hand.
    *
    * @throws UncheckedIOException if it cannot be written
    */

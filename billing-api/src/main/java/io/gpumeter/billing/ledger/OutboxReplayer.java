@@ -16,15 +16,15 @@ import org.slf4j.LoggerFactory;
  * Puts the {@link Outbox} back into the database: a single thread, every {@link
  * LedgerConfig#replayInterval()}. It shares the {@link FailoverLedgerStore}'s circuit breaker.
  *
- * <p>When the breaker is OPEN it waits for the breaker's open duration, then probes ({@code
- * SELECT 1}) with the half-open permit; a success closes the breaker. With the breaker CLOSED it
- * replays the outbox in order, {@link LedgerConfig#replayChunk()} records per transaction through
- * the same idempotent {@link LedgerStore} (claims by request id; rollups only from inserted rows),
- * so a record replayed twice (a crash between commit and segment deletion) is stored and counted
- * once. A chunk refused for a record error is written record by record; a record the database
- * refuses alone is set aside in the outbox's dead-letter file so it cannot block the backlog. The
- * writer keeps writing new batches directly while the backlog drains: order does not matter to an
- * idempotent ledger whose rollups are sums.
+ * <p>When the breaker is OPEN it waits for the breaker's open duration, then probes ({@code SELECT
+ * 1}) with the half-open permit; a success closes the breaker. With the breaker CLOSED it replays
+ * the outbox in order, {@link LedgerConfig#replayChunk()} records per transaction through the same
+ * idempotent {@link LedgerStore} (claims by request id; rollups only from inserted rows), so a
+ * record replayed twice (a crash between commit and segment deletion) is stored and counted once. A
+ * chunk refused for a record error is written record by record; a record the database refuses alone
+ * is set aside in the outbox's dead-letter file so it cannot block the backlog. The writer keeps
+ * writing new batches directly while the backlog drains: order does not matter to an idempotent
+ * ledger whose rollups are sums.
  */
 final class OutboxReplayer implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(OutboxReplayer.class);
@@ -100,8 +100,11 @@ final class OutboxReplayer implements AutoCloseable {
             report.records(),
             report.segments(),
             report.corruptFrames() + report.tornTails() > 0
-                ? " (damage: " + report.corruptFrames() + " corrupt region(s), "
-                    + report.tornTails() + " torn tail(s); segment(s) quarantined)"
+                ? " (damage: "
+                    + report.corruptFrames()
+                    + " corrupt region(s), "
+                    + report.tornTails()
+                    + " torn tail(s); segment(s) quarantined)"
                 : "",
             outbox.bytes());
       }
@@ -165,8 +168,8 @@ final class OutboxReplayer implements AutoCloseable {
   }
 
   /**
-   * Stops the replayer after the chunk in progress (the rest of the backlog stays in the outbox
-   * for the next start). Does not close the outbox.
+   * Stops the replayer after the chunk in progress (the rest of the backlog stays in the outbox for
+   * the next start). Does not close the outbox.
    */
   @Override
   public void close() {

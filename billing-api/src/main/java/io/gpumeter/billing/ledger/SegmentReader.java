@@ -50,7 +50,9 @@ final class SegmentReader {
         }
         if (checksumOk(data, b, pos, len)) {
           try {
-            records.add(UsageRecordCodec.decode(Arrays.copyOfRange(data, pos + Outbox.HEADER, pos + Outbox.HEADER + len)));
+            records.add(
+                UsageRecordCodec.decode(
+                    Arrays.copyOfRange(data, pos + Outbox.HEADER, pos + Outbox.HEADER + len)));
             pos += Outbox.HEADER + len;
             inDamage = false;
             continue;
@@ -86,7 +88,9 @@ final class SegmentReader {
         continue;
       }
       int len = b.getInt(p + 4);
-      if (len > 0 && len <= Outbox.MAX_FRAME && p + Outbox.HEADER + len <= data.length
+      if (len > 0
+          && len <= Outbox.MAX_FRAME
+          && p + Outbox.HEADER + len <= data.length
           && checksumOk(data, b, p, len)) {
         return p;
       }

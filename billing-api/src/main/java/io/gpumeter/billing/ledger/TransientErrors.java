@@ -18,12 +18,11 @@ final class TransientErrors {
   private TransientErrors() {}
 
   /**
-   * True for: SQLState class 08 (connection exception), 57P01/57P02/57P03 (admin or crash
-   * shutdown, cannot connect now), 57014 (statement timeout or cancel), 53300 (too many
-   * connections), 40001/40P01 (serialization failure, deadlock), 55P03 (lock not available);
-   * {@link SQLTransientException} (HikariCP's "connection is not available, request timed out")
-   * and {@link SQLRecoverableException}; and socket errors and timeouts anywhere in the cause
-   * chain.
+   * True for: SQLState class 08 (connection exception), 57P01/57P02/57P03 (admin or crash shutdown,
+   * cannot connect now), 57014 (statement timeout or cancel), 53300 (too many connections),
+   * 40001/40P01 (serialization failure, deadlock), 55P03 (lock not available); {@link
+   * SQLTransientException} (HikariCP's "connection is not available, request timed out") and {@link
+   * SQLRecoverableException}; and socket errors and timeouts anywhere in the cause chain.
    */
   public static boolean isTransient(Throwable e) {
     for (Throwable t = e; t != null; t = t.getCause()) {

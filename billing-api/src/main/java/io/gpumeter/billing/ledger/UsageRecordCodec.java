@@ -12,12 +12,12 @@ import java.io.UncheckedIOException;
 import java.time.Instant;
 
 /**
- * Binary form of a {@link UsageRecord} in outbox segments. Version 1 layout, big-endian, strings
- * as modified UTF-8 ({@link DataOutputStream#writeUTF}): version byte, request id, key id,
- * account id, model, timer kind, device, device name, device uuid, driver, cuda, weight policy,
- * device ns, prefill ns, decode ns, prompt tokens, completion tokens, queue ns, steps, status
- * ordinal name, started (epoch seconds, nanos), finished (epoch seconds, nanos). A new field
- * means a new version number; readers keep decoding old versions.
+ * Binary form of a {@link UsageRecord} in outbox segments. Version 1 layout, big-endian, strings as
+ * modified UTF-8 ({@link DataOutputStream#writeUTF}): version byte, request id, key id, account id,
+ * model, timer kind, device, device name, device uuid, driver, cuda, weight policy, device ns,
+ * prefill ns, decode ns, prompt tokens, completion tokens, queue ns, steps, status ordinal name,
+ * started (epoch seconds, nanos), finished (epoch seconds, nanos). A new field means a new version
+ * number; readers keep decoding old versions.
  */
 final class UsageRecordCodec {
   static final byte VERSION = 1;
@@ -72,7 +72,8 @@ final class UsageRecordCodec {
       long accountId = in.readLong();
       String model = in.readUTF();
       TimerInfo timer =
-          new TimerInfo(in.readUTF(), in.readUTF(), in.readUTF(), in.readUTF(), in.readUTF(), in.readUTF());
+          new TimerInfo(
+              in.readUTF(), in.readUTF(), in.readUTF(), in.readUTF(), in.readUTF(), in.readUTF());
       String policy = in.readUTF();
       long deviceNs = in.readLong();
       long prefillNs = in.readLong();
@@ -88,8 +89,22 @@ final class UsageRecordCodec {
         throw new IOException("trailing bytes after usage record " + requestId);
       }
       return new UsageRecord(
-          requestId, keyId, accountId, model, timer, policy, deviceNs, prefillNs, decodeNs, prompt,
-          completion, queueNs, steps, status, started, finished);
+          requestId,
+          keyId,
+          accountId,
+          model,
+          timer,
+          policy,
+          deviceNs,
+          prefillNs,
+          decodeNs,
+          prompt,
+          completion,
+          queueNs,
+          steps,
+          status,
+          started,
+          finished);
     } catch (IllegalArgumentException e) {
       throw new IOException("invalid usage record: " + e.getMessage(), e);
     }

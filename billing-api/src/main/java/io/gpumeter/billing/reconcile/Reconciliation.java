@@ -23,27 +23,26 @@ import javax.sql.DataSource;
  * written by {@link ReconciliationRecorder}) with what reached the ledger ({@code
  * usage_records.device_ns}), per model and device.
  *
- * <p><b>Rule.</b> Over a range {@code [from, to)} of whole UTC minutes: {@code drift = Σ
- * charged_ns of the minutes in the range − Σ device_ns of the records whose finished_at is in the
- * range}. Step time counts in the minute it was recorded (after the step), a request's charge in
- * the minute it finished. A request whose steps and finish all lie inside the range counts on
- * both sides; one that started before {@code from} and finished inside, or started inside and
- * finished at or after {@code to}, counts on one side only. So on a healthy server drift is
- * exactly 0 whenever no request straddles a boundary, which the report checks on the ledger
- * side: {@link ReconciliationReport#exact()} is true when no stored request has {@code
- * started_at < from <= finished_at < to} or {@code started_at < to <= finished_at} (the latter
- * looked for up to a day after {@code to}). {@code started_at} is the submission time, before any
- * step, so the check is conservative. Pick boundaries at quiet moments (or accept a small
- * boundary drift with {@code exact() == false}); over a long range that drift is bounded by the
- * in-flight requests at the two ends.
+ * <p><b>Rule.</b> Over a range {@code [from, to)} of whole UTC minutes: {@code drift = Σ charged_ns
+ * of the minutes in the range − Σ device_ns of the records whose finished_at is in the range}. Step
+ * time counts in the minute it was recorded (after the step), a request's charge in the minute it
+ * finished. A request whose steps and finish all lie inside the range counts on both sides; one
+ * that started before {@code from} and finished inside, or started inside and finished at or after
+ * {@code to}, counts on one side only. So on a healthy server drift is exactly 0 whenever no
+ * request straddles a boundary, which the report checks on the ledger side: {@link
+ * ReconciliationReport#exact()} is true when no stored request has {@code started_at < from <=
+ * finished_at < to} or {@code started_at < to <= finished_at} (the latter looked for up to a day
+ * after {@code to}). {@code started_at} is the submission time, before any step, so the check is
+ * conservative. Pick boundaries at quiet moments (or accept a small boundary drift with {@code
+ * exact() == false}); over a long range that drift is bounded by the in-flight requests at the two
+ * ends.
  *
  * <p>Preconditions for an exact zero: the recorder used the same clock as {@code finishedAt}, the
- * step of a request was recorded before its record was published, the recorder has flushed
- * (a minute; {@link #report} flushes first), every record reached the database (the
- * outbox is empty), requests finishing just before {@code to} have been written, and the raw
- * records are still within the retention. A positive drift is time handed out but not in the
- * ledger (lost, or still queued or in the outbox); a negative one is a charge counted twice or a
- * record without metered steps.
+ * step of a request was recorded before its record was published, the recorder has flushed (a
+ * minute; {@link #report} flushes first), every record reached the database (the outbox is empty),
+ * requests finishing just before {@code to} have been written, and the raw records are still within
+ * the retention. A positive drift is time handed out but not in the ledger (lost, or still queued
+ * or in the outbox); a negative one is a charge counted twice or a record without metered steps.
  */
 public final class Reconciliation implements AutoCloseable {
   private final DataSource dataSource;
@@ -65,8 +64,10 @@ public final class Reconciliation implements AutoCloseable {
    * memory and writes them every {@code flushInterval} (by the minute of {@code clock}, which must
    * be the clock that stamps {@code finishedAt}); {@link #close()} writes what is left.
    */
-  public static Reconciliation recording(DataSource dataSource, Clock clock, Duration flushInterval) {
-    return new Reconciliation(dataSource, new ReconciliationRecorder(dataSource, clock, flushInterval));
+  public static Reconciliation recording(
+      DataSource dataSource, Clock clock, Duration flushInterval) {
+    return new Reconciliation(
+        dataSource, new ReconciliationRecorder(dataSource, clock, flushInterval));
   }
 
   /**
@@ -142,8 +143,7 @@ public final class Reconciliation implements AutoCloseable {
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) {
             ledger.put(
-                key(rs.getString(1), rs.getString(2)),
-                new long[] {rs.getLong(3), rs.getLong(4)});
+                key(rs.getString(1), rs.getString(2)), new long[] {rs.getLong(3), rs.getLong(4)});
           }
         }
       }
@@ -179,8 +179,7 @@ public final class Reconciliation implements AutoCloseable {
       if (!lines.containsKey(e.getKey())) {
         String[] md = e.getKey().split("\u0000", 2);
         long[] l = e.getValue();
-        lines.put(
-            e.getKey(), new ReconciliationReport.Line(md[0], md[1], 0, 0, 0, 0, l[0], l[1]));
+        lines.put(e.getKey(), new ReconciliationReport.Line(md[0], md[1], 0, 0, 0, 0, l[0], l[1]));
       }
     }
     return new ReconciliationReport(start, end, new ArrayList<>(lines.values()), atFrom, atTo);

@@ -24,11 +24,11 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Persists measured device time per minute, model and device into {@code device_time_minutely},
- * for {@link Reconciliation}. The server calls {@link #record} with deltas from its schedulers;
- * they are added up in memory and written every {@code flushInterval} (a minute by default) as
- * upserts that add ({@code ON CONFLICT ... DO UPDATE SET x = x + EXCLUDED.x}), and once more on
- * {@link #close()}.
+ * Persists measured device time per minute, model and device into {@code device_time_minutely}, for
+ * {@link Reconciliation}. The server calls {@link #record} with deltas from its schedulers; they
+ * are added up in memory and written every {@code flushInterval} (a minute by default) as upserts
+ * that add ({@code ON CONFLICT ... DO UPDATE SET x = x + EXCLUDED.x}), and once more on {@link
+ * #close()}.
  *
  * <p>Minute rule: deltas count in the UTC minute of the instant they are recorded at: {@link
  * #record(Instant, String, String, long, long, long, long)} names it, the short form uses the
@@ -36,13 +36,13 @@ import org.slf4j.LoggerFactory;
  * publishing the usage records of requests it finished, with the clock that stamps {@code
  * finishedAt} (see {@link Reconciliation}).
  *
- * <p>Concurrency: {@code record} is called on scheduler threads and never blocks on I/O: a
- * lookup in two concurrent maps (no allocation once a model and device were seen) and a short
- * lock on that pair's accumulator. When the minute changes, the finished minute's totals are
- * queued for the next flush. The flusher takes the queue and the open minutes' partial totals
- * and writes them in one statement; if the database fails, they are put back and written with
- * the next flush (idempotent enough: a flush that committed but whose reply was lost would be
- * added twice; that is the only way to double count, and it shows up as drift).
+ * <p>Concurrency: {@code record} is called on scheduler threads and never blocks on I/O: a lookup
+ * in two concurrent maps (no allocation once a model and device were seen) and a short lock on that
+ * pair's accumulator. When the minute changes, the finished minute's totals are queued for the next
+ * flush. The flusher takes the queue and the open minutes' partial totals and writes them in one
+ * statement; if the database fails, they are put back and written with the next flush (idempotent
+ * enough: a flush that committed but whose reply was lost would be added twice; that is the only
+ * way to double count, and it shows up as drift).
  */
 final class ReconciliationRecorder implements MeasuredTimeRecorder, AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(ReconciliationRecorder.class);
@@ -69,7 +69,12 @@ final class ReconciliationRecorder implements MeasuredTimeRecorder, AutoCloseabl
 
   /** Totals of one (minute, model, device); minute = epoch minutes (UTC). */
   record Delta(
-      long minute, String model, String device, long measured, long charged, long system,
+      long minute,
+      String model,
+      String device,
+      long measured,
+      long charged,
+      long system,
       long steps) {}
 
   /** The open minute of one (model, device); guarded by itself. */
@@ -158,8 +163,14 @@ final class ReconciliationRecorder implements MeasuredTimeRecorder, AutoCloseabl
     Objects.requireNonNull(device, "device");
     if (measuredNs < 0 || chargedNs < 0 || systemNs < 0 || steps < 0) {
       throw new IllegalArgumentException(
-          "reconciliation deltas must be >= 0, were measured=" + measuredNs + " charged="
-              + chargedNs + " system=" + systemNs + " steps=" + steps);
+          "reconciliation deltas must be >= 0, were measured="
+              + measuredNs
+              + " charged="
+              + chargedNs
+              + " system="
+              + systemNs
+              + " steps="
+              + steps);
     }
     long minute = Math.floorDiv(at.getEpochSecond(), 60);
     Cell cell = cell(model, device);
@@ -242,14 +253,20 @@ final class ReconciliationRecorder implements MeasuredTimeRecorder, AutoCloseabl
   static List<Delta> merge(List<Delta> deltas) {
     TreeMap<String, Delta> byKey = new TreeMap<>();
     for (Delta d : deltas) {
-      String key = String.format("%020d", d.minute()) + '\u0000' + d.model() + '\u0000' + d.device();
+      String key =
+          String.format("%020d", d.minute()) + '\u0000' + d.model() + '\u0000' + d.device();
       byKey.merge(
           key,
           d,
           (a, b) ->
               new Delta(
-                  a.minute(), a.model(), a.device(), a.measured() + b.measured(),
-                  a.charged() + b.charged(), a.system() + b.system(), a.steps() + b.steps()));
+                  a.minute(),
+                  a.model(),
+                  a.device(),
+                  a.measured() + b.measured(),
+                  a.charged() + b.charged(),
+                  a.system() + b.system(),
+                  a.steps() + b.steps()));
     }
     List<Delta> out = new ArrayList<>(byKey.values());
     out.sort(

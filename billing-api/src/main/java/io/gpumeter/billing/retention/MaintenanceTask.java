@@ -38,10 +38,10 @@ import org.slf4j.LoggerFactory;
  *       landed in {@code usage_records_default} for that month are moved into it in the same
  *       transaction (create, move, {@code ATTACH PARTITION}).
  *   <li><b>Drop</b> every monthly partition whose end is at or before {@code cutoff}: a whole
- *       month, instantly, no row-by-row delete. So raw records are kept at least the retention,
- *       at most a month longer.
- *   <li><b>Delete</b> rows older than {@code cutoff} from the default partition (records for
- *       months that never had a partition: far past).
+ *       month, instantly, no row-by-row delete. So raw records are kept at least the retention, at
+ *       most a month longer.
+ *   <li><b>Delete</b> rows older than {@code cutoff} from the default partition (records for months
+ *       that never had a partition: far past).
  *   <li><b>Prune</b> request-id claims ({@code usage_request_ids}) older than the oldest month
  *       still kept, in batches, so a claim never disappears before its raw row; and {@code
  *       device_time_minutely} rows older than {@code cutoff}.
@@ -56,8 +56,10 @@ public final class MaintenanceTask {
   static final String PARENT = "usage_records";
   static final String DEFAULT_PARTITION = "usage_records_default";
   private static final Pattern MONTHLY = Pattern.compile("usage_records_p(\\d{4})_(\\d{2})");
+
   /** pg_try_advisory_lock key: "gpmt". */
   private static final long LOCK_KEY = 0x67706D74L;
+
   private static final int PRUNE_BATCH = 10_000;
 
   private final DataSource dataSource;
@@ -122,8 +124,8 @@ public final class MaintenanceTask {
             dropped.add(partitionName(m));
           }
         }
-        long deleted = update(c, "DELETE FROM " + DEFAULT_PARTITION + " WHERE finished_at < ?",
-            cutoff);
+        long deleted =
+            update(c, "DELETE FROM " + DEFAULT_PARTITION + " WHERE finished_at < ?", cutoff);
         Instant claimsBefore = start(first);
         if (!existing.isEmpty() && start(existing.first()).isBefore(claimsBefore)) {
           claimsBefore = start(existing.first());
@@ -162,7 +164,9 @@ public final class MaintenanceTask {
         ResultSet rs =
             s.executeQuery(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                    + " WHERE i.inhparent = '" + PARENT + "'::regclass")) {
+                    + " WHERE i.inhparent = '"
+                    + PARENT
+                    + "'::regclass")) {
       while (rs.next()) {
         Matcher m = MONTHLY.matcher(rs.getString(1));
         if (m.matches()) {
@@ -173,7 +177,9 @@ public final class MaintenanceTask {
     return out;
   }
 
-  /** Creates the month's partition, moving its rows out of the default partition; one transaction. */
+  /**
+   * Creates the month's partition, moving its rows out of the default partition; one transaction.
+   */
   private static long createPartition(Connection c, YearMonth m) throws SQLException {
     String name = partitionName(m);
     c.setAutoCommit(false);
@@ -183,16 +189,32 @@ public final class MaintenanceTask {
       // default partition between the move and the attach.
       s.execute("LOCK TABLE " + DEFAULT_PARTITION + " IN ACCESS EXCLUSIVE MODE");
       s.execute(
-          "CREATE TABLE " + name + " (LIKE " + PARENT
+          "CREATE TABLE "
+              + name
+              + " (LIKE "
+              + PARENT
               + " INCLUDING DEFAULTS INCLUDING CONSTRAINTS)");
       long moved =
           s.executeUpdate(
-              "WITH moved AS (DELETE FROM " + DEFAULT_PARTITION + " WHERE finished_at >= "
-                  + literal(m) + " AND finished_at < " + literal(m.plusMonths(1))
-                  + " RETURNING *) INSERT INTO " + name + " SELECT * FROM moved");
+              "WITH moved AS (DELETE FROM "
+                  + DEFAULT_PARTITION
+                  + " WHERE finished_at >= "
+                  + literal(m)
+                  + " AND finished_at < "
+                  + literal(m.plusMonths(1))
+                  + " RETURNING *) INSERT INTO "
+                  + name
+                  + " SELECT * FROM moved");
       s.execute(
-          "ALTER TABLE " + PARENT + " ATTACH PARTITION " + name + " FOR VALUES FROM ("
-              + literal(m) + ") TO (" + literal(m.plusMonths(1)) + ")");
+          "ALTER TABLE "
+              + PARENT
+              + " ATTACH PARTITION "
+              + name
+              + " FOR VALUES FROM ("
+              + literal(m)
+              + ") TO ("
+              + literal(m.plusMonths(1))
+              + ")");
       c.commit();
       if (moved > 0) {
         LOG.info("Moved {} usage records from {} into {}", moved, DEFAULT_PARTITION, name);
@@ -227,7 +249,9 @@ public final class MaintenanceTask {
     try (PreparedStatement ps =
         c.prepareStatement(
             "DELETE FROM usage_request_ids WHERE request_id IN (SELECT request_id FROM"
-                + " usage_request_ids WHERE finished_at < ? LIMIT " + PRUNE_BATCH + ")")) {
+                + " usage_request_ids WHERE finished_at < ? LIMIT "
+                + PRUNE_BATCH
+                + ")")) {
       ps.setTimestamp(1, Timestamp.from(before));
       int n;
       do {

@@ -34,7 +34,8 @@ class DatabaseTest {
       assertThat(db.isEmbedded()).isTrue();
       firstUrl = db.jdbcUrl();
       assertThat(firstUrl).startsWith("jdbc:postgresql://localhost:");
-      try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement()) {
+      try (Connection c = db.dataSource().getConnection();
+          Statement s = c.createStatement()) {
         s.execute("INSERT INTO accounts (name) VALUES ('survivor')");
         try (ResultSet rs = s.executeQuery("SHOW synchronous_commit")) {
           rs.next();
@@ -46,7 +47,8 @@ class DatabaseTest {
     assertThat(dataDir.resolve("postmaster.pid")).doesNotExist();
 
     try (Database db = Database.start(cfg)) {
-      try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement()) {
+      try (Connection c = db.dataSource().getConnection();
+          Statement s = c.createStatement()) {
         try (ResultSet rs = s.executeQuery("SELECT name FROM accounts")) {
           assertThat(rs.next()).isTrue();
           assertThat(rs.getString(1)).isEqualTo("survivor");
@@ -99,7 +101,8 @@ class DatabaseTest {
       long pid = Long.parseLong(Files.readAllLines(tmp.resolve("pg/postmaster.pid")).get(0).trim());
       String command = ProcessHandle.of(pid).orElseThrow().info().command().orElseThrow();
       assertThat(command).endsWith("bin/postgres.real");
-      try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement();
+      try (Connection c = db.dataSource().getConnection();
+          Statement s = c.createStatement();
           ResultSet rs = s.executeQuery("SELECT 1")) {
         assertThat(rs.next()).isTrue();
       }
@@ -133,19 +136,23 @@ class DatabaseTest {
             .attachToRunningEmbedded(true)
             .build();
     try (Database owner = Database.start(cfg)) {
-      int port = Integer.parseInt(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(3).trim());
+      int port =
+          Integer.parseInt(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(3).trim());
       try (Database attached = Database.start(tool)) {
         assertThat(attached.isAttached()).isTrue();
         assertThat(attached.isEmbedded()).isFalse();
         assertThat(attached.jdbcUrl()).contains(":" + port + "/");
-        try (Connection c = attached.dataSource().getConnection(); Statement s = c.createStatement()) {
+        try (Connection c = attached.dataSource().getConnection();
+            Statement s = c.createStatement()) {
           s.execute("INSERT INTO accounts (name) VALUES ('via-attached')");
         }
       }
       // closing the attached one left the owner's server running
       assertThat(owner.isEmbeddedRunning()).isTrue();
-      try (Connection c = owner.dataSource().getConnection(); Statement s = c.createStatement();
-          ResultSet rs = s.executeQuery("SELECT count(*) FROM accounts WHERE name = 'via-attached'")) {
+      try (Connection c = owner.dataSource().getConnection();
+          Statement s = c.createStatement();
+          ResultSet rs =
+              s.executeQuery("SELECT count(*) FROM accounts WHERE name = 'via-attached'")) {
         rs.next();
         assertThat(rs.getInt(1)).isEqualTo(1);
       }
@@ -164,30 +171,40 @@ class DatabaseTest {
     Path bin;
     int port;
     try (Database db = Database.start(cfg)) {
-      long pid = Long.parseLong(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(0).trim());
+      long pid =
+          Long.parseLong(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(0).trim());
       bin = Path.of(ProcessHandle.of(pid).orElseThrow().info().command().orElseThrow()).getParent();
       port = Integer.parseInt(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(3).trim());
-      try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement()) {
+      try (Connection c = db.dataSource().getConnection();
+          Statement s = c.createStatement()) {
         s.execute("INSERT INTO accounts (name) VALUES ('before-crash')");
       }
     }
     // Start a server on the folder behind the Database's back, as a killed JVM would leave it.
     Process p =
         new ProcessBuilder(
-                bin.resolve("pg_ctl").toString(), "-D", dataDir.toString(), "-o", "-p " + port,
-                "-w", "start")
+                bin.resolve("pg_ctl").toString(),
+                "-D",
+                dataDir.toString(),
+                "-o",
+                "-p " + port,
+                "-w",
+                "start")
             .redirectErrorStream(true)
             .redirectOutput(tmp.resolve("pg_ctl.log").toFile())
             .start();
     assertThat(p.waitFor()).as(Files.readString(tmp.resolve("pg_ctl.log"))).isZero();
-    long orphan = Long.parseLong(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(0).trim());
+    long orphan =
+        Long.parseLong(Files.readAllLines(dataDir.resolve("postmaster.pid")).get(0).trim());
     assertThat(ProcessHandle.of(orphan)).isPresent();
 
     try (Database db = Database.start(cfg)) {
       // stopped; it may linger as a zombie until its parent (pid 1) reaps it
       assertThat(EmbeddedPostmaster.isLive(orphan)).isFalse();
-      try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement();
-          ResultSet rs = s.executeQuery("SELECT count(*) FROM accounts WHERE name = 'before-crash'")) {
+      try (Connection c = db.dataSource().getConnection();
+          Statement s = c.createStatement();
+          ResultSet rs =
+              s.executeQuery("SELECT count(*) FROM accounts WHERE name = 'before-crash'")) {
         rs.next();
         assertThat(rs.getInt(1)).isEqualTo(1);
       }
@@ -203,7 +220,8 @@ class DatabaseTest {
             .embeddedWatchdogInterval(java.time.Duration.ofMillis(200))
             .build();
     try (Database db = Database.start(cfg)) {
-      try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement()) {
+      try (Connection c = db.dataSource().getConnection();
+          Statement s = c.createStatement()) {
         s.execute("INSERT INTO accounts (name) VALUES ('before-kill')");
       }
       long pid = db.embeddedPostmasterPid().orElseThrow();
@@ -224,7 +242,8 @@ class DatabaseTest {
                 try (Connection c = db.dataSource().getConnection();
                     Statement s = c.createStatement();
                     ResultSet rs =
-                        s.executeQuery("SELECT count(*) FROM accounts WHERE name = 'before-kill'")) {
+                        s.executeQuery(
+                            "SELECT count(*) FROM accounts WHERE name = 'before-kill'")) {
                   rs.next();
                   return rs.getInt(1) == 1;
                 }
@@ -239,8 +258,7 @@ class DatabaseTest {
     assertThat(ext.jdbcUrl()).isEqualTo("jdbc:postgresql://db:5432/gm");
     assertThat(ext.toString()).doesNotContain("secret");
 
-    DatabaseConfig emb =
-        DatabaseConfig.embedded(tmp);
+    DatabaseConfig emb = DatabaseConfig.embedded(tmp);
     assertThat(emb.isEmbedded()).isTrue();
     assertThat(emb.dataDirectory()).isEqualTo(tmp.toAbsolutePath());
     assertThat(emb.binaryCacheDirectory()).isEqualTo(tmp.toAbsolutePath().getParent());

@@ -34,7 +34,8 @@ class RootSafePgBinaryResolverTest {
     try (TarArchiveOutputStream tar =
         new TarArchiveOutputStream(new XZOutputStream(bytes, new LZMA2Options(0)))) {
       dir(tar, "bin/");
-      for (String p : withPostgres ? List.of("initdb", "pg_ctl", "postgres", "psql") : List.of("initdb")) {
+      for (String p :
+          withPostgres ? List.of("initdb", "pg_ctl", "postgres", "psql") : List.of("initdb")) {
         file(tar, "bin/" + p, 0755, "#!/bin/sh\necho " + p + " \"$@\"\n");
       }
       dir(tar, "lib/");
@@ -91,7 +92,8 @@ class RootSafePgBinaryResolverTest {
     for (String p : RootSafePgBinaryResolver.WRAPPED) {
       assertThat(contents.get("bin/" + p)).isEqualTo(wrapper);
       assertThat(entries.get("bin/" + p).getMode() & 0777).isEqualTo(0755);
-      assertThat(contents.get("bin/" + p + ".real")).isEqualTo("#!/bin/sh\necho " + p + " \"$@\"\n");
+      assertThat(contents.get("bin/" + p + ".real"))
+          .isEqualTo("#!/bin/sh\necho " + p + " \"$@\"\n");
       assertThat(entries.get("bin/" + p + ".real").getMode() & 0777).isEqualTo(0755);
     }
     assertThat(contents.get("bin/psql")).contains("echo psql"); // not wrapped
@@ -118,7 +120,8 @@ class RootSafePgBinaryResolverTest {
     Files.writeString(wrapper, RootSafePgBinaryResolver.wrapperScript(ids[0], ids[1]));
     wrapper.toFile().setExecutable(true);
 
-    Process p = new ProcessBuilder(wrapper.toString(), "-D", "some dir").redirectErrorStream(true).start();
+    Process p =
+        new ProcessBuilder(wrapper.toString(), "-D", "some dir").redirectErrorStream(true).start();
     String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8).trim();
     assertThat(p.waitFor()).isZero();
     String uid = RootSafePgBinaryResolver.runningAsRoot() ? String.valueOf(ids[0]) : currentUid();
@@ -151,7 +154,8 @@ class RootSafePgBinaryResolverTest {
     }
     assertThat(files).hasSize(1);
     Path cached = files.get(0);
-    assertThat(cached.getFileName().toString()).matches("postgres-linux-x86_64-[0-9a-f]{16}-rootsafe-v1-u1000\\.txz");
+    assertThat(cached.getFileName().toString())
+        .matches("postgres-linux-x86_64-[0-9a-f]{16}-rootsafe-v1-u1000\\.txz");
     FileTime written = FileTime.fromMillis(1_000_000L);
     Files.setLastModifiedTime(cached, written);
 
@@ -163,7 +167,8 @@ class RootSafePgBinaryResolverTest {
     assertThat(again).isEqualTo(r).hasSameHashCodeAs(r);
 
     // Another uid gets its own file.
-    try (InputStream in = new RootSafePgBinaryResolver(source, cache, 1001, 1001).getPgBinary("Linux", "x86_64")) {
+    try (InputStream in =
+        new RootSafePgBinaryResolver(source, cache, 1001, 1001).getPgBinary("Linux", "x86_64")) {
       in.readAllBytes();
     }
     try (var s = Files.list(cache)) {

@@ -67,7 +67,8 @@ class ApiKeysTest {
   void wrongOrMalformedKeysAreRejected() {
     CreatedApiKey k = keys.create("wrong");
     char last = k.plaintext().charAt(k.plaintext().length() - 1);
-    String altered = k.plaintext().substring(0, k.plaintext().length() - 1) + (last == 'a' ? 'b' : 'a');
+    String altered =
+        k.plaintext().substring(0, k.plaintext().length() - 1) + (last == 'a' ? 'b' : 'a');
     assertThat(keys.authenticate(altered)).isEmpty();
     assertThat(keys.authenticate(k.plaintext() + "x")).isEmpty();
     assertThat(keys.authenticate(k.plaintext().substring(1))).isEmpty();
@@ -86,8 +87,9 @@ class ApiKeysTest {
     String secretPart = k.plaintext().substring(12);
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
-            c.prepareStatement("SELECT k::text, a::text FROM api_keys k JOIN accounts a"
-                + " ON a.id = k.account_id WHERE k.id = ?")) {
+            c.prepareStatement(
+                "SELECT k::text, a::text FROM api_keys k JOIN accounts a"
+                    + " ON a.id = k.account_id WHERE k.id = ?")) {
       ps.setLong(1, k.keyId());
       try (ResultSet rs = ps.executeQuery()) {
         assertThat(rs.next()).isTrue();
@@ -97,7 +99,8 @@ class ApiKeysTest {
       }
     }
     // Nowhere else either: no column of any table holds the secret part.
-    try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement();
+    try (Connection c = db.dataSource().getConnection();
+        Statement s = c.createStatement();
         ResultSet rs =
             s.executeQuery(
                 "SELECT (SELECT string_agg(t::text, '|') FROM api_keys t)"
@@ -106,7 +109,8 @@ class ApiKeysTest {
       assertThat(rs.getString(1)).doesNotContain(secretPart);
     }
     try (Connection c = db.dataSource().getConnection();
-        PreparedStatement ps = c.prepareStatement("SELECT key_hash, prefix FROM api_keys WHERE id = ?")) {
+        PreparedStatement ps =
+            c.prepareStatement("SELECT key_hash, prefix FROM api_keys WHERE id = ?")) {
       ps.setLong(1, k.keyId());
       try (ResultSet rs = ps.executeQuery()) {
         rs.next();
@@ -157,7 +161,8 @@ class ApiKeysTest {
     // Make it valid behind the cache's back.
     CreatedApiKey k = keys.create("negative");
     try (Connection c = db.dataSource().getConnection();
-        PreparedStatement ps = c.prepareStatement("UPDATE api_keys SET key_hash = ? WHERE id = ?")) {
+        PreparedStatement ps =
+            c.prepareStatement("UPDATE api_keys SET key_hash = ? WHERE id = ?")) {
       ps.setBytes(1, ApiKeys.sha256(unknown));
       ps.setLong(2, k.keyId());
       assertThat(ps.executeUpdate()).isEqualTo(1);

@@ -16,11 +16,11 @@ import java.time.Instant;
 
 /**
  * A process that publishes usage records until it is killed (for {@link LedgerFailoverTest}): it
- * starts {@link Billing} on an external database URL with an explicit outbox folder, prints
- * {@code READY}, waits for {@code GO} on stdin, then publishes records {@code <prefix>-<n>} in
- * DURABLE mode and prints {@code DURABLE <id>} for every future that completed normally (the
- * record is committed or fsynced to the outbox) and {@code FAILED <id>} for the others. It never
- * closes Billing: the test kills it with SIGKILL.
+ * starts {@link Billing} on an external database URL with an explicit outbox folder, prints {@code
+ * READY}, waits for {@code GO} on stdin, then publishes records {@code <prefix>-<n>} in DURABLE
+ * mode and prints {@code DURABLE <id>} for every future that completed normally (the record is
+ * committed or fsynced to the outbox) and {@code FAILED <id>} for the others. It never closes
+ * Billing: the test kills it with SIGKILL.
  *
  * <p>Arguments: jdbc url, outbox folder, id prefix, api key id.
  */
@@ -53,7 +53,8 @@ public final class CrashingPublisher {
       out.println("READY");
       out.flush();
     }
-    BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+    BufferedReader in =
+        new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     while (!"GO".equals(in.readLine())) {
       // wait for the test
     }

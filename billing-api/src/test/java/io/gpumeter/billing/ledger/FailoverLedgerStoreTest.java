@@ -30,8 +30,8 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The breaker, retry and outbox decisions, against a scripted database (a {@link LedgerStore}
- * that fails on demand with the exceptions the JDBC store throws) and a real outbox on disk.
+ * The breaker, retry and outbox decisions, against a scripted database (a {@link LedgerStore} that
+ * fails on demand with the exceptions the JDBC store throws) and a real outbox on disk.
  */
 class FailoverLedgerStoreTest {
   @TempDir Path dir;
@@ -40,8 +40,22 @@ class FailoverLedgerStoreTest {
 
   static UsageRecord record(String id) {
     return new UsageRecord(
-        id, 7, 3, "toy", TimerInfo.cpu("cpu"), "tokens", 100, 60, 40, 5, 2, 10, 3, UsageStatus.OK,
-        T0, T0.plusMillis(5));
+        id,
+        7,
+        3,
+        "toy",
+        TimerInfo.cpu("cpu"),
+        "tokens",
+        100,
+        60,
+        40,
+        5,
+        2,
+        10,
+        3,
+        UsageStatus.OK,
+        T0,
+        T0.plusMillis(5));
   }
 
   static List<UsageRecord> records(String prefix, int n) {
@@ -97,7 +111,9 @@ class FailoverLedgerStoreTest {
     }
   }
 
-  /** The failover writer and its replayer, as {@link Ledger} wires them; ticks driven by the test. */
+  /**
+   * The failover writer and its replayer, as {@link Ledger} wires them; ticks driven by the test.
+   */
   static final class Failover implements AutoCloseable {
     final FailoverLedgerStore store;
     final OutboxReplayer replayer;
@@ -311,14 +327,16 @@ class FailoverLedgerStoreTest {
             }
             return f.store.write(records);
           };
-      try (LedgerWriter fast =
-              new LedgerWriter(held, config().withDurability(Durability.FAST));
+      try (LedgerWriter fast = new LedgerWriter(held, config().withDurability(Durability.FAST));
           LedgerWriter durable = new LedgerWriter(held, config())) {
         CompletableFuture<Void> fastDone = fast.publish(record("f"));
         CompletableFuture<Void> d = durable.publish(record("d"));
         assertThat(fastDone).isCompleted();
         // the store is held: durable must stay pending however long we look
-        await().during(Duration.ofMillis(50)).atMost(Duration.ofSeconds(5)).until(() -> !d.isDone());
+        await()
+            .during(Duration.ofMillis(50))
+            .atMost(Duration.ofSeconds(5))
+            .until(() -> !d.isDone());
         gate.countDown();
         d.get(10, TimeUnit.SECONDS);
       }

@@ -104,7 +104,8 @@ class LedgerFailoverTest {
 
   static void awaitReplayed(Billing billing) throws Exception {
     await(
-        () -> billing.health().outboxBytes() == 0 && billing.health().breakerState().equals("CLOSED"),
+        () ->
+            billing.health().outboxBytes() == 0 && billing.health().breakerState().equals("CLOSED"),
         Duration.ofSeconds(60),
         "the outbox to be replayed: " + billing.health());
   }
@@ -140,8 +141,15 @@ class LedgerFailoverTest {
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(
-                "SELECT count(*) FROM ((" + raw + " EXCEPT " + hourly + ") UNION ALL (" + hourly
-                    + " EXCEPT " + raw + ")) d")) {
+                "SELECT count(*) FROM (("
+                    + raw
+                    + " EXCEPT "
+                    + hourly
+                    + ") UNION ALL ("
+                    + hourly
+                    + " EXCEPT "
+                    + raw
+                    + ")) d")) {
       for (int i = 1; i <= 4; i++) {
         ps.setLong(i, keyId);
       }
@@ -230,7 +238,11 @@ class LedgerFailoverTest {
       System.out.printf(
           "kill -9 under load: %d published (%d before the kill), %d durable, %d failed,"
               + " %d through the outbox, %d replayed%n",
-          futures.size(), atKill, durable.size(), failed.size(), health.outboxedRecords(),
+          futures.size(),
+          atKill,
+          durable.size(),
+          failed.size(),
+          health.outboxedRecords(),
           health.replayedRecords());
       assertThat(failed).as("futures that failed").isEmpty();
       assertThat(health.outboxedRecords()).as("records that went through the outbox").isPositive();
@@ -314,8 +326,10 @@ class LedgerFailoverTest {
     }
     Path segment;
     try (Stream<Path> s = Files.list(dir)) {
-      segment = s.filter(p -> p.getFileName().toString().startsWith("segment-")).findFirst()
-          .orElseThrow();
+      segment =
+          s.filter(p -> p.getFileName().toString().startsWith("segment-"))
+              .findFirst()
+              .orElseThrow();
     }
     long offset = 0;
     for (int i = 0; i < 3; i++) {
@@ -335,8 +349,15 @@ class LedgerFailoverTest {
     }
     assertThat(storedCounts("corrupt-").keySet())
         .containsExactlyInAnyOrder(
-            "corrupt-0", "corrupt-1", "corrupt-2", "corrupt-4", "corrupt-5", "corrupt-6",
-            "corrupt-7", "corrupt-8", "corrupt-9");
+            "corrupt-0",
+            "corrupt-1",
+            "corrupt-2",
+            "corrupt-4",
+            "corrupt-5",
+            "corrupt-6",
+            "corrupt-7",
+            "corrupt-8",
+            "corrupt-9");
     try (Stream<Path> q = Files.list(dir.resolve("quarantine"))) {
       assertThat(q.count()).isEqualTo(1);
     }
@@ -348,11 +369,19 @@ class LedgerFailoverTest {
     long key = 9104;
     Path outbox = tmp.resolve("outbox-crash");
     String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-    String cp = System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
+    String cp =
+        System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
     Process child =
         new ProcessBuilder(
-                java, "-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp", cp,
-                CrashingPublisher.class.getName(), db.jdbcUrl(), outbox.toString(), "crash",
+                java,
+                "-Xmx256m",
+                "-XX:TieredStopAtLevel=1",
+                "-cp",
+                cp,
+                CrashingPublisher.class.getName(),
+                db.jdbcUrl(),
+                outbox.toString(),
+                "crash",
                 Long.toString(key))
             .redirectErrorStream(true)
             .start();

@@ -76,8 +76,15 @@ class LedgerWriterTest {
                     mine.add(
                         ledger.publish(
                             TestSupport.record(
-                                "k101-" + thread + "-" + i, key, 7, model, at, 1000 + i, 10 * i,
-                                i % 50, i % 7)));
+                                "k101-" + thread + "-" + i,
+                                key,
+                                7,
+                                model,
+                                at,
+                                1000 + i,
+                                10 * i,
+                                i % 50,
+                                i % 7)));
                   }
                   return mine;
                 }));
@@ -95,7 +102,9 @@ class LedgerWriterTest {
       assertThat(stats.batches()).isLessThan(1000); // it batched
     }
     assertThat(futures).hasSize(1000).allMatch(f -> f.isDone() && !f.isCompletedExceptionally());
-    assertThat(query("SELECT count(*), count(DISTINCT request_id) FROM usage_records WHERE api_key_id = 101"))
+    assertThat(
+            query(
+                "SELECT count(*), count(DISTINCT request_id) FROM usage_records WHERE api_key_id = 101"))
         .isEqualTo("1000,1000");
     for (int t = 0; t < threads; t++) {
       assertThat(usage.countForRequest("k101-" + t + "-" + (perThread - 1))).isEqualTo(1);
@@ -135,9 +144,7 @@ class LedgerWriterTest {
     long key = 103;
     UsageRecord r1 = TestSupport.record("dup-batch-1", key, T0);
     UsageRecord r2 = TestSupport.record("dup-batch-2", key, T0);
-    int inserted =
-        new JdbcLedgerStore(db.dataSource())
-            .write(List.of(r1, r2, r1, r2, r1));
+    int inserted = new JdbcLedgerStore(db.dataSource()).write(List.of(r1, r2, r1, r2, r1));
     assertThat(inserted).isEqualTo(2);
     assertThat(query("SELECT requests FROM usage_hourly WHERE api_key_id = 103")).isEqualTo("2");
     assertRollupMatchesRaw(key);
@@ -170,15 +177,28 @@ class LedgerWriterTest {
     StoredUsage s = usage.find("roundtrip-1").orElseThrow();
     UsageRecord expected =
         new UsageRecord(
-            r.requestId(), r.apiKeyId(), r.accountId(), r.model(), r.timer(), r.weightPolicy(),
-            r.deviceNs(), r.prefillNs(), r.decodeNs(), r.promptTokens(), r.completionTokens(),
-            r.queueNs(), r.steps(), r.status(),
+            r.requestId(),
+            r.apiKeyId(),
+            r.accountId(),
+            r.model(),
+            r.timer(),
+            r.weightPolicy(),
+            r.deviceNs(),
+            r.prefillNs(),
+            r.decodeNs(),
+            r.promptTokens(),
+            r.completionTokens(),
+            r.queueNs(),
+            r.steps(),
+            r.status(),
             Instant.parse("2026-03-01T10:59:59.123456Z"),
             Instant.parse("2026-03-01T10:59:59.999999Z"));
     assertThat(s.record()).isEqualTo(expected);
     assertThat(s.recordedAt()).isAfter(Instant.now().minusSeconds(60));
     // Truncated, not rounded: still in the 10:00 hour.
-    assertThat(query("SELECT (hour AT TIME ZONE 'UTC')::text FROM usage_hourly WHERE api_key_id = 104"))
+    assertThat(
+            query(
+                "SELECT (hour AT TIME ZONE 'UTC')::text FROM usage_hourly WHERE api_key_id = 104"))
         .isEqualTo("2026-03-01 10:00:00");
     assertThat(usage.find("no-such-request")).isEmpty();
     assertThat(usage.countForRequest("no-such-request")).isZero();
@@ -212,7 +232,8 @@ class LedgerWriterTest {
     List<CompletableFuture<Void>> good = new ArrayList<>();
     CompletableFuture<Void> badFuture;
     try (LedgerWriter ledger =
-        LedgerWriter.jdbc(db.dataSource(), LedgerConfig.defaults().withLinger(Duration.ofMillis(50)))) {
+        LedgerWriter.jdbc(
+            db.dataSource(), LedgerConfig.defaults().withLinger(Duration.ofMillis(50)))) {
       for (int i = 0; i < 5; i++) {
         good.add(ledger.publish(TestSupport.record("good-" + i, key, T0)));
       }
@@ -234,20 +255,24 @@ class LedgerWriterTest {
             "SELECT string_agg(x, ';' ORDER BY x) FROM (SELECT concat_ws(',',"
                 + " date_trunc('hour', finished_at, 'UTC'), model, device, count(*), sum(device_ns),"
                 + " sum(prefill_ns), sum(decode_ns), sum(prompt_tokens), sum(completion_tokens)) x"
-                + " FROM usage_records WHERE api_key_id = " + key
+                + " FROM usage_records WHERE api_key_id = "
+                + key
                 + " GROUP BY date_trunc('hour', finished_at, 'UTC'), model, device) s");
     String rolled =
         query(
             "SELECT string_agg(x, ';' ORDER BY x) FROM (SELECT concat_ws(',', hour, model, device,"
                 + " requests, device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens) x"
-                + " FROM usage_hourly WHERE api_key_id = " + key + ") s");
+                + " FROM usage_hourly WHERE api_key_id = "
+                + key
+                + ") s");
     assertThat(raw).isNotNull();
     assertThat(rolled).isEqualTo(raw);
   }
 
   /** First row, columns joined by commas. */
   static String query(String sql) throws Exception {
-    try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement();
+    try (Connection c = db.dataSource().getConnection();
+        Statement s = c.createStatement();
         ResultSet rs = s.executeQuery(sql)) {
       if (!rs.next()) {
         return null;

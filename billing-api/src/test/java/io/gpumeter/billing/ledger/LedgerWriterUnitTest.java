@@ -21,8 +21,8 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
 /**
- * Queueing behaviour that needs a store which can be held still or made to fail on demand; the
- * same {@link LedgerStore} interface as the JDBC store.
+ * Queueing behaviour that needs a store which can be held still or made to fail on demand; the same
+ * {@link LedgerStore} interface as the JDBC store.
  */
 class LedgerWriterUnitTest {
   static final Instant T0 = Instant.parse("2026-03-01T10:00:00Z");
@@ -94,7 +94,8 @@ class LedgerWriterUnitTest {
   void batchesRespectTheMaximumSize() throws Exception {
     ScriptedStore store = new ScriptedStore();
     store.gate = new CountDownLatch(1);
-    try (LedgerWriter ledger = new LedgerWriter(store, LedgerConfig.defaults().withMaxBatchSize(16))) {
+    try (LedgerWriter ledger =
+        new LedgerWriter(store, LedgerConfig.defaults().withMaxBatchSize(16))) {
       List<CompletableFuture<Void>> fs = new ArrayList<>();
       fs.add(ledger.publish(TestSupport.record("b-0", 1, T0)));
       assertThat(store.entered.await(5, TimeUnit.SECONDS)).isTrue();
@@ -153,7 +154,8 @@ class LedgerWriterUnitTest {
   void publishersRacingWithCloseNeverHang() throws Exception {
     for (int round = 0; round < 20; round++) {
       ScriptedStore store = new ScriptedStore();
-      LedgerWriter ledger = new LedgerWriter(store, LedgerConfig.defaults().withLinger(Duration.ZERO));
+      LedgerWriter ledger =
+          new LedgerWriter(store, LedgerConfig.defaults().withLinger(Duration.ZERO));
       List<CompletableFuture<Void>> fs = Collections.synchronizedList(new ArrayList<>());
       int r = round;
       Thread publisher =

@@ -24,8 +24,22 @@ class OutboxTest {
   static UsageRecord record(int i) {
     Instant t = Instant.parse("2026-11-27T10:00:00.123456789Z").plusSeconds(i);
     return new UsageRecord(
-        "req-" + i, 7, 3, "demo-byte-lm", new TimerInfo("cuda-event", "cuda:0", "NVIDIA H100", "GPU-1", "13.0", "12.6"),
-        "linear(p=1,d=1,c=0)", 1000L + i, 400, 600L + i, 12, 5, 77, 6, UsageStatus.values()[i % 4], t, t.plusMillis(5));
+        "req-" + i,
+        7,
+        3,
+        "demo-byte-lm",
+        new TimerInfo("cuda-event", "cuda:0", "NVIDIA H100", "GPU-1", "13.0", "12.6"),
+        "linear(p=1,d=1,c=0)",
+        1000L + i,
+        400,
+        600L + i,
+        12,
+        5,
+        77,
+        6,
+        UsageStatus.values()[i % 4],
+        t,
+        t.plusMillis(5));
   }
 
   private static List<UsageRecord> records(int from, int to) {
@@ -121,7 +135,8 @@ class OutboxTest {
       assertThat(report.tornTails()).isZero();
       assertThat(box.corruptFrames()).isEqualTo(2);
     }
-    assertThat(replayed).extracting(UsageRecord::requestId)
+    assertThat(replayed)
+        .extracting(UsageRecord::requestId)
         .containsExactly("req-0", "req-1", "req-2", "req-4", "req-5", "req-7", "req-8", "req-9");
     assertThat(Files.list(dir.resolve("quarantine")).count()).isEqualTo(1);
   }
@@ -144,7 +159,8 @@ class OutboxTest {
       assertThat(report.tornTails()).isEqualTo(1);
       assertThat(report.corruptFrames()).isZero();
     }
-    assertThat(replayed).extracting(UsageRecord::requestId)
+    assertThat(replayed)
+        .extracting(UsageRecord::requestId)
         .containsExactly("req-0", "req-1", "req-2", "req-3", "req-5", "req-6");
   }
 
@@ -157,7 +173,9 @@ class OutboxTest {
       try {
         refused.get();
       } catch (ExecutionException e) {
-        assertThat(e.getCause()).isInstanceOf(OutboxFullException.class).hasMessageContaining("full");
+        assertThat(e.getCause())
+            .isInstanceOf(OutboxFullException.class)
+            .hasMessageContaining("full");
       }
       List<UsageRecord> replayed = new ArrayList<>();
       box.replay(replayed::addAll, 100);

@@ -29,8 +29,8 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The minutely device-time table against the ledger. A small simulated server drives both sides
- * the way the real one does: per step, shares split among the requests in it and the step's time
+ * The minutely device-time table against the ledger. A small simulated server drives both sides the
+ * way the real one does: per step, shares split among the requests in it and the step's time
  * recorded; per finished request, a usage record. Each test uses its own hour and model name.
  */
 class ReconciliationTest {
@@ -89,14 +89,27 @@ class ReconciliationTest {
 
     UsageRecord finish(Instant at, String model) {
       return new UsageRecord(
-          id, 9401, 1, model, TimerInfo.cpu("cpu"), "tokens", share, share, 0, 3, 0, 0, steps,
-          UsageStatus.OK, started, at);
+          id,
+          9401,
+          1,
+          model,
+          TimerInfo.cpu("cpu"),
+          "tokens",
+          share,
+          share,
+          0,
+          3,
+          0,
+          0,
+          steps,
+          UsageStatus.OK,
+          started,
+          at);
     }
   }
 
   /** One step of {@code ns} split evenly (remainder to the first) among {@code in}. */
-  static void step(
-      ReconciliationRecorder rec, Instant at, String model, long ns, List<Req> in) {
+  static void step(ReconciliationRecorder rec, Instant at, String model, long ns, List<Req> in) {
     long each = ns / in.size();
     long rest = ns - each * in.size();
     for (int i = 0; i < in.size(); i++) {
@@ -114,8 +127,8 @@ class ReconciliationTest {
   void aHealthyServerReconcilesToExactlyZeroOverAClosedRange() throws Exception {
     String model = "healthy";
     Instant h = hour(5);
-    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(),
-        Duration.ZERO);
+    ReconciliationRecorder rec =
+        new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(), Duration.ZERO);
     // load and warm-up: system time, never charged
     rec.record(h.plusSeconds(5), model, "cpu", 9_000, 0, 9_000, 0);
     // three minutes of traffic, requests sharing steps, all inside [h, h+5m)
@@ -162,8 +175,8 @@ class ReconciliationTest {
   void aLostChargeShowsAsPositiveDriftAndADoubledOneCannotHappen() throws Exception {
     String model = "lossy";
     Instant h = hour(6);
-    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(),
-        Duration.ZERO);
+    ReconciliationRecorder rec =
+        new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(), Duration.ZERO);
     Req a = new Req("l-a", h.plusSeconds(1));
     Req b = new Req("l-b", h.plusSeconds(1));
     step(rec, h.plusSeconds(2), model, 1_000, List.of(a));
@@ -183,8 +196,8 @@ class ReconciliationTest {
   void aRequestStraddlingTheBoundaryIsFlaggedAndExplainsTheDrift() throws Exception {
     String model = "straddle";
     Instant h = hour(7);
-    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(),
-        Duration.ZERO);
+    ReconciliationRecorder rec =
+        new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(), Duration.ZERO);
     Req a = new Req("s-a", h.minusSeconds(20));
     step(rec, h.minusSeconds(10), model, 700, List.of(a)); // before the range
     step(rec, h.plusSeconds(10), model, 300, List.of(a));

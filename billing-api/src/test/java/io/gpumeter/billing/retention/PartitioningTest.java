@@ -23,7 +23,6 @@ import java.time.YearMonth;
 import java.time.ZoneOffset;
 import java.time.temporal.ChronoUnit;
 import java.util.List;
-import java.util.Map;
 import javax.sql.DataSource;
 import org.flywaydb.core.Flyway;
 import org.junit.jupiter.api.AfterAll;
@@ -52,7 +51,8 @@ class PartitioningTest {
 
   /** A new database in the same server, migrated to {@code target} (null: latest). */
   static HikariDataSource database(String name, String target) throws Exception {
-    try (Connection c = db.dataSource().getConnection(); Statement s = c.createStatement()) {
+    try (Connection c = db.dataSource().getConnection();
+        Statement s = c.createStatement()) {
       s.execute("CREATE DATABASE " + name);
     }
     HikariDataSource ds = new HikariDataSource();
@@ -83,7 +83,8 @@ class PartitioningTest {
   }
 
   static long scalar(DataSource ds, String sql, Object... args) throws Exception {
-    try (Connection c = ds.getConnection(); PreparedStatement ps = c.prepareStatement(sql)) {
+    try (Connection c = ds.getConnection();
+        PreparedStatement ps = c.prepareStatement(sql)) {
       for (int i = 0; i < args.length; i++) {
         ps.setObject(i + 1, args[i]);
       }
@@ -140,14 +141,20 @@ class PartitioningTest {
     long key = 9301;
     assertThat(store.write(List.of(record("twice", key, now)))).isEqualTo(1);
     // the same id with another finished_at, in another partition (next month)
-    assertThat(store.write(List.of(record("twice", key, now.plus(35, ChronoUnit.DAYS)))))
-        .isZero();
-    assertThat(scalar(db.dataSource(), "SELECT count(*) FROM usage_records WHERE request_id = ?",
-        "twice")).isEqualTo(1);
-    assertThat(scalar(db.dataSource(), "SELECT sum(requests) FROM usage_hourly WHERE api_key_id = ?",
-        key)).isEqualTo(1);
-    assertThat(partitionOf(db.dataSource(), "twice"))
-        .isEqualTo(monthlyPartition(now));
+    assertThat(store.write(List.of(record("twice", key, now.plus(35, ChronoUnit.DAYS))))).isZero();
+    assertThat(
+            scalar(
+                db.dataSource(),
+                "SELECT count(*) FROM usage_records WHERE request_id = ?",
+                "twice"))
+        .isEqualTo(1);
+    assertThat(
+            scalar(
+                db.dataSource(),
+                "SELECT sum(requests) FROM usage_hourly WHERE api_key_id = ?",
+                key))
+        .isEqualTo(1);
+    assertThat(partitionOf(db.dataSource(), "twice")).isEqualTo(monthlyPartition(now));
     // both insert methods agree
     JdbcLedgerStore unnest =
         new JdbcLedgerStore(db.ledgerDataSource(), JdbcLedgerStore.Method.UNNEST);
@@ -183,10 +190,8 @@ class PartitioningTest {
 
       assertThat(scalar(v2, "SELECT count(*) FROM usage_records")).isEqualTo(3);
       assertThat(scalar(v2, "SELECT count(*) FROM usage_request_ids")).isEqualTo(3);
-      assertThat(partitionOf(v2, "v2-0"))
-          .isEqualTo(monthlyPartition(old));
-      assertThat(partitionOf(v2, "v2-1"))
-          .isEqualTo(monthlyPartition(now));
+      assertThat(partitionOf(v2, "v2-0")).isEqualTo(monthlyPartition(old));
+      assertThat(partitionOf(v2, "v2-1")).isEqualTo(monthlyPartition(now));
       assertThat(
               scalar(
                   v2,
@@ -197,8 +202,7 @@ class PartitioningTest {
       JdbcLedgerStore store = new JdbcLedgerStore(v2);
       assertThat(
               store.write(
-                  List.of(
-                      record("v2-0", 1, old.plus(3, ChronoUnit.DAYS)), record("v2-1", 1, now))))
+                  List.of(record("v2-0", 1, old.plus(3, ChronoUnit.DAYS)), record("v2-1", 1, now))))
           .isZero();
       assertThat(store.write(List.of(record("v3-new", 1, now)))).isEqualTo(1);
     }
@@ -210,8 +214,7 @@ class PartitioningTest {
       Instant now = Instant.now();
       Instant then = now.minus(150, ChronoUnit.DAYS);
       String oldPartition = monthlyPartition(then);
-      MaintenanceReport past =
-          new MaintenanceTask(ds, RetentionConfig.defaults(), at(then)).run();
+      MaintenanceReport past = new MaintenanceTask(ds, RetentionConfig.defaults(), at(then)).run();
       assertThat(past.created()).contains(oldPartition);
 
       long key = 9302;
@@ -264,7 +267,8 @@ class PartitioningTest {
       // Time passes: the month of the future record gets its partition and the record moves in;
       // the past record is older than the retention and is deleted; both stay in the rollups.
       MaintenanceReport r =
-          new MaintenanceTask(ds, RetentionConfig.defaults(), at(Instant.parse("2099-03-10T00:00:00Z")))
+          new MaintenanceTask(
+                  ds, RetentionConfig.defaults(), at(Instant.parse("2099-03-10T00:00:00Z")))
               .run();
       assertThat(r.created()).contains("usage_records_p2099_05");
       assertThat(r.movedFromDefault()).isEqualTo(1);

@@ -52,10 +52,17 @@ class UsageQueriesTest {
   }
 
   static CompletableFuture<Void> publish(
-      String id, CreatedApiKey key, String model, Instant at, long prefill, long decode, int prompt,
+      String id,
+      CreatedApiKey key,
+      String model,
+      Instant at,
+      long prefill,
+      long decode,
+      int prompt,
       int completion) {
     UsageRecord r =
-        TestSupport.record(id, key.keyId(), key.accountId(), model, at, prefill, decode, prompt, completion);
+        TestSupport.record(
+            id, key.keyId(), key.accountId(), model, at, prefill, decode, prompt, completion);
     return billing.ledger().publish(r);
   }
 

@@ -87,7 +87,10 @@ public final class CudaAvailability {
   static Probe run(boolean disabled, Loader loader) {
     if (disabled) {
       return new Probe(
-          false, 0, "", "CUDA timing disabled by -D" + DISABLE_PROPERTY + " or GPUMETER_CUDA_TIMER");
+          false,
+          0,
+          "",
+          "CUDA timing disabled by -D" + DISABLE_PROPERTY + " or GPUMETER_CUDA_TIMER");
     }
     Calls calls;
     try {
@@ -113,8 +116,7 @@ public final class CudaAvailability {
       if (count[0] <= 0) {
         return new Probe(false, 0, driver, "no CUDA device (driver " + driver + ")");
       }
-      return new Probe(
-          true, count[0], driver, count[0] + " CUDA device(s), driver API " + driver);
+      return new Probe(true, count[0], driver, count[0] + " CUDA device(s), driver API " + driver);
     } catch (LinkageError | RuntimeException e) {
       return new Probe(false, 0, "", "CUDA driver call failed: " + firstLine(e));
     }

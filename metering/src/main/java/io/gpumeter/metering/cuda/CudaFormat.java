@@ -16,7 +16,8 @@ final class CudaFormat {
   static final String RUNTIME_VERSION_PROPERTY = "gpumeter.cuda.runtimeVersion";
 
   // libcudart.so.12.8.90, libcudart.so.13, libcudart-9335f6a2.so.12 (DJL's CUDA libtorch bundle)
-  private static final Pattern CUDART = Pattern.compile("libcudart(?:-[0-9a-f]+)?\\.so\\.(\\d+)(?:\\.(\\d+))?");
+  private static final Pattern CUDART =
+      Pattern.compile("libcudart(?:-[0-9a-f]+)?\\.so\\.(\\d+)(?:\\.(\\d+))?");
   private static final Pattern FLAVOR = Pattern.compile("cu(\\d{2,3})(?:-precxx11)?");
 
   private CudaFormat() {}

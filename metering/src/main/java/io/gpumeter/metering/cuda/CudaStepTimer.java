@@ -34,16 +34,16 @@ import org.slf4j.LoggerFactory;
  * the step and copies its outputs to the host (that copy waits for the step's kernels); {@link
  * Span#end()} records an end event, waits for it with {@code cuEventSynchronize} (the events are
  * created with {@code CU_EVENT_BLOCKING_SYNC}, so the thread sleeps instead of spinning; after the
- * host copy the event is normally complete already), and reads {@code cuEventElapsedTime}: a
- * float in milliseconds with a resolution of about half a microsecond, converted to integer
- * nanoseconds. The span therefore covers everything the stream did from the start event to the
- * end event, including gaps in which the GPU waited for the CPU to launch the next kernel: that
- * time is reserved for the batch and billed (metering/README.md).
+ * host copy the event is normally complete already), and reads {@code cuEventElapsedTime}: a float
+ * in milliseconds with a resolution of about half a microsecond, converted to integer nanoseconds.
+ * The span therefore covers everything the stream did from the start event to the end event,
+ * including gaps in which the GPU waited for the CPU to launch the next kernel: that time is
+ * reserved for the batch and billed (metering/README.md).
  *
  * <p>Failures: {@code end()} never throws for a CUDA failure. If any call fails, for example
- * because the step itself broke the context with a sticky error, the span is measured with the
- * host clock instead (the host reading taken at {@code begin()}), the failure is logged (the first
- * ten, then every thousandth) and counted in {@link #stats()}, and the span's events are discarded
+ * because the step itself broke the context with a sticky error, the span is measured with the host
+ * clock instead (the host reading taken at {@code begin()}), the failure is logged (the first ten,
+ * then every thousandth) and counted in {@link #stats()}, and the span's events are discarded
  * rather than pooled. A span is never lost (invariant 2).
  *
  * <p>Pool: each span owns a start and an end event; ended spans go back to a pool, so a steady
@@ -108,8 +108,9 @@ public final class CudaStepTimer implements StepTimer {
       return t;
     } catch (RuntimeException | LinkageError e) {
       t.close();
-      throw e instanceof CudaTimerException ? (CudaTimerException) e : new CudaTimerException(
-          t.deviceLabel + ": " + CudaAvailability.firstLine(e), e);
+      throw e instanceof CudaTimerException
+          ? (CudaTimerException) e
+          : new CudaTimerException(t.deviceLabel + ": " + CudaAvailability.firstLine(e), e);
     }
   }
 
@@ -137,7 +138,8 @@ public final class CudaStepTimer implements StepTimer {
         driver.driverGetVersion(version) == DriverApi.CUDA_SUCCESS
             ? CudaFormat.version(version[0])
             : "";
-    String cuda = config.cudaVersion().isEmpty() ? CudaFormat.runtimeVersion() : config.cudaVersion();
+    String cuda =
+        config.cudaVersion().isEmpty() ? CudaFormat.runtimeVersion() : config.cudaVersion();
     info = new TimerInfo("cuda-event", deviceLabel, gpuName, gpuUuid, driverVersion, cuda);
 
     CudaSpan first = newSpan();
@@ -154,12 +156,15 @@ public final class CudaStepTimer implements StepTimer {
         gpuUuid,
         driverVersion,
         cuda.isEmpty() ? "unknown yet" : cuda,
-        config.streamHandle() == 0 ? "legacy default" : "0x" + Long.toHexString(config.streamHandle()));
+        config.streamHandle() == 0
+            ? "legacy default"
+            : "0x" + Long.toHexString(config.streamHandle()));
   }
 
   private void check(int result, String call) {
     if (result != DriverApi.CUDA_SUCCESS) {
-      throw new CudaTimerException(deviceLabel + ": " + call + " failed: " + driver.errorName(result));
+      throw new CudaTimerException(
+          deviceLabel + ": " + call + " failed: " + driver.errorName(result));
     }
   }
 
@@ -330,7 +335,9 @@ public final class CudaStepTimer implements StepTimer {
       runtimeVersionRetried = true;
       String v = CudaFormat.runtimeVersion();
       if (!v.isEmpty()) {
-        i = new TimerInfo(i.timerKind(), i.device(), i.deviceName(), i.deviceUuid(), i.driverVersion(), v);
+        i =
+            new TimerInfo(
+                i.timerKind(), i.device(), i.deviceName(), i.deviceUuid(), i.driverVersion(), v);
         info = i;
       }
     }
@@ -371,7 +378,10 @@ public final class CudaStepTimer implements StepTimer {
           log.warn("cuDevicePrimaryCtxRelease on {} failed: {}", deviceLabel, driver.errorName(r));
         }
       } catch (RuntimeException | LinkageError e) {
-        log.warn("cuDevicePrimaryCtxRelease on {} failed: {}", deviceLabel, CudaAvailability.firstLine(e));
+        log.warn(
+            "cuDevicePrimaryCtxRelease on {} failed: {}",
+            deviceLabel,
+            CudaAvailability.firstLine(e));
       }
     }
   }
@@ -386,7 +396,8 @@ public final class CudaStepTimer implements StepTimer {
       f.setLong(s, handle);
       return s;
     } catch (ReflectiveOperationException | RuntimeException e) {
-      throw new CudaTimerException("cannot make a CUstream for handle 0x" + Long.toHexString(handle), e);
+      throw new CudaTimerException(
+          "cannot make a CUstream for handle 0x" + Long.toHexString(handle), e);
     }
   }
 
@@ -418,7 +429,8 @@ public final class CudaStepTimer implements StepTimer {
    * Which device and stream to time. Immutable; build with {@link #forDevice(int)}.
    *
    * @param ordinal CUDA device ordinal, as in {@code cuda:N}
-   * @param streamHandle raw {@code CUstream} the model's work runs on; 0 is the legacy default stream
+   * @param streamHandle raw {@code CUstream} the model's work runs on; 0 is the legacy default
+   *     stream
    * @param cudaVersion CUDA runtime version for provenance; empty to detect it (see {@link
    *     CudaFormat#runtimeVersion()})
    */

@@ -3,18 +3,17 @@ package io.gpumeter.metering.cuda;
 import jcuda.driver.CUcontext;
 import jcuda.driver.CUdevice;
 import jcuda.driver.CUevent;
-import jcuda.driver.CUresult;
 import jcuda.driver.CUstream;
 import jcuda.driver.CUuuid;
 import jcuda.driver.JCudaDriver;
 
 /**
- * {@link DriverApi} on JCuda's {@link JCudaDriver}. The first use loads JCuda's native library
- * (and through it {@code libcuda.so.1}); callers probe with {@link CudaAvailability} first.
+ * {@link DriverApi} on JCuda's {@link JCudaDriver}. The first use loads JCuda's native library (and
+ * through it {@code libcuda.so.1}); callers probe with {@link CudaAvailability} first.
  *
  * <p>If some other code in the process turned on {@link JCudaDriver#setExceptionsEnabled}, these
- * calls throw {@link jcuda.CudaException} instead of returning an error code; {@link
- * CudaStepTimer} handles both.
+ * calls throw {@link jcuda.CudaException} instead of returning an error code; {@link CudaStepTimer}
+ * handles both.
  */
 final class JCudaDriverApi implements DriverApi {
   static final JCudaDriverApi INSTANCE = new JCudaDriverApi();

@@ -46,7 +46,9 @@ class CudaAvailabilityTest {
   @Test
   void devicesFound() {
     CudaAvailability.Probe p = CudaAvailability.run(false, () -> calls(0, 2));
-    assertThat(p).isEqualTo(new CudaAvailability.Probe(true, 2, "13.0", "2 CUDA device(s), driver API 13.0"));
+    assertThat(p)
+        .isEqualTo(
+            new CudaAvailability.Probe(true, 2, "13.0", "2 CUDA device(s), driver API 13.0"));
   }
 
   @Test

@@ -39,8 +39,11 @@ class CudaFormatTest {
   @Test
   void runtimeVersionFromTheMappedCudart(@TempDir Path dir) throws Exception {
     assertThat(CudaFormat.cudartVersion("/x/nvidia/cu13/lib/libcudart.so.13")).isEqualTo("13");
-    assertThat(CudaFormat.cudartVersion("/usr/local/cuda/lib64/libcudart.so.12.8.90")).isEqualTo("12.8");
-    assertThat(CudaFormat.cudartVersion("/root/.djl.ai/pytorch/2.7.1-cu128/libcudart-218eec4c.so.12")).isEqualTo("12");
+    assertThat(CudaFormat.cudartVersion("/usr/local/cuda/lib64/libcudart.so.12.8.90"))
+        .isEqualTo("12.8");
+    assertThat(
+            CudaFormat.cudartVersion("/root/.djl.ai/pytorch/2.7.1-cu128/libcudart-218eec4c.so.12"))
+        .isEqualTo("12");
     assertThat(CudaFormat.cudartVersion("/usr/lib/libc.so.6")).isEmpty();
     Path maps = dir.resolve("maps");
     Files.writeString(

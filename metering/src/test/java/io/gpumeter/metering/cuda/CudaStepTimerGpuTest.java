@@ -16,10 +16,10 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /**
- * The CUDA timer on a real device. Skipped, with the reason printed, where {@link
- * CudaAvailability} finds no usable CUDA driver and device. The workload needs no kernels: {@code
- * cuMemsetD8Async} over a large buffer on the legacy default stream, then a 4-byte copy to the
- * host, as a model step ends with its logits copied to the host.
+ * The CUDA timer on a real device. Skipped, with the reason printed, where {@link CudaAvailability}
+ * finds no usable CUDA driver and device. The workload needs no kernels: {@code cuMemsetD8Async}
+ * over a large buffer on the legacy default stream, then a 4-byte copy to the host, as a model step
+ * ends with its logits copied to the host.
  */
 class CudaStepTimerGpuTest {
   private static final long BYTES = 512L << 20; // 512 MiB: a few hundred microseconds per memset
@@ -30,7 +30,9 @@ class CudaStepTimerGpuTest {
   static void openOnDevice() {
     String reason = CudaAvailability.reason();
     System.out.println(
-        "CudaStepTimerGpuTest: " + (CudaAvailability.isAvailable() ? "running: " : "skipped: ") + reason);
+        "CudaStepTimerGpuTest: "
+            + (CudaAvailability.isAvailable() ? "running: " : "skipped: ")
+            + reason);
     if (!CudaAvailability.isAvailable()) {
       return; // each test is then skipped with this reason (see requireCuda)
     }
@@ -94,7 +96,8 @@ class CudaStepTimerGpuTest {
     assertThat(info.timerKind()).isEqualTo("cuda-event");
     assertThat(info.device()).isEqualTo("cuda:0");
     assertThat(info.deviceName()).isNotBlank();
-    assertThat(info.deviceUuid()).matches("GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
+    assertThat(info.deviceUuid())
+        .matches("GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
     assertThat(info.driverVersion()).matches("\\d+\\.\\d");
   }
 

@@ -10,8 +10,8 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The CUDA timer's own logic (pool, context, fallback, conversion) against {@link FakeDriverApi},
- * so it runs on machines without a GPU. {@link CudaStepTimerGpuTest} runs the same timer on a
- * real device.
+ * so it runs on machines without a GPU. {@link CudaStepTimerGpuTest} runs the same timer on a real
+ * device.
  */
 class CudaStepTimerTest {
   private final FakeDriverApi driver = new FakeDriverApi();
@@ -45,7 +45,8 @@ class CudaStepTimerTest {
   @Test
   void infoCarriesDeviceProvenance() {
     try (CudaStepTimer timer =
-        CudaStepTimer.open(CudaStepTimer.Config.forDevice(0).withCudaVersion("12.8"), driver, clock::get)) {
+        CudaStepTimer.open(
+            CudaStepTimer.Config.forDevice(0).withCudaVersion("12.8"), driver, clock::get)) {
       TimerInfo info = timer.info();
       assertThat(info.timerKind()).isEqualTo("cuda-event");
       assertThat(info.device()).isEqualTo("cuda:0");
@@ -60,7 +61,9 @@ class CudaStepTimerTest {
   void eventsBlockWithoutSpinningAndKeepTiming() {
     try (CudaStepTimer timer = open()) {
       timer.begin().end();
-      assertThat(driver.createFlags).isNotEmpty().allMatch(f -> f == 1); // CU_EVENT_BLOCKING_SYNC only
+      assertThat(driver.createFlags)
+          .isNotEmpty()
+          .allMatch(f -> f == 1); // CU_EVENT_BLOCKING_SYNC only
     }
   }
 
@@ -104,7 +107,8 @@ class CudaStepTimerTest {
     assertThat(driver.recordedStreams).containsExactly(0L, 0L);
     driver.recordedStreams.clear();
     try (CudaStepTimer timer =
-        CudaStepTimer.open(CudaStepTimer.Config.forDevice(0).withStream(0x7f00_1234L), driver, clock::get)) {
+        CudaStepTimer.open(
+            CudaStepTimer.Config.forDevice(0).withStream(0x7f00_1234L), driver, clock::get)) {
       timer.begin().end();
     }
     assertThat(driver.recordedStreams).containsExactly(0x7f00_1234L, 0x7f00_1234L);
@@ -218,7 +222,9 @@ class CudaStepTimerTest {
   @Test
   void failedOpenReleasesWhatItRetained() {
     driver.failEventCreateAfter = 0;
-    assertThatThrownBy(this::open).isInstanceOf(CudaTimerException.class).hasMessageContaining("events");
+    assertThatThrownBy(this::open)
+        .isInstanceOf(CudaTimerException.class)
+        .hasMessageContaining("events");
     assertThat(driver.retained).isEqualTo(1);
     assertThat(driver.released).isEqualTo(1);
   }
@@ -236,9 +242,11 @@ class CudaStepTimerTest {
 
   @Test
   void missingDeviceIsRefused() {
-    assertThatThrownBy(() -> CudaStepTimer.open(CudaStepTimer.Config.forDevice(3), driver, clock::get))
+    assertThatThrownBy(
+            () -> CudaStepTimer.open(CudaStepTimer.Config.forDevice(3), driver, clock::get))
         .isInstanceOf(CudaTimerException.class)
         .hasMessageContaining("cuDeviceGet(3)");
-    assertThatThrownBy(() -> CudaStepTimer.Config.forDevice(-1)).isInstanceOf(IllegalArgumentException.class);
+    assertThatThrownBy(() -> CudaStepTimer.Config.forDevice(-1))
+        .isInstanceOf(IllegalArgumentException.class);
   }
 }

@@ -28,11 +28,15 @@ final class FakeDriverApi implements DriverApi {
   int eventsCreated;
   int recordsWithoutCurrentContext;
   int initResult = CUDA_SUCCESS;
+
   /** Once set, every call after the next successful start record fails (a sticky error). */
   boolean breakAfterStart;
+
   boolean broken;
+
   /** A single call that fails once with this code (0: none). */
   int failNextEndRecord;
+
   int failEventCreateAfter = Integer.MAX_VALUE;
   float elapsedMs = 1.25f;
   boolean throwOnElapsed;

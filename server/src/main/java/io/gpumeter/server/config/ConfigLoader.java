@@ -17,17 +17,17 @@ import java.util.Properties;
  *
  * <ol>
  *   <li>the built-in defaults (the map given to {@link #withDefaults});
- *   <li>an optional properties file: keys as in the defaults, optionally with the {@code
- *       gpumeter.} prefix; an unknown key is refused, since a typo would otherwise be ignored;
+ *   <li>an optional properties file: keys as in the defaults, optionally with the {@code gpumeter.}
+ *       prefix; an unknown key is refused, since a typo would otherwise be ignored;
  *   <li>environment variables: key {@code a.b_c} is {@code GPUMETER_A_B_C};
  *   <li>system properties: key {@code a.b_c} is {@code gpumeter.a.b_c}.
  * </ol>
  *
- * <p>Environment variables and system properties are looked up by known key only, so others
- * with the same prefix (used by other parts of the process) are ignored. A blank value in any
- * layer unsets the key: it returns to its built-in default (for an optional setting, unset), so
- * an empty {@code GPUMETER_DB_URL=} undoes a {@code db.url} from the file. Values are kept as
- * text with their source; {@link ConfigValues} parses them with one set of rules.
+ * <p>Environment variables and system properties are looked up by known key only, so others with
+ * the same prefix (used by other parts of the process) are ignored. A blank value in any layer
+ * unsets the key: it returns to its built-in default (for an optional setting, unset), so an empty
+ * {@code GPUMETER_DB_URL=} undoes a {@code db.url} from the file. Values are kept as text with
+ * their source; {@link ConfigValues} parses them with one set of rules.
  *
  * <p>Not thread-safe: fill it on one thread, then take {@link #values()}.
  */
@@ -88,12 +88,7 @@ public final class ConfigLoader {
           name.startsWith(PROPERTY_PREFIX) ? name.substring(PROPERTY_PREFIX.length()) : name;
       if (!defaults.containsKey(key)) {
         throw new IllegalArgumentException(
-            "unknown setting '"
-                + name
-                + "' in "
-                + file
-                + "; known settings: "
-                + defaults.keySet());
+            "unknown setting '" + name + "' in " + file + "; known settings: " + defaults.keySet());
       }
       set(key, p.getProperty(name), ConfigSource.file(file));
     }
@@ -112,7 +107,9 @@ public final class ConfigLoader {
     return this;
   }
 
-  /** Applies the {@code gpumeter.*} properties of known keys; pass {@code System.getProperties()}. */
+  /**
+   * Applies the {@code gpumeter.*} properties of known keys; pass {@code System.getProperties()}.
+   */
   public ConfigLoader systemProperties(Properties properties) {
     for (String key : defaults.keySet()) {
       String name = propertyName(key);

@@ -4,8 +4,8 @@ import java.nio.file.Path;
 import java.util.Objects;
 
 /**
- * Where a setting's value came from, named in every error message about it: the built-in
- * default, a properties file, an environment variable, a system property, or code (a builder).
+ * Where a setting's value came from, named in every error message about it: the built-in default, a
+ * properties file, an environment variable, a system property, or code (a builder).
  */
 public record ConfigSource(Kind kind, String name) {
 

@@ -12,9 +12,9 @@ import java.util.regex.Pattern;
 
 /**
  * Settings as text with their sources (from {@link ConfigLoader}), and the one set of rules that
- * parses them. Every typed read refuses a bad value with an {@link IllegalArgumentException}
- * whose message names the key, the value and its source, e.g. {@code invalid setting
- * port='70000' (from environment variable GPUMETER_PORT): must be in [0, 65535]}.
+ * parses them. Every typed read refuses a bad value with an {@link IllegalArgumentException} whose
+ * message names the key, the value and its source, e.g. {@code invalid setting port='70000' (from
+ * environment variable GPUMETER_PORT): must be in [0, 65535]}.
  *
  * <p>Rules (surrounding whitespace is ignored everywhere):
  *

@@ -59,8 +59,11 @@ class ConfigLoaderTest {
     assertThat(v.optional("opt.key")).isNull();
     assertThat(v.text("a")).isEqualTo("default-a");
     assertThat(v.get("a").source()).isEqualTo(ConfigSource.environment("GPUMETER_A"));
-    assertThat(ConfigLoader.withDefaults(DEFAULTS).set("opt.key", " x ", ConfigSource.code())
-            .values().optional("opt.key"))
+    assertThat(
+            ConfigLoader.withDefaults(DEFAULTS)
+                .set("opt.key", " x ", ConfigSource.code())
+                .values()
+                .optional("opt.key"))
         .isEqualTo("x");
   }
 
@@ -146,7 +149,8 @@ class ConfigLoaderTest {
       assertThat(values("a", f).bool("a")).as(f).isFalse();
     }
     assertThatThrownBy(() -> values("a", "1").bool("a"))
-        .hasMessage("invalid setting a='1' (from code): not a boolean (true/false, yes/no, on/off)");
+        .hasMessage(
+            "invalid setting a='1' (from code): not a boolean (true/false, yes/no, on/off)");
   }
 
   @Test

@@ -79,8 +79,8 @@ final class FaultSupport {
   }
 
   /**
-   * Checks {@code condition} every 50 ms until it holds; fails, naming {@code what}, once
-   * {@code timeout} has passed.
+   * Checks {@code condition} every 50 ms until it holds; fails, naming {@code what}, once {@code
+   * timeout} has passed.
    */
   static void await(BooleanSupplier condition, Duration timeout, String what) {
     Awaitility.await(what)
@@ -168,7 +168,8 @@ final class FaultSupport {
                             .timeout(Duration.ofSeconds(30))
                             .header("Authorization", "Bearer " + key)
                             .header("Content-Type", "application/json")
-                            .POST(HttpRequest.BodyPublishers.ofString(completion(prompt, maxTokens)))
+                            .POST(
+                                HttpRequest.BodyPublishers.ofString(completion(prompt, maxTokens)))
                             .build();
                     try {
                       HttpResponse<String> r = http.send(req, HttpResponse.BodyHandlers.ofString());
@@ -218,10 +219,7 @@ final class FaultSupport {
     }
 
     List<String> idsWithStatus(int status) {
-      return outcomes.stream()
-          .filter(o -> o.status() == status)
-          .map(Outcome::requestId)
-          .toList();
+      return outcomes.stream().filter(o -> o.status() == status).map(Outcome::requestId).toList();
     }
 
     long count(int status) {

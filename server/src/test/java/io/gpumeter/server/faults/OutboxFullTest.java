@@ -7,9 +7,9 @@ import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.server.GpumeterServer;
+import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
-import io.gpumeter.server.TestServers;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -22,9 +22,9 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * PostgreSQL down and a small outbox ({@code outbox.max_bytes=4k}): completions are answered while
  * the outbox takes their charges; once it is full, new completions get 503 {@code
- * billing_unavailable} saying why, {@code /readyz} is 503 with the reason, and nothing unmetered
- * is served. When PostgreSQL returns, every completion answered before is in the ledger once and
- * the server takes work again.
+ * billing_unavailable} saying why, {@code /readyz} is 503 with the reason, and nothing unmetered is
+ * served. When PostgreSQL returns, every completion answered before is in the ledger once and the
+ * server takes work again.
  */
 class OutboxFullTest {
   @TempDir Path tmp;

@@ -12,9 +12,9 @@ import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
 import io.gpumeter.server.GpumeterServer;
 import io.gpumeter.server.Main;
+import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
-import io.gpumeter.server.TestServers;
 import java.io.ByteArrayOutputStream;
 import java.io.OutputStream;
 import java.io.PrintStream;
@@ -43,8 +43,8 @@ import org.junit.jupiter.api.Timeout;
 
 /**
  * Reconciliation over a closed range after a mixed load (finished, cancelled by a client that
- * disconnects, timed out by a short {@code scheduler.request_timeout}) is exactly zero, through
- * the admin endpoint and through {@code reconcile} run beside the server; a charge without metered
+ * disconnects, timed out by a short {@code scheduler.request_timeout}) is exactly zero, through the
+ * admin endpoint and through {@code reconcile} run beside the server; a charge without metered
  * steps shows as drift (exit status 3). Also: {@code create-key} beside the running server (the
  * embedded database is the server's: the tool connects to it instead of starting one).
  */
@@ -56,8 +56,10 @@ class ReconciliationTest {
   private static final int DISCONNECTS = 2;
 
   private static GpumeterServer server;
+
   /** The server's database, reached the way the CLI tools reach it (billing hands out no pool). */
   private static Database db;
+
   private static Client client;
   private static CreatedApiKey key;
   private static Path config;
@@ -79,8 +81,11 @@ class ReconciliationTest {
     config = server.config().dataDir().resolve("gpumeter.properties");
     Files.writeString(
         config,
-        "data.dir=" + server.config().dataDir() + "\ndb.binary_cache_dir="
-            + TestServers.binaryCache() + "\n");
+        "data.dir="
+            + server.config().dataDir()
+            + "\ndb.binary_cache_dir="
+            + TestServers.binaryCache()
+            + "\n");
   }
 
   @AfterAll
@@ -121,7 +126,9 @@ class ReconciliationTest {
     for (int i = 0; i < LONG; i++) {
       longOnes.add(
           client.postAsync(
-              "/v1/completions", key.plaintext(), FaultSupport.completion("Long " + i + " ", 1000)));
+              "/v1/completions",
+              key.plaintext(),
+              FaultSupport.completion("Long " + i + " ", 1000)));
     }
     for (int i = 0; i < SHORT; i++) {
       shortOnes.add(
@@ -169,7 +176,9 @@ class ReconciliationTest {
     assertThat(line.get("model").asText()).isEqualTo(FaultSupport.MODEL);
     assertThat(line.get("device").asText()).isEqualTo("cpu");
     assertThat(line.get("records").asLong()).isEqualTo(expected);
-    assertThat(line.get("charged_ns").asLong()).isPositive().isEqualTo(line.get("ledger_ns").asLong());
+    assertThat(line.get("charged_ns").asLong())
+        .isPositive()
+        .isEqualTo(line.get("ledger_ns").asLong());
     assertThat(line.get("drift_ns").asLong()).isZero();
     assertThat(line.get("unattributed_ns").asLong()).isZero();
     assertThat(line.get("steps").asLong()).isPositive();
@@ -194,15 +203,30 @@ class ReconciliationTest {
     Instant past = Instant.now().minus(Duration.ofHours(3));
     UsageRecord orphan =
         new UsageRecord(
-            "cmpl-reconcile-orphan", key.keyId(), key.accountId(), FaultSupport.MODEL,
-            TimerInfo.cpu("test"), "tokens", 1_000, 400, 600, 3, 2, 0, 2, UsageStatus.OK,
-            past.minusMillis(20), past);
+            "cmpl-reconcile-orphan",
+            key.keyId(),
+            key.accountId(),
+            FaultSupport.MODEL,
+            TimerInfo.cpu("test"),
+            "tokens",
+            1_000,
+            400,
+            600,
+            3,
+            2,
+            0,
+            2,
+            UsageStatus.OK,
+            past.minusMillis(20),
+            past);
     server.billing().ledger().publish(orphan).get(10, TimeUnit.SECONDS);
     Cli drift =
         cli(
             "reconcile",
-            "--from", past.minus(Duration.ofMinutes(5)).toString(),
-            "--to", past.plus(Duration.ofMinutes(5)).toString());
+            "--from",
+            past.minus(Duration.ofMinutes(5)).toString(),
+            "--to",
+            past.plus(Duration.ofMinutes(5)).toString());
     assertThat(drift.status()).as(drift.toString()).isEqualTo(Main.EXIT_DRIFT);
     assertThat(drift.out()).contains("total drift_ns: -1000");
     assertThat(drift.err()).contains("Drift");

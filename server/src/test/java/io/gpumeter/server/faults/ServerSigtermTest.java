@@ -7,9 +7,9 @@ import io.gpumeter.billing.DatabaseConfig;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.server.Main;
+import io.gpumeter.server.TestServers;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
-import io.gpumeter.server.TestServers;
 import io.gpumeter.server.faults.FaultSupport.ServerProcess;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
@@ -33,14 +33,14 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * A server process with the embedded PostgreSQL, stopped with SIGTERM while a completion is being
- * generated: the completion is answered 200, its charge is committed to PostgreSQL (not left in
- * the outbox: the database must outlive the drain), and the server stops PostgreSQL itself before
- * it exits. Before the fix, zonky's own JVM shutdown hook stopped PostgreSQL at the signal, in
- * parallel with the server's drain: the drain's charges then went to the outbox or failed (the
- * 503 that was seen), or the watchdog restarted a PostgreSQL that nobody stopped afterwards.
+ * generated: the completion is answered 200, its charge is committed to PostgreSQL (not left in the
+ * outbox: the database must outlive the drain), and the server stops PostgreSQL itself before it
+ * exits. Before the fix, zonky's own JVM shutdown hook stopped PostgreSQL at the signal, in
+ * parallel with the server's drain: the drain's charges then went to the outbox or failed (the 503
+ * that was seen), or the watchdog restarted a PostgreSQL that nobody stopped afterwards.
  *
- * <p>The API key is made with {@code create-key} while the server runs: it connects to the
- * server's PostgreSQL (the data folder is locked by the server process) instead of failing.
+ * <p>The API key is made with {@code create-key} while the server runs: it connects to the server's
+ * PostgreSQL (the data folder is locked by the server process) instead of failing.
  */
 class ServerSigtermTest {
   private static final Pattern RUNNING =

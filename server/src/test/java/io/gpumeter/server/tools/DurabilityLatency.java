@@ -22,12 +22,12 @@ import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.LoggerFactory;
 
 /**
- * What the default ledger durability costs in completion latency over HTTP. Not a test: a main
- * that starts the real server (CPU, the repository's demo model, an embedded PostgreSQL) once
- * with {@code ledger.durability=durable} and once with {@code fast} in the same JVM, on the same
- * data folder, and drives each with {@code --clients} closed-loop clients sending {@code
- * max_tokens: 1} completions for {@code --seconds} (after a warm-up). Latency is measured by the
- * client, from sending the request to reading the whole response (HTTP/1.1 keep-alive).
+ * What the default ledger durability costs in completion latency over HTTP. Not a test: a main that
+ * starts the real server (CPU, the repository's demo model, an embedded PostgreSQL) once with
+ * {@code ledger.durability=durable} and once with {@code fast} in the same JVM, on the same data
+ * folder, and drives each with {@code --clients} closed-loop clients sending {@code max_tokens: 1}
+ * completions for {@code --seconds} (after a warm-up). Latency is measured by the client, from
+ * sending the request to reading the whole response (HTTP/1.1 keep-alive).
  *
  * <pre>
  * ./mvnw -o -q -pl server test-compile
@@ -76,8 +76,15 @@ public final class DurabilityLatency {
                 Locale.ROOT,
                 "round %d %-7s requests %7d (%7.1f/s)  p50 %7.3f ms  p90 %7.3f ms  p99 %7.3f ms"
                     + "  max %8.3f ms  errors %d",
-                round, mode, r.count, r.count / (double) seconds, ms(r.p50), ms(r.p90),
-                ms(r.p99), ms(r.max), r.errors);
+                round,
+                mode,
+                r.count,
+                r.count / (double) seconds,
+                ms(r.p50),
+                ms(r.p90),
+                ms(r.p99),
+                ms(r.max),
+                r.errors);
         System.out.println(line);
         lines.add(line);
       }
@@ -124,7 +131,8 @@ public final class DurabilityLatency {
         perThread.add(samples);
         int id = t;
         String body =
-            "{\"model\":\"demo-byte-lm\",\"prompt\":\"Client " + t
+            "{\"model\":\"demo-byte-lm\",\"prompt\":\"Client "
+                + t
                 + " asks \",\"max_tokens\":1,\"temperature\":0}";
         Thread th =
             new Thread(
