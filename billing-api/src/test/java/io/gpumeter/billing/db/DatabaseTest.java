@@ -236,7 +236,7 @@ class DatabaseTest {
       await("the row committed before the kill")
           .atMost(java.time.Duration.ofSeconds(10))
           .pollInterval(java.time.Duration.ofMillis(100))
-          .ignoreException(java.sql.SQLException.class)
+          .ignoreExceptionsInstanceOf(java.sql.SQLException.class)
           .until(
               () -> {
                 try (Connection c = db.dataSource().getConnection();
