@@ -34,6 +34,16 @@ class AutoStepTimerFactoryTest {
   }
 
   @Test
+  void hostOnlyTimesCudaDevicesWithTheHostClock() {
+    // the server's timer=host: CUDA devices keep their label, the timer is the host clock
+    try (StepTimer timer = StepTimerFactory.hostOnly().forDevice("cuda:1")) {
+      assertThat(timer).isInstanceOf(HostStepTimer.class);
+      assertThat(timer.info().timerKind()).isEqualTo("host");
+      assertThat(timer.info().device()).isEqualTo("cuda:1");
+    }
+  }
+
+  @Test
   void cpuGetsTheCpuHostTimerWithoutProbingCuda() {
     AutoStepTimerFactory f =
         new AutoStepTimerFactory(

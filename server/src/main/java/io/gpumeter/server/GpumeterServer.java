@@ -134,7 +134,9 @@ public final class GpumeterServer implements AutoCloseable {
     dbThread.setDaemon(true);
     dbThread.start();
     try {
-      store = ModelStore.open(config.modelsDir(), config.device(), StepTimerFactory.auto());
+      StepTimerFactory timers =
+          config.timer().equals("host") ? StepTimerFactory.hostOnly() : StepTimerFactory.auto();
+      store = ModelStore.open(config.modelsDir(), config.device(), timers);
     } catch (RuntimeException | Error e) {
       // Wait for the database anyway, so that close() stops it.
       try {

@@ -42,6 +42,7 @@ public final class ServerConfig {
     k.put("port", "8080");
     k.put("models.dir", "./models");
     k.put("device", "auto");
+    k.put("timer", "auto");
     k.put("data.dir", "./data");
     k.put("db.url", "");
     k.put("db.user", "");
@@ -77,6 +78,7 @@ public final class ServerConfig {
   private final int port;
   private final Path modelsDir;
   private final String device;
+  private final String timer;
   private final Path dataDir;
   private final String dbUrl;
   private final String dbUser;
@@ -106,6 +108,7 @@ public final class ServerConfig {
     port = v.intIn("port", 0, 65535);
     modelsDir = v.parse("models.dir", Path::of);
     device = v.text("device");
+    timer = v.text("timer");
     dataDir = v.parse("data.dir", Path::of);
     dbUrl = v.optional("db.url");
     dbUser = v.optional("db.user");
@@ -165,6 +168,9 @@ public final class ServerConfig {
 
     if (!DEVICE.matcher(device).matches()) {
       throw v.invalid("device", "must be auto, cpu or cuda:N");
+    }
+    if (!timer.equals("auto") && !timer.equals("host")) {
+      throw v.invalid("timer", "must be auto or host");
     }
     if (tokenBudget < maxRunning) {
       throw v.invalid(
@@ -319,6 +325,14 @@ public final class ServerConfig {
   /** {@code auto}, {@code cpu} or {@code cuda:N}. */
   public String device() {
     return device;
+  }
+
+  /**
+   * {@code auto}: CUDA event timers on {@code cuda:N} where CUDA timing works, host timers
+   * otherwise; {@code host}: host timers everywhere (the CUDA driver is never touched).
+   */
+  public String timer() {
+    return timer;
   }
 
   public Path dataDir() {

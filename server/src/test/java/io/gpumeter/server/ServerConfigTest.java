@@ -25,6 +25,7 @@ class ServerConfigTest {
     assertThat(c.port()).isEqualTo(8080);
     assertThat(c.modelsDir()).isEqualTo(Path.of("./models"));
     assertThat(c.device()).isEqualTo("auto");
+    assertThat(c.timer()).isEqualTo("auto");
     assertThat(c.dbUrl()).isNull();
     assertThat(c.maxBodyBytes()).isEqualTo(1024 * 1024);
     assertThat(c.maxTokensDefault()).isEqualTo(16);
@@ -96,6 +97,9 @@ class ServerConfigTest {
         .hasMessageContaining("GPUMETER_PORT");
     assertThatThrownBy(() -> ServerConfig.builder().device("gpu").build())
         .hasMessageContaining("device='gpu'");
+    assertThatThrownBy(() -> ServerConfig.builder().set("timer", "cuda").build())
+        .hasMessageContaining("timer='cuda'")
+        .hasMessageContaining("auto or host");
     assertThatThrownBy(
             () -> ServerConfig.builder().set("scheduler.request_timeout", "soon").build())
         .hasMessageContaining("scheduler.request_timeout='soon'");

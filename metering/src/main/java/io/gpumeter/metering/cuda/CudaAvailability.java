@@ -1,20 +1,15 @@
 package io.gpumeter.metering.cuda;
 
-import java.util.Locale;
-
 /**
  * Cheap, memoised probe: can this process time steps with CUDA events? It loads JCuda's native
  * driver library (which needs the NVIDIA driver's {@code libcuda.so.1}), calls {@code cuInit} and
  * counts devices. It never throws: where there is no driver, no device, or no JCuda native library
  * for this platform, {@link #isAvailable()} is false and {@link #reason()} says why.
  *
- * <p>Set the system property {@value #DISABLE_PROPERTY} to {@code true} (or the environment
- * variable {@code GPUMETER_CUDA_TIMER=off}) to report CUDA as unavailable without touching the
- * driver, so that GPU devices are timed with the host clock.
+ * <p>To time GPU devices with the host clock without touching the driver, use {@link
+ * io.gpumeter.metering.StepTimerFactory#hostOnly()} (the server's {@code timer=host} setting).
  */
 public final class CudaAvailability {
-  public static final String DISABLE_PROPERTY = "gpumeter.cuda.disabled";
-
   private static volatile Probe probe;
 
   private CudaAvailability() {}
@@ -41,7 +36,7 @@ public final class CudaAvailability {
       synchronized (CudaAvailability.class) {
         p = probe;
         if (p == null) {
-          p = run(disabledByConfig(), JCudaDriverApiLoader.INSTANCE);
+          p = run(JCudaDriverApiLoader.INSTANCE);
           probe = p;
         }
       }
@@ -58,14 +53,6 @@ public final class CudaAvailability {
    * @param reason one line: why not, or what was found
    */
   public record Probe(boolean available, int deviceCount, String driverVersion, String reason) {}
-
-  static boolean disabledByConfig() {
-    if (Boolean.parseBoolean(System.getProperty(DISABLE_PROPERTY, "false"))) {
-      return true;
-    }
-    String env = System.getenv("GPUMETER_CUDA_TIMER");
-    return env != null && env.trim().toLowerCase(Locale.ROOT).matches("off|false|0|disabled");
-  }
 
   /** Loads the driver bindings; separate so that tests can fail the load. */
   interface Loader {
@@ -84,14 +71,7 @@ public final class CudaAvailability {
     String errorName(int result);
   }
 
-  static Probe run(boolean disabled, Loader loader) {
-    if (disabled) {
-      return new Probe(
-          false,
-          0,
-          "",
-          "CUDA timing disabled by -D" + DISABLE_PROPERTY + " or GPUMETER_CUDA_TIMER");
-    }
+  static Probe run(Loader loader) {
     Calls calls;
     try {
       calls = loader.load();

@@ -20,7 +20,6 @@ class CudaAvailabilityTest {
   void missingNativeLibraryIsAReasonNotACrash() {
     CudaAvailability.Probe p =
         CudaAvailability.run(
-            false,
             () -> {
               throw new UnsatisfiedLinkError("libcuda.so.1: cannot open shared object file");
             });
@@ -30,14 +29,14 @@ class CudaAvailabilityTest {
 
   @Test
   void initFailureIsNamed() {
-    CudaAvailability.Probe p = CudaAvailability.run(false, () -> calls(100, 0));
+    CudaAvailability.Probe p = CudaAvailability.run(() -> calls(100, 0));
     assertThat(p.available()).isFalse();
     assertThat(p.reason()).isEqualTo("cuInit failed: E100");
   }
 
   @Test
   void noDevices() {
-    CudaAvailability.Probe p = CudaAvailability.run(false, () -> calls(0, 0));
+    CudaAvailability.Probe p = CudaAvailability.run(() -> calls(0, 0));
     assertThat(p.available()).isFalse();
     assertThat(p.reason()).contains("no CUDA device");
     assertThat(p.driverVersion()).isEqualTo("13.0");
@@ -45,22 +44,10 @@ class CudaAvailabilityTest {
 
   @Test
   void devicesFound() {
-    CudaAvailability.Probe p = CudaAvailability.run(false, () -> calls(0, 2));
+    CudaAvailability.Probe p = CudaAvailability.run(() -> calls(0, 2));
     assertThat(p)
         .isEqualTo(
             new CudaAvailability.Probe(true, 2, "13.0", "2 CUDA device(s), driver API 13.0"));
-  }
-
-  @Test
-  void disabledWithoutTouchingTheDriver() {
-    CudaAvailability.Probe p =
-        CudaAvailability.run(
-            true,
-            () -> {
-              throw new AssertionError("must not load");
-            });
-    assertThat(p.available()).isFalse();
-    assertThat(p.reason()).contains("disabled");
   }
 
   private static CudaAvailability.Calls calls(int init, int devices) {
