@@ -1,6 +1,7 @@
 package io.gpumeter.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.gpumeter.batching.StepListener;
@@ -18,6 +19,7 @@ import java.sql.Array;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
+import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -307,36 +309,37 @@ class EndToEndTest {
       out.write(b);
       out.flush();
       // Leave once the generation is under way.
-      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-      while (server.schedulers().get(0).stats().steps() < stepsBefore + 5
-          && System.nanoTime() < deadline) {
-        Thread.sleep(5);
-      }
+      await("the generation to be under way")
+          .atMost(Duration.ofSeconds(30))
+          .pollInterval(Duration.ofMillis(5))
+          .until(() -> server.schedulers().get(0).stats().steps() >= stepsBefore + 5);
     }
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-    String status = null;
-    long deviceNs = 0;
-    int completion = 0;
-    while (System.nanoTime() < deadline && status == null) {
-      try (Connection c = dataSource().getConnection();
-          PreparedStatement ps =
-              c.prepareStatement(
-                  "SELECT status, device_ns, completion_tokens FROM usage_records"
-                      + " WHERE api_key_id = ?")) {
-        ps.setLong(1, carol.keyId());
-        try (ResultSet rs = ps.executeQuery()) {
-          if (rs.next()) {
-            status = rs.getString(1);
-            deviceNs = rs.getLong(2);
-            completion = rs.getInt(3);
-            assertThat(rs.next()).as("one row only").isFalse();
-          }
-        }
-      }
-      if (status == null) {
-        Thread.sleep(50);
-      }
-    }
+    Object[] row =
+        await("the cancelled request's charge")
+            .atMost(Duration.ofSeconds(30))
+            .pollInterval(Duration.ofMillis(50))
+            .until(
+                () -> {
+                  try (Connection c = dataSource().getConnection();
+                      PreparedStatement ps =
+                          c.prepareStatement(
+                              "SELECT status, device_ns, completion_tokens FROM usage_records"
+                                  + " WHERE api_key_id = ?")) {
+                    ps.setLong(1, carol.keyId());
+                    try (ResultSet rs = ps.executeQuery()) {
+                      if (!rs.next()) {
+                        return null;
+                      }
+                      Object[] r = {rs.getString(1), rs.getLong(2), rs.getInt(3)};
+                      assertThat(rs.next()).as("one row only").isFalse();
+                      return r;
+                    }
+                  }
+                },
+                java.util.Objects::nonNull);
+    String status = (String) row[0];
+    long deviceNs = (Long) row[1];
+    int completion = (Integer) row[2];
     assertThat(status).isEqualTo("cancelled");
     assertThat(deviceNs).isPositive();
     assertThat(completion).isBetween(1, 999);
@@ -356,11 +359,10 @@ class EndToEndTest {
             alice.plaintext(),
             "{\"model\":\"demo-byte-lm\",\"prompt\":\"Lists \",\"max_tokens\":200,"
                 + "\"temperature\":0.5,\"seed\":7}");
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-    while (server.schedulers().get(0).stats().steps() < stepsBefore + 3
-        && System.nanoTime() < deadline) {
-      Thread.sleep(2);
-    }
+    await("the generation to be under way")
+        .atMost(Duration.ofSeconds(30))
+        .pollInterval(Duration.ofMillis(2))
+        .until(() -> server.schedulers().get(0).stats().steps() >= stepsBefore + 3);
     Thread closer = new Thread(server::close, "test-close");
     closer.start();
     Reply r = inflight.get(60, TimeUnit.SECONDS);
