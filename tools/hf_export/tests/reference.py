@@ -154,14 +154,10 @@ def _frequencies(cfg: dict, dh: int) -> List[float]:
 def _rotary(x: Tensor, freqs: List[float]) -> Tensor:
     """x: [T, Dh] of one head at positions 0..T-1; pairs (j, j + Dh/2) rotate by pos * f_j."""
     t, dh = x.shape
-    out = x.clone()
-    for pos in range(t):
-        for j, f in enumerate(freqs):
-            c, s = math.cos(pos * f), math.sin(pos * f)
-            a, b = x[pos, j].item(), x[pos, j + dh // 2].item()
-            out[pos, j] = a * c - b * s
-            out[pos, j + dh // 2] = b * c + a * s
-    return out
+    angle = torch.arange(t, dtype=torch.float64).view(t, 1) * torch.tensor(freqs, dtype=torch.float64)
+    c, s = torch.cos(angle), torch.sin(angle)
+    a, b = x[:, :dh // 2], x[:, dh // 2:]
+    return torch.cat([a * c - b * s, b * c + a * s], dim=1)
 
 
 def _attention(q: List[Tensor], k: List[Tensor], v: List[Tensor]) -> Tensor:
