@@ -197,7 +197,8 @@ def build(src: str, dtype: str = "float32", context_length: Optional[int] = None
     cast = lambda t: t.to(tdtype)  # noqa: E731
     layers = [{k: cast(v) for k, v in layer.items()} for layer in layers]
     top = {k: cast(v) for k, v in top.items()}
-    model = DecoderLM(arch, top, layers, vocab, context, heads, kv_heads, head_dim, eps, inv_freq)
+    model = DecoderLM(arch, top, layers, vocab, context, heads, kv_heads, head_dim, eps, inv_freq,
+                      bool(tied))
     model.eval()
     info = {"architecture": arch, "dtype": dtype, "vocabSize": vocab, "contextLength": context,
             "maxPositionEmbeddings": max_pos, "layers": n_layers, "heads": heads,

@@ -88,7 +88,7 @@ class Block(nn.Module):
 class DecoderLM(nn.Module):
     def __init__(self, arch: str, weights: dict, layers: List[dict], vocab_size: int,
                  context_length: int, n_heads: int, kv_heads: int, head_dim: int, eps: float,
-                 inv_freq: Tensor):
+                 inv_freq: Tensor, tied: bool):
         super().__init__()
         self.arch = arch
         self.rope = arch != "gpt2"
@@ -104,7 +104,8 @@ class DecoderLM(nn.Module):
         self.pos_embed = _param(weights["pos_embed"])  # [C, D] for GPT-2, [0] otherwise
         self.lnf_w = _param(weights["lnf_w"])
         self.lnf_b = _param(weights["lnf_b"])
-        self.lm_head = _param(weights["lm_head"])
+        # tied embeddings: one parameter under both names, stored once in model.pt
+        self.lm_head = self.embed if tied else _param(weights["lm_head"])
         self.blocks = nn.ModuleList([Block(w, rms, rms, eps, n_heads, kv_heads, head_dim)
                                      for w in layers])
         # rotary tables [C, Dh/2], angles computed in float64

@@ -80,6 +80,8 @@ class ExportExactnessTest(unittest.TestCase):
         self.assertEqual(info["kvHeads"], 2)
         self.assertEqual(info["heads"], 4)
         self.assertFalse(info["tiedEmbeddings"])
+        module = torch.jit.load(os.path.join(out, "model.pt"))
+        self.assertNotEqual(module.lm_head.data_ptr(), module.embed.data_ptr())
         with open(os.path.join(out, "model.json")) as f:
             mj = json.load(f)
         self.assertEqual(mj, {"name": "test-llama3-sharded-untied", "file": "model.pt",
@@ -102,8 +104,11 @@ class ExportExactnessTest(unittest.TestCase):
         self.check_exact("mistral_bin")
 
     def test_qwen2_qkv_bias_tied_embeddings(self):
-        info, _ = self.check_exact("qwen2_bias_tied")
+        info, out = self.check_exact("qwen2_bias_tied")
         self.assertTrue(info["tiedEmbeddings"])
+        # stored once: the loaded head and embedding are the same memory
+        module = torch.jit.load(os.path.join(out, "model.pt"))
+        self.assertEqual(module.lm_head.data_ptr(), module.embed.data_ptr())
 
     def test_gpt2_conv1d_layout_learned_positions(self):
         info, _ = self.check_exact("gpt2")
