@@ -48,7 +48,9 @@ import org.slf4j.LoggerFactory;
  * with the {@link Apportioner} by the {@link WeightPolicy} and fills in the step's {@link
  * StepReport}, (7) samples, emits and finishes. The batch is rebuilt at every step: new requests
  * join at the next step and finished ones leave at once. When idle the thread parks; the first
- * arrival waits {@code batchWindowNanos} for company.
+ * arrival's step runs at once (with continuous batching a request arriving a moment later joins at
+ * the next step, so waiting for company only adds latency), unless {@code batchWindowNanos} is set
+ * (default 0), in which case the first arrival after idle waits that long for company.
  *
  * <p><b>Fairness:</b> waiting requests are queued per API key in a {@link FairQueue}, and keys take
  * turns at admission. A key flooding the server therefore gets one admission per turn, like any

@@ -11,7 +11,8 @@ import java.util.Objects;
  * @param prefillChunk longest prompt chunk one sequence prefills in one step
  * @param queueCapacity submissions waiting for admission at most; beyond it submit is refused
  * @param batchWindowNanos when idle, how long the first arrival waits for company before its first
- *     step
+ *     step; 0 (the default) runs it at once, since a request arriving a moment later joins at the
+ *     next step anyway
  * @param defaultTimeoutNanos deadline of a request that sets none
  * @param weightPolicy how a step's time is split among its sequences
  */
@@ -41,8 +42,7 @@ public record SchedulerConfig(
   }
 
   public static SchedulerConfig defaults() {
-    return new SchedulerConfig(
-        32, 256, 128, 1024, 2_000_000L, 300_000_000_000L, WeightPolicy.tokens());
+    return new SchedulerConfig(32, 256, 128, 1024, 0L, 300_000_000_000L, WeightPolicy.tokens());
   }
 
   /** Static batching: one sequence at a time (the "batching off" baseline). */

@@ -62,7 +62,7 @@ public final class ServerConfig {
     k.put("scheduler.prefill_chunk", "128");
     k.put("scheduler.queue_capacity", "1024");
     k.put("scheduler.request_timeout", "300s");
-    k.put("scheduler.batch_window", "2ms");
+    k.put("scheduler.batch_window", "0ms");
     k.put("completions.max_tokens_default", "16");
     k.put("completions.max_tokens_cap", "1024");
     k.put("shutdown.grace", "30s");

@@ -34,7 +34,7 @@ class ServerConfigTest {
     assertThat(s.maxTokensPerStep()).isEqualTo(256);
     assertThat(s.prefillChunk()).isEqualTo(128);
     assertThat(s.queueCapacity()).isEqualTo(1024);
-    assertThat(s.batchWindowNanos()).isEqualTo(2_000_000L);
+    assertThat(s.batchWindowNanos()).isZero();
     assertThat(s.defaultTimeoutNanos()).isEqualTo(300_000_000_000L);
     assertThat(c.databaseConfig().isEmbedded()).isTrue();
     assertThat(c.databaseConfig().dataDirectory())

@@ -96,6 +96,9 @@ final class EmbeddedPostmaster implements AutoCloseable {
             // leaves the postmaster running; the next start on the folder stops it.
             .setRegisterShutdownHook(false)
             .setServerConfig("synchronous_commit", "on")
+            // zonky starts the postmaster with -F (fsync off); a later -c wins, so this turns
+            // fsync back on: a commit is on the disk, not only in the page cache.
+            .setServerConfig("fsync", "on")
             .setServerConfig("timezone", "UTC")
             // TCP only (zonky connects over TCP): no socket lock file in /tmp naming a postmaster
             // that may be a zombie after a crash, which would block every restart.

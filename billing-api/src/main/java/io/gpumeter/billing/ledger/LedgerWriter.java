@@ -26,11 +26,17 @@ import org.slf4j.LoggerFactory;
  * <p>Concurrency: {@link #publish} only offers to a bounded {@link ArrayBlockingQueue} and never
  * blocks; when the queue is full the returned future fails at once with {@link
  * LedgerFullException}. One writer thread ({@code gpumeter-ledger-writer}) takes the first waiting
- * record, drains whatever else is queued, then polls for up to {@link LedgerConfig#linger()} more
- * until {@link LedgerConfig#maxBatchSize()}, and hands the batch to the store in one transaction.
- * Futures complete on the writer thread after the commit (normally, also for a duplicate request
- * id) or exceptionally if the store failed; callers that do real work in a continuation should use
- * the {@code *Async} variants.
+ * record, drains whatever else is queued (up to {@link LedgerConfig#maxBatchSize()}), and hands the
+ * batch to the store in one transaction at once. Futures complete on the writer thread after the
+ * commit (normally, also for a duplicate request id) or exceptionally if the store failed; callers
+ * that do real work in a continuation should use the {@code *Async} variants.
+ *
+ * <p>Group commit: an idle writer commits a lone record at once, so a quiet server pays one commit
+ * per charge and no wait. Records published while a commit is in flight queue up and form the next
+ * batch, so under load batches grow with the commit time by themselves and the number of commits
+ * per second stays bounded by the disk, not by the request rate. A {@link LedgerConfig#linger()}
+ * above 0 (the default is 0) makes the writer poll that much longer for more records after the
+ * drain: fewer, larger transactions, at the price of that wait on every charge.
  *
  * <p>Failures: if the store reports a record error (a constraint or data error) for a batch of
  * several records, each record is written alone so one bad record fails only its own future. A

@@ -16,9 +16,13 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.slf4j.LoggerFactory;
 
 /**
@@ -29,16 +33,24 @@ import org.slf4j.LoggerFactory;
  * completions for {@code --seconds} (after a warm-up). Latency is measured by the client, from
  * sending the request to reading the whole response (HTTP/1.1 keep-alive).
  *
+ * <p>Besides latency it reports the <b>overhead</b> of each request: its latency minus the model
+ * step time the server measured for it ({@code usage.device_time_ns} in the response), that is
+ * HTTP, scheduling, and the ledger write; and the throughput in requests and completion tokens per
+ * second.
+ *
  * <pre>
  * ./mvnw -o -q -pl server test-compile
  * ./mvnw -o -q -pl server dependency:build-classpath -Dmdep.includeScope=test \
  *     -Dmdep.outputFile=target/test-classpath.txt
  * java -cp server/target/test-classes:server/target/classes:$(cat server/target/test-classpath.txt) \
- *     io.gpumeter.server.tools.DurabilityLatency [--seconds 20] [--clients 4] [--warmup 3] [--rounds 1]
+ *     io.gpumeter.server.tools.DurabilityLatency [--seconds 20] [--clients 4] [--warmup 3] \
+ *     [--rounds 1] [--modes durable,fast] [--max-tokens 1] [--set key=value]... [--label NAME]
  * </pre>
  *
- * With {@code --rounds N} the two modes alternate N times (durable, fast, durable, ...) and each
- * round is reported, so drift of the machine shows.
+ * With {@code --rounds N} the modes alternate N times (durable, fast, durable, ...) and each round
+ * is reported, so drift of the machine shows. {@code --set} passes any server setting (repeatable,
+ * e.g. {@code --set scheduler.batch_window=2ms}); {@code --label} names the run in its lines, so
+ * runs of two builds driven by a script can be told apart in one log.
  */
 public final class DurabilityLatency {
   private DurabilityLatency() {}
@@ -48,12 +60,27 @@ public final class DurabilityLatency {
     int clients = 4;
     int warmup = 3;
     int rounds = 1;
+    int maxTokens = 1;
+    String label = "";
+    List<String> modes = List.of("durable", "fast");
+    Map<String, String> settings = new LinkedHashMap<>();
     for (int i = 0; i < args.length; i++) {
       switch (args[i]) {
         case "--seconds" -> seconds = Integer.parseInt(args[++i]);
         case "--clients" -> clients = Integer.parseInt(args[++i]);
         case "--warmup" -> warmup = Integer.parseInt(args[++i]);
         case "--rounds" -> rounds = Integer.parseInt(args[++i]);
+        case "--max-tokens" -> maxTokens = Integer.parseInt(args[++i]);
+        case "--modes" -> modes = List.of(args[++i].split(","));
+        case "--label" -> label = args[++i] + " ";
+        case "--set" -> {
+          String kv = args[++i];
+          int eq = kv.indexOf('=');
+          if (eq <= 0) {
+            throw new IllegalArgumentException("--set wants key=value, got " + kv);
+          }
+          settings.put(kv.substring(0, eq), kv.substring(eq + 1));
+        }
         default -> throw new IllegalArgumentException("unknown argument " + args[i]);
       }
     }
@@ -64,26 +91,40 @@ public final class DurabilityLatency {
     }
     Files.createDirectories(data);
     System.out.printf(
-        "DurabilityLatency: %d clients, max_tokens 1, %d s warm-up + %d s per run, %d round(s),"
-            + " %d cores, data in %s%n",
-        clients, warmup, seconds, rounds, Runtime.getRuntime().availableProcessors(), data);
+        "DurabilityLatency: %s%d clients, max_tokens %d, %d s warm-up + %d s per run, %d round(s),"
+            + " %d cores, settings %s, data in %s%n",
+        label,
+        clients,
+        maxTokens,
+        warmup,
+        seconds,
+        rounds,
+        Runtime.getRuntime().availableProcessors(),
+        settings,
+        data);
     List<String> lines = new ArrayList<>();
     for (int round = 1; round <= rounds; round++) {
-      for (String mode : List.of("durable", "fast")) {
-        Result r = run(data, mode, clients, warmup, seconds);
+      for (String mode : modes) {
+        Result r = run(data, mode, clients, warmup, seconds, maxTokens, settings);
         String line =
             String.format(
                 Locale.ROOT,
-                "round %d %-7s requests %7d (%7.1f/s)  p50 %7.3f ms  p90 %7.3f ms  p99 %7.3f ms"
-                    + "  max %8.3f ms  errors %d",
+                "%sround %d %-7s requests %7d (%7.1f/s, %8.1f tokens/s)  latency p50 %7.3f ms"
+                    + "  p90 %7.3f ms  p99 %7.3f ms  max %8.3f ms  |  overhead p50 %7.3f ms"
+                    + "  p99 %7.3f ms  (device p50 %6.3f ms)  errors %d",
+                label,
                 round,
                 mode,
                 r.count,
                 r.count / (double) seconds,
+                r.tokens / (double) seconds,
                 ms(r.p50),
                 ms(r.p90),
                 ms(r.p99),
                 ms(r.max),
+                ms(r.overheadP50),
+                ms(r.overheadP99),
+                ms(r.deviceP50),
                 r.errors);
         System.out.println(line);
         lines.add(line);
@@ -93,15 +134,44 @@ public final class DurabilityLatency {
     lines.forEach(System.out::println);
   }
 
-  record Result(int count, long errors, long p50, long p90, long p99, long max) {}
+  record Result(
+      int count,
+      long errors,
+      long tokens,
+      long p50,
+      long p90,
+      long p99,
+      long max,
+      long overheadP50,
+      long overheadP99,
+      long deviceP50) {}
+
+  private static final Pattern DEVICE_NS = Pattern.compile("\"device_time_ns\":(\\d+)");
+  private static final Pattern COMPLETION_TOKENS = Pattern.compile("\"completion_tokens\":(\\d+)");
+
+  /** The first number after {@code pattern}'s key in a response body; fails if it is missing. */
+  private static long field(Pattern pattern, String body) {
+    Matcher m = pattern.matcher(body);
+    if (!m.find()) {
+      throw new IllegalStateException("no " + pattern + " in response " + body);
+    }
+    return Long.parseLong(m.group(1));
+  }
 
   private static double ms(long ns) {
     return ns / 1e6;
   }
 
-  private static Result run(Path data, String mode, int clients, int warmup, int seconds)
+  private static Result run(
+      Path data,
+      String mode,
+      int clients,
+      int warmup,
+      int seconds,
+      int maxTokens,
+      Map<String, String> settings)
       throws Exception {
-    ServerConfig config =
+    ServerConfig.Builder builder =
         ServerConfig.builder()
             .host("127.0.0.1")
             .port(0)
@@ -109,8 +179,9 @@ public final class DurabilityLatency {
             .modelsDir(TestServers.repoRoot().resolve("models"))
             .dataDir(data)
             .set("db.binary_cache_dir", data.getParent().resolve("pg-binaries").toString())
-            .set("ledger.durability", mode)
-            .build();
+            .set("ledger.durability", mode);
+    settings.forEach(builder::set);
+    ServerConfig config = builder.build();
     try (GpumeterServer server = GpumeterServer.start(config, StepListener.NONE)) {
       CreatedApiKey key = server.billing().apiKeys().create("durability-latency");
       URI uri = URI.create("http://127.0.0.1:" + server.port() + "/v1/completions");
@@ -123,17 +194,23 @@ public final class DurabilityLatency {
       long measureFrom = start + Duration.ofSeconds(warmup).toNanos();
       long end = measureFrom + Duration.ofSeconds(seconds).toNanos();
       AtomicLong errors = new AtomicLong();
+      AtomicLong tokens = new AtomicLong();
       List<long[]> perThread = new ArrayList<>();
+      List<long[]> perThreadDevice = new ArrayList<>();
       List<Thread> threads = new ArrayList<>();
       int[] counts = new int[clients];
       for (int t = 0; t < clients; t++) {
         long[] samples = new long[500_000];
+        long[] device = new long[samples.length];
         perThread.add(samples);
+        perThreadDevice.add(device);
         int id = t;
         String body =
             "{\"model\":\"demo-byte-lm\",\"prompt\":\"Client "
                 + t
-                + " asks \",\"max_tokens\":1,\"temperature\":0}";
+                + " asks \",\"max_tokens\":"
+                + maxTokens
+                + ",\"temperature\":0}";
         Thread th =
             new Thread(
                 () -> {
@@ -156,7 +233,9 @@ public final class DurabilityLatency {
                       if (r.statusCode() != 200) {
                         errors.incrementAndGet();
                       } else if (t0 >= measureFrom && n < samples.length) {
+                        device[n] = field(DEVICE_NS, r.body());
                         samples[n++] = t1 - t0;
+                        tokens.addAndGet(field(COMPLETION_TOKENS, r.body()));
                       }
                     } catch (Exception e) {
                       errors.incrementAndGet();
@@ -176,19 +255,33 @@ public final class DurabilityLatency {
         total += c;
       }
       long[] all = new long[total];
+      long[] overhead = new long[total];
+      long[] devices = new long[total];
       int at = 0;
       for (int t = 0; t < clients; t++) {
-        System.arraycopy(perThread.get(t), 0, all, at, counts[t]);
-        at += counts[t];
+        long[] lat = perThread.get(t);
+        long[] dev = perThreadDevice.get(t);
+        for (int i = 0; i < counts[t]; i++) {
+          all[at] = lat[i];
+          devices[at] = dev[i];
+          overhead[at] = lat[i] - dev[i];
+          at++;
+        }
       }
       Arrays.sort(all);
+      Arrays.sort(overhead);
+      Arrays.sort(devices);
       return new Result(
           total,
           errors.get(),
+          tokens.get(),
           pct(all, 50),
           pct(all, 90),
           pct(all, 99),
-          all.length == 0 ? 0 : all[all.length - 1]);
+          all.length == 0 ? 0 : all[all.length - 1],
+          pct(overhead, 50),
+          pct(overhead, 99),
+          pct(devices, 50));
     }
   }
 
