@@ -48,7 +48,8 @@ class DatabaseSecurityTest {
       assertThat(d.problems()).isEmpty();
 
       assertThat(show(db.dataSource(), "listen_addresses")).isEqualTo("127.0.0.1");
-      assertThat(show(db.dataSource(), "unix_socket_directories")).isEmpty();
+      // superuser-only setting
+      assertThat(show(db.maintenanceDataSource(), "unix_socket_directories")).isEmpty();
       assertThat(show(db.dataSource(), "password_encryption")).isEqualTo("scram-sha-256");
 
       for (String file :
@@ -131,7 +132,11 @@ class DatabaseSecurityTest {
       try (Connection c =
           DriverManager.getConnection(
               "jdbc:postgresql://127.0.0.1:" + old.getPort() + "/postgres", "postgres", null)) {
-        c.createStatement().execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)");
+        // outside schema public, which Flyway wants empty or migrated
+        c.createStatement()
+            .execute(
+                "CREATE SCHEMA legacy; CREATE TABLE legacy.kept (x int);"
+                    + " INSERT INTO legacy.kept VALUES (7)");
       }
     }
     assertThat(Files.readString(dir.resolve("pg_hba.conf"))).contains("trust");
@@ -144,7 +149,7 @@ class DatabaseSecurityTest {
             .doesNotContain("trust");
         try (Connection c = db.maintenanceDataSource().getConnection();
             Statement s = c.createStatement();
-            ResultSet rs = s.executeQuery("SELECT x FROM kept")) {
+            ResultSet rs = s.executeQuery("SELECT x FROM legacy.kept")) {
           assertThat(rs.next()).isTrue();
           assertThat(rs.getInt(1)).isEqualTo(7);
         }
@@ -179,7 +184,9 @@ class DatabaseSecurityTest {
 
       try (Billing billing = Billing.start(external.build(), fast)) {
         assertThat(billing.databaseDurability().safe()).isFalse();
-        assertThat(billing.databaseDurability().problems()).containsExactly("fsync=off");
+        // zonky's defaults: -F, and synchronous_commit=off
+        assertThat(billing.databaseDurability().problems())
+            .containsExactly("fsync=off", "synchronous_commit=off");
         assertThat(billing.databaseDurability().unsafeAllowed()).isFalse();
       }
       try (Billing billing = Billing.start(external.allowUnsafeDatabase(true).build(), durable)) {
