@@ -25,9 +25,11 @@ import org.slf4j.LoggerFactory;
  * it once: the ledger drains first, then the replayer and the outbox stop, the reconciliation
  * totals are flushed, and the database stops (if this object started it).
  *
- * <p>Start-up: the database must be reachable (migrations run); the outbox directory is opened and
- * locked (one process per outbox), and a backlog left by a crash is replayed at once by the
- * replayer; partition maintenance runs once, then every {@link RetentionConfig#interval()}.
+ * <p>Start-up: the database must be reachable (migrations run) and, in durable mode, durable itself
+ * ({@link DatabaseDurability}, unless {@link DatabaseConfig#allowUnsafeDatabase()}); the outbox
+ * directory is opened and locked (one process per outbox), and a backlog left by a crash is
+ * replayed at once by the replayer; partition maintenance runs once, then every {@link
+ * RetentionConfig#interval()}.
  */
 public final class Billing implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(Billing.class);
@@ -40,11 +42,13 @@ public final class Billing implements AutoCloseable {
   private final Reconciliation reconciliation;
   private final MaintenanceTask maintenance;
   private final ScheduledExecutorService maintenanceScheduler;
+  private final DatabaseDurability databaseDurability;
   private volatile boolean closed;
 
   private Billing(Database database, boolean ownsDatabase, BillingConfig config) {
     this.database = database;
     this.ownsDatabase = ownsDatabase;
+    this.databaseDurability = checkDurability(database, config.ledger().durability());
     this.apiKeys = new ApiKeys(database.dataSource());
     this.usage = new UsageQueries(database.dataSource());
     LedgerConfig lc = config.ledger();
@@ -60,7 +64,8 @@ public final class Billing implements AutoCloseable {
     }
     RetentionConfig retention = config.retention();
     if (retention != null) {
-      this.maintenance = new MaintenanceTask(database.dataSource(), retention, config.clock());
+      this.maintenance =
+          new MaintenanceTask(database.maintenanceDataSource(), retention, config.clock());
       this.maintenanceScheduler =
           Executors.newSingleThreadScheduledExecutor(
               t -> {
@@ -93,7 +98,8 @@ public final class Billing implements AutoCloseable {
   /**
    * Starts the database and everything on it.
    *
-   * @throws BillingException if the database cannot be started, reached or migrated
+   * @throws BillingException if the database cannot be started, reached or migrated, or is not
+   *     durable in durable mode (see {@link DatabaseDurability})
    * @throws IllegalStateException if the outbox directory is in use by another process
    */
   public static Billing start(DatabaseConfig databaseConfig, BillingConfig config) {
@@ -105,6 +111,32 @@ public final class Billing implements AutoCloseable {
       db.close();
       throw e;
     }
+  }
+
+  /**
+   * Reads the database's durability settings; in durable mode, refuses a database that would lose
+   * acknowledged charges in an OS crash unless {@link DatabaseConfig#allowUnsafeDatabase()}.
+   */
+  private static DatabaseDurability checkDurability(Database database, Durability mode) {
+    DatabaseDurability d = database.readDurability();
+    if (d.safe() || mode != Durability.DURABLE) {
+      return d;
+    }
+    String off = String.join(", ", d.problems());
+    if (!database.config().allowUnsafeDatabase()) {
+      throw new BillingException(
+          "refusing durable mode: the billing database has "
+              + off
+              + ", so a charge acknowledged as durable can be lost by an OS crash or a power loss."
+              + " Turn these settings on in the database, or set ledger.allow_unsafe_database=true"
+              + " to run anyway");
+    }
+    LOG.warn(
+        "UNSAFE DATABASE: the billing database has {}; ledger.allow_unsafe_database=true lets"
+            + " durable mode run anyway, but a charge acknowledged as durable can be lost by an OS"
+            + " crash or a power loss",
+        off);
+    return d.withUnsafeAllowed();
   }
 
   /**
@@ -135,6 +167,14 @@ public final class Billing implements AutoCloseable {
   /** The {@code UsageSink} the schedulers publish to: the ledger's writer. */
   public UsageSink ledger() {
     return ledger.sink();
+  }
+
+  /**
+   * The database's {@code fsync}, {@code full_page_writes} and {@code synchronous_commit}, as read
+   * when this object started.
+   */
+  public DatabaseDurability databaseDurability() {
+    return databaseDurability;
   }
 
   /** Counters of the ledger's writer since start. */

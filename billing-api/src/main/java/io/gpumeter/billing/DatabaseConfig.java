@@ -29,6 +29,7 @@ public final class DatabaseConfig {
   private final Duration ledgerSocketTimeout;
   private final Duration embeddedWatchdogInterval;
   private final boolean attachToRunningEmbedded;
+  private final boolean allowUnsafeDatabase;
 
   private DatabaseConfig(Builder b) {
     this.jdbcUrl = b.jdbcUrl;
@@ -49,6 +50,7 @@ public final class DatabaseConfig {
     this.ledgerSocketTimeout = b.ledgerSocketTimeout;
     this.embeddedWatchdogInterval = b.embeddedWatchdogInterval;
     this.attachToRunningEmbedded = b.attachToRunningEmbedded;
+    this.allowUnsafeDatabase = b.allowUnsafeDatabase;
   }
 
   public static Builder builder() {
@@ -153,6 +155,16 @@ public final class DatabaseConfig {
     return attachToRunningEmbedded;
   }
 
+  /**
+   * Whether billing may start in {@link Durability#DURABLE durable} mode on a database whose {@link
+   * DatabaseDurability} is not safe ({@code fsync}, {@code full_page_writes} or {@code
+   * synchronous_commit} off): then charges acknowledged as durable can be lost by an OS crash or a
+   * power loss. Off by default: {@link Billing#start} refuses such a database.
+   */
+  public boolean allowUnsafeDatabase() {
+    return allowUnsafeDatabase;
+  }
+
   @Override
   public String toString() {
     return isEmbedded()
@@ -175,6 +187,7 @@ public final class DatabaseConfig {
     private Duration ledgerSocketTimeout = Duration.ofSeconds(30);
     private Duration embeddedWatchdogInterval = Duration.ofSeconds(5);
     private boolean attachToRunningEmbedded;
+    private boolean allowUnsafeDatabase;
 
     private Builder() {}
 
@@ -273,6 +286,12 @@ public final class DatabaseConfig {
     /** See {@link DatabaseConfig#attachToRunningEmbedded()}. */
     public Builder attachToRunningEmbedded(boolean attach) {
       this.attachToRunningEmbedded = attach;
+      return this;
+    }
+
+    /** See {@link DatabaseConfig#allowUnsafeDatabase()}. */
+    public Builder allowUnsafeDatabase(boolean allow) {
+      this.allowUnsafeDatabase = allow;
       return this;
     }
 

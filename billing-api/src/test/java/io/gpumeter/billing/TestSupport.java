@@ -3,6 +3,9 @@ package io.gpumeter.billing;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
 
@@ -21,6 +24,15 @@ public final class TestSupport {
         .binaryCacheDirectory(binaryCache())
         .maximumPoolSize(6)
         .build();
+  }
+
+  /**
+   * The password of the embedded server's owner ({@code postgres}), from its file in {@code
+   * dataDir}: for tests that connect as the owner (a child process, another database).
+   */
+  public static String ownerPassword(Path dataDir) throws IOException {
+    return Files.readString(dataDir.resolve("gpumeter-owner.password"), StandardCharsets.UTF_8)
+        .strip();
   }
 
   public static final TimerInfo CPU = TimerInfo.cpu("test cpu");

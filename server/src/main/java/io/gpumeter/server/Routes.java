@@ -2,6 +2,7 @@ package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.DatabaseDurability;
 import io.gpumeter.billing.LedgerHealth;
 import io.netty.buffer.Unpooled;
 import io.netty.handler.codec.http.HttpHeaderNames;
@@ -262,8 +263,33 @@ final class Routes {
           }
           g.writeEndArray();
           writeLedger(g, h);
+          writeDatabaseDurability(g, billing.databaseDurability());
           g.writeEndObject();
         });
+  }
+
+  /**
+   * {@code database_durability}: the database's settings as read at start, whether they keep a
+   * committed charge through an OS crash ({@code safe}), and a {@code warning} when durable mode
+   * runs on an unsafe database because {@code ledger.allow_unsafe_database} said so.
+   */
+  private static void writeDatabaseDurability(JsonGenerator g, DatabaseDurability d)
+      throws IOException {
+    g.writeObjectFieldStart("database_durability");
+    g.writeStringField("fsync", d.fsync());
+    g.writeStringField("full_page_writes", d.fullPageWrites());
+    g.writeStringField("synchronous_commit", d.synchronousCommit());
+    g.writeBooleanField("safe", d.safe());
+    g.writeBooleanField("unsafe_allowed", d.unsafeAllowed());
+    if (d.unsafeAllowed()) {
+      g.writeStringField(
+          "warning",
+          "UNSAFE: durable mode runs on a database with "
+              + String.join(", ", d.problems())
+              + " (ledger.allow_unsafe_database=true); an OS crash or power loss can lose"
+              + " acknowledged charges");
+    }
+    g.writeEndObject();
   }
 
   private static void writeLedger(JsonGenerator g, LedgerHealth h) throws IOException {
@@ -280,7 +306,7 @@ final class Routes {
     g.writeEndObject();
   }
 
-  private static void notReady(Exchange ex, String why, LedgerHealth h) {
+  private void notReady(Exchange ex, String why, LedgerHealth h) {
     ex.respondJson(
         HttpResponseStatus.SERVICE_UNAVAILABLE,
         g -> {
@@ -288,6 +314,7 @@ final class Routes {
           g.writeStringField("status", "not_ready");
           g.writeStringField("reason", why);
           writeLedger(g, h);
+          writeDatabaseDurability(g, billing.databaseDurability());
           g.writeEndObject();
         });
   }

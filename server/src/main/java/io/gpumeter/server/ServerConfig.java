@@ -11,6 +11,8 @@ import io.gpumeter.server.config.ConfigLoader;
 import io.gpumeter.server.config.ConfigSource;
 import io.gpumeter.server.config.ConfigValues;
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Collections;
@@ -47,9 +49,11 @@ public final class ServerConfig {
     k.put("db.url", "");
     k.put("db.user", "");
     k.put("db.password", "");
+    k.put("db.password_file", "");
     k.put("db.port", "0");
     k.put("db.binary_cache_dir", "");
     k.put("ledger.durability", "durable");
+    k.put("ledger.allow_unsafe_database", "false");
     k.put("outbox.dir", "");
     k.put("outbox.max_bytes", "1g");
     k.put("retention.days", "90");
@@ -86,6 +90,7 @@ public final class ServerConfig {
   private final int dbPort;
   private final Path dbBinaryCacheDir;
   private final Durability durability;
+  private final boolean allowUnsafeDatabase;
   private final Path outboxDir;
   private final long outboxMaxBytes;
   private final RetentionConfig retention;
@@ -112,7 +117,7 @@ public final class ServerConfig {
     dataDir = v.parse("data.dir", Path::of);
     dbUrl = v.optional("db.url");
     dbUser = v.optional("db.user");
-    dbPassword = v.optional("db.password");
+    dbPassword = password(v);
     dbPort = v.intIn("db.port", 0, 65535);
     dbBinaryCacheDir =
         v.optional("db.binary_cache_dir") == null
@@ -131,6 +136,7 @@ public final class ServerConfig {
                   throw new IllegalArgumentException("must be durable or fast");
               }
             });
+    allowUnsafeDatabase = v.bool("ledger.allow_unsafe_database");
     outboxDir =
         v.optional("outbox.dir") == null
             ? dataDir.resolve("outbox")
@@ -223,7 +229,52 @@ public final class ServerConfig {
   /** {@link #load(Path)} with explicit environment and system properties (for tests). */
   public static ServerConfig load(Path file, Map<String, String> env, Properties system)
       throws IOException {
+    refuseSecretsOnTheCommandLine(system);
     return from(ConfigLoader.load(KEYS, file, env, system));
+  }
+
+  /**
+   * The external database's password: {@code db.password} (file or environment), or the contents of
+   * {@code db.password_file} (trailing line break removed); not both.
+   */
+  private static String password(ConfigValues v) {
+    String inline = v.optional("db.password");
+    String file = v.optional("db.password_file");
+    if (file == null) {
+      return inline;
+    }
+    if (inline != null) {
+      throw v.invalid("db.password_file", "set db.password or db.password_file, not both");
+    }
+    try {
+      String text = Files.readString(Path.of(file), StandardCharsets.UTF_8);
+      return text.endsWith("\r\n")
+          ? text.substring(0, text.length() - 2)
+          : text.endsWith("\n") ? text.substring(0, text.length() - 1) : text;
+    } catch (IOException | RuntimeException e) {
+      throw v.invalid("db.password_file", "cannot be read: " + e);
+    }
+  }
+
+  /**
+   * Refuses {@code -Dgpumeter.db.password=...}: a command line is visible to every local user (ps,
+   * /proc), so the password must come from the environment, the properties file, or a file named by
+   * {@code db.password_file}.
+   */
+  static void refuseSecretsOnTheCommandLine(Properties system) {
+    String name = ConfigLoader.propertyName("db.password");
+    String value = system.getProperty(name);
+    if (value != null && !value.isBlank()) {
+      throw new IllegalArgumentException(
+          "-D"
+              + name
+              + " is refused: a command line can be read by every local user. Give the database"
+              + " password in the environment ("
+              + ConfigLoader.envName("db.password")
+              + "), or in a file of mode 0600 named by db.password_file ("
+              + ConfigLoader.envName("db.password_file")
+              + ")");
+    }
   }
 
   /** The scheduler settings every model's scheduler runs with. */
@@ -260,7 +311,8 @@ public final class ServerConfig {
     DatabaseConfig.Builder b =
         DatabaseConfig.builder()
             .dataDirectory(dataDir.resolve("postgres"))
-            .binaryCacheDirectory(dbBinaryCacheDir);
+            .binaryCacheDirectory(dbBinaryCacheDir)
+            .allowUnsafeDatabase(allowUnsafeDatabase);
     if (dbUrl != null) {
       b.jdbcUrl(dbUrl).user(dbUser).password(dbPassword);
     } else {
@@ -288,6 +340,15 @@ public final class ServerConfig {
   /** When a completion's response may leave: once its charge is durable, or once queued. */
   public Durability durability() {
     return durability;
+  }
+
+  /**
+   * {@code ledger.allow_unsafe_database}: start in durable mode even if the database has {@code
+   * fsync}, {@code full_page_writes} or {@code synchronous_commit} off (logged as a warning and
+   * shown on {@code /readyz}).
+   */
+  public boolean allowUnsafeDatabase() {
+    return allowUnsafeDatabase;
   }
 
   /** The ledger's local outbox folder. */
@@ -391,6 +452,7 @@ public final class ServerConfig {
         + (dbUrl == null ? "embedded" : dbUrl)
         + ", ledger="
         + durability
+        + (allowUnsafeDatabase ? " (unsafe database allowed)" : "")
         + ", outbox="
         + outboxDir
         + " (max "

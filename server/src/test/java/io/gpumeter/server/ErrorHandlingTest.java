@@ -490,6 +490,11 @@ class ErrorHandlingTest {
     assertThat(ready.json().get("degraded").asBoolean()).as(ready.toString()).isFalse();
     assertThat(ready.json().get("ledger").get("durability").asText()).isEqualTo("durable");
     assertThat(ready.json().get("ledger").get("breaker").asText()).isEqualTo("CLOSED");
+    // the embedded database is durable: fsync, full_page_writes, synchronous_commit all on
+    assertThat(ready.json().get("database_durability").toString())
+        .isEqualTo(
+            "{\"fsync\":\"on\",\"full_page_writes\":\"on\",\"synchronous_commit\":\"on\","
+                + "\"safe\":true,\"unsafe_allowed\":false}");
     // no admin.token configured: the admin API does not exist
     Reply admin = client.get("/admin/reconcile", key);
     assertThat(admin.status()).as(admin.toString()).isEqualTo(404);

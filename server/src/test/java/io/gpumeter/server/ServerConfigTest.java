@@ -168,6 +168,66 @@ class ServerConfigTest {
   }
 
   @Test
+  void theDatabasePasswordComesFromTheEnvironmentOrAFileNeverTheCommandLine() throws Exception {
+    Map<String, String> external = Map.of("GPUMETER_DB_URL", "jdbc:postgresql://db:5432/gm");
+    Properties sys = new Properties();
+    sys.setProperty("gpumeter.db.password", "visible-in-ps");
+    assertThatThrownBy(() -> ServerConfig.load(null, external, sys))
+        .isInstanceOf(IllegalArgumentException.class)
+        .hasMessageContaining("-Dgpumeter.db.password is refused")
+        .hasMessageContaining("GPUMETER_DB_PASSWORD")
+        .hasMessageContaining("db.password_file")
+        .hasMessageNotContaining("visible-in-ps");
+
+    Path secret = dir.resolve("db.secret");
+    Files.writeString(secret, "from-a-file\n");
+    Properties fileOnly = new Properties();
+    fileOnly.setProperty("gpumeter.db.password_file", secret.toString());
+    ServerConfig fromFile = ServerConfig.load(null, external, fileOnly);
+    assertThat(fromFile.databaseConfig().password()).isEqualTo("from-a-file");
+    assertThat(fromFile.toString()).doesNotContain("from-a-file");
+
+    ServerConfig fromEnv =
+        ServerConfig.load(
+            null,
+            Map.of(
+                "GPUMETER_DB_URL", "jdbc:postgresql://db:5432/gm",
+                "GPUMETER_DB_PASSWORD", "from-the-env"),
+            new Properties());
+    assertThat(fromEnv.databaseConfig().password()).isEqualTo("from-the-env");
+
+    assertThatThrownBy(
+            () ->
+                ServerConfig.load(
+                    null,
+                    Map.of(
+                        "GPUMETER_DB_PASSWORD",
+                        "a",
+                        "GPUMETER_DB_PASSWORD_FILE",
+                        secret.toString()),
+                    new Properties()))
+        .hasMessageContaining("not both");
+    assertThatThrownBy(
+            () ->
+                ServerConfig.builder()
+                    .set("db.password_file", dir.resolve("missing").toString())
+                    .build())
+        .hasMessageContaining("db.password_file")
+        .hasMessageContaining("cannot be read");
+  }
+
+  @Test
+  void anUnsafeDatabaseIsRefusedUnlessAllowed() {
+    assertThat(ServerConfig.defaults().allowUnsafeDatabase()).isFalse();
+    assertThat(ServerConfig.defaults().databaseConfig().allowUnsafeDatabase()).isFalse();
+    ServerConfig allowed =
+        ServerConfig.builder().set("ledger.allow_unsafe_database", "true").build();
+    assertThat(allowed.databaseConfig().allowUnsafeDatabase()).isTrue();
+    assertThat(allowed.toolDatabaseConfig().allowUnsafeDatabase()).isTrue();
+    assertThat(allowed.toString()).contains("unsafe database allowed");
+  }
+
+  @Test
   void unknownKeyInFileIsRefused() throws Exception {
     Path file = dir.resolve("bad.properties");
     Files.writeString(file, "prot=9000\n");

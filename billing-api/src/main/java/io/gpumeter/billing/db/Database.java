@@ -4,9 +4,13 @@ import com.zaxxer.hikari.HikariConfig;
 import com.zaxxer.hikari.HikariDataSource;
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.DatabaseConfig;
+import io.gpumeter.billing.DatabaseDurability;
 import java.io.IOException;
+import java.nio.file.Path;
 import java.sql.Connection;
+import java.sql.ResultSet;
 import java.sql.SQLException;
+import java.sql.Statement;
 import java.time.Duration;
 import java.util.OptionalInt;
 import java.util.OptionalLong;
@@ -26,8 +30,9 @@ import org.slf4j.LoggerFactory;
  * wait in the ledger's outbox). With {@link DatabaseConfig#attachToRunningEmbedded()}, a server
  * another owner runs on the folder is used over TCP instead.
  *
- * <p>Two pools: {@link #dataSource()} (API keys, usage queries, maintenance) and {@link
- * #ledgerDataSource()}, 2 connections with short timeouts, for the ledger writer and replayer.
+ * <p>Pools: {@link #dataSource()} (API keys, usage queries, reconciliation), {@link
+ * #ledgerDataSource()}, 2 connections with short timeouts, for the ledger writer and replayer, and
+ * {@link #maintenanceDataSource()} (the schema's owner; migrations and partition maintenance).
  */
 public final class Database implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(Database.class);
@@ -36,6 +41,7 @@ public final class Database implements AutoCloseable {
   private final EmbeddedPostmaster postmaster;
   private final HikariDataSource pool;
   private final HikariDataSource ledgerPool;
+  private final HikariDataSource ownerPool;
   private final String jdbcUrl;
   private final boolean attached;
   private final AtomicBoolean closed = new AtomicBoolean();
@@ -45,6 +51,7 @@ public final class Database implements AutoCloseable {
       EmbeddedPostmaster postmaster,
       HikariDataSource pool,
       HikariDataSource ledgerPool,
+      HikariDataSource ownerPool,
       String jdbcUrl,
       boolean attached) {
     this.config = config;
@@ -52,6 +59,7 @@ public final class Database implements AutoCloseable {
     this.postmaster = postmaster;
     this.pool = pool;
     this.ledgerPool = ledgerPool;
+    this.ownerPool = ownerPool;
     this.jdbcUrl = jdbcUrl;
     if (postmaster != null) {
       postmaster.startWatchdog();
@@ -61,6 +69,13 @@ public final class Database implements AutoCloseable {
   /**
    * Connects to (or starts) the database and migrates it.
    *
+   * <p>Roles: for an external database, every pool uses the configured user. For the embedded one
+   * (started here or attached to), migrations and partition maintenance ({@link
+   * #maintenanceDataSource()}) run as the owner, {@code postgres}, and everything else ({@link
+   * #dataSource()}, {@link #ledgerDataSource()}) as {@code gpumeter_app}, which may read and write
+   * rows but not change the schema; both passwords are read from (or, when new, written to) files
+   * of mode 0600 in the data folder.
+   *
    * @throws BillingException if the server cannot be started or reached, or a migration fails
    * @throws IllegalStateException if the JVM runs as root and {@code unshare} is not available, or
    *     the data folder is used by another running process
@@ -69,6 +84,7 @@ public final class Database implements AutoCloseable {
     EmbeddedPostmaster pg = null;
     HikariDataSource pool = null;
     HikariDataSource ledgerPool = null;
+    HikariDataSource ownerPool = null;
     try {
       String url;
       String user;
@@ -78,9 +94,7 @@ public final class Database implements AutoCloseable {
               ? EmbeddedPostmaster.runningPostmasterPort(cfg.dataDirectory())
               : OptionalInt.empty();
       if (running.isPresent()) {
-        url = "jdbc:postgresql://localhost:" + running.getAsInt() + "/postgres";
-        user = "postgres";
-        password = null;
+        url = EmbeddedPostmaster.jdbcUrl(running.getAsInt());
         LOG.info(
             "The embedded PostgreSQL on {} is run by another process; connecting to it on port {}",
             cfg.dataDirectory(),
@@ -88,23 +102,51 @@ public final class Database implements AutoCloseable {
       } else if (cfg.isEmbedded()) {
         pg = EmbeddedPostmaster.start(cfg);
         url = pg.jdbcUrl();
-        user = "postgres";
-        password = null;
       } else {
         url = cfg.jdbcUrl();
+      }
+      if (cfg.isEmbedded()) {
+        Path dir = cfg.dataDirectory();
+        ownerPool =
+            ownerPool(
+                url,
+                EmbeddedCredentials.read(dir.resolve(EmbeddedCredentials.OWNER_PASSWORD_FILE)));
+        user = EmbeddedCredentials.APP;
+        Path appFile = dir.resolve(EmbeddedCredentials.APP_PASSWORD_FILE);
+        // Attached: the running server made the role and its file; never replace its password.
+        password =
+            running.isPresent()
+                ? EmbeddedCredentials.read(appFile)
+                : EmbeddedCredentials.readOrCreate(appFile);
+      } else {
         user = cfg.user();
         password = cfg.password();
       }
-      pool = pool(cfg, url, user, password);
-      Flyway.configure().dataSource(pool).locations("classpath:db/migration").load().migrate();
+      if (ownerPool != null) {
+        Flyway.configure()
+            .dataSource(ownerPool)
+            .locations("classpath:db/migration")
+            .load()
+            .migrate();
+        if (running.isEmpty()) {
+          AppRole.grant(ownerPool, password);
+        }
+        pool = pool(cfg, url, user, password);
+      } else {
+        pool = pool(cfg, url, user, password);
+        Flyway.configure().dataSource(pool).locations("classpath:db/migration").load().migrate();
+      }
       ledgerPool = ledgerPool(cfg, url, user, password);
-      return new Database(cfg, pg, pool, ledgerPool, url, running.isPresent());
-    } catch (IOException | RuntimeException e) {
+      return new Database(cfg, pg, pool, ledgerPool, ownerPool, url, running.isPresent());
+    } catch (IOException | SQLException | RuntimeException e) {
       if (ledgerPool != null) {
         ledgerPool.close();
       }
       if (pool != null) {
         pool.close();
+      }
+      if (ownerPool != null) {
+        ownerPool.close();
       }
       if (pg != null) {
         pg.close();
@@ -114,6 +156,15 @@ public final class Database implements AutoCloseable {
       }
       throw new BillingException("could not start the billing database (" + cfg + ")", e);
     }
+  }
+
+  /** The embedded server's owner: migrations and partition maintenance, 2 connections at most. */
+  private static HikariDataSource ownerPool(String url, String password) {
+    HikariConfig hc = baseConfig("gpumeter-owner", url, EmbeddedCredentials.OWNER, password);
+    hc.setMaximumPoolSize(2);
+    hc.setMinimumIdle(0);
+    hc.addDataSourceProperty("ApplicationName", "gpumeter-owner");
+    return new HikariDataSource(hc);
   }
 
   private static HikariDataSource pool(
@@ -165,6 +216,37 @@ public final class Database implements AutoCloseable {
   /** The ledger's own pool (2 connections, short timeouts; see {@link DatabaseConfig}). */
   public DataSource ledgerDataSource() {
     return ledgerPool;
+  }
+
+  /**
+   * Connections that may change the schema, for partition maintenance (creating and dropping
+   * partitions needs the tables' owner): the embedded server's owner; for an external database, the
+   * same pool as {@link #dataSource()}.
+   */
+  public DataSource maintenanceDataSource() {
+    return ownerPool != null ? ownerPool : pool;
+  }
+
+  /**
+   * Reads {@code fsync}, {@code full_page_writes} and {@code synchronous_commit} from the database
+   * ({@code SHOW}); {@link DatabaseDurability#unsafeAllowed()} is false.
+   *
+   * @throws BillingException if the database cannot be asked
+   */
+  public DatabaseDurability readDurability() {
+    try (Connection c = pool.getConnection();
+        Statement st = c.createStatement()) {
+      return new DatabaseDurability(
+          show(st, "fsync"), show(st, "full_page_writes"), show(st, "synchronous_commit"), false);
+    } catch (SQLException e) {
+      throw new BillingException("could not read the billing database's durability settings", e);
+    }
+  }
+
+  private static String show(Statement st, String setting) throws SQLException {
+    try (ResultSet rs = st.executeQuery("SHOW " + setting)) {
+      return rs.next() ? rs.getString(1) : null;
+    }
   }
 
   public DatabaseConfig config() {
@@ -242,6 +324,9 @@ public final class Database implements AutoCloseable {
     }
     ledgerPool.close();
     pool.close();
+    if (ownerPool != null) {
+      ownerPool.close();
+    }
     if (postmaster != null) {
       postmaster.close();
     }

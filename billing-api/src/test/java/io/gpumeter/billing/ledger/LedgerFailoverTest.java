@@ -379,7 +379,7 @@ class LedgerFailoverTest {
                 "-cp",
                 cp,
                 CrashingPublisher.class.getName(),
-                db.jdbcUrl(),
+                db.jdbcUrl() + "?password=" + TestSupport.ownerPassword(tmp.resolve("pg")),
                 outbox.toString(),
                 "crash",
                 Long.toString(key))

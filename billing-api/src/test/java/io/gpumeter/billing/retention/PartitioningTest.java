@@ -51,12 +51,14 @@ class PartitioningTest {
 
   /** A new database in the same server, migrated to {@code target} (null: latest). */
   static HikariDataSource database(String name, String target) throws Exception {
-    try (Connection c = db.dataSource().getConnection();
+    try (Connection c = db.maintenanceDataSource().getConnection();
         Statement s = c.createStatement()) {
       s.execute("CREATE DATABASE " + name);
     }
     HikariDataSource ds = new HikariDataSource();
-    ds.setJdbcUrl(db.jdbcUrl().replace("/postgres?", "/" + name + "?"));
+    ds.setJdbcUrl(db.jdbcUrl().replace("/postgres", "/" + name));
+    ds.setUsername("postgres");
+    ds.setPassword(TestSupport.ownerPassword(tmp.resolve("pg")));
     ds.setMaximumPoolSize(2);
     var flyway = Flyway.configure().dataSource(ds).locations("classpath:db/migration");
     if (target != null) {

@@ -15,6 +15,7 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.sql.Array;
 import java.sql.Connection;
@@ -66,8 +67,15 @@ final class FaultSupport {
             .build());
   }
 
-  static String jdbcUrl(int port) {
-    return "jdbc:postgresql://localhost:" + port + "/postgres";
+  /**
+   * The URL of the server started by {@link #startPostgres} on {@code dir}, as its owner: the
+   * password is read from the owner's password file in the data folder (tests only: a real
+   * deployment keeps passwords out of URLs and command lines).
+   */
+  static String jdbcUrl(Path dir, int port) throws IOException {
+    String password =
+        Files.readString(dir.resolve("gpumeter-owner.password"), StandardCharsets.UTF_8).strip();
+    return "jdbc:postgresql://127.0.0.1:" + port + "/postgres?password=" + password;
   }
 
   /** {@code kill -9} of the postmaster named in the first line of postmaster.pid. */

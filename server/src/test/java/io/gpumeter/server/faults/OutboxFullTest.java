@@ -39,7 +39,7 @@ class OutboxFullTest {
       server =
           GpumeterServer.start(
               TestServers.config("outbox-full")
-                  .set("db.url", FaultSupport.jdbcUrl(pgPort))
+                  .set("db.url", FaultSupport.jdbcUrl(tmp.resolve("pg"), pgPort))
                   .set("db.user", "postgres")
                   .set("outbox.max_bytes", "4k")
                   .build(),

@@ -40,7 +40,7 @@ class PostgresKillTest {
       server =
           GpumeterServer.start(
               TestServers.config("pgkill")
-                  .set("db.url", FaultSupport.jdbcUrl(pgPort))
+                  .set("db.url", FaultSupport.jdbcUrl(tmp.resolve("pg"), pgPort))
                   .set("db.user", "postgres")
                   .build(),
               StepListener.NONE);

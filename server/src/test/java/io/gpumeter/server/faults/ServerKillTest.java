@@ -44,7 +44,7 @@ class ServerKillTest {
             "device", "cpu",
             "models.dir", TestServers.repoRoot().resolve("models").toString(),
             "data.dir", data.toString(),
-            "db.url", FaultSupport.jdbcUrl(pgPort),
+            "db.url", FaultSupport.jdbcUrl(tmp.resolve("pg"), pgPort),
             "db.user", "postgres",
             "shutdown.grace", "5s");
     ServerProcess first = null;
