@@ -1,5 +1,6 @@
 package io.gpumeter.billing;
 
+import com.github.benmanes.caffeine.cache.Ticker;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.ledger.Ledger;
@@ -49,7 +50,7 @@ public final class Billing implements AutoCloseable {
     this.database = database;
     this.ownsDatabase = ownsDatabase;
     this.databaseDurability = checkDurability(database, config.ledger().durability());
-    this.apiKeys = new ApiKeys(database.dataSource());
+    this.apiKeys = new ApiKeys(database.dataSource(), config.apiKeyCache(), Ticker.systemTicker());
     this.usage = new UsageQueries(database.dataSource());
     LedgerConfig lc = config.ledger();
     this.ledger =
@@ -160,6 +161,11 @@ public final class Billing implements AutoCloseable {
         : db.dataDirectory().resolveSibling("outbox");
   }
 
+  /**
+   * API keys: authentication for the server (cached per {@link BillingConfig#apiKeyCache()}), and
+   * create, list, revoke and rotate for the admin API. A revocation made here takes effect here at
+   * once.
+   */
   public ApiKeys apiKeys() {
     return apiKeys;
   }

@@ -4,11 +4,13 @@ import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import java.time.Instant;
+import java.util.List;
 
 /**
- * The billing database for command-line tools: API keys and reconciliation reports, without the
- * ledger, its outbox or any background task, so it can run beside a serving process (with {@link
- * DatabaseConfig#attachToRunningEmbedded()} it connects to the embedded server that process runs).
+ * The billing database for command-line tools: API keys (create, list, revoke, rotate) and
+ * reconciliation reports, without the ledger, its outbox or any background task, so it can run
+ * beside a serving process (with {@link DatabaseConfig#attachToRunningEmbedded()} it connects to
+ * the embedded server that process runs).
  */
 public final class BillingAdmin implements AutoCloseable {
   private final Database database;
@@ -41,6 +43,38 @@ public final class BillingAdmin implements AutoCloseable {
    */
   public CreatedApiKey createKey(String account) {
     return apiKeys.create(account);
+  }
+
+  /**
+   * Keys of {@code account} (every key when null), oldest first; never their secrets.
+   *
+   * @throws IllegalArgumentException if the account name is not valid
+   * @throws BillingException if the database fails
+   */
+  public List<ApiKeyInfo> listKeys(String account) {
+    return apiKeys.list(account);
+  }
+
+  /**
+   * Revokes a key. A server that has it cached accepts it for at most its {@code
+   * auth.key_cache_ttl} more (revoke through the admin API to make it immediate there).
+   *
+   * @throws ApiKeyStateException if no key has this id, or it is already revoked
+   * @throws BillingException if the database fails
+   */
+  public ApiKeyInfo revokeKey(long keyId) {
+    return apiKeys.revoke(keyId);
+  }
+
+  /**
+   * Replaces a key by a new one for the same account and revokes the old one at once, in one
+   * transaction.
+   *
+   * @throws ApiKeyStateException if no key has this id, or it is already revoked
+   * @throws BillingException if the database fails
+   */
+  public RotatedApiKey rotateKey(long keyId) {
+    return apiKeys.rotate(keyId);
   }
 
   /**

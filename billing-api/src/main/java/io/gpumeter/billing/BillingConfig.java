@@ -14,20 +14,32 @@ import java.util.Objects;
  * @param reconciliationFlushInterval how often {@link Billing#measuredTime()} writes (zero: only on
  *     flush and close)
  * @param clock for partition maintenance and reconciliation minutes
+ * @param apiKeyCache the authentication cache of {@link Billing#apiKeys()}
  */
 public record BillingConfig(
     LedgerConfig ledger,
     RetentionConfig retention,
     Duration reconciliationFlushInterval,
-    Clock clock) {
+    Clock clock,
+    ApiKeyCacheConfig apiKeyCache) {
 
   public BillingConfig {
     Objects.requireNonNull(ledger, "ledger");
     Objects.requireNonNull(clock, "clock");
+    Objects.requireNonNull(apiKeyCache, "apiKeyCache");
     if (reconciliationFlushInterval == null || reconciliationFlushInterval.isNegative()) {
       throw new IllegalArgumentException(
           "reconciliationFlushInterval must be >= 0, was " + reconciliationFlushInterval);
     }
+  }
+
+  /** With the default API-key cache. */
+  public BillingConfig(
+      LedgerConfig ledger,
+      RetentionConfig retention,
+      Duration reconciliationFlushInterval,
+      Clock clock) {
+    this(ledger, retention, reconciliationFlushInterval, clock, ApiKeyCacheConfig.defaults());
   }
 
   /** Default ledger, 90-day retention maintained hourly, reconciliation written every minute. */
@@ -40,18 +52,22 @@ public record BillingConfig(
   }
 
   public BillingConfig withLedger(LedgerConfig l) {
-    return new BillingConfig(l, retention, reconciliationFlushInterval, clock);
+    return new BillingConfig(l, retention, reconciliationFlushInterval, clock, apiKeyCache);
   }
 
   public BillingConfig withRetention(RetentionConfig r) {
-    return new BillingConfig(ledger, r, reconciliationFlushInterval, clock);
+    return new BillingConfig(ledger, r, reconciliationFlushInterval, clock, apiKeyCache);
   }
 
   public BillingConfig withReconciliationFlushInterval(Duration d) {
-    return new BillingConfig(ledger, retention, d, clock);
+    return new BillingConfig(ledger, retention, d, clock, apiKeyCache);
   }
 
   public BillingConfig withClock(Clock c) {
-    return new BillingConfig(ledger, retention, reconciliationFlushInterval, c);
+    return new BillingConfig(ledger, retention, reconciliationFlushInterval, c, apiKeyCache);
+  }
+
+  public BillingConfig withApiKeyCache(ApiKeyCacheConfig a) {
+    return new BillingConfig(ledger, retention, reconciliationFlushInterval, clock, a);
   }
 }

@@ -1,7 +1,13 @@
 package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
+import com.fasterxml.jackson.databind.JsonNode;
+import io.gpumeter.billing.ApiKeyInfo;
+import io.gpumeter.billing.ApiKeyStateException;
+import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.ReconciliationReport;
+import io.gpumeter.billing.RotatedApiKey;
+import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
@@ -13,18 +19,30 @@ import java.security.NoSuchAlgorithmException;
 import java.time.Clock;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.Iterator;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}.
+ * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}, and API keys:
+ * {@code GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}},
+ * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}.
  *
  * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
  * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token
- * is compared by SHA-256 digest in constant time. API keys are not admin tokens.
+ * is compared by SHA-256 digest in constant time. API keys are not admin tokens. A missing or wrong
+ * token counts as a failed authentication of the client's address ({@link AuthThrottle}).
+ *
+ * <p>Keys are shown by id, prefix, account and created/revoked time, never their secret; the secret
+ * of a created or rotated key is in that one response only. A revocation (or rotation) made here
+ * drops the key from this server's authentication cache before the response leaves, so this server
+ * refuses the key from the next request on. Rotation revokes the old key at once (no grace period;
+ * for a gradual switch, create a second key and revoke the first later). Errors: 404 {@code
+ * api_key_not_found}, 409 {@code api_key_revoked}, 400 for a bad id, body or account name.
  *
  * <p>Reconcile flushes this server's reconciliation totals first (so the current minute is in the
  * database), then reports measured device time against the ledger over {@code [from, to)} widened
@@ -33,17 +51,28 @@ import org.slf4j.LoggerFactory;
  */
 final class AdminEndpoint {
   private static final Logger log = LoggerFactory.getLogger(AdminEndpoint.class);
+  private static final String KEYS = "/admin/keys";
   static final Duration DEFAULT_WINDOW = Duration.ofHours(1);
   static final Duration MAX_WINDOW = Duration.ofDays(366);
 
   private final byte[] tokenDigest; // null: disabled
   private final Reconciliation reconciliation;
+  private final ApiKeys keys;
+  private final AuthThrottle throttle;
   private final Executor blocking;
   private final Clock clock;
 
-  AdminEndpoint(String token, Reconciliation reconciliation, Executor blocking, Clock clock) {
+  AdminEndpoint(
+      String token,
+      Reconciliation reconciliation,
+      ApiKeys keys,
+      AuthThrottle throttle,
+      Executor blocking,
+      Clock clock) {
     this.tokenDigest = token == null ? null : sha256(token);
     this.reconciliation = reconciliation;
+    this.keys = keys;
+    this.throttle = throttle;
     this.blocking = blocking;
     this.clock = clock;
   }
@@ -53,15 +82,60 @@ final class AdminEndpoint {
   }
 
   void handle(Exchange ex) {
-    if (!enabled() || !ex.path().equals("/admin/reconcile")) {
+    if (!enabled()) {
       throw Routes.unknownUrl(ex);
     }
-    Routes.allow(ex, HttpMethod.GET, "GET");
-    authorize(ex);
-    reconcile(ex);
+    String path = ex.path();
+    if (path.equals("/admin/reconcile")) {
+      Routes.allow(ex, HttpMethod.GET, "GET");
+      authorize(ex);
+      reconcile(ex);
+      return;
+    }
+    if (path.equals(KEYS)) {
+      HttpMethod method = ex.request().method();
+      if (method.equals(HttpMethod.GET)) {
+        authorize(ex);
+        listKeys(ex);
+      } else if (method.equals(HttpMethod.POST)) {
+        authorize(ex);
+        createKey(ex);
+      } else {
+        Routes.allow(ex, HttpMethod.GET, "GET, POST");
+      }
+      return;
+    }
+    if (path.startsWith(KEYS + "/")) {
+      String rest = path.substring(KEYS.length() + 1);
+      int slash = rest.indexOf('/');
+      String action = slash < 0 ? "" : rest.substring(slash + 1);
+      if (action.equals("revoke") || action.equals("rotate")) {
+        Routes.allow(ex, HttpMethod.POST, "POST");
+        authorize(ex);
+        long id = keyId(rest.substring(0, slash));
+        if (action.equals("revoke")) {
+          keyOperation(ex, () -> keys.revoke(id), HttpResponseStatus.OK, AdminEndpoint::writeKey);
+        } else {
+          keyOperation(
+              ex, () -> keys.rotate(id), HttpResponseStatus.OK, AdminEndpoint::writeRotation);
+        }
+        return;
+      }
+    }
+    throw Routes.unknownUrl(ex);
   }
 
   private void authorize(Exchange ex) {
+    throttle.check(ex.remoteAddress());
+    try {
+      checkToken(ex);
+    } catch (ApiException e) {
+      throttle.recordFailure(ex.remoteAddress());
+      throw e;
+    }
+  }
+
+  private void checkToken(Exchange ex) {
     String header = ex.request().headers().get(HttpHeaderNames.AUTHORIZATION);
     String presented =
         header != null && header.regionMatches(true, 0, "Bearer ", 0, 7)
@@ -118,6 +192,164 @@ final class AdminEndpoint {
                   CompletionsEndpoint.BILLING_UNAVAILABLE);
             }),
         r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, r)));
+  }
+
+  private void listKeys(Exchange ex) {
+    String account = ex.query("account");
+    keyOperation(
+        ex,
+        () -> keys.list(account),
+        HttpResponseStatus.OK,
+        (g, list) -> {
+          g.writeStartObject();
+          g.writeStringField("object", "list");
+          g.writeArrayFieldStart("data");
+          for (ApiKeyInfo k : list) {
+            writeKey(g, k);
+          }
+          g.writeEndArray();
+          g.writeEndObject();
+        });
+  }
+
+  private void createKey(Exchange ex) {
+    JsonNode root;
+    try {
+      root = Json.read(ex.body());
+    } catch (IOException e) {
+      root = null;
+    }
+    if (root == null || !root.isObject()) {
+      throw new ApiException(
+          HttpResponseStatus.BAD_REQUEST,
+          ApiException.INVALID_REQUEST,
+          "The body must be a JSON object: {\"account\": \"NAME\"}.",
+          null,
+          "invalid_json");
+    }
+    for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
+      String name = it.next();
+      if (!name.equals("account")) {
+        throw ApiException.invalid(name, "Unrecognized request argument supplied: " + name);
+      }
+    }
+    JsonNode account = root.get("account");
+    if (account == null || account.isNull()) {
+      throw ApiException.missing("account");
+    }
+    if (!account.isTextual()) {
+      throw ApiException.wrongType("account", "a string", account.getNodeType().toString());
+    }
+    String name = account.asText();
+    keyOperation(
+        ex, () -> keys.create(name), HttpResponseStatus.CREATED, AdminEndpoint::writeCreated);
+  }
+
+  /** {@code /admin/keys/{id}/...}: a positive decimal id, else 400. */
+  private static long keyId(String text) {
+    if (!text.isEmpty() && text.length() <= 18 && text.chars().allMatch(Character::isDigit)) {
+      long id = Long.parseLong(text);
+      if (id > 0) {
+        return id;
+      }
+    }
+    throw ApiException.invalid(
+        "id", "The key id in the path must be a positive integer (see GET /admin/keys).");
+  }
+
+  /** A key's fields as an object's body (JSON). */
+  @FunctionalInterface
+  private interface Body<T> {
+    void write(JsonGenerator g, T value) throws IOException;
+  }
+
+  /** Runs {@code work} on the blocking executor and answers with its result or its error. */
+  private <T> void keyOperation(
+      Exchange ex, Supplier<T> work, HttpResponseStatus status, Body<T> body) {
+    CompletableFuture<T> result;
+    try {
+      result = CompletableFuture.supplyAsync(work, blocking);
+    } catch (RejectedExecutionException e) {
+      throw Authenticator.overloaded();
+    }
+    ex.then(
+        result.exceptionally(
+            e -> {
+              throw keyError(Exchange.unwrap(e));
+            }),
+        v -> ex.respondJson(status, g -> body.write(g, v)));
+  }
+
+  private static ApiException keyError(Throwable e) {
+    if (e instanceof ApiKeyStateException state) {
+      return state.problem() == ApiKeyStateException.Problem.UNKNOWN
+          ? new ApiException(
+              HttpResponseStatus.NOT_FOUND,
+              ApiException.INVALID_REQUEST,
+              "No API key has id " + state.keyId() + " (see GET /admin/keys).",
+              "id",
+              "api_key_not_found")
+          : new ApiException(
+              HttpResponseStatus.CONFLICT,
+              ApiException.INVALID_REQUEST,
+              "API key " + state.keyId() + " is already revoked.",
+              "id",
+              "api_key_revoked");
+    }
+    if (e instanceof IllegalArgumentException) {
+      return ApiException.invalid("account", e.getMessage());
+    }
+    if (e instanceof ApiException api) {
+      return api;
+    }
+    log.warn("API key operation failed", e);
+    return new ApiException(
+        HttpResponseStatus.SERVICE_UNAVAILABLE,
+        ApiException.SERVER,
+        "API keys cannot be changed or read right now (the billing database is unavailable);"
+            + " retry later.",
+        null,
+        CompletionsEndpoint.BILLING_UNAVAILABLE);
+  }
+
+  static void writeKey(JsonGenerator g, ApiKeyInfo k) throws IOException {
+    g.writeStartObject();
+    writeKeyFields(g, k.keyId(), k.prefix(), k.accountId(), k.accountName(), k.createdAt());
+    if (k.revokedAt() == null) {
+      g.writeNullField("revoked_at");
+    } else {
+      g.writeStringField("revoked_at", k.revokedAt().toString());
+    }
+    g.writeEndObject();
+  }
+
+  static void writeCreated(JsonGenerator g, CreatedApiKey k) throws IOException {
+    g.writeStartObject();
+    writeKeyFields(g, k.keyId(), k.prefix(), k.accountId(), k.accountName(), k.createdAt());
+    g.writeNullField("revoked_at");
+    g.writeStringField("key", k.plaintext());
+    g.writeEndObject();
+  }
+
+  static void writeRotation(JsonGenerator g, RotatedApiKey r) throws IOException {
+    g.writeStartObject();
+    g.writeStringField("object", "api_key.rotation");
+    g.writeFieldName("created");
+    writeCreated(g, r.created());
+    g.writeFieldName("revoked");
+    writeKey(g, r.revoked());
+    g.writeEndObject();
+  }
+
+  private static void writeKeyFields(
+      JsonGenerator g, long id, String prefix, long accountId, String account, Instant createdAt)
+      throws IOException {
+    g.writeStringField("object", "api_key");
+    g.writeNumberField("id", id);
+    g.writeStringField("prefix", prefix);
+    g.writeStringField("account", account);
+    g.writeNumberField("account_id", accountId);
+    g.writeStringField("created_at", createdAt.toString());
   }
 
   static void write(JsonGenerator g, ReconciliationReport r) throws IOException {

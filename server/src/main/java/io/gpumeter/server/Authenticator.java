@@ -5,6 +5,8 @@ import io.gpumeter.billing.keys.ApiKeys;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpRequest;
 import io.netty.handler.codec.http.HttpResponseStatus;
+import java.net.SocketAddress;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -12,8 +14,10 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * {@code Authorization: Bearer <key>} to an {@link ApiKeyPrincipal}. The header is checked on the
- * event loop; the lookup (cached, but it may go to the database) runs on the blocking executor.
+ * {@code Authorization: Bearer <key>} to an {@link ApiKeyPrincipal}. The client's address is
+ * checked against the {@link AuthThrottle} first (429 while it is throttled), then the header, on
+ * the event loop; the lookup (cached, but it may go to the database) runs on the blocking executor.
+ * Every 401 counts as a failure of the client's address.
  */
 final class Authenticator {
   private static final Logger log = LoggerFactory.getLogger(Authenticator.class);
@@ -21,18 +25,34 @@ final class Authenticator {
 
   private final ApiKeys keys;
   private final Executor blocking;
+  private final AuthThrottle throttle;
 
-  Authenticator(ApiKeys keys, Executor blocking) {
+  Authenticator(ApiKeys keys, Executor blocking, AuthThrottle throttle) {
     this.keys = keys;
     this.blocking = blocking;
+    this.throttle = throttle;
   }
 
   /**
    * @return the caller, or a future failed with an {@link ApiException}: 401 for a wrong key, 503
    *     when keys cannot be checked
-   * @throws ApiException 401 at once when the header is missing or not Bearer
+   * @throws ApiException 429 at once when the client's address is throttled, 401 at once when the
+   *     header is missing or not Bearer
    */
-  CompletableFuture<ApiKeyPrincipal> authenticate(HttpRequest request) {
+  CompletableFuture<ApiKeyPrincipal> authenticate(Exchange ex) {
+    SocketAddress from = ex.remoteAddress();
+    throttle.check(from);
+    try {
+      return authenticate(ex.request(), from);
+    } catch (ApiException e) {
+      if (e.status().equals(HttpResponseStatus.UNAUTHORIZED)) {
+        throttle.recordFailure(from);
+      }
+      throw e;
+    }
+  }
+
+  private CompletableFuture<ApiKeyPrincipal> authenticate(HttpRequest request, SocketAddress from) {
     String header = request.headers().get(HttpHeaderNames.AUTHORIZATION);
     if (header == null || header.isBlank()) {
       throw unauthorized(
@@ -53,20 +73,20 @@ final class Authenticator {
           "missing_api_key");
     }
     if (!ApiKeys.isWellFormed(key)) {
+      throttle.recordFailure(from);
       return CompletableFuture.failedFuture(incorrect(key));
     }
     try {
-      return CompletableFuture.supplyAsync(() -> lookup(key), blocking);
+      return CompletableFuture.supplyAsync(() -> lookup(key, from), blocking);
     } catch (RejectedExecutionException e) {
       throw overloaded();
     }
   }
 
-  private ApiKeyPrincipal lookup(String key) {
+  private ApiKeyPrincipal lookup(String key, SocketAddress from) {
+    Optional<ApiKeyPrincipal> principal;
     try {
-      return keys.authenticate(key).orElseThrow(() -> incorrect(key));
-    } catch (ApiException e) {
-      throw e;
+      principal = keys.authenticate(key);
     } catch (RuntimeException e) {
       log.warn("API key lookup failed", e);
       throw new ApiException(
@@ -77,6 +97,11 @@ final class Authenticator {
           null,
           "auth_unavailable");
     }
+    if (principal.isEmpty()) {
+      throttle.recordFailure(from);
+      throw incorrect(key);
+    }
+    return principal.get();
   }
 
   static ApiException overloaded() {

@@ -70,7 +70,7 @@ final class CompletionsEndpoint {
   void handle(Exchange ex) {
     String requestId = "cmpl-" + newId();
     ex.requestId(requestId);
-    ex.then(auth.authenticate(ex.request()), principal -> submit(ex, requestId, principal));
+    ex.then(auth.authenticate(ex), principal -> submit(ex, requestId, principal));
   }
 
   private void submit(Exchange ex, String requestId, ApiKeyPrincipal principal) {

@@ -1,20 +1,17 @@
 package io.gpumeter.server;
 
-import io.gpumeter.billing.BillingAdmin;
-import io.gpumeter.billing.CreatedApiKey;
-import java.io.PrintWriter;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
-import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Spec;
 
 /**
- * {@code create-key --account NAME}: prints the key alone on stdout (easy to capture in a script)
- * and the notes on stderr. Only the database is started (or reached over TCP, when a server runs on
- * the embedded folder), and closed.
+ * {@code create-key --account NAME}, the same as {@code key create} (kept: scripts and the README
+ * use it): prints the key alone on stdout (easy to capture in a script) and the notes on stderr.
+ * Only the database is started (or reached over TCP, when a server runs on the embedded folder),
+ * and closed.
  */
 @Command(
     name = "create-key",
@@ -39,32 +36,6 @@ final class CreateKeyCommand implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
-    if (account.isBlank()) {
-      throw new ParameterException(spec.commandLine(), "--account must not be blank");
-    }
-    ServerConfig settings = config.load();
-    PrintWriter out = spec.commandLine().getOut();
-    PrintWriter err = spec.commandLine().getErr();
-    try (BillingAdmin admin = BillingAdmin.open(settings.toolDatabaseConfig())) {
-      CreatedApiKey key = admin.createKey(account);
-      err.println(
-          "Created API key "
-              + key.prefix()
-              + "... (id "
-              + key.keyId()
-              + ") for account '"
-              + key.accountName()
-              + "' (id "
-              + key.accountId()
-              + "):");
-      err.flush();
-      out.println(key.plaintext());
-      out.flush();
-      err.println(
-          "Store it now: it is shown only this once and cannot be shown again (only its hash"
-              + " is kept).");
-      err.flush();
-    }
-    return 0;
+    return KeyCommand.create(spec, config, account);
   }
 }

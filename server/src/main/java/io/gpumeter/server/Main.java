@@ -15,19 +15,21 @@ import picocli.CommandLine.ParseResult;
 
 /**
  * Command line (picocli): {@code serve} (the default) runs the server until SIGTERM/SIGINT; {@code
- * create-key --account NAME} creates a key and prints it once; {@code reconcile --from ISO --to
- * ISO} prints the reconciliation report (exit status 3 on drift); {@code help [COMMAND]}. Every
- * command takes {@code --config FILE}, {@code --help} and {@code --version}; see server/README.md
- * for the settings. The tools open only the database ({@link io.gpumeter.billing.BillingAdmin}),
- * and close it; while a server runs on the embedded data folder they connect to its PostgreSQL
- * instead of starting one.
+ * create-key --account NAME} (or {@code key create}) creates a key and prints it once; {@code key
+ * list|revoke|rotate} lists, revokes and rotates keys; {@code reconcile --from ISO --to ISO} prints
+ * the reconciliation report (exit status 3 on drift); {@code help [COMMAND]}. Every command takes
+ * {@code --config FILE}, {@code --help} and {@code --version}; see server/README.md for the
+ * settings. The tools open only the database ({@link io.gpumeter.billing.BillingAdmin}), and close
+ * it; while a server runs on the embedded data folder they connect to its PostgreSQL instead of
+ * starting one.
  *
  * <p>A new command is a class annotated with {@code @Command}, with {@code @Mixin ConfigOption
  * config} when it reads settings, listed in {@code subcommands} below (or under a group command of
- * its own, such as a future {@code key list}/{@code key revoke}).
+ * its own, as {@code key} has).
  *
- * <p>Exit status: 0 success, 1 failure, 2 bad arguments or settings (unknown options included; the
- * message goes to stderr), 3 {@code reconcile} found drift.
+ * <p>Exit status: 0 success, 1 failure (also: {@code key revoke|rotate} of an unknown or revoked
+ * key), 2 bad arguments or settings (unknown options included; the message goes to stderr), 3
+ * {@code reconcile} found drift.
  */
 @Command(
     name = "gpumeter-server",
@@ -40,6 +42,7 @@ import picocli.CommandLine.ParseResult;
     subcommands = {
       ServeCommand.class,
       CreateKeyCommand.class,
+      KeyCommand.class,
       ReconcileCommand.class,
       HelpCommand.class
     },
@@ -51,6 +54,8 @@ import picocli.CommandLine.ParseResult;
       "Examples:",
       "  java -jar gpumeter-server.jar --config gpumeter.properties",
       "  java -jar gpumeter-server.jar create-key --account demo",
+      "  java -jar gpumeter-server.jar key list --account demo",
+      "  java -jar gpumeter-server.jar key rotate 7",
       "  java -jar gpumeter-server.jar reconcile --from 2026-01-31T12:00:00Z \\",
       "      --to 2026-01-31T13:00:00Z"
     })

@@ -48,14 +48,20 @@ final class Routes {
       ServerMetrics serverMetrics,
       Readiness readiness) {
     this.models = models;
-    this.auth = new Authenticator(billing.apiKeys(), blocking);
+    AuthThrottle throttle = new AuthThrottle(config.authMaxFailures(), config.authFailureWindow());
+    this.auth = new Authenticator(billing.apiKeys(), blocking, throttle);
     this.completions =
         new CompletionsEndpoint(
             models, auth, billing, serverMetrics, config.maxTokensDefault(), config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
     this.admin =
         new AdminEndpoint(
-            config.adminToken(), billing.reconciliation(), blocking, Clock.systemUTC());
+            config.adminToken(),
+            billing.reconciliation(),
+            billing.apiKeys(),
+            throttle,
+            blocking,
+            Clock.systemUTC());
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;
@@ -75,7 +81,7 @@ final class Routes {
       }
       case "/v1/models" -> {
         allow(ex, HttpMethod.GET, "GET");
-        ex.then(auth.authenticate(ex.request()), p -> listModels(ex));
+        ex.then(auth.authenticate(ex), p -> listModels(ex));
       }
       case "/healthz" -> {
         allow(ex, HttpMethod.GET, "GET");
@@ -110,7 +116,7 @@ final class Routes {
         if (path.startsWith("/v1/models/")) {
           allow(ex, HttpMethod.GET, "GET");
           String name = path.substring("/v1/models/".length());
-          ex.then(auth.authenticate(ex.request()), p -> retrieveModel(ex, name));
+          ex.then(auth.authenticate(ex), p -> retrieveModel(ex, name));
           return;
         }
         throw unknownUrl(ex);

@@ -1,6 +1,7 @@
 package io.gpumeter.server;
 
 import io.gpumeter.batching.SchedulerConfig;
+import io.gpumeter.billing.ApiKeyCacheConfig;
 import io.gpumeter.billing.BillingConfig;
 import io.gpumeter.billing.DatabaseConfig;
 import io.gpumeter.billing.Durability;
@@ -58,6 +59,9 @@ public final class ServerConfig {
     k.put("outbox.max_bytes", "1g");
     k.put("retention.days", "90");
     k.put("admin.token", "");
+    k.put("auth.key_cache_ttl", "10s");
+    k.put("auth.max_failures", "20");
+    k.put("auth.failure_window", "60s");
     k.put("http.max_body_bytes", "1048576");
     k.put("http.io_threads", "0");
     k.put("http.blocking_threads", "4");
@@ -75,6 +79,8 @@ public final class ServerConfig {
 
   /** Shortest accepted {@code admin.token}. */
   static final int MIN_ADMIN_TOKEN_LENGTH = 16;
+
+  private static final Duration NEGATIVE_KEY_TTL = Duration.ofSeconds(5);
 
   private static final Pattern DEVICE = Pattern.compile("auto|cpu|cuda:(0|[1-9][0-9]{0,2})");
 
@@ -95,6 +101,9 @@ public final class ServerConfig {
   private final long outboxMaxBytes;
   private final RetentionConfig retention;
   private final String adminToken;
+  private final Duration keyCacheTtl;
+  private final int authMaxFailures;
+  private final Duration authFailureWindow;
   private final int maxBodyBytes;
   private final int ioThreads;
   private final int blockingThreads;
@@ -159,6 +168,9 @@ public final class ServerConfig {
               + adminToken.length()
               + ")");
     }
+    keyCacheTtl = v.duration("auth.key_cache_ttl", Duration.ZERO);
+    authMaxFailures = v.intIn("auth.max_failures", 1, 1_000_000);
+    authFailureWindow = v.duration("auth.failure_window", Duration.ofSeconds(1));
     maxBodyBytes = v.intIn("http.max_body_bytes", 1024, 256 * 1024 * 1024);
     ioThreads = v.intIn("http.io_threads", 0, 1024);
     blockingThreads = v.intIn("http.blocking_threads", 1, 256);
@@ -323,8 +335,9 @@ public final class ServerConfig {
 
   /**
    * The ledger's settings: {@code ledger.durability}, the outbox ({@code outbox.dir}, by default
-   * {@code data.dir/outbox}; {@code outbox.max_bytes}), and raw-record retention ({@code
-   * retention.days}, partition maintenance at start and then hourly).
+   * {@code data.dir/outbox}; {@code outbox.max_bytes}), raw-record retention ({@code
+   * retention.days}, partition maintenance at start and then hourly), and the API-key cache ({@code
+   * auth.key_cache_ttl}; see {@link #apiKeyCacheConfig()}).
    */
   public BillingConfig billingConfig() {
     return BillingConfig.defaults()
@@ -334,7 +347,33 @@ public final class ServerConfig {
                 .outboxDirectory(outboxDir)
                 .outboxMaxBytes(outboxMaxBytes)
                 .build())
-        .withRetention(retention);
+        .withRetention(retention)
+        .withApiKeyCache(apiKeyCacheConfig());
+  }
+
+  /**
+   * The server's API-key cache: valid keys for {@code auth.key_cache_ttl} (so a key revoked by
+   * another process, such as {@code key revoke}, is accepted here for at most that long), unknown
+   * keys for 5 s or that TTL if shorter.
+   */
+  public ApiKeyCacheConfig apiKeyCacheConfig() {
+    Duration negative =
+        keyCacheTtl.compareTo(NEGATIVE_KEY_TTL) < 0 ? keyCacheTtl : NEGATIVE_KEY_TTL;
+    return new ApiKeyCacheConfig(ApiKeyCacheConfig.defaults().maximumSize(), keyCacheTtl, negative);
+  }
+
+  /** How long a valid API key is trusted without asking the database. */
+  public Duration keyCacheTtl() {
+    return keyCacheTtl;
+  }
+
+  /** Failed authentications from one address within {@link #authFailureWindow()} before 429. */
+  public int authMaxFailures() {
+    return authMaxFailures;
+  }
+
+  public Duration authFailureWindow() {
+    return authFailureWindow;
   }
 
   /** When a completion's response may leave: once its charge is durable, or once queued. */
@@ -461,6 +500,12 @@ public final class ServerConfig {
         + retention.retention().toDays()
         + "d, admin="
         + (adminToken == null ? "off" : "on")
+        + ", keyCacheTtl="
+        + keyCacheTtl
+        + ", authThrottle="
+        + authMaxFailures
+        + "/"
+        + authFailureWindow
         + ", maxBodyBytes="
         + maxBodyBytes
         + ", scheduler="

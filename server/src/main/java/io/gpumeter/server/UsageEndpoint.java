@@ -39,7 +39,7 @@ final class UsageEndpoint {
   }
 
   void handle(Exchange ex) {
-    ex.then(auth.authenticate(ex.request()), principal -> query(ex, principal));
+    ex.then(auth.authenticate(ex), principal -> query(ex, principal));
   }
 
   private void query(Exchange ex, ApiKeyPrincipal principal) {

@@ -57,6 +57,74 @@ class MainTest {
   }
 
   @Test
+  void keyCommandsCreateListRotateAndRevoke() throws Exception {
+    Path data = Path.of("target", "test-data", "main-keys-" + System.nanoTime()).toAbsolutePath();
+    Files.createDirectories(data);
+    Path cache = Path.of("target", "pg-binaries").toAbsolutePath();
+    Path file = data.resolve("gpumeter.properties");
+    Files.writeString(
+        file, "data.dir=" + data + "\ndb.binary_cache_dir=" + cache + "\nauth.key_cache_ttl=7s\n");
+    String cfg = file.toString();
+
+    Cli created = cli("--config", cfg, "key", "create", "--account", "cli-keys");
+    assertThat(created.status()).as(created.toString()).isZero();
+    String key = created.out().trim();
+    assertThat(ApiKeys.isWellFormed(key)).as(created.toString()).isTrue();
+    Cli other = cli("key", "create", "--account", "cli-other", "--config", cfg);
+    assertThat(other.status()).as(other.toString()).isZero();
+
+    Cli listed = cli("key", "list", "--account", "cli-keys", "--config", cfg);
+    assertThat(listed.status()).as(listed.toString()).isZero();
+    String[] lines = listed.out().strip().split("\n");
+    assertThat(lines).hasSize(2);
+    assertThat(lines[0]).isEqualTo("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED");
+    String[] row = lines[1].split("\t");
+    assertThat(row[1]).isEqualTo(key.substring(0, ApiKeys.PREFIX_LENGTH));
+    assertThat(row[2]).isEqualTo("cli-keys");
+    assertThat(row[4]).isEqualTo("-");
+    assertThat(listed.out()).doesNotContain(key.substring(ApiKeys.PREFIX_LENGTH));
+    String id = row[0];
+    assertThat(cli("key", "list", "--config", cfg).out().strip().split("\n")).hasSize(3);
+
+    Cli rotated = cli("key", "rotate", id, "--config", cfg);
+    assertThat(rotated.status()).as(rotated.toString()).isZero();
+    String newKey = rotated.out().trim();
+    assertThat(ApiKeys.isWellFormed(newKey)).as(rotated.toString()).isTrue();
+    assertThat(newKey).isNotEqualTo(key);
+    assertThat(rotated.err())
+        .contains("Rotated key " + id)
+        .contains("cannot be shown again")
+        .contains("at most 7 s more")
+        .doesNotContain(newKey);
+
+    Cli again = cli("key", "revoke", id, "--config", cfg);
+    assertThat(again.status()).as(again.toString()).isEqualTo(1);
+    assertThat(again.err()).contains("API key " + id + " is already revoked");
+    assertThat(again.out()).isEmpty();
+    Cli unknown = cli("key", "rotate", "999999", "--config", cfg);
+    assertThat(unknown.status()).as(unknown.toString()).isEqualTo(1);
+    assertThat(unknown.err()).contains("no API key has id 999999");
+
+    String[] after = cli("key", "list", "--account", "cli-keys", "--config", cfg).out().split("\n");
+    assertThat(after).hasSize(3);
+    assertThat(after[1].split("\t")[4]).isNotEqualTo("-"); // the old key: revoked
+    String newId = after[2].split("\t")[0];
+    Cli revoked = cli("key", "revoke", newId, "--config", cfg);
+    assertThat(revoked.status()).as(revoked.toString()).isZero();
+    assertThat(revoked.err()).contains("Revoked API key").contains("cli-keys");
+
+    ServerConfig config = ServerConfig.load(file, java.util.Map.of(), new java.util.Properties());
+    try (Billing billing = Billing.start(config.databaseConfig())) {
+      assertThat(billing.apiKeys().authenticate(key)).isEmpty();
+      assertThat(billing.apiKeys().authenticate(newKey)).isEmpty();
+    }
+
+    assertError(cli("key"), "Missing subcommand");
+    assertError(cli("key", "revoke"), "Missing required parameter: 'ID'");
+    assertError(cli("key", "revoke", "x1"), "'x1'");
+  }
+
+  @Test
   void helpWorksOnEveryCommand() {
     String[][] asks = {
       {"--help"},
@@ -66,6 +134,11 @@ class MainTest {
       {"create-key", "--help"},
       {"reconcile", "-h"},
       {"help", "create-key"},
+      {"key", "--help"},
+      {"key", "list", "--help"},
+      {"key", "revoke", "-h"},
+      {"key", "rotate", "--help"},
+      {"key", "create", "--help"},
     };
     for (String[] args : asks) {
       Cli r = cli(args);

@@ -228,6 +228,39 @@ class ServerConfigTest {
   }
 
   @Test
+  void authenticationSettings() {
+    ServerConfig d = ServerConfig.defaults();
+    assertThat(d.keyCacheTtl()).isEqualTo(Duration.ofSeconds(10));
+    assertThat(d.authMaxFailures()).isEqualTo(20);
+    assertThat(d.authFailureWindow()).isEqualTo(Duration.ofSeconds(60));
+    assertThat(d.billingConfig().apiKeyCache()).isEqualTo(d.apiKeyCacheConfig());
+    assertThat(d.apiKeyCacheConfig().positiveTtl()).isEqualTo(Duration.ofSeconds(10));
+    assertThat(d.apiKeyCacheConfig().negativeTtl()).isEqualTo(Duration.ofSeconds(5));
+
+    ServerConfig c =
+        ServerConfig.builder()
+            .set("auth.key_cache_ttl", "2s")
+            .set("auth.max_failures", "3")
+            .set("auth.failure_window", "5m")
+            .build();
+    assertThat(c.billingConfig().apiKeyCache().positiveTtl()).isEqualTo(Duration.ofSeconds(2));
+    assertThat(c.billingConfig().apiKeyCache().negativeTtl()).isEqualTo(Duration.ofSeconds(2));
+    assertThat(c.authMaxFailures()).isEqualTo(3);
+    assertThat(c.authFailureWindow()).isEqualTo(Duration.ofMinutes(5));
+    // 0: no caching at all, every request asks the database
+    assertThat(ServerConfig.builder().set("auth.key_cache_ttl", "0s").build().apiKeyCacheConfig())
+        .extracting(a -> a.positiveTtl(), a -> a.negativeTtl())
+        .containsExactly(Duration.ZERO, Duration.ZERO);
+
+    assertThatThrownBy(() -> ServerConfig.builder().set("auth.max_failures", "0").build())
+        .hasMessage("invalid setting auth.max_failures='0' (from code): must be in [1, 1000000]");
+    assertThatThrownBy(() -> ServerConfig.builder().set("auth.failure_window", "10ms").build())
+        .hasMessageContaining("invalid setting auth.failure_window='10ms'");
+    assertThatThrownBy(() -> ServerConfig.builder().set("auth.key_cache_ttl", "soon").build())
+        .hasMessageContaining("invalid setting auth.key_cache_ttl='soon'");
+  }
+
+  @Test
   void unknownKeyInFileIsRefused() throws Exception {
     Path file = dir.resolve("bad.properties");
     Files.writeString(file, "prot=9000\n");

@@ -5,9 +5,12 @@ import com.github.benmanes.caffeine.cache.Caffeine;
 import com.github.benmanes.caffeine.cache.Expiry;
 import com.github.benmanes.caffeine.cache.Ticker;
 import io.gpumeter.billing.ApiKeyCacheConfig;
+import io.gpumeter.billing.ApiKeyInfo;
 import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.ApiKeyStateException;
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.RotatedApiKey;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
@@ -17,9 +20,12 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Timestamp;
+import java.util.ArrayList;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.concurrent.atomic.LongAdder;
 import javax.sql.DataSource;
 
 /**
@@ -33,7 +39,13 @@ import javax.sql.DataSource;
  * <p>Cache: lookups go through a bounded Caffeine cache keyed by the hash; valid keys stay for
  * {@link ApiKeyCacheConfig#positiveTtl()}, unknown or revoked ones for the shorter {@link
  * ApiKeyCacheConfig#negativeTtl()}. Malformed keys are rejected before the cache. {@link #revoke}
- * clears this instance's entry at once; other replicas notice within the positive TTL.
+ * and {@link #rotate} clear this instance's entry at once; other instances (another server, the
+ * command-line tools' process) notice within their positive TTL, which is the bound on how long a
+ * key revoked elsewhere is still accepted.
+ *
+ * <p>Wrong keys: each distinct wrong key is one cache miss and so one database lookup; the negative
+ * entries only spare repeats of the same key. What bounds the lookups an attacker can cause is the
+ * server's per-address throttle of failed authentications, checked before this class.
  *
  * <p>All methods do blocking JDBC (except on a cache hit): call them off the event loop. Thread
  * safe.
@@ -47,10 +59,14 @@ public final class ApiKeys {
   private static final String ALPHABET =
       "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   private static final int MAX_ACCOUNT_NAME = 200;
+  private static final String SELECT_INFO =
+      "SELECT k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at FROM api_keys k"
+          + " JOIN accounts a ON a.id = k.account_id";
 
   private final DataSource dataSource;
   private final SecureRandom random = new SecureRandom();
   private final Cache<String, Optional<ApiKeyPrincipal>> cache;
+  private final LongAdder lookups = new LongAdder();
 
   public ApiKeys(DataSource dataSource) {
     this(dataSource, ApiKeyCacheConfig.defaults(), Ticker.systemTicker());
@@ -102,34 +118,42 @@ public final class ApiKeys {
    */
   public CreatedApiKey create(String accountName) {
     String name = validateAccountName(accountName);
-    String plaintext = generateKey();
-    String prefix = plaintext.substring(0, PREFIX_LENGTH);
     try (Connection c = dataSource.getConnection()) {
       c.setAutoCommit(false);
       try {
-        long accountId = accountId(c, name);
-        try (PreparedStatement ps =
-            c.prepareStatement(
-                "INSERT INTO api_keys (account_id, prefix, key_hash) VALUES (?, ?, ?)"
-                    + " RETURNING id, created_at")) {
-          ps.setLong(1, accountId);
-          ps.setString(2, prefix);
-          ps.setBytes(3, sha256(plaintext));
-          try (ResultSet rs = ps.executeQuery()) {
-            rs.next();
-            long keyId = rs.getLong(1);
-            Timestamp createdAt = rs.getTimestamp(2);
-            c.commit();
-            return new CreatedApiKey(
-                keyId, accountId, name, prefix, plaintext, createdAt.toInstant());
-          }
-        }
+        CreatedApiKey created = insertKey(c, accountId(c, name), name);
+        c.commit();
+        return created;
       } catch (SQLException | RuntimeException e) {
         c.rollback();
         throw e;
       }
     } catch (SQLException e) {
       throw new BillingException("could not create an API key for account '" + name + "'", e);
+    }
+  }
+
+  private CreatedApiKey insertKey(Connection c, long accountId, String accountName)
+      throws SQLException {
+    String plaintext = generateKey();
+    String prefix = plaintext.substring(0, PREFIX_LENGTH);
+    try (PreparedStatement ps =
+        c.prepareStatement(
+            "INSERT INTO api_keys (account_id, prefix, key_hash) VALUES (?, ?, ?)"
+                + " RETURNING id, created_at")) {
+      ps.setLong(1, accountId);
+      ps.setString(2, prefix);
+      ps.setBytes(3, sha256(plaintext));
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+        return new CreatedApiKey(
+            rs.getLong(1),
+            accountId,
+            accountName,
+            prefix,
+            plaintext,
+            rs.getTimestamp(2).toInstant());
+      }
     }
   }
 
@@ -170,6 +194,7 @@ public final class ApiKeys {
   }
 
   private Optional<ApiKeyPrincipal> lookup(byte[] hash) {
+    lookups.increment();
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -190,29 +215,149 @@ public final class ApiKeys {
   }
 
   /**
-   * Revokes a key: it stops authenticating here at once, on other replicas within the cache's
-   * positive TTL.
+   * Revokes a key: it stops authenticating through this instance at once (its cache entry is
+   * dropped), through other instances (other processes) within their cache's {@link
+   * ApiKeyCacheConfig#positiveTtl()}.
    *
-   * @return true if the key existed and was not revoked yet
+   * @return the key as it is now, revoked
+   * @throws ApiKeyStateException if no key has this id, or it was revoked before
    * @throws BillingException if the database fails
    */
-  public boolean revoke(long keyId) {
-    try (Connection c = dataSource.getConnection();
-        PreparedStatement ps =
-            c.prepareStatement(
-                "UPDATE api_keys SET revoked_at = now() WHERE id = ? AND revoked_at IS NULL"
-                    + " RETURNING key_hash")) {
-      ps.setLong(1, keyId);
-      try (ResultSet rs = ps.executeQuery()) {
-        if (!rs.next()) {
-          return false;
-        }
-        cache.invalidate(HexFormat.of().formatHex(rs.getBytes(1)));
-        return true;
+  public ApiKeyInfo revoke(long keyId) {
+    try (Connection c = dataSource.getConnection()) {
+      c.setAutoCommit(false);
+      try {
+        Revoked revoked = revoke(c, keyId);
+        c.commit();
+        cache.invalidate(revoked.cacheKey());
+        return revoked.info();
+      } catch (SQLException | RuntimeException e) {
+        c.rollback();
+        throw e;
       }
     } catch (SQLException e) {
       throw new BillingException("could not revoke API key " + keyId, e);
     }
+  }
+
+  /**
+   * Rotates a key: in one transaction, a new key for the same account is created and the old one is
+   * revoked, at once (no grace period: a client that needs one creates a second key with {@link
+   * #create} and revokes the first when it has switched).
+   *
+   * @throws ApiKeyStateException if no key has this id, or it was revoked before
+   * @throws BillingException if the database fails
+   */
+  public RotatedApiKey rotate(long keyId) {
+    try (Connection c = dataSource.getConnection()) {
+      c.setAutoCommit(false);
+      try {
+        Revoked revoked = revoke(c, keyId);
+        ApiKeyInfo old = revoked.info();
+        CreatedApiKey created = insertKey(c, old.accountId(), old.accountName());
+        c.commit();
+        cache.invalidate(revoked.cacheKey());
+        return new RotatedApiKey(created, old);
+      } catch (SQLException | RuntimeException e) {
+        c.rollback();
+        throw e;
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not rotate API key " + keyId, e);
+    }
+  }
+
+  /**
+   * Revokes in the caller's transaction. The caller drops the cache entry after the commit: a
+   * lookup of that key holds the entry's lock while it reads, so one that read the row before the
+   * commit is either dropped by that invalidation or waited for by it.
+   */
+  private record Revoked(ApiKeyInfo info, String cacheKey) {}
+
+  private Revoked revoke(Connection c, long keyId) throws SQLException {
+    try (PreparedStatement ps =
+        c.prepareStatement(
+            "UPDATE api_keys k SET revoked_at = now() FROM accounts a"
+                + " WHERE k.id = ? AND k.revoked_at IS NULL AND a.id = k.account_id"
+                + " RETURNING k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at,"
+                + " k.key_hash")) {
+      ps.setLong(1, keyId);
+      try (ResultSet rs = ps.executeQuery()) {
+        if (!rs.next()) {
+          throw new ApiKeyStateException(
+              keyId,
+              find(c, keyId).isPresent()
+                  ? ApiKeyStateException.Problem.REVOKED
+                  : ApiKeyStateException.Problem.UNKNOWN);
+        }
+        return new Revoked(info(rs), HexFormat.of().formatHex(rs.getBytes(7)));
+      }
+    }
+  }
+
+  /**
+   * Keys of {@code accountName} (every key when null), oldest first, valid and revoked. Never the
+   * secret.
+   *
+   * @throws BillingException if the database fails
+   */
+  public List<ApiKeyInfo> list(String accountName) {
+    String name = accountName == null ? null : validateAccountName(accountName);
+    try (Connection c = dataSource.getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                SELECT_INFO + (name == null ? "" : " WHERE a.name = ?") + " ORDER BY k.id")) {
+      if (name != null) {
+        ps.setString(1, name);
+      }
+      try (ResultSet rs = ps.executeQuery()) {
+        List<ApiKeyInfo> keys = new ArrayList<>();
+        while (rs.next()) {
+          keys.add(info(rs));
+        }
+        return keys;
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not list API keys", e);
+    }
+  }
+
+  /**
+   * The key with this id, revoked or not.
+   *
+   * @throws BillingException if the database fails
+   */
+  public Optional<ApiKeyInfo> find(long keyId) {
+    try (Connection c = dataSource.getConnection()) {
+      return find(c, keyId);
+    } catch (SQLException e) {
+      throw new BillingException("could not read API key " + keyId, e);
+    }
+  }
+
+  private static Optional<ApiKeyInfo> find(Connection c, long keyId) throws SQLException {
+    try (PreparedStatement ps = c.prepareStatement(SELECT_INFO + " WHERE k.id = ?")) {
+      ps.setLong(1, keyId);
+      try (ResultSet rs = ps.executeQuery()) {
+        return rs.next() ? Optional.of(info(rs)) : Optional.empty();
+      }
+    }
+  }
+
+  private static ApiKeyInfo info(ResultSet rs) throws SQLException {
+    Timestamp revoked = rs.getTimestamp(6);
+    return new ApiKeyInfo(
+        rs.getLong(1),
+        rs.getLong(2),
+        rs.getString(3),
+        rs.getString(4),
+        rs.getTimestamp(5).toInstant(),
+        revoked == null ? null : revoked.toInstant());
+  }
+
+  /** How many lookups went to the database (cache misses of well-formed keys) since creation. */
+  public long databaseLookups() {
+    return lookups.sum();
   }
 
   /** Drops every cached lookup (for tests and admin tools). */

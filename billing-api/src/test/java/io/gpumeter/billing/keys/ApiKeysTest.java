@@ -1,11 +1,16 @@
 package io.gpumeter.billing.keys;
 
+import static io.gpumeter.billing.keys.ApiKeys.PREFIX_LENGTH;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.tuple;
 
 import io.gpumeter.billing.ApiKeyCacheConfig;
+import io.gpumeter.billing.ApiKeyInfo;
 import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.ApiKeyStateException;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.RotatedApiKey;
 import io.gpumeter.billing.TestSupport;
 import io.gpumeter.billing.db.Database;
 import java.nio.charset.StandardCharsets;
@@ -16,6 +21,7 @@ import java.sql.ResultSet;
 import java.sql.Statement;
 import java.time.Duration;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -124,9 +130,14 @@ class ApiKeysTest {
   void revokedKeyIsRejected() {
     CreatedApiKey k = keys.create("revoked");
     assertThat(keys.authenticate(k.plaintext())).isPresent(); // now cached
-    assertThat(keys.revoke(k.keyId())).isTrue();
+    ApiKeyInfo revoked = keys.revoke(k.keyId());
+    assertThat(revoked.keyId()).isEqualTo(k.keyId());
+    assertThat(revoked.revokedAt()).isNotNull().isAfterOrEqualTo(revoked.createdAt());
     assertThat(keys.authenticate(k.plaintext())).isEmpty();
-    assertThat(keys.revoke(k.keyId())).isFalse();
+    assertThatThrownBy(() -> keys.revoke(k.keyId()))
+        .isInstanceOfSatisfying(
+            ApiKeyStateException.class,
+            e -> assertThat(e.problem()).isEqualTo(ApiKeyStateException.Problem.REVOKED));
     // Another instance (another replica) that never cached it rejects it too.
     assertThat(new ApiKeys(db.dataSource()).authenticate(k.plaintext())).isEmpty();
   }
@@ -170,6 +181,84 @@ class ApiKeysTest {
     assertThat(cached.authenticate(unknown)).isEmpty();
     now.addAndGet(TimeUnit.SECONDS.toNanos(6));
     assertThat(cached.authenticate(unknown)).map(ApiKeyPrincipal::keyId).contains(k.keyId());
+  }
+
+  @Test
+  void unknownKeyIdsAreRefused() {
+    long unknown = Long.MAX_VALUE;
+    assertThat(keys.find(unknown)).isEmpty();
+    assertThatThrownBy(() -> keys.revoke(unknown))
+        .isInstanceOfSatisfying(
+            ApiKeyStateException.class,
+            e -> {
+              assertThat(e.problem()).isEqualTo(ApiKeyStateException.Problem.UNKNOWN);
+              assertThat(e.keyId()).isEqualTo(unknown);
+            });
+    assertThatThrownBy(() -> keys.rotate(unknown))
+        .isInstanceOfSatisfying(
+            ApiKeyStateException.class,
+            e -> assertThat(e.problem()).isEqualTo(ApiKeyStateException.Problem.UNKNOWN));
+  }
+
+  @Test
+  void listShowsIdsPrefixesAndTimesButNoSecret() {
+    CreatedApiKey a = keys.create("listed");
+    CreatedApiKey b = keys.create("listed");
+    keys.create("not-listed");
+    keys.revoke(a.keyId());
+
+    List<ApiKeyInfo> listed = keys.list("listed");
+    assertThat(listed).extracting(ApiKeyInfo::keyId).containsExactly(a.keyId(), b.keyId());
+    assertThat(listed).extracting(ApiKeyInfo::prefix).containsExactly(a.prefix(), b.prefix());
+    assertThat(listed).extracting(ApiKeyInfo::accountName).containsOnly("listed");
+    assertThat(listed.get(0).revoked()).isTrue();
+    assertThat(listed.get(1).revoked()).isFalse();
+    assertThat(listed.get(1).createdAt()).isEqualTo(b.createdAt());
+    assertThat(listed.toString())
+        .doesNotContain(a.plaintext().substring(PREFIX_LENGTH))
+        .doesNotContain(b.plaintext().substring(PREFIX_LENGTH));
+
+    assertThat(keys.list(null)).extracting(ApiKeyInfo::keyId).contains(a.keyId(), b.keyId());
+    assertThat(keys.list("no-such-account")).isEmpty();
+    assertThat(keys.find(b.keyId())).contains(listed.get(1));
+  }
+
+  @Test
+  void rotationMakesANewKeyForTheAccountAndRevokesTheOldOneAtOnce() {
+    CreatedApiKey old = keys.create("rotated");
+    assertThat(keys.authenticate(old.plaintext())).isPresent(); // now cached
+
+    RotatedApiKey r = keys.rotate(old.keyId());
+
+    assertThat(r.revoked().keyId()).isEqualTo(old.keyId());
+    assertThat(r.revoked().revoked()).isTrue();
+    assertThat(r.created().accountId()).isEqualTo(old.accountId());
+    assertThat(r.created().accountName()).isEqualTo("rotated");
+    assertThat(r.created().keyId()).isNotEqualTo(old.keyId());
+    assertThat(r.created().plaintext()).isNotEqualTo(old.plaintext());
+    assertThat(keys.authenticate(old.plaintext())).isEmpty();
+    assertThat(keys.authenticate(r.created().plaintext())).contains(r.created().principal());
+    assertThatThrownBy(() -> keys.rotate(old.keyId()))
+        .isInstanceOfSatisfying(
+            ApiKeyStateException.class,
+            e -> assertThat(e.problem()).isEqualTo(ApiKeyStateException.Problem.REVOKED));
+    assertThat(keys.list("rotated"))
+        .extracting(ApiKeyInfo::keyId, ApiKeyInfo::revoked)
+        .containsExactly(tuple(old.keyId(), true), tuple(r.created().keyId(), false));
+  }
+
+  @Test
+  void everyDistinctWrongKeyCostsOneLookupAndRepeatsAreCached() {
+    ApiKeys fresh = new ApiKeys(db.dataSource());
+    String wrong1 = "gm_" + "W".repeat(40);
+    String wrong2 = "gm_" + "V".repeat(40);
+    assertThat(fresh.authenticate(wrong1)).isEmpty();
+    assertThat(fresh.authenticate(wrong1)).isEmpty();
+    assertThat(fresh.databaseLookups()).isEqualTo(1);
+    assertThat(fresh.authenticate(wrong2)).isEmpty();
+    assertThat(fresh.databaseLookups()).isEqualTo(2);
+    assertThat(fresh.authenticate("gm_short")).isEmpty(); // malformed: no lookup
+    assertThat(fresh.databaseLookups()).isEqualTo(2);
   }
 
   @Test

@@ -1,0 +1,28 @@
+package io.gpumeter.billing;
+
+import java.time.Instant;
+
+/**
+ * What may be shown about an API key: never its secret (only the hash is stored), only its first
+ * characters.
+ *
+ * @param keyId {@code api_keys.id}
+ * @param accountId {@code accounts.id}
+ * @param accountName the account's unique name
+ * @param prefix the first {@value io.gpumeter.billing.keys.ApiKeys#PREFIX_LENGTH} characters of the
+ *     key
+ * @param createdAt when it was created
+ * @param revokedAt when it was revoked, or null while it is valid
+ */
+public record ApiKeyInfo(
+    long keyId,
+    long accountId,
+    String accountName,
+    String prefix,
+    Instant createdAt,
+    Instant revokedAt) {
+
+  public boolean revoked() {
+    return revokedAt != null;
+  }
+}
