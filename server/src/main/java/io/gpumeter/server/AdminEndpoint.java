@@ -2,6 +2,7 @@ package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.billing.ReconciliationReport;
+import io.gpumeter.billing.SetAsideReplay;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
@@ -16,11 +17,14 @@ import java.time.Instant;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}.
+ * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO} and {@code
+ * POST /admin/replay} (re-applies the charges set aside: quarantined outbox segments and dead
+ * letters, idempotently; answers what was applied, already present and still refused).
  *
  * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
  * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token
@@ -38,12 +42,19 @@ final class AdminEndpoint {
 
   private final byte[] tokenDigest; // null: disabled
   private final Reconciliation reconciliation;
+  private final Supplier<SetAsideReplay> replay;
   private final Executor blocking;
   private final Clock clock;
 
-  AdminEndpoint(String token, Reconciliation reconciliation, Executor blocking, Clock clock) {
+  AdminEndpoint(
+      String token,
+      Reconciliation reconciliation,
+      Supplier<SetAsideReplay> replay,
+      Executor blocking,
+      Clock clock) {
     this.tokenDigest = token == null ? null : sha256(token);
     this.reconciliation = reconciliation;
+    this.replay = replay;
     this.blocking = blocking;
     this.clock = clock;
   }
@@ -53,12 +64,59 @@ final class AdminEndpoint {
   }
 
   void handle(Exchange ex) {
-    if (!enabled() || !ex.path().equals("/admin/reconcile")) {
+    if (!enabled()) {
       throw Routes.unknownUrl(ex);
     }
-    Routes.allow(ex, HttpMethod.GET, "GET");
-    authorize(ex);
-    reconcile(ex);
+    switch (ex.path()) {
+      case "/admin/reconcile" -> {
+        Routes.allow(ex, HttpMethod.GET, "GET");
+        authorize(ex);
+        reconcile(ex);
+      }
+      case "/admin/replay" -> {
+        Routes.allow(ex, HttpMethod.POST, "POST");
+        authorize(ex);
+        replay(ex);
+      }
+      default -> throw Routes.unknownUrl(ex);
+    }
+  }
+
+  private void replay(Exchange ex) {
+    CompletableFuture<SetAsideReplay> result;
+    try {
+      result = CompletableFuture.supplyAsync(replay, blocking);
+    } catch (RejectedExecutionException e) {
+      throw Authenticator.overloaded();
+    }
+    ex.then(
+        result.exceptionally(
+            e -> {
+              log.warn("replay of set-aside charges failed", Exchange.unwrap(e));
+              throw new ApiException(
+                  HttpResponseStatus.SERVICE_UNAVAILABLE,
+                  ApiException.SERVER,
+                  "The set-aside charges cannot be replayed right now (the billing database is"
+                      + " unavailable); what was applied stays applied; retry later.",
+                  null,
+                  CompletionsEndpoint.BILLING_UNAVAILABLE);
+            }),
+        r -> {
+          log.info("admin replay from {}: {}", ex.remoteAddress(), r.toText());
+          ex.respondJson(
+              HttpResponseStatus.OK,
+              g -> {
+                g.writeStartObject();
+                g.writeStringField("object", "replay");
+                g.writeNumberField("applied", r.applied());
+                g.writeNumberField("already_present", r.alreadyPresent());
+                g.writeNumberField("refused", r.refused());
+                g.writeNumberField("segments_cleared", r.segmentsCleared());
+                g.writeNumberField("segments_left", r.segmentsLeft());
+                g.writeNumberField("dead_letters_left", r.deadLettersLeft());
+                g.writeEndObject();
+              });
+        });
   }
 
   private void authorize(Exchange ex) {
@@ -138,6 +196,7 @@ final class AdminEndpoint {
       g.writeNumberField("measured_ns", l.measuredNs());
       g.writeNumberField("charged_ns", l.chargedNs());
       g.writeNumberField("system_ns", l.systemNs());
+      g.writeNumberField("unbilled_ns", l.unbilledNs());
       g.writeNumberField("ledger_ns", l.ledgerNs());
       g.writeNumberField("drift_ns", l.driftNs());
       g.writeNumberField("unattributed_ns", l.unattributedNs());

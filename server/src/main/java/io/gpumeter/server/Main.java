@@ -16,18 +16,19 @@ import picocli.CommandLine.ParseResult;
 /**
  * Command line (picocli): {@code serve} (the default) runs the server until SIGTERM/SIGINT; {@code
  * create-key --account NAME} creates a key and prints it once; {@code reconcile --from ISO --to
- * ISO} prints the reconciliation report (exit status 3 on drift); {@code help [COMMAND]}. Every
- * command takes {@code --config FILE}, {@code --help} and {@code --version}; see server/README.md
- * for the settings. The tools open only the database ({@link io.gpumeter.billing.BillingAdmin}),
- * and close it; while a server runs on the embedded data folder they connect to its PostgreSQL
- * instead of starting one.
+ * ISO} prints the reconciliation report (exit status 3 on drift); {@code replay} re-applies the
+ * charges set aside in the outbox (exit status 3 if some are refused again); {@code help
+ * [COMMAND]}. Every command takes {@code --config FILE}, {@code --help} and {@code --version}; see
+ * server/README.md for the settings. The tools open only the database ({@link
+ * io.gpumeter.billing.BillingAdmin}), and close it; while a server runs on the embedded data folder
+ * they connect to its PostgreSQL instead of starting one.
  *
  * <p>A new command is a class annotated with {@code @Command}, with {@code @Mixin ConfigOption
  * config} when it reads settings, listed in {@code subcommands} below (or under a group command of
  * its own, such as a future {@code key list}/{@code key revoke}).
  *
  * <p>Exit status: 0 success, 1 failure, 2 bad arguments or settings (unknown options included; the
- * message goes to stderr), 3 {@code reconcile} found drift.
+ * message goes to stderr), 3 {@code reconcile} found drift or {@code replay} left records refused.
  */
 @Command(
     name = "gpumeter-server",
@@ -41,6 +42,7 @@ import picocli.CommandLine.ParseResult;
       ServeCommand.class,
       CreateKeyCommand.class,
       ReconcileCommand.class,
+      ReplayCommand.class,
       HelpCommand.class
     },
     footer = {

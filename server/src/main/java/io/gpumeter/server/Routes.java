@@ -54,7 +54,11 @@ final class Routes {
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
     this.admin =
         new AdminEndpoint(
-            config.adminToken(), billing.reconciliation(), blocking, Clock.systemUTC());
+            config.adminToken(),
+            billing.reconciliation(),
+            billing::replaySetAside,
+            blocking,
+            Clock.systemUTC());
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;
@@ -277,6 +281,9 @@ final class Routes {
     g.writeNumberField("outbox_bytes", h.outboxBytes());
     g.writeNumberField("outbox_max_bytes", h.outboxMaxBytes());
     g.writeNumberField("dead_lettered_records", h.deadLetteredRecords());
+    g.writeNumberField("quarantined_segments", h.quarantinedSegments());
+    g.writeNumberField("quarantined_records", h.quarantinedRecords());
+    g.writeNumberField("dead_letters_waiting", h.deadLettersWaiting());
     g.writeEndObject();
   }
 
