@@ -44,6 +44,7 @@ public final class Billing implements AutoCloseable {
   private final MaintenanceTask maintenance;
   private final ScheduledExecutorService maintenanceScheduler;
   private final DatabaseDurability databaseDurability;
+  private final ScheduledExecutorService measuredFlusher;
   private volatile boolean closed;
 
   private Billing(Database database, boolean ownsDatabase, BillingConfig config) {
@@ -53,15 +54,32 @@ public final class Billing implements AutoCloseable {
     this.apiKeys = new ApiKeys(database.dataSource(), config.apiKeyCache(), Ticker.systemTicker());
     this.usage = new UsageQueries(database.dataSource());
     LedgerConfig lc = config.ledger();
+    // Measured time rides with the ledger's batches (same transaction or outbox group); a report
+    // first has the ledger write what is pending.
+    this.reconciliation =
+        Reconciliation.recording(database.dataSource(), config.clock(), this::flushMeasured);
     this.ledger =
-        Ledger.open(database.ledgerDataSource(), outboxDirectory(database.config(), lc), lc);
-    try {
-      this.reconciliation =
-          Reconciliation.recording(
-              database.dataSource(), config.clock(), config.reconciliationFlushInterval());
-    } catch (RuntimeException e) {
-      ledger.close();
-      throw e;
+        Ledger.open(
+            database.ledgerDataSource(),
+            outboxDirectory(database.config(), lc),
+            lc,
+            reconciliation.pendingMeasuredTime());
+    Duration flushEvery = config.reconciliationFlushInterval();
+    if (flushEvery.isZero()) {
+      this.measuredFlusher = null;
+    } else {
+      this.measuredFlusher =
+          Executors.newSingleThreadScheduledExecutor(
+              t -> {
+                Thread th = new Thread(t, "gpumeter-measured-flush");
+                th.setDaemon(true);
+                return th;
+              });
+      measuredFlusher.scheduleWithFixedDelay(
+          ledger::flushMeasured,
+          flushEvery.toMillis(),
+          flushEvery.toMillis(),
+          TimeUnit.MILLISECONDS);
     }
     RetentionConfig retention = config.retention();
     if (retention != null) {
@@ -200,9 +218,24 @@ public final class Billing implements AutoCloseable {
     return reconciliation;
   }
 
-  /** Where the server records measured, charged and system device time per model and device. */
+  /**
+   * Where the server records measured, charged and system device time per model and device. The
+   * ledger makes it durable with its batches (in the same transaction as the usage records, or in
+   * the same outbox group), and at least every {@link LedgerConfig#replayInterval()}.
+   */
   public MeasuredTimeRecorder measuredTime() {
     return reconciliation.measuredTime();
+  }
+
+  /**
+   * Re-applies the charges set aside (the intact records of quarantined outbox segments and the
+   * dead-letter entries), idempotently, and says what was applied, already present and still
+   * refused. Blocks on the database; call it off event loops.
+   *
+   * @throws BillingException if the database failed part-way (run it again)
+   */
+  public SetAsideReplay replaySetAside() {
+    return ledger.replaySetAside();
   }
 
   /** The partition maintenance task, or null when retention is disabled in the config. */
@@ -253,6 +286,11 @@ public final class Billing implements AutoCloseable {
     return problem == null ? health() : ledger.health(closed ? "billing is closed" : null, problem);
   }
 
+  /** Writes the measured time pending now (a reconciliation report calls it first). */
+  private void flushMeasured() {
+    ledger.flushMeasured();
+  }
+
   private void runMaintenanceQuietly() {
     try {
       maintenance.run();
@@ -273,8 +311,10 @@ public final class Billing implements AutoCloseable {
     }
     closed = true;
     List<Runnable> steps = new ArrayList<>();
-    steps.add(ledger::close);
-    steps.add(reconciliation::close);
+    if (measuredFlusher != null) {
+      steps.add(measuredFlusher::shutdownNow);
+    }
+    steps.add(ledger::close); // drains the writer, then writes the measured time left
     if (maintenanceScheduler != null) {
       steps.add(maintenanceScheduler::shutdownNow);
     }

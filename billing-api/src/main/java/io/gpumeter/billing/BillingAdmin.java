@@ -2,7 +2,9 @@ package io.gpumeter.billing;
 
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.keys.ApiKeys;
+import io.gpumeter.billing.ledger.Ledger;
 import io.gpumeter.billing.reconcile.Reconciliation;
+import java.nio.file.Path;
 import java.time.Instant;
 import java.util.List;
 
@@ -85,6 +87,23 @@ public final class BillingAdmin implements AutoCloseable {
    */
   public ReconciliationReport reconcile(Instant from, Instant to) {
     return reconciliation.report(from, to);
+  }
+
+  /**
+   * Re-applies the charges set aside in the outbox at {@code outboxDirectory} (quarantined
+   * segments, dead letters) while no server runs on it; see {@link Billing#replaySetAside()}.
+   *
+   * @throws IllegalStateException if a running server holds the outbox: use its {@code POST
+   *     /admin/replay}
+   * @throws BillingException if the database failed part-way (run it again)
+   */
+  public SetAsideReplay replaySetAside(Path outboxDirectory, LedgerConfig ledger) {
+    return Ledger.replaySetAside(database.ledgerDataSource(), outboxDirectory, ledger);
+  }
+
+  /** The outbox folder of {@code ledger} for this database; see {@link Billing#outboxDirectory}. */
+  public Path outboxDirectory(LedgerConfig ledger) {
+    return Billing.outboxDirectory(database.config(), ledger);
   }
 
   /** Closes the pools, and stops the database if this object started it. */

@@ -11,8 +11,10 @@ import java.util.Objects;
  * @param ledger the write path: queue, durability, breaker, retry, outbox
  * @param retention raw-record retention and partition maintenance; {@code null} disables the
  *     background maintenance (tests)
- * @param reconciliationFlushInterval how often {@link Billing#measuredTime()} writes (zero: only on
- *     flush and close)
+ * @param reconciliationFlushInterval how often measured time ({@link Billing#measuredTime()}) is
+ *     written on its own when no batch of usage records carried it (it always rides with every
+ *     batch, in the same transaction); zero: only with batches, reports and close. The longer it
+ *     is, the more in-flight step time a crash loses unrecorded (on both sides, so never drift)
  * @param clock for partition maintenance and reconciliation minutes
  * @param apiKeyCache the authentication cache of {@link Billing#apiKeys()}
  */
@@ -42,12 +44,15 @@ public record BillingConfig(
     this(ledger, retention, reconciliationFlushInterval, clock, ApiKeyCacheConfig.defaults());
   }
 
-  /** Default ledger, 90-day retention maintained hourly, reconciliation written every minute. */
+  /**
+   * Default ledger, 90-day retention maintained hourly, measured time written at least every
+   * second.
+   */
   public static BillingConfig defaults() {
     return new BillingConfig(
         LedgerConfig.defaults(),
         RetentionConfig.defaults(),
-        Duration.ofMinutes(1),
+        Duration.ofSeconds(1),
         Clock.systemUTC());
   }
 

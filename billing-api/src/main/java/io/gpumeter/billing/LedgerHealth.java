@@ -30,6 +30,10 @@ package io.gpumeter.billing;
  * @param databaseReachable the billing database answers: the circuit breaker is closed and, when
  *     the caller asked for a check ({@link Billing#health(java.time.Duration)}), it answered it
  * @param databaseProblem why the database is not reachable, or null when it is
+ * @param quarantinedSegments damaged outbox segments waiting in {@code quarantine/} (counted from
+ *     disk at start, so it survives restarts; {@code replay} re-applies their intact records)
+ * @param quarantinedRecords intact records in those segments
+ * @param deadLettersWaiting records waiting in {@code dead-letter.log} (counted from disk at start)
  */
 public record LedgerHealth(
     boolean ready,
@@ -47,4 +51,13 @@ public record LedgerHealth(
     long deadLetteredRecords,
     String lastError,
     boolean databaseReachable,
-    String databaseProblem) {}
+    String databaseProblem,
+    long quarantinedSegments,
+    long quarantinedRecords,
+    long deadLettersWaiting) {
+
+  /** Charges set aside and waiting for {@code replay}: quarantined records plus dead letters. */
+  public long setAsideRecords() {
+    return quarantinedRecords + deadLettersWaiting;
+  }
+}

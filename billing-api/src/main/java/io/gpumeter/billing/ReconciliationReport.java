@@ -28,6 +28,9 @@ public record ReconciliationReport(
    * @param measuredNs Σ measured_ns of the minutes in the range
    * @param chargedNs Σ charged_ns of the minutes in the range: step time handed out to requests
    * @param systemNs Σ system_ns (load, warm-up): never charged
+   * @param unbilledNs Σ unbilled_ns: handed out as shares to requests whose charge was never stored
+   *     because the process died (settled after the restart, reason {@code crash}); never charged,
+   *     and not part of {@code chargedNs}
    * @param steps Σ steps
    * @param ledgerNs Σ device_ns of usage_records whose finished_at is in the range
    * @param records how many such records
@@ -38,6 +41,7 @@ public record ReconciliationReport(
       long measuredNs,
       long chargedNs,
       long systemNs,
+      long unbilledNs,
       long steps,
       long ledgerNs,
       long records) {
@@ -47,9 +51,12 @@ public record ReconciliationReport(
       return chargedNs - ledgerNs;
     }
 
-    /** measuredNs - chargedNs - systemNs: zero when every measured nanosecond was attributed. */
+    /**
+     * measuredNs - chargedNs - systemNs - unbilledNs: zero when every measured nanosecond was
+     * attributed.
+     */
     public long unattributedNs() {
-      return measuredNs - chargedNs - systemNs;
+      return measuredNs - chargedNs - systemNs - unbilledNs;
     }
   }
 
@@ -85,11 +92,12 @@ public record ReconciliationReport(
     sb.append("reconciliation [").append(from).append(", ").append(to).append(")\n");
     sb.append(
         String.format(
-            "%-24s %-10s %18s %18s %18s %18s %10s %10s%n",
+            "%-24s %-10s %18s %18s %18s %18s %18s %10s %10s%n",
             "model",
             "device",
             "measured_ns",
             "charged_ns",
+            "unbilled_ns",
             "ledger_ns",
             "drift_ns",
             "records",
@@ -97,11 +105,12 @@ public record ReconciliationReport(
     for (Line l : lines) {
       sb.append(
           String.format(
-              "%-24s %-10s %18d %18d %18d %18d %10d %10d%n",
+              "%-24s %-10s %18d %18d %18d %18d %18d %10d %10d%n",
               l.model(),
               l.device(),
               l.measuredNs(),
               l.chargedNs(),
+              l.unbilledNs(),
               l.ledgerNs(),
               l.driftNs(),
               l.records(),

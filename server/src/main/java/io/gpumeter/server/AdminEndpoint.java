@@ -8,6 +8,7 @@ import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.ReconciliationReport;
 import io.gpumeter.billing.RotatedApiKey;
 import io.gpumeter.billing.keys.ApiKeys;
+import io.gpumeter.billing.SetAsideReplay;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
@@ -28,7 +29,9 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}, and API keys:
+ * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}; {@code POST
+ * /admin/replay} (re-applies the charges set aside: quarantined outbox segments and dead letters,
+ * idempotently; answers what was applied, already present and still refused); and API keys:
  * {@code GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}},
  * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}.
  *
@@ -59,6 +62,7 @@ final class AdminEndpoint {
   private final Reconciliation reconciliation;
   private final ApiKeys keys;
   private final AuthThrottle throttle;
+  private final Supplier<SetAsideReplay> replay;
   private final Executor blocking;
   private final Clock clock;
 
@@ -67,12 +71,14 @@ final class AdminEndpoint {
       Reconciliation reconciliation,
       ApiKeys keys,
       AuthThrottle throttle,
+      Supplier<SetAsideReplay> replay,
       Executor blocking,
       Clock clock) {
     this.tokenDigest = token == null ? null : sha256(token);
     this.reconciliation = reconciliation;
     this.keys = keys;
     this.throttle = throttle;
+    this.replay = replay;
     this.blocking = blocking;
     this.clock = clock;
   }
@@ -122,7 +128,50 @@ final class AdminEndpoint {
         return;
       }
     }
+    if (path.equals("/admin/replay")) {
+      Routes.allow(ex, HttpMethod.POST, "POST");
+      authorize(ex);
+      replay(ex);
+      return;
+    }
     throw Routes.unknownUrl(ex);
+  }
+
+  private void replay(Exchange ex) {
+    CompletableFuture<SetAsideReplay> result;
+    try {
+      result = CompletableFuture.supplyAsync(replay, blocking);
+    } catch (RejectedExecutionException e) {
+      throw Authenticator.overloaded();
+    }
+    ex.then(
+        result.exceptionally(
+            e -> {
+              log.warn("replay of set-aside charges failed", Exchange.unwrap(e));
+              throw new ApiException(
+                  HttpResponseStatus.SERVICE_UNAVAILABLE,
+                  ApiException.SERVER,
+                  "The set-aside charges cannot be replayed right now (the billing database is"
+                      + " unavailable); what was applied stays applied; retry later.",
+                  null,
+                  CompletionsEndpoint.BILLING_UNAVAILABLE);
+            }),
+        r -> {
+          log.info("admin replay from {}: {}", ex.remoteAddress(), r.toText());
+          ex.respondJson(
+              HttpResponseStatus.OK,
+              g -> {
+                g.writeStartObject();
+                g.writeStringField("object", "replay");
+                g.writeNumberField("applied", r.applied());
+                g.writeNumberField("already_present", r.alreadyPresent());
+                g.writeNumberField("refused", r.refused());
+                g.writeNumberField("segments_cleared", r.segmentsCleared());
+                g.writeNumberField("segments_left", r.segmentsLeft());
+                g.writeNumberField("dead_letters_left", r.deadLettersLeft());
+                g.writeEndObject();
+              });
+        });
   }
 
   private void authorize(Exchange ex) {
@@ -370,6 +419,7 @@ final class AdminEndpoint {
       g.writeNumberField("measured_ns", l.measuredNs());
       g.writeNumberField("charged_ns", l.chargedNs());
       g.writeNumberField("system_ns", l.systemNs());
+      g.writeNumberField("unbilled_ns", l.unbilledNs());
       g.writeNumberField("ledger_ns", l.ledgerNs());
       g.writeNumberField("drift_ns", l.driftNs());
       g.writeNumberField("unattributed_ns", l.unattributedNs());

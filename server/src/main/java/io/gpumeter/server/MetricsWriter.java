@@ -160,6 +160,21 @@ final class MetricsWriter {
         () -> billing.health().deadLetteredRecords());
     gauge(
         properties,
+        "gpumeter_ledger_quarantined_segments",
+        "Damaged outbox segments waiting in quarantine/ (counted from disk at start).",
+        () -> billing.health().quarantinedSegments());
+    gauge(
+        properties,
+        "gpumeter_ledger_quarantined_records",
+        "Intact usage records in quarantined segments, waiting for replay.",
+        () -> billing.health().quarantinedRecords());
+    gauge(
+        properties,
+        "gpumeter_ledger_dead_letters_waiting",
+        "Usage records waiting in dead-letter.log for replay (counted from disk at start).",
+        () -> billing.health().deadLettersWaiting());
+    gauge(
+        properties,
         "gpumeter_ready",
         "1 when the server is ready for traffic.",
         () -> readiness.isReady() ? 1 : 0);

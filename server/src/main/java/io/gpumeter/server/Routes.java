@@ -60,6 +60,7 @@ final class Routes {
             billing.reconciliation(),
             billing.apiKeys(),
             throttle,
+            billing::replaySetAside,
             blocking,
             Clock.systemUTC());
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
@@ -309,6 +310,9 @@ final class Routes {
     g.writeNumberField("outbox_bytes", h.outboxBytes());
     g.writeNumberField("outbox_max_bytes", h.outboxMaxBytes());
     g.writeNumberField("dead_lettered_records", h.deadLetteredRecords());
+    g.writeNumberField("quarantined_segments", h.quarantinedSegments());
+    g.writeNumberField("quarantined_records", h.quarantinedRecords());
+    g.writeNumberField("dead_letters_waiting", h.deadLettersWaiting());
     g.writeEndObject();
   }
 

@@ -7,14 +7,19 @@ import io.github.resilience4j.core.IntervalFunction;
 import io.github.resilience4j.retry.Retry;
 import io.github.resilience4j.retry.RetryConfig;
 import io.gpumeter.billing.LedgerConfig;
+import io.gpumeter.billing.MeasuredDelta;
+import io.gpumeter.billing.PendingMeasuredTime;
 import io.gpumeter.metering.UsageRecord;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.concurrent.locks.ReentrantLock;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -60,7 +65,42 @@ public final class FailoverLedgerStore implements LedgerStore {
   private volatile boolean inOutboxMode;
   private volatile String lastError;
 
+  /** Measured time to make durable with each batch; null when nothing is measured. */
+  private final PendingMeasuredTime pending;
+
+  private final UUID ownerId;
+  private final UUID instanceId;
+
+  /**
+   * Held from taking the measured deltas to the end of their batch's write, so batches commit (or
+   * are fsynced) in the order their deltas were taken: whenever a usage record is durable, the
+   * steps it was charged for are too (they were recorded before it was published).
+   */
+  private final ReentrantLock measuredLock = new ReentrantLock();
+
+  /** Records dead-lettered on the direct path whose device time the next batch reports. */
+  private final List<UsageRecord> carried = new ArrayList<>();
+
+  /** A store that keeps no measured time. */
   public FailoverLedgerStore(LedgerStore database, Outbox outbox, LedgerConfig config) {
+    this(database, outbox, config, null, null, null);
+  }
+
+  /**
+   * A store that makes {@code pending} measured time durable with every batch (same transaction, or
+   * the same outbox group), as {@link MeasuredBatch}es of process {@code instanceId} of the outbox
+   * owner {@code ownerId}. Null {@code pending} keeps no measured time.
+   */
+  public FailoverLedgerStore(
+      LedgerStore database,
+      Outbox outbox,
+      LedgerConfig config,
+      PendingMeasuredTime pending,
+      UUID ownerId,
+      UUID instanceId) {
+    this.pending = pending;
+    this.ownerId = pending == null ? null : Objects.requireNonNull(ownerId, "ownerId");
+    this.instanceId = pending == null ? null : Objects.requireNonNull(instanceId, "instanceId");
     this.database = Objects.requireNonNull(database, "database");
     this.outbox = Objects.requireNonNull(outbox, "outbox");
     this.config = Objects.requireNonNull(config, "config");
@@ -104,17 +144,118 @@ public final class FailoverLedgerStore implements LedgerStore {
     }
   }
 
+  /**
+   * Writes {@code records} with the measured time pending now (see the class comment). A single
+   * record that the database refuses (a constraint or data error) is set aside in the outbox's
+   * durable dead-letter store and counted as written (its charge is kept, for {@code replay}); a
+   * batch of several with a record error throws, so that the writer retries them one by one. With
+   * measured time, an empty {@code records} still writes the pending measured time.
+   */
   @Override
   public int write(List<UsageRecord> records) throws LedgerWriteException {
-    if (records.isEmpty()) {
-      return 0;
+    if (pending == null) {
+      if (records.isEmpty()) {
+        return 0;
+      }
+      try {
+        return writeBatch(records, null);
+      } catch (LedgerWriteException e) {
+        setAside(records, e);
+        return 0;
+      }
     }
+    measuredLock.lock();
+    try {
+      List<MeasuredDelta> deltas = pending.take();
+      List<UsageRecord> carriedNow;
+      synchronized (carried) {
+        carriedNow = new ArrayList<>(carried);
+        carried.clear();
+      }
+      List<UsageRecord> accounted = records;
+      if (!carriedNow.isEmpty()) {
+        accounted = new ArrayList<>(records);
+        accounted.addAll(carriedNow);
+      }
+      MeasuredBatch batch = MeasuredBatch.of(ownerId, instanceId, deltas, accounted);
+      if (batch == null) {
+        return 0;
+      }
+      boolean done = false;
+      try {
+        int n;
+        try {
+          n = writeBatch(records, batch);
+        } catch (LedgerWriteException e) {
+          // the transaction, measured side included, was rolled back: the deltas go back (finally)
+          // and the set-aside record's device time is reported with the next batch
+          UsageRecord r = setAside(records, e);
+          synchronized (carried) {
+            carried.add(r);
+          }
+          return 0;
+        }
+        done = true;
+        return n;
+      } finally {
+        if (!done) {
+          pending.putBack(deltas);
+          synchronized (carried) {
+            carried.addAll(carriedNow);
+          }
+        }
+      }
+    } finally {
+      measuredLock.unlock();
+    }
+  }
+
+  /**
+   * Writes the measured time pending now, without records (measured time reaches the database
+   * within this call's interval even when no request finishes). Never throws: on failure the deltas
+   * stay pending for the next batch.
+   */
+  public void flushMeasured() {
+    if (pending == null) {
+      return;
+    }
+    try {
+      write(List.of());
+    } catch (LedgerWriteException | RuntimeException e) {
+      LOG.warn("Measured device time not written yet (kept for the next batch): {}", e.toString());
+    }
+  }
+
+  /**
+   * A single record refused by the database (record error) goes to the durable dead-letter store;
+   * anything else (a batch of several, a failure of the store, a dead-letter write that failed) is
+   * rethrown.
+   *
+   * @return the record set aside
+   */
+  private UsageRecord setAside(List<UsageRecord> records, LedgerWriteException e)
+      throws LedgerWriteException {
+    if (!e.isRecordError() || records.size() != 1) {
+      throw e;
+    }
+    UsageRecord r = records.get(0);
+    try {
+      outbox.deadLetter(r, "refused on the direct path: " + describe(e));
+    } catch (RuntimeException d) {
+      e.addSuppressed(d);
+      throw e;
+    }
+    return r;
+  }
+
+  private int writeBatch(List<UsageRecord> records, MeasuredBatch batch)
+      throws LedgerWriteException {
     String why;
     if (breaker.getState() == CircuitBreaker.State.CLOSED) {
       try {
         int inserted =
             Retry.decorateCheckedSupplier(
-                    retry, breaker.decorateCheckedSupplier(() -> database.write(records)))
+                    retry, breaker.decorateCheckedSupplier(() -> database.write(records, batch)))
                 .get();
         if (inOutboxMode) {
           inOutboxMode = false;
@@ -137,11 +278,12 @@ public final class FailoverLedgerStore implements LedgerStore {
     } else {
       why = "circuit breaker " + breaker.getState();
     }
-    return toOutbox(records, why);
+    return toOutbox(records, batch, why);
   }
 
-  private int toOutbox(List<UsageRecord> records, String why) throws LedgerWriteException {
-    CompletableFuture<Void> appended = outbox.append(records);
+  private int toOutbox(List<UsageRecord> records, MeasuredBatch batch, String why)
+      throws LedgerWriteException {
+    CompletableFuture<Void> appended = outbox.append(records, batch);
     try {
       appended.get(config.outboxAppendTimeout().toMillis(), TimeUnit.MILLISECONDS);
     } catch (ExecutionException | TimeoutException e) {
@@ -231,6 +373,15 @@ public final class FailoverLedgerStore implements LedgerStore {
 
   public Outbox outbox() {
     return outbox;
+  }
+
+  /** The outbox owner and this process, or null when no measured time is kept. */
+  UUID ownerId() {
+    return ownerId;
+  }
+
+  UUID instanceId() {
+    return instanceId;
   }
 
   /** The database store behind the breaker, for the replayer. */

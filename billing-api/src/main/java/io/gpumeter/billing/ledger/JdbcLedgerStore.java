@@ -1,5 +1,6 @@
 package io.gpumeter.billing.ledger;
 
+import io.gpumeter.billing.MeasuredDelta;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import java.nio.charset.StandardCharsets;
@@ -128,6 +129,45 @@ public final class JdbcLedgerStore implements LedgerStore {
           + ", ord)\n"
           + WRITE_TAIL;
 
+  /**
+   * The measured side of a batch ({@link MeasuredBatch}): claims the batch id, and only if the
+   * claim is new adds the deltas into {@code device_time_minutely} and the accrual into {@code
+   * ledger_accrual}. Run in the same transaction as the batch's records.
+   */
+  static final String MEASURED_SQL =
+      "WITH claim AS (\n"
+          + "  INSERT INTO measured_batches (batch_id, instance_id) VALUES (?::uuid, ?::uuid)\n"
+          + "  ON CONFLICT (batch_id) DO NOTHING RETURNING 1\n"
+          + "), minutes AS (\n"
+          + "  INSERT INTO device_time_minutely (minute, model, device, measured_ns, charged_ns,"
+          + " system_ns, steps)\n"
+          + "  SELECT to_timestamp(m * 60), model, device, measured, charged, system, steps\n"
+          + "  FROM unnest(?::int8[], ?::text[], ?::text[], ?::int8[], ?::int8[], ?::int8[],"
+          + " ?::int8[]) AS t(m, model, device, measured, charged, system, steps)\n"
+          + "  WHERE EXISTS (SELECT 1 FROM claim)\n"
+          + "  ORDER BY 1, 2, 3\n"
+          + "  ON CONFLICT (minute, model, device) DO UPDATE SET\n"
+          + "    measured_ns = device_time_minutely.measured_ns + EXCLUDED.measured_ns,\n"
+          + "    charged_ns = device_time_minutely.charged_ns + EXCLUDED.charged_ns,\n"
+          + "    system_ns = device_time_minutely.system_ns + EXCLUDED.system_ns,\n"
+          + "    steps = device_time_minutely.steps + EXCLUDED.steps\n"
+          + "  RETURNING 1\n"
+          + "), accrued AS (\n"
+          + "  INSERT INTO ledger_accrual (owner_id, instance_id, model, device, accrued_ns,"
+          + " recorded_ns, last_minute)\n"
+          + "  SELECT ?::uuid, ?::uuid, model, device, accrued, recorded, to_timestamp(lm * 60)\n"
+          + "  FROM unnest(?::text[], ?::text[], ?::int8[], ?::int8[], ?::int8[])"
+          + " AS a(model, device, accrued, recorded, lm)\n"
+          + "  WHERE EXISTS (SELECT 1 FROM claim)\n"
+          + "  ON CONFLICT (instance_id, model, device) DO UPDATE SET\n"
+          + "    accrued_ns = ledger_accrual.accrued_ns + EXCLUDED.accrued_ns,\n"
+          + "    recorded_ns = ledger_accrual.recorded_ns + EXCLUDED.recorded_ns,\n"
+          + "    last_minute = greatest(ledger_accrual.last_minute, EXCLUDED.last_minute)\n"
+          + "  RETURNING 1\n"
+          + ")\n"
+          + "SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM minutes),"
+          + " (SELECT count(*) FROM accrued)";
+
   static final String STAGE_TABLE = "gpumeter_ledger_stage";
 
   static final String CREATE_STAGE =
@@ -169,13 +209,18 @@ public final class JdbcLedgerStore implements LedgerStore {
 
   @Override
   public int write(List<UsageRecord> records) throws LedgerWriteException {
-    if (records.isEmpty()) {
+    return write(records, null);
+  }
+
+  @Override
+  public int write(List<UsageRecord> records, MeasuredBatch measured) throws LedgerWriteException {
+    if (records.isEmpty() && measured == null) {
       return 0;
     }
     List<UsageRecord> sorted = sortedUnique(records);
     for (int attempt = 1; ; attempt++) {
       try {
-        return method == Method.COPY ? writeCopy(sorted) : writeUnnest(sorted);
+        return method == Method.COPY ? writeCopy(sorted, measured) : writeUnnest(sorted, measured);
       } catch (SQLException e) {
         String state = sqlState(e);
         boolean retry = state != null && (state.equals("40001") || state.equals("40P01"));
@@ -225,7 +270,10 @@ public final class JdbcLedgerStore implements LedgerStore {
     return state != null && (state.startsWith("22") || state.startsWith("23"));
   }
 
-  private int writeCopy(List<UsageRecord> rs) throws SQLException {
+  private int writeCopy(List<UsageRecord> rs, MeasuredBatch measured) throws SQLException {
+    if (rs.isEmpty()) {
+      return writeUnnest(rs, measured);
+    }
     byte[] rows = copyRows(rs);
     try (Connection c = dataSource.getConnection()) {
       PGConnection pg = c.unwrap(PGConnection.class);
@@ -258,6 +306,9 @@ public final class JdbcLedgerStore implements LedgerStore {
             ResultSet result = ps.executeQuery()) {
           result.next();
           inserted = (int) result.getLong(1);
+        }
+        if (measured != null) {
+          writeMeasured(c, measured);
         }
         c.commit();
         return inserted;
@@ -329,7 +380,237 @@ public final class JdbcLedgerStore implements LedgerStore {
     return t.truncatedTo(ChronoUnit.MICROS).toString();
   }
 
-  private int writeUnnest(List<UsageRecord> rs) throws SQLException {
+  private int writeUnnest(List<UsageRecord> rs, MeasuredBatch measured) throws SQLException {
+    try (Connection c = dataSource.getConnection()) {
+      if (measured == null) {
+        // One statement is one transaction in auto-commit mode.
+        c.setAutoCommit(true);
+        return executeUnnest(c, rs);
+      }
+      c.setAutoCommit(false);
+      try {
+        int inserted = rs.isEmpty() ? 0 : executeUnnest(c, rs);
+        writeMeasured(c, measured);
+        c.commit();
+        return inserted;
+      } catch (SQLException | RuntimeException e) {
+        rollbackQuietly(c);
+        throw e;
+      } finally {
+        try {
+          c.setAutoCommit(true);
+        } catch (SQLException ignored) {
+          // a broken connection; the pool evicts it
+        }
+      }
+    }
+  }
+
+  /** Adds the measured side of a batch on {@code c}, inside the caller's transaction. */
+  static void writeMeasured(Connection c, MeasuredBatch b) throws SQLException {
+    int n = b.deltas().size();
+    Long[] minute = new Long[n];
+    String[] model = new String[n];
+    String[] device = new String[n];
+    Long[] measuredNs = new Long[n];
+    Long[] charged = new Long[n];
+    Long[] system = new Long[n];
+    Long[] steps = new Long[n];
+    for (int i = 0; i < n; i++) {
+      MeasuredDelta d = b.deltas().get(i);
+      minute[i] = d.minute();
+      model[i] = d.model();
+      device[i] = d.device();
+      measuredNs[i] = d.measuredNs();
+      charged[i] = d.chargedNs();
+      system[i] = d.systemNs();
+      steps[i] = d.steps();
+    }
+    int m = b.accruals().size();
+    String[] aModel = new String[m];
+    String[] aDevice = new String[m];
+    Long[] accrued = new Long[m];
+    Long[] recorded = new Long[m];
+    Long[] lastMinute = new Long[m];
+    for (int i = 0; i < m; i++) {
+      MeasuredBatch.Accrual a = b.accruals().get(i);
+      aModel[i] = a.model();
+      aDevice[i] = a.device();
+      accrued[i] = a.accruedNs();
+      recorded[i] = a.recordedNs();
+      lastMinute[i] = a.lastMinute();
+    }
+    try (PreparedStatement ps = c.prepareStatement(MEASURED_SQL)) {
+      ps.setString(1, b.batchId().toString());
+      ps.setString(2, b.instanceId().toString());
+      ps.setArray(3, c.createArrayOf("int8", minute));
+      ps.setArray(4, c.createArrayOf("text", model));
+      ps.setArray(5, c.createArrayOf("text", device));
+      ps.setArray(6, c.createArrayOf("int8", measuredNs));
+      ps.setArray(7, c.createArrayOf("int8", charged));
+      ps.setArray(8, c.createArrayOf("int8", system));
+      ps.setArray(9, c.createArrayOf("int8", steps));
+      ps.setString(10, b.ownerId().toString());
+      ps.setString(11, b.instanceId().toString());
+      ps.setArray(12, c.createArrayOf("text", aModel));
+      ps.setArray(13, c.createArrayOf("text", aDevice));
+      ps.setArray(14, c.createArrayOf("int8", accrued));
+      ps.setArray(15, c.createArrayOf("int8", recorded));
+      ps.setArray(16, c.createArrayOf("int8", lastMinute));
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+      }
+    }
+  }
+
+  /**
+   * Settles the accrual of this outbox owner's earlier processes (crashed or stopped): for each
+   * (instance, model, device) not yet settled, the step time it handed out as shares but never
+   * recorded in a stored usage record ({@code accrued_ns - recorded_ns}) is moved, in {@code
+   * device_time_minutely}, from {@code charged_ns} to {@code unbilled_ns}, starting at the
+   * instance's last minute and going back while that minute's charged time lasts; each move is
+   * audited in {@code unbilled_time} with reason {@code crash}, and the accrual row is marked
+   * settled. Call only while holding the owner's outbox (so its earlier processes are dead) and
+   * after that outbox was replayed empty (so all their batches are in). One transaction.
+   *
+   * @return nanoseconds moved to unbilled
+   * @throws SQLException if the database fails (nothing is settled)
+   */
+  public long settleEarlierInstances(java.util.UUID ownerId, java.util.UUID self)
+      throws SQLException {
+    try (Connection c = dataSource.getConnection()) {
+      c.setAutoCommit(false);
+      try {
+        long total = settle(c, ownerId.toString(), self.toString());
+        c.commit();
+        return total;
+      } catch (SQLException | RuntimeException e) {
+        rollbackQuietly(c);
+        throw e;
+      } finally {
+        try {
+          c.setAutoCommit(true);
+        } catch (SQLException ignored) {
+          // a broken connection; the pool evicts it
+        }
+      }
+    }
+  }
+
+  private record Open(
+      String instance, String model, String device, long outstanding, Instant last) {}
+
+  private static long settle(Connection c, String owner, String self) throws SQLException {
+    List<Open> open = new ArrayList<>();
+    try (PreparedStatement ps =
+        c.prepareStatement(
+            "SELECT instance_id::text, model, device, accrued_ns - recorded_ns, last_minute"
+                + " FROM ledger_accrual WHERE owner_id = ?::uuid AND instance_id <> ?::uuid"
+                + " AND settled_at IS NULL ORDER BY instance_id, model, device FOR UPDATE")) {
+      ps.setString(1, owner);
+      ps.setString(2, self);
+      try (ResultSet rs = ps.executeQuery()) {
+        while (rs.next()) {
+          open.add(
+              new Open(
+                  rs.getString(1),
+                  rs.getString(2),
+                  rs.getString(3),
+                  rs.getLong(4),
+                  rs.getTimestamp(5).toInstant()));
+        }
+      }
+    }
+    long total = 0;
+    for (Open o : open) {
+      long moved = 0;
+      if (o.outstanding() < 0) {
+        LOG.warn(
+            "Instance {} recorded {} ns more than it accrued for {} on {}; nothing to settle",
+            o.instance(),
+            -o.outstanding(),
+            o.model(),
+            o.device());
+      } else if (o.outstanding() > 0) {
+        moved = moveToUnbilled(c, o);
+        if (moved < o.outstanding()) {
+          LOG.warn(
+              "Instance {}: {} ns accrued but never recorded for {} on {}, only {} ns of charged"
+                  + " time found to mark unbilled",
+              o.instance(),
+              o.outstanding(),
+              o.model(),
+              o.device(),
+              moved);
+        }
+      }
+      try (PreparedStatement ps =
+          c.prepareStatement(
+              "UPDATE ledger_accrual SET settled_at = now(), unbilled_ns = ?"
+                  + " WHERE instance_id = ?::uuid AND model = ? AND device = ?")) {
+        ps.setLong(1, moved);
+        ps.setString(2, o.instance());
+        ps.setString(3, o.model());
+        ps.setString(4, o.device());
+        ps.executeUpdate();
+      }
+      total += moved;
+    }
+    return total;
+  }
+
+  private static long moveToUnbilled(Connection c, Open o) throws SQLException {
+    List<Instant> minutes = new ArrayList<>();
+    List<Long> charged = new ArrayList<>();
+    try (PreparedStatement ps =
+        c.prepareStatement(
+            "SELECT minute, charged_ns FROM device_time_minutely WHERE model = ? AND device = ?"
+                + " AND minute <= ? AND charged_ns > 0 ORDER BY minute DESC FOR UPDATE")) {
+      ps.setString(1, o.model());
+      ps.setString(2, o.device());
+      ps.setTimestamp(3, java.sql.Timestamp.from(o.last()));
+      ps.setFetchSize(64);
+      try (ResultSet rs = ps.executeQuery()) {
+        long sum = 0;
+        while (rs.next() && sum < o.outstanding()) {
+          minutes.add(rs.getTimestamp(1).toInstant());
+          charged.add(rs.getLong(2));
+          sum += rs.getLong(2);
+        }
+      }
+    }
+    long left = o.outstanding();
+    for (int i = 0; i < minutes.size() && left > 0; i++) {
+      long take = Math.min(left, charged.get(i));
+      java.sql.Timestamp minute = java.sql.Timestamp.from(minutes.get(i));
+      try (PreparedStatement ps =
+          c.prepareStatement(
+              "UPDATE device_time_minutely SET charged_ns = charged_ns - ?,"
+                  + " unbilled_ns = unbilled_ns + ? WHERE minute = ? AND model = ? AND device = ?")) {
+        ps.setLong(1, take);
+        ps.setLong(2, take);
+        ps.setTimestamp(3, minute);
+        ps.setString(4, o.model());
+        ps.setString(5, o.device());
+        ps.executeUpdate();
+      }
+      try (PreparedStatement ps =
+          c.prepareStatement(
+              "INSERT INTO unbilled_time (instance_id, model, device, minute, unbilled_ns, reason)"
+                  + " VALUES (?::uuid, ?, ?, ?, ?, 'crash')")) {
+        ps.setString(1, o.instance());
+        ps.setString(2, o.model());
+        ps.setString(3, o.device());
+        ps.setTimestamp(4, minute);
+        ps.setLong(5, take);
+        ps.executeUpdate();
+      }
+      left -= take;
+    }
+    return o.outstanding() - left;
+  }
+
+  private int executeUnnest(Connection c, List<UsageRecord> rs) throws SQLException {
     int n = rs.size();
     String[] requestId = new String[n];
     Long[] apiKeyId = new Long[n];
@@ -377,50 +658,46 @@ public final class JdbcLedgerStore implements LedgerStore {
       startedAt[i] = micros(r.startedAt());
       finishedAt[i] = micros(r.finishedAt());
     }
-    try (Connection c = dataSource.getConnection()) {
-      // One statement is one transaction in auto-commit mode.
-      c.setAutoCommit(true);
-      List<Array> arrays = new ArrayList<>(21);
-      try (PreparedStatement ps = c.prepareStatement(UNNEST_SQL)) {
-        Object[][] columns = {
-          requestId,
-          apiKeyId,
-          accountId,
-          model,
-          device,
-          deviceName,
-          deviceUuid,
-          timerKind,
-          driverVersion,
-          cudaVersion,
-          weightPolicy,
-          deviceNs,
-          prefillNs,
-          decodeNs,
-          promptTokens,
-          completionTokens,
-          queueNs,
-          steps,
-          status,
-          startedAt,
-          finishedAt
-        };
-        for (int col = 0; col < columns.length; col++) {
-          Object[] values = columns[col];
-          String type =
-              values instanceof Long[] ? "int8" : values instanceof Integer[] ? "int4" : "text";
-          Array a = c.createArrayOf(type, values);
-          arrays.add(a);
-          ps.setArray(col + 1, a);
-        }
-        try (ResultSet result = ps.executeQuery()) {
-          result.next();
-          return (int) result.getLong(1);
-        }
-      } finally {
-        for (Array a : arrays) {
-          a.free();
-        }
+    List<Array> arrays = new ArrayList<>(21);
+    try (PreparedStatement ps = c.prepareStatement(UNNEST_SQL)) {
+      Object[][] columns = {
+        requestId,
+        apiKeyId,
+        accountId,
+        model,
+        device,
+        deviceName,
+        deviceUuid,
+        timerKind,
+        driverVersion,
+        cudaVersion,
+        weightPolicy,
+        deviceNs,
+        prefillNs,
+        decodeNs,
+        promptTokens,
+        completionTokens,
+        queueNs,
+        steps,
+        status,
+        startedAt,
+        finishedAt
+      };
+      for (int col = 0; col < columns.length; col++) {
+        Object[] values = columns[col];
+        String type =
+            values instanceof Long[] ? "int8" : values instanceof Integer[] ? "int4" : "text";
+        Array a = c.createArrayOf(type, values);
+        arrays.add(a);
+        ps.setArray(col + 1, a);
+      }
+      try (ResultSet result = ps.executeQuery()) {
+        result.next();
+        return (int) result.getLong(1);
+      }
+    } finally {
+      for (Array a : arrays) {
+        a.free();
       }
     }
   }

@@ -1,14 +1,18 @@
 package io.gpumeter.billing.ledger;
 
 import io.github.resilience4j.circuitbreaker.CircuitBreaker;
+import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.LedgerConfig;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerStats;
+import io.gpumeter.billing.PendingMeasuredTime;
+import io.gpumeter.billing.SetAsideReplay;
 import io.gpumeter.metering.UsageSink;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.UUID;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -43,6 +47,20 @@ public final class Ledger implements AutoCloseable {
    * @throws IllegalStateException if the outbox directory is in use by another process
    */
   public static Ledger open(DataSource dataSource, Path outboxDirectory, LedgerConfig config) {
+    return open(dataSource, outboxDirectory, config, null);
+  }
+
+  /**
+   * Like {@link #open(DataSource, Path, LedgerConfig)}, and makes {@code measured} time durable
+   * with every batch (null: none). This process gets a new instance id; the outbox directory's
+   * owner id (created once, kept in the directory) ties it to its predecessors, whose device time
+   * handed out but never recorded is settled as unbilled once the outbox was replayed.
+   */
+  public static Ledger open(
+      DataSource dataSource,
+      Path outboxDirectory,
+      LedgerConfig config,
+      PendingMeasuredTime measured) {
     Objects.requireNonNull(dataSource, "dataSource");
     Objects.requireNonNull(config, "config");
     Outbox outbox =
@@ -50,8 +68,15 @@ public final class Ledger implements AutoCloseable {
     OutboxReplayer replayer = null;
     try {
       JdbcLedgerStore jdbc = new JdbcLedgerStore(dataSource);
-      FailoverLedgerStore store = new FailoverLedgerStore(jdbc, outbox, config);
-      replayer = new OutboxReplayer(store, jdbc::ping, config).start();
+      FailoverLedgerStore store =
+          measured == null
+              ? new FailoverLedgerStore(jdbc, outbox, config)
+              : new FailoverLedgerStore(
+                  jdbc, outbox, config, measured, outbox.ownerId(), UUID.randomUUID());
+      replayer =
+          new OutboxReplayer(
+                  store, jdbc::ping, measured == null ? null : jdbc::settleEarlierInstances, config)
+              .start();
       LedgerWriter writer = new LedgerWriter(store, config);
       LOG.info(
           "Billing ledger: {} mode, outbox {} (max {} bytes, {} bytes waiting)",
@@ -72,6 +97,58 @@ public final class Ledger implements AutoCloseable {
   /** Where usage records are published; see {@link LedgerWriter#publish}. */
   public UsageSink sink() {
     return writer;
+  }
+
+  /**
+   * Writes the measured time recorded so far (through the database, or the outbox when it is down).
+   * Never throws; what could not be written stays pending.
+   */
+  public void flushMeasured() {
+    store.flushMeasured();
+  }
+
+  /**
+   * Re-applies the charges set aside (intact records of quarantined outbox segments, dead-letter
+   * entries), record by record, idempotently. Blocks on the database; call off event loops.
+   *
+   * @throws BillingException if the database failed part-way (what was applied stays applied; run
+   *     it again)
+   */
+  public SetAsideReplay replaySetAside() {
+    try {
+      return toReplay(replayer.replaySetAside());
+    } catch (Exception e) {
+      throw new BillingException("replay of set-aside charges stopped: " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * {@link #replaySetAside()} with no ledger running (the {@code replay} command while the server
+   * is stopped): opens the outbox in {@code outboxDirectory}, re-applies, closes it.
+   *
+   * @throws IllegalStateException if a running server holds the outbox (use its admin endpoint)
+   * @throws BillingException if the database failed part-way (run it again)
+   */
+  public static SetAsideReplay replaySetAside(
+      DataSource dataSource, Path outboxDirectory, LedgerConfig config) {
+    try (Outbox outbox =
+        Outbox.open(outboxDirectory, config.outboxMaxBytes(), config.outboxSegmentBytes())) {
+      return toReplay(OutboxReplayer.replaySetAside(outbox, new JdbcLedgerStore(dataSource)));
+    } catch (IllegalStateException e) {
+      throw e;
+    } catch (Exception e) {
+      throw new BillingException("replay of set-aside charges stopped: " + e.getMessage(), e);
+    }
+  }
+
+  private static SetAsideReplay toReplay(Outbox.SetAsideReport r) {
+    return new SetAsideReplay(
+        r.applied(),
+        r.alreadyPresent(),
+        r.refused(),
+        r.segmentsCleared(),
+        r.segmentsLeft(),
+        r.deadLettersLeft());
   }
 
   /** Cheap (volatile reads, no allocation): can a record handed over now be made durable? */
@@ -162,7 +239,10 @@ public final class Ledger implements AutoCloseable {
         outbox.deadLetteredRecords(),
         lastError,
         databaseReason == null,
-        databaseReason);
+        databaseReason,
+        outbox.quarantinedSegments(),
+        outbox.quarantinedRecords(),
+        outbox.deadLettersWaiting());
   }
 
   /**
@@ -174,6 +254,7 @@ public final class Ledger implements AutoCloseable {
   public void close() {
     List<Runnable> steps = new ArrayList<>();
     steps.add(writer::close);
+    steps.add(store::flushMeasured);
     steps.add(replayer::close);
     steps.add(outbox::close);
     RuntimeException first = null;

@@ -21,6 +21,23 @@ public interface LedgerStore {
   int write(List<UsageRecord> records) throws LedgerWriteException;
 
   /**
+   * Like {@link #write(List)}, and in the same transaction (or the same fsynced outbox group) the
+   * measured side of the batch, added once per {@link MeasuredBatch#batchId()}. {@code measured}
+   * may be null (nothing measured).
+   *
+   * @throws LedgerWriteException if nothing was stored
+   * @throws UnsupportedOperationException if this store cannot keep measured time and {@code
+   *     measured} is not null
+   */
+  default int write(List<UsageRecord> records, MeasuredBatch measured) throws LedgerWriteException {
+    if (measured != null) {
+      throw new UnsupportedOperationException(
+          getClass().getSimpleName() + " cannot store measured time");
+    }
+    return write(records);
+  }
+
+  /**
    * Whether a record handed over now can be made durable. Called on every publish: must be cheap
    * and must not block.
    */

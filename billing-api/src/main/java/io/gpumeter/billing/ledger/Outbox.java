@@ -7,6 +7,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
 import java.nio.channels.OverlappingFileLockException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
@@ -14,6 +15,7 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.atomic.AtomicLong;
@@ -63,6 +65,9 @@ public final class Outbox implements AutoCloseable {
   static final int MAX_FRAME = 1 << 20;
   static final String LOCK_FILE = "outbox.lock";
   static final String DEAD_LETTER_FILE = "dead-letter.log";
+  static final String QUARANTINE_DIR = "quarantine";
+  static final String OWNER_FILE = "ledger-owner";
+  static final String REPLAYED_DIR = "replayed";
 
   private final Path dir;
   private final long maxBytes;
@@ -77,9 +82,18 @@ public final class Outbox implements AutoCloseable {
   private final AtomicLong onDisk = new AtomicLong();
 
   private final AtomicLong deadLettered = new AtomicLong();
+
+  /** Entries in dead-letter.log now (read from disk at open, then kept up to date). */
+  private final AtomicLong deadLettersWaiting = new AtomicLong();
+
+  /** Segments in quarantine/ now, and the intact records in them (from disk at open). */
+  private final AtomicLong quarantinedSegments = new AtomicLong();
+
+  private final AtomicLong quarantinedRecords = new AtomicLong();
   private final FileChannel lockChannel;
   private final FileLock lock;
   private volatile String lastWriteFailure;
+  private final UUID ownerId;
   private final AtomicLong corruptFrames = new AtomicLong();
   private final AtomicLong tornTails = new AtomicLong();
   private final AtomicLong appended = new AtomicLong();
@@ -97,6 +111,37 @@ public final class Outbox implements AutoCloseable {
   public interface Committer {
     void commit(List<UsageRecord> records) throws Exception;
   }
+
+  /** Commits one measured batch read back from a segment; throws if it could not be committed. */
+  @FunctionalInterface
+  public interface MeasuredCommitter {
+    void commit(MeasuredBatch batch) throws Exception;
+  }
+
+  /** What re-applying one set-aside record did. */
+  public enum Outcome {
+    /** Stored now. */
+    APPLIED,
+    /** Already stored under the same request id. */
+    ALREADY_PRESENT,
+    /** Refused by the database again (a constraint or data error): kept set aside. */
+    REFUSED
+  }
+
+  /** Re-applies one set-aside record; throws (stopping the replay) if the database failed. */
+  @FunctionalInterface
+  public interface RecordApplier {
+    Outcome apply(UsageRecord record) throws Exception;
+  }
+
+  /** What a replay of the set-aside records (quarantine and dead letters) did. */
+  public record SetAsideReport(
+      long applied,
+      long alreadyPresent,
+      long refused,
+      int segmentsCleared,
+      int segmentsLeft,
+      long deadLettersLeft) {}
 
   /** What a replay did. */
   public record ReplayReport(
@@ -130,6 +175,8 @@ public final class Outbox implements AutoCloseable {
     }
     nextSegment = max + 1;
     onDisk.set(total);
+    countSetAside();
+    this.ownerId = readOrCreateOwner();
     this.writer = new Thread(this::writeLoop, "outbox-writer");
     this.writer.setDaemon(true);
     this.writer.start();
@@ -159,6 +206,43 @@ public final class Outbox implements AutoCloseable {
 
   public Path directory() {
     return dir;
+  }
+
+  /**
+   * The id of this outbox directory's owner: created once (fsynced) and kept in {@code
+   * ledger-owner}, so every process that opens the directory, one after the other, has the same.
+   */
+  public UUID ownerId() {
+    return ownerId;
+  }
+
+  private UUID readOrCreateOwner() throws IOException {
+    Path f = dir.resolve(OWNER_FILE);
+    if (Files.exists(f)) {
+      try {
+        return UUID.fromString(Files.readString(f, StandardCharsets.US_ASCII).trim());
+      } catch (IllegalArgumentException e) {
+        throw new IOException("damaged " + f + ": " + e.getMessage(), e);
+      }
+    }
+    UUID id = UUID.randomUUID();
+    Path tmp = dir.resolve(OWNER_FILE + ".tmp");
+    try (FileChannel ch =
+        FileChannel.open(
+            tmp,
+            StandardOpenOption.CREATE,
+            StandardOpenOption.WRITE,
+            StandardOpenOption.TRUNCATE_EXISTING)) {
+      ch.write(ByteBuffer.wrap((id + "\n").getBytes(StandardCharsets.US_ASCII)));
+      ch.force(false);
+    }
+    Files.move(tmp, f, StandardCopyOption.ATOMIC_MOVE);
+    try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
+      d.force(true);
+    } catch (IOException ignored) {
+      // some file systems cannot fsync a directory
+    }
+    return id;
   }
 
   /** Bytes held in segments, including queued appends. */
@@ -192,6 +276,47 @@ public final class Outbox implements AutoCloseable {
     return deadLettered.get();
   }
 
+  /** Entries waiting in {@code dead-letter.log} (survives restarts: counted from disk at open). */
+  public long deadLettersWaiting() {
+    return deadLettersWaiting.get();
+  }
+
+  /** Damaged segments waiting in {@code quarantine/} (counted from disk at open). */
+  public long quarantinedSegments() {
+    return quarantinedSegments.get();
+  }
+
+  /** Intact records in the segments waiting in {@code quarantine/}. */
+  public long quarantinedRecords() {
+    return quarantinedRecords.get();
+  }
+
+  private void countSetAside() throws IOException {
+    long segs = 0;
+    long recs = 0;
+    for (Path q : quarantined()) {
+      segs++;
+      recs += SegmentReader.read(Files.readAllBytes(q)).records().size();
+    }
+    quarantinedSegments.set(segs);
+    quarantinedRecords.set(recs);
+    Path dl = dir.resolve(DEAD_LETTER_FILE);
+    deadLettersWaiting.set(
+        Files.exists(dl) ? SegmentReader.read(Files.readAllBytes(dl)).records().size() : 0);
+  }
+
+  private List<Path> quarantined() throws IOException {
+    Path q = dir.resolve(QUARANTINE_DIR);
+    if (!Files.isDirectory(q)) {
+      return List.of();
+    }
+    try (Stream<Path> s = Files.list(q)) {
+      return s.filter(p -> p.getFileName().toString().matches("segment-\\d{20}\\.log"))
+          .sorted()
+          .toList();
+    }
+  }
+
   /**
    * Why the last write to a segment failed (the disk refused it), or null if the last write
    * succeeded.
@@ -205,6 +330,14 @@ public final class Outbox implements AutoCloseable {
    * OutboxFullException} (size limit or a failed write) — then nothing of this call was kept.
    */
   public CompletableFuture<Void> append(List<UsageRecord> records) {
+    return append(records, null);
+  }
+
+  /**
+   * Queues records and, in the same group (one fsync, all or nothing acknowledged), the measured
+   * side of their batch ({@code measured} may be null).
+   */
+  public CompletableFuture<Void> append(List<UsageRecord> records, MeasuredBatch measured) {
     if (closed) {
       return CompletableFuture.failedFuture(new OutboxFullException("outbox is closed"));
     }
@@ -212,6 +345,11 @@ public final class Outbox implements AutoCloseable {
     long size = 0;
     for (UsageRecord r : records) {
       byte[] f = frame(UsageRecordCodec.encode(r));
+      frames.add(f);
+      size += f.length;
+    }
+    if (measured != null) {
+      byte[] f = frame(measured.encode());
       frames.add(f);
       size += f.length;
     }
@@ -351,6 +489,19 @@ public final class Outbox implements AutoCloseable {
    * failed commit (the segment stays for the next replay). Safe to call while appends continue.
    */
   public ReplayReport replay(Committer committer, int chunk) {
+    return replay(
+        committer,
+        b -> {
+          throw new IllegalStateException("no committer for measured batch " + b.batchId());
+        },
+        chunk);
+  }
+
+  /**
+   * Like {@link #replay(Committer, int)}; the measured batches of a segment are committed through
+   * {@code measuredCommitter} after its records.
+   */
+  public ReplayReport replay(Committer committer, MeasuredCommitter measuredCommitter, int chunk) {
     writeLock.lock();
     try {
       if (active != null && activeSize > 0) {
@@ -400,6 +551,9 @@ public final class Outbox implements AutoCloseable {
         for (int i = 0; i < recs.size(); i += chunk) {
           committer.commit(recs.subList(i, Math.min(recs.size(), i + chunk)));
         }
+        for (MeasuredBatch b : read.measured()) {
+          measuredCommitter.commit(b);
+        }
       } catch (Exception e) {
         log.warn("replay of outbox segment {} stopped: {}", seg, e.toString());
         return new ReplayReport(
@@ -415,8 +569,10 @@ public final class Outbox implements AutoCloseable {
       }
       try {
         if (read.corruptFrames() > 0 || read.tornTailBytes() > 0) {
-          Path q = Files.createDirectories(dir.resolve("quarantine"));
+          Path q = Files.createDirectories(dir.resolve(QUARANTINE_DIR));
           Files.move(seg, q.resolve(seg.getFileName()), StandardCopyOption.REPLACE_EXISTING);
+          quarantinedSegments.incrementAndGet();
+          quarantinedRecords.addAndGet(recs.size());
         } else {
           Files.delete(seg);
         }
@@ -460,11 +616,101 @@ public final class Outbox implements AutoCloseable {
       throw new UncheckedIOException("cannot write " + dir.resolve(DEAD_LETTER_FILE), e);
     }
     deadLettered.incrementAndGet();
+    deadLettersWaiting.incrementAndGet();
     log.error(
         "usage record {} set aside in {}: {}",
         record.requestId(),
         dir.resolve(DEAD_LETTER_FILE),
         reason);
+  }
+
+  /**
+   * Re-applies the records set aside: the intact records (and measured batches) of every segment in
+   * {@code quarantine/}, then every entry of {@code dead-letter.log}, one record at a time through
+   * {@code applier} (idempotent on the request id, so re-applying is safe and a second run finds
+   * them already present). A quarantined segment whose records were all applied or already present
+   * moves to {@code quarantine/replayed/} (kept for inspection of its damage); {@code
+   * dead-letter.log} is rewritten (write, fsync, rename) with only the entries refused again. Stops
+   * at the first failure of the database (the rest stays set aside).
+   *
+   * @throws Exception what {@code applier} or {@code measuredCommitter} threw
+   */
+  public synchronized SetAsideReport replaySetAside(
+      RecordApplier applier, MeasuredCommitter measuredCommitter) throws Exception {
+    long[] counts = new long[3];
+    int cleared = 0;
+    int left = 0;
+    for (Path seg : quarantined()) {
+      SegmentReader.Result read = SegmentReader.read(Files.readAllBytes(seg));
+      long refusedHere = applyAll(read.records(), applier, counts, null);
+      for (MeasuredBatch b : read.measured()) {
+        measuredCommitter.commit(b);
+      }
+      if (refusedHere == 0) {
+        Path done = Files.createDirectories(dir.resolve(QUARANTINE_DIR).resolve(REPLAYED_DIR));
+        Files.move(seg, done.resolve(seg.getFileName()), StandardCopyOption.REPLACE_EXISTING);
+        quarantinedSegments.decrementAndGet();
+        quarantinedRecords.addAndGet(-read.records().size());
+        cleared++;
+      } else {
+        left++;
+      }
+    }
+    Path dl = dir.resolve(DEAD_LETTER_FILE);
+    long deadLeft = 0;
+    if (Files.exists(dl)) {
+      List<UsageRecord> entries = SegmentReader.read(Files.readAllBytes(dl)).records();
+      List<UsageRecord> refused = new ArrayList<>();
+      applyAll(entries, applier, counts, refused);
+      Path tmp = dir.resolve(DEAD_LETTER_FILE + ".tmp");
+      try (FileChannel ch =
+          FileChannel.open(
+              tmp,
+              StandardOpenOption.CREATE,
+              StandardOpenOption.WRITE,
+              StandardOpenOption.TRUNCATE_EXISTING)) {
+        for (UsageRecord r : refused) {
+          ByteBuffer buf = ByteBuffer.wrap(frame(UsageRecordCodec.encode(r)));
+          while (buf.hasRemaining()) {
+            ch.write(buf);
+          }
+        }
+        ch.force(false);
+      }
+      Files.move(tmp, dl, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+      try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
+        d.force(true);
+      } catch (IOException ignored) {
+        // some file systems cannot fsync a directory; the rename is still atomic
+      }
+      deadLeft = refused.size();
+      deadLettersWaiting.set(deadLeft);
+    }
+    return new SetAsideReport(counts[0], counts[1], counts[2], cleared, left, deadLeft);
+  }
+
+  /** Applies each record; counts [applied, present, refused]; returns how many were refused. */
+  private static long applyAll(
+      List<UsageRecord> records, RecordApplier applier, long[] counts, List<UsageRecord> refused)
+      throws Exception {
+    long n = 0;
+    for (UsageRecord r : records) {
+      Outcome o = applier.apply(r);
+      int slot =
+          switch (o) {
+            case APPLIED -> 0;
+            case ALREADY_PRESENT -> 1;
+            case REFUSED -> 2;
+          };
+      counts[slot]++;
+      if (o == Outcome.REFUSED) {
+        n++;
+        if (refused != null) {
+          refused.add(r);
+        }
+      }
+    }
+    return n;
   }
 
   private Path activeSegmentPath() {

@@ -5,6 +5,7 @@ import io.gpumeter.billing.LedgerConfig;
 import io.gpumeter.metering.UsageRecord;
 import java.util.List;
 import java.util.Objects;
+import java.util.UUID;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
@@ -35,6 +36,12 @@ final class OutboxReplayer implements AutoCloseable {
     void ping() throws Exception;
   }
 
+  /** Settles the accrual of the outbox owner's earlier processes; see {@link JdbcLedgerStore}. */
+  @FunctionalInterface
+  interface Settler {
+    long settle(UUID ownerId, UUID self) throws Exception;
+  }
+
   /** Thrown inside a replay to stop it without blaming the database. */
   private static final class ReplayDeferred extends Exception {
     ReplayDeferred(String why) {
@@ -51,8 +58,19 @@ final class OutboxReplayer implements AutoCloseable {
   private final ScheduledExecutorService replayer;
   private final LongAdder replayed = new LongAdder();
   private volatile boolean stopping;
+  private final Settler settler;
+  private volatile boolean settled;
 
   OutboxReplayer(FailoverLedgerStore store, Probe probe, LedgerConfig config) {
+    this(store, probe, null, config);
+  }
+
+  /**
+   * @param settler settles earlier processes' unrecorded accrual once the outbox was first found
+   *     empty with the database up (null: the store keeps no measured time)
+   */
+  OutboxReplayer(FailoverLedgerStore store, Probe probe, Settler settler, LedgerConfig config) {
+    this.settler = settler;
     this.store = Objects.requireNonNull(store, "store");
     this.database = store.database();
     this.breaker = store.breaker();
@@ -90,9 +108,11 @@ final class OutboxReplayer implements AutoCloseable {
         return;
       }
       if (outbox.isEmpty()) {
+        settleOnce();
         return;
       }
-      Outbox.ReplayReport report = outbox.replay(this::commitChunk, config.replayChunk());
+      Outbox.ReplayReport report =
+          outbox.replay(this::commitChunk, this::commitMeasured, config.replayChunk());
       if (report.segments() > 0) {
         store.outboxDrained();
         LOG.info(
@@ -111,6 +131,76 @@ final class OutboxReplayer implements AutoCloseable {
     } catch (Throwable t) {
       LOG.error("Outbox replay failed", t);
     }
+  }
+
+  /**
+   * After a crash, the successor (this process, holding the same outbox) records the device time
+   * its predecessors handed out but never recorded as unbilled. Only once the outbox is empty:
+   * every batch they made durable is then in the database.
+   */
+  private void settleOnce() throws Exception {
+    if (settled || settler == null || store.ownerId() == null) {
+      return;
+    }
+    long ns = settler.settle(store.ownerId(), store.instanceId());
+    settled = true;
+    if (ns > 0) {
+      LOG.warn(
+          "Recorded {} ns of device time as unbilled (reason crash): handed out to requests by an"
+              + " earlier process on this outbox that died before their charges were stored",
+          ns);
+    }
+  }
+
+  private void commitMeasured(MeasuredBatch batch) throws Exception {
+    if (stopping) {
+      throw new ReplayDeferred("ledger closing");
+    }
+    if (!breaker.tryAcquirePermission()) {
+      throw new ReplayDeferred("circuit breaker " + breaker.getState());
+    }
+    long start = System.nanoTime();
+    try {
+      database.write(List.of(), batch);
+      breaker.onSuccess(System.nanoTime() - start, TimeUnit.NANOSECONDS);
+    } catch (LedgerWriteException e) {
+      breaker.onError(System.nanoTime() - start, TimeUnit.NANOSECONDS, e);
+      store.databaseFailed(e);
+      throw e;
+    }
+  }
+
+  /**
+   * Re-applies the set-aside records (quarantined segments, dead letters) record by record; see
+   * {@link Outbox#replaySetAside}. Runs on the caller's thread.
+   *
+   * @throws Exception if the database failed (what was applied so far stays applied)
+   */
+  Outbox.SetAsideReport replaySetAside() throws Exception {
+    Outbox.SetAsideReport r = replaySetAside(outbox, database);
+    replayed.add(r.applied());
+    return r;
+  }
+
+  /** {@link #replaySetAside()} for any outbox and database store (the CLI, with no server). */
+  static Outbox.SetAsideReport replaySetAside(Outbox outbox, LedgerStore database)
+      throws Exception {
+    return outbox.replaySetAside(
+        r -> {
+          try {
+            int n = database.write(List.of(r));
+            if (n > 0) {
+              return Outbox.Outcome.APPLIED;
+            }
+            return Outbox.Outcome.ALREADY_PRESENT;
+          } catch (LedgerWriteException e) {
+            if (e.isRecordError()) {
+              return Outbox.Outcome.REFUSED;
+            }
+            throw e;
+          }
+        },
+        b -> database.write(List.of(), b));
   }
 
   /** Half-open probe; true if the breaker is CLOSED afterwards. */

@@ -12,11 +12,16 @@ import java.util.zip.CRC32C;
 final class SegmentReader {
   private SegmentReader() {}
 
-  record Result(List<UsageRecord> records, int corruptFrames, int tornTailBytes) {}
+  record Result(
+      List<UsageRecord> records,
+      List<MeasuredBatch> measured,
+      int corruptFrames,
+      int tornTailBytes) {}
 
   static Result read(byte[] data) {
     ByteBuffer b = ByteBuffer.wrap(data);
     List<UsageRecord> records = new ArrayList<>();
+    List<MeasuredBatch> measured = new ArrayList<>();
     int corrupt = 0;
     int torn = 0;
     int pos = 0;
@@ -50,9 +55,13 @@ final class SegmentReader {
         }
         if (checksumOk(data, b, pos, len)) {
           try {
-            records.add(
-                UsageRecordCodec.decode(
-                    Arrays.copyOfRange(data, pos + Outbox.HEADER, pos + Outbox.HEADER + len)));
+            byte[] payload =
+                Arrays.copyOfRange(data, pos + Outbox.HEADER, pos + Outbox.HEADER + len);
+            if (payload[0] == MeasuredBatch.TYPE) {
+              measured.add(MeasuredBatch.decode(payload));
+            } else {
+              records.add(UsageRecordCodec.decode(payload));
+            }
             pos += Outbox.HEADER + len;
             inDamage = false;
             continue;
@@ -72,7 +81,7 @@ final class SegmentReader {
       pos = next;
       inDamage = false;
     }
-    return new Result(records, corrupt, torn);
+    return new Result(records, measured, corrupt, torn);
   }
 
   private static boolean checksumOk(byte[] data, ByteBuffer b, int pos, int len) {

@@ -2,6 +2,7 @@ package io.gpumeter.billing.reconcile;
 
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.MeasuredTimeRecorder;
+import io.gpumeter.billing.PendingMeasuredTime;
 import io.gpumeter.billing.ReconciliationReport;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -9,7 +10,6 @@ import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Timestamp;
 import java.time.Clock;
-import java.time.Duration;
 import java.time.Instant;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
@@ -44,30 +44,35 @@ import javax.sql.DataSource;
  * the retention. A positive drift is time handed out but not in the ledger (lost, or still queued
  * or in the outbox); a negative one is a charge counted twice or a record without metered steps.
  */
-public final class Reconciliation implements AutoCloseable {
+public final class Reconciliation {
   private final DataSource dataSource;
   private final ReconciliationRecorder recorder;
+  private final Runnable writeMeasured;
 
   /** Reports only: nothing is recorded through this object. */
   public Reconciliation(DataSource dataSource) {
     this.dataSource = Objects.requireNonNull(dataSource, "dataSource");
     this.recorder = null;
+    this.writeMeasured = null;
   }
 
-  private Reconciliation(DataSource dataSource, ReconciliationRecorder recorder) {
+  private Reconciliation(
+      DataSource dataSource, ReconciliationRecorder recorder, Runnable writeMeasured) {
     this.dataSource = Objects.requireNonNull(dataSource, "dataSource");
     this.recorder = recorder;
+    this.writeMeasured = Objects.requireNonNull(writeMeasured, "writeMeasured");
   }
 
   /**
    * Reports, and records the measured side: {@link #measuredTime()} adds per-minute deltas in
-   * memory and writes them every {@code flushInterval} (by the minute of {@code clock}, which must
-   * be the clock that stamps {@code finishedAt}); {@link #close()} writes what is left.
+   * memory (by the minute of {@code clock}, which must be the clock that stamps {@code
+   * finishedAt}); the ledger takes them from {@link #pendingMeasuredTime()} and makes them durable
+   * with its batches. {@code writeMeasured} makes what is pending durable now (the ledger's {@code
+   * flushMeasured}); a report runs it first.
    */
   public static Reconciliation recording(
-      DataSource dataSource, Clock clock, Duration flushInterval) {
-    return new Reconciliation(
-        dataSource, new ReconciliationRecorder(dataSource, clock, flushInterval));
+      DataSource dataSource, Clock clock, Runnable writeMeasured) {
+    return new Reconciliation(dataSource, new ReconciliationRecorder(clock), writeMeasured);
   }
 
   /**
@@ -82,12 +87,16 @@ public final class Reconciliation implements AutoCloseable {
     return recorder;
   }
 
-  /** Writes what the recorder holds (finished minutes and the open minute). Idempotent. */
-  @Override
-  public void close() {
-    if (recorder != null) {
-      recorder.close();
+  /**
+   * What was recorded through {@link #measuredTime()} and is not durable yet, for the ledger.
+   *
+   * @throws IllegalStateException if this object was made for reports only
+   */
+  public PendingMeasuredTime pendingMeasuredTime() {
+    if (recorder == null) {
+      throw new IllegalStateException("this Reconciliation only reports; use recording(...)");
     }
+    return recorder;
   }
 
   /**
@@ -111,8 +120,8 @@ public final class Reconciliation implements AutoCloseable {
     if (!end.isAfter(start)) {
       throw new IllegalArgumentException("to (" + to + ") must be after from (" + from + ")");
     }
-    if (recorder != null) {
-      recorder.flush();
+    if (writeMeasured != null) {
+      writeMeasured.run();
     }
     Map<String, long[]> measured = new TreeMap<>();
     Map<String, long[]> ledger = new TreeMap<>();
@@ -122,7 +131,8 @@ public final class Reconciliation implements AutoCloseable {
       try (PreparedStatement ps =
           c.prepareStatement(
               "SELECT model, device, sum(measured_ns)::int8, sum(charged_ns)::int8,"
-                  + " sum(system_ns)::int8, sum(steps)::int8 FROM device_time_minutely"
+                  + " sum(system_ns)::int8, sum(steps)::int8, sum(unbilled_ns)::int8"
+                  + " FROM device_time_minutely"
                   + " WHERE minute >= ? AND minute < ? GROUP BY model, device")) {
         ps.setTimestamp(1, Timestamp.from(start));
         ps.setTimestamp(2, Timestamp.from(end));
@@ -130,7 +140,9 @@ public final class Reconciliation implements AutoCloseable {
           while (rs.next()) {
             measured.put(
                 key(rs.getString(1), rs.getString(2)),
-                new long[] {rs.getLong(3), rs.getLong(4), rs.getLong(5), rs.getLong(6)});
+                new long[] {
+                  rs.getLong(3), rs.getLong(4), rs.getLong(5), rs.getLong(6), rs.getLong(7)
+                });
           }
         }
       }
@@ -173,13 +185,14 @@ public final class Reconciliation implements AutoCloseable {
       long[] l = ledger.getOrDefault(e.getKey(), new long[2]);
       lines.put(
           e.getKey(),
-          new ReconciliationReport.Line(md[0], md[1], m[0], m[1], m[2], m[3], l[0], l[1]));
+          new ReconciliationReport.Line(md[0], md[1], m[0], m[1], m[2], m[4], m[3], l[0], l[1]));
     }
     for (Map.Entry<String, long[]> e : ledger.entrySet()) {
       if (!lines.containsKey(e.getKey())) {
         String[] md = e.getKey().split("\u0000", 2);
         long[] l = e.getValue();
-        lines.put(e.getKey(), new ReconciliationReport.Line(md[0], md[1], 0, 0, 0, 0, l[0], l[1]));
+        lines.put(
+            e.getKey(), new ReconciliationReport.Line(md[0], md[1], 0, 0, 0, 0, 0, l[0], l[1]));
       }
     }
     return new ReconciliationReport(start, end, new ArrayList<>(lines.values()), atFrom, atTo);

@@ -179,21 +179,32 @@ class FailoverLedgerStoreTest {
   }
 
   @Test
-  void aRecordErrorIsNeitherRetriedNorOutboxed() throws Exception {
+  void aRecordErrorIsNeitherRetriedNorOutboxedAndARefusedRecordIsDeadLettered() throws Exception {
     ScriptedDatabase db = new ScriptedDatabase();
     try (Outbox box = Outbox.open(dir, 1 << 20, 4096);
         Failover f = new Failover(db, db::ping, box, config())) {
       db.refuse = "bad";
-      assertThatThrownBy(() -> f.store.write(List.of(record("bad"))))
+      // a batch of several: thrown as is, so that the writer writes its records one by one
+      assertThatThrownBy(() -> f.store.write(List.of(record("bad"), record("good"))))
           .isInstanceOf(LedgerWriteException.class)
           .matches(e -> ((LedgerWriteException) e).isRecordError());
       assertThat(db.calls.get()).isEqualTo(1);
       assertThat(box.isEmpty()).isTrue();
+      // the record alone: set aside durably in the dead-letter store, never only logged
+      assertThat(f.store.write(List.of(record("bad")))).isZero();
+      assertThat(db.calls.get()).isEqualTo(2);
+      assertThat(box.isEmpty()).isTrue();
+      assertThat(box.deadLettersWaiting()).isEqualTo(1);
       // record errors are successes for the breaker: the database answered
       for (int i = 0; i < 5; i++) {
-        assertThatThrownBy(() -> f.store.write(List.of(record("bad"))));
+        assertThat(f.store.write(List.of(record("bad")))).isZero();
       }
       assertThat(f.store.breakerState()).isEqualTo(CircuitBreaker.State.CLOSED);
+      assertThat(box.deadLettersWaiting()).isEqualTo(6);
+    }
+    // the count survives a restart: it is read from disk
+    try (Outbox again = Outbox.open(dir, 1 << 20, 4096)) {
+      assertThat(again.deadLettersWaiting()).isEqualTo(6);
     }
   }
 

@@ -2,6 +2,7 @@ package io.gpumeter.billing.ledger;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.gpumeter.billing.MeasuredDelta;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
@@ -10,7 +11,10 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Set;
+import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -139,6 +143,83 @@ class OutboxTest {
         .extracting(UsageRecord::requestId)
         .containsExactly("req-0", "req-1", "req-2", "req-4", "req-5", "req-7", "req-8", "req-9");
     assertThat(Files.list(dir.resolve("quarantine")).count()).isEqualTo(1);
+  }
+
+  @Test
+  void measuredBatchesTravelInTheSameGroupAsTheirRecordsAndReplayAfterThem() throws Exception {
+    MeasuredBatch batch =
+        MeasuredBatch.of(
+            UUID.randomUUID(),
+            UUID.randomUUID(),
+            List.of(new MeasuredDelta(29_000_000, "demo-byte-lm", "cuda:0", 900, 700, 200, 3)),
+            records(0, 2));
+    assertThat(MeasuredBatch.decode(batch.encode())).isEqualTo(batch);
+    assertThat(batch.accruals())
+        .containsExactly(
+            new MeasuredBatch.Accrual(
+                "demo-byte-lm",
+                "cuda:0",
+                700,
+                record(0).deviceNs() + record(1).deviceNs(),
+                Math.max(29_000_000, record(1).finishedAt().getEpochSecond() / 60)));
+    try (Outbox box = Outbox.open(dir, 1 << 20, 4096)) {
+      box.append(records(0, 2), batch).get(10, TimeUnit.SECONDS);
+    }
+    List<Object> replayed = new ArrayList<>();
+    try (Outbox box = Outbox.open(dir, 1 << 20, 4096)) {
+      Outbox.ReplayReport r = box.replay(replayed::addAll, replayed::add, 100);
+      assertThat(r.complete()).isTrue();
+      assertThat(box.isEmpty()).isTrue();
+    }
+    assertThat(replayed).containsExactly(record(0), record(1), batch);
+  }
+
+  @Test
+  void setAsideRecordsAreCountedFromDiskAndReplayedIdempotently() throws Exception {
+    try (Outbox box = Outbox.open(dir, 1 << 20, 1 << 20)) {
+      for (int i = 0; i < 10; i++) {
+        box.append(List.of(record(i))).get(10, TimeUnit.SECONDS);
+      }
+    }
+    try (RandomAccessFile f = new RandomAccessFile(segments(dir).get(0).toFile(), "rw")) {
+      f.seek(offsetOf(3) + Outbox.HEADER + 5); // damage record 3: the segment is quarantined
+      f.write(f.readByte() ^ 0x5A);
+    }
+    try (Outbox box = Outbox.open(dir, 1 << 20, 1 << 20)) {
+      box.replay(rs -> {}, 100);
+      box.deadLetter(record(20), "refused by a test");
+      box.deadLetter(record(21), "refused by a test");
+    }
+    Set<String> stored = new HashSet<>(List.of("req-0")); // already in the ledger
+    Outbox.RecordApplier applier =
+        r ->
+            r.requestId().equals("req-21")
+                ? Outbox.Outcome.REFUSED
+                : stored.add(r.requestId())
+                    ? Outbox.Outcome.APPLIED
+                    : Outbox.Outcome.ALREADY_PRESENT;
+    try (Outbox box = Outbox.open(dir, 1 << 20, 1 << 20)) {
+      // what waits was counted from disk at open
+      assertThat(box.quarantinedSegments()).isEqualTo(1);
+      assertThat(box.quarantinedRecords()).isEqualTo(9);
+      assertThat(box.deadLettersWaiting()).isEqualTo(2);
+      assertThat(box.replaySetAside(applier, b -> {}))
+          .isEqualTo(new Outbox.SetAsideReport(9, 1, 1, 1, 0, 1));
+      assertThat(box.quarantinedSegments()).isZero();
+      assertThat(box.quarantinedRecords()).isZero();
+      assertThat(box.deadLettersWaiting()).isEqualTo(1);
+      // again: nothing applied twice, the refused record still waits
+      assertThat(box.replaySetAside(applier, b -> {}))
+          .isEqualTo(new Outbox.SetAsideReport(0, 0, 1, 0, 0, 1));
+    }
+    try (Outbox box = Outbox.open(dir, 1 << 20, 1 << 20)) {
+      assertThat(box.quarantinedSegments()).isZero();
+      assertThat(box.deadLettersWaiting()).isEqualTo(1);
+    }
+    assertThat(stored).hasSize(10).contains("req-20").doesNotContain("req-3", "req-21");
+    try (Stream<Path> s = Files.list(dir.resolve("quarantine").resolve("replayed"))) {
+      assertThat(s.count()).isEqualTo(1);
+    }
   }
 
   @Test

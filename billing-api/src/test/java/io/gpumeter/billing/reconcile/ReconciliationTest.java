@@ -7,6 +7,7 @@ import io.gpumeter.billing.ReconciliationReport;
 import io.gpumeter.billing.TestSupport;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.ledger.JdbcLedgerStore;
+import io.gpumeter.billing.ledger.MeasuredBatch;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
@@ -16,12 +17,12 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.Timestamp;
 import java.time.Clock;
-import java.time.Duration;
 import java.time.Instant;
 import java.time.ZoneOffset;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.UUID;
 import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -119,6 +120,17 @@ class ReconciliationTest {
     rec.record(at, model, "cpu", ns, ns, 0, 1);
   }
 
+  static final UUID OWNER = UUID.randomUUID();
+  static final UUID INSTANCE = UUID.randomUUID();
+
+  /** What the ledger does with every batch: the pending deltas, in one transaction. */
+  static void flush(ReconciliationRecorder rec) throws Exception {
+    MeasuredBatch b = MeasuredBatch.of(OWNER, INSTANCE, rec.take(), List.of());
+    if (b != null) {
+      ledger.write(List.of(), b);
+    }
+  }
+
   static Instant hour(int hoursAgo) {
     return Instant.now().truncatedTo(ChronoUnit.HOURS).minus(hoursAgo, ChronoUnit.HOURS);
   }
@@ -127,8 +139,7 @@ class ReconciliationTest {
   void aHealthyServerReconcilesToExactlyZeroOverAClosedRange() throws Exception {
     String model = "healthy";
     Instant h = hour(5);
-    ReconciliationRecorder rec =
-        new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(), Duration.ZERO);
+    ReconciliationRecorder rec = new ReconciliationRecorder(Clock.systemUTC());
     // load and warm-up: system time, never charged
     rec.record(h.plusSeconds(5), model, "cpu", 9_000, 0, 9_000, 0);
     // three minutes of traffic, requests sharing steps, all inside [h, h+5m)
@@ -144,7 +155,7 @@ class ReconciliationTest {
     }
     records.add(a.finish(t, model));
     ledger.write(records);
-    rec.close(); // flushes
+    flush(rec);
 
     ReconciliationReport r = reconciliation.report(h, h.plus(5, ChronoUnit.MINUTES));
     assertThat(r.lines()).hasSize(1);
@@ -175,13 +186,12 @@ class ReconciliationTest {
   void aLostChargeShowsAsPositiveDriftAndADoubledOneCannotHappen() throws Exception {
     String model = "lossy";
     Instant h = hour(6);
-    ReconciliationRecorder rec =
-        new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(), Duration.ZERO);
+    ReconciliationRecorder rec = new ReconciliationRecorder(Clock.systemUTC());
     Req a = new Req("l-a", h.plusSeconds(1));
     Req b = new Req("l-b", h.plusSeconds(1));
     step(rec, h.plusSeconds(2), model, 1_000, List.of(a));
     step(rec, h.plusSeconds(3), model, 3_000, List.of(b));
-    rec.close();
+    flush(rec);
     UsageRecord ra = a.finish(h.plusSeconds(4), model);
     UsageRecord rb = b.finish(h.plusSeconds(4), model);
     ledger.write(List.of(ra)); // b's charge never reached the ledger
@@ -196,12 +206,11 @@ class ReconciliationTest {
   void aRequestStraddlingTheBoundaryIsFlaggedAndExplainsTheDrift() throws Exception {
     String model = "straddle";
     Instant h = hour(7);
-    ReconciliationRecorder rec =
-        new ReconciliationRecorder(db.dataSource(), Clock.systemUTC(), Duration.ZERO);
+    ReconciliationRecorder rec = new ReconciliationRecorder(Clock.systemUTC());
     Req a = new Req("s-a", h.minusSeconds(20));
     step(rec, h.minusSeconds(10), model, 700, List.of(a)); // before the range
     step(rec, h.plusSeconds(10), model, 300, List.of(a));
-    rec.close();
+    flush(rec);
     ledger.write(List.of(a.finish(h.plusSeconds(11), model)));
     ReconciliationReport inside = reconciliation.report(h, h.plus(1, ChronoUnit.MINUTES));
     assertThat(inside.exact()).isFalse();
@@ -223,17 +232,17 @@ class ReconciliationTest {
     String model = "flushes";
     Instant h = hour(8);
     TestClock clock = new TestClock(h.plusSeconds(10));
-    ReconciliationRecorder rec = new ReconciliationRecorder(db.dataSource(), clock, Duration.ZERO);
+    ReconciliationRecorder rec = new ReconciliationRecorder(clock);
     rec.record(model, "cuda:0", 100, 60, 40, 1);
     clock.now.set(h.plusSeconds(50));
     rec.record(model, "cuda:0", 100, 100, 0, 1);
-    rec.flush();
+    flush(rec);
     rec.record(model, "cuda:0", 5, 5, 0, 1); // same minute, after a flush: the upsert adds
     clock.now.set(h.plusSeconds(70));
     rec.record(model, "cuda:0", 7, 7, 0, 1); // next minute
     rec.record(h.plusSeconds(30), model, "cuda:0", 1, 1, 0, 1); // late, for the first minute
     rec.record(model, "cuda:1", 9, 9, 0, 1); // another device
-    rec.close();
+    flush(rec);
     assertThat(minute(model, "cuda:0", h)).containsExactly(206, 166, 40, 4);
     assertThat(minute(model, "cuda:0", h.plusSeconds(60))).containsExactly(7, 7, 0, 1);
     assertThat(minute(model, "cuda:1", h.plusSeconds(60))).containsExactly(9, 9, 0, 1);
@@ -241,6 +250,69 @@ class ReconciliationTest {
         .isInstanceOf(IllegalArgumentException.class);
     assertThatThrownBy(() -> reconciliation.report(h, h))
         .isInstanceOf(IllegalArgumentException.class);
+  }
+
+  @Test
+  void aCrashedProcessesUnrecordedSharesBecomeUnbilledTimeAndDriftStaysZero() throws Exception {
+    String model = "crashed";
+    Instant h = hour(9);
+    UUID owner = UUID.randomUUID();
+    UUID dead = UUID.randomUUID();
+    ReconciliationRecorder rec = new ReconciliationRecorder(Clock.systemUTC());
+    Req a = new Req("c-a", h.plusSeconds(1));
+    Req b = new Req("c-b", h.plusSeconds(1));
+    step(rec, h.plusSeconds(2), model, 1_000, List.of(a, b));
+    step(rec, h.plusSeconds(70), model, 600, List.of(a, b)); // the next minute
+    UsageRecord ra = a.finish(h.plusSeconds(71), model);
+    // a's charge is committed with the deltas of both steps; b was in flight when the process died
+    MeasuredBatch batch = MeasuredBatch.of(owner, dead, rec.take(), List.of(ra));
+    assertThat(ledger.write(List.of(ra), batch)).isEqualTo(1);
+    ledger.write(List.of(ra), batch); // the same batch again (a replay): added once
+    ReconciliationReport before = reconciliation.report(h, h.plus(2, ChronoUnit.MINUTES));
+    assertThat(before.lines().get(0).driftNs()).isEqualTo(b.share).isEqualTo(800);
+
+    // the successor on the same outbox settles the dead process once
+    assertThat(ledger.settleEarlierInstances(owner, UUID.randomUUID())).isEqualTo(b.share);
+    assertThat(ledger.settleEarlierInstances(owner, UUID.randomUUID())).isZero();
+    ReconciliationReport after = reconciliation.report(h, h.plus(2, ChronoUnit.MINUTES));
+    ReconciliationReport.Line line = after.lines().get(0);
+    assertThat(line.driftNs()).isZero();
+    assertThat(line.unbilledNs()).isEqualTo(b.share);
+    assertThat(line.measuredNs()).isEqualTo(1_600);
+    assertThat(line.chargedNs()).isEqualTo(ra.deviceNs());
+    assertThat(after.balanced()).isTrue();
+    // taken from the latest minute first (all of its 600), the rest (200) from the one before
+    assertThat(unbilled(model, dead)).containsExactly(200L, 600L);
+  }
+
+  @Test
+  void theSchemaRefusesARecordThatFinishedBeforeItStarted() {
+    Req a = new Req("v5-a", hour(10).plusSeconds(5));
+    UsageRecord r = a.finish(hour(10).plusSeconds(4), "v5");
+    assertThatThrownBy(() -> ledger.write(List.of(r)))
+        .isInstanceOfSatisfying(
+            io.gpumeter.billing.ledger.LedgerWriteException.class,
+            e -> assertThat(e.isRecordError()).isTrue())
+        .hasMessageContaining("23514");
+  }
+
+  /** The unbilled_time rows of one instance, minute ascending, reason crash. */
+  static List<Long> unbilled(String model, UUID instance) throws Exception {
+    List<Long> out = new ArrayList<>();
+    try (Connection c = db.dataSource().getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT unbilled_ns FROM unbilled_time WHERE model = ? AND instance_id = ?::uuid"
+                    + " AND reason = 'crash' ORDER BY minute")) {
+      ps.setString(1, model);
+      ps.setString(2, instance.toString());
+      try (ResultSet rs = ps.executeQuery()) {
+        while (rs.next()) {
+          out.add(rs.getLong(1));
+        }
+      }
+    }
+    return out;
   }
 
   static long[] minute(String model, String device, Instant minute) throws Exception {
