@@ -4,6 +4,7 @@ import io.netty.channel.ChannelFuture;
 import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.socket.ChannelInputShutdownEvent;
 import io.netty.handler.codec.PrematureChannelClosureException;
 import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.FullHttpResponse;
@@ -26,19 +27,36 @@ import org.slf4j.LoggerFactory;
  * Nothing here blocks: API key lookups and usage queries run on the blocking executor, and
  * generations on their model's scheduler thread; both come back through {@link Exchange#then}.
  *
- * <p><b>Order and keep-alive:</b> responses leave in request order. A request that arrives while
- * another is in flight (HTTP pipelining) waits in a small queue; beyond {@value #MAX_PIPELINED} the
- * connection is closed. Reading goes on meanwhile, so a client that disconnects is noticed at once
- * and its generation cancelled (it is still charged for the steps it took part in). The connection
- * stays open after a response unless the request asked otherwise, the request could not be parsed,
- * or its body was too large.
+ * <p><b>Order and pipelining:</b> responses leave in request order. A request that arrives while
+ * another is in flight (HTTP pipelining) waits in a queue. Every request that was read gets a
+ * response: when {@value #MAX_PIPELINED} are waiting, reading stops (auto-read off, so TCP pushes
+ * back on the client) and resumes once the queue has drained to half of that. While reading goes
+ * on, a client that resets the connection is noticed at once and its generation cancelled (it is
+ * still charged for the steps it took part in).
+ *
+ * <p><b>Half-close:</b> a client may send its requests and then shut down its output (the channel
+ * allows half-closure). That is not a disconnect: the requests already read are answered, and the
+ * connection is closed after the last response. Only the channel going inactive (a reset, or a
+ * failed write) abandons the exchange in flight. At the TCP level a client that calls {@code
+ * close()} without a reset looks the same as a half-close until the server writes, so its
+ * generation runs to its end (bounded by {@code max_tokens} and the request timeout).
+ *
+ * <p><b>Keep-alive:</b> the connection stays open after a response unless the request asked
+ * otherwise, the request could not be parsed, or its body was too large.
+ *
+ * <p><b>Retry-After:</b> every 429 and 503 carries it; an answer without one gets {@value
+ * #RETRY_AFTER_429_SECONDS} s (429) or {@value #RETRY_AFTER_503_SECONDS} s (503).
  *
  * <p><b>Flushing:</b> responses written while a read is in progress are flushed once in {@link
  * #channelReadComplete}; asynchronous responses are flushed as they are written.
  */
 final class ApiHandler extends ChannelInboundHandlerAdapter {
   private static final Logger log = LoggerFactory.getLogger(ApiHandler.class);
+  /** Requests waiting behind the one in flight at which reading pauses. */
   static final int MAX_PIPELINED = 16;
+
+  static final String RETRY_AFTER_429_SECONDS = "1";
+  static final String RETRY_AFTER_503_SECONDS = "5";
 
   private final Routes routes;
   private final HttpMetrics metrics;
@@ -48,6 +66,9 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
   private boolean reading;
   private boolean flushNeeded;
   private boolean closing;
+  private boolean inputShutdown;
+  private boolean readPaused;
+  private boolean dispatching;
 
   ApiHandler(Routes routes, HttpMetrics metrics) {
     this.routes = routes;
@@ -66,17 +87,54 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       ReferenceCountUtil.release(msg);
       return;
     }
-    if (current != null) {
-      if (pending.size() >= MAX_PIPELINED) {
-        ReferenceCountUtil.release(msg);
-        closing = true;
-        ctx.close();
-      } else {
-        pending.add(msg);
+    // Requests already decoded from this read are queued even past the bound: dropping one would
+    // leave it without a response. Reading pauses, so the queue grows no further.
+    pending.add(msg);
+    next();
+  }
+
+  /**
+   * Begins queued requests while none is in flight. A loop, not recursion: requests answered at
+   * once (errors, {@code /healthz}) would otherwise nest one call per queued request.
+   */
+  private void next() {
+    if (dispatching) {
+      return; // the loop further up the stack goes on
+    }
+    dispatching = true;
+    try {
+      Object msg;
+      while (current == null && !closing && (msg = pending.poll()) != null) {
+        begin(msg);
       }
+    } finally {
+      dispatching = false;
+    }
+    pauseOrResumeReading();
+  }
+
+  /**
+   * Reading pauses while {@value #MAX_PIPELINED} requests wait or the client does not read its
+   * responses (the channel is not writable), and resumes at half of that.
+   */
+  private void pauseOrResumeReading() {
+    if (closing) {
       return;
     }
-    begin(msg);
+    boolean writable = ctx.channel().isWritable();
+    if (!readPaused && (pending.size() >= MAX_PIPELINED || !writable)) {
+      readPaused = true;
+      ctx.channel().config().setAutoRead(false);
+    } else if (readPaused && writable && pending.size() <= MAX_PIPELINED / 2) {
+      readPaused = false;
+      ctx.channel().config().setAutoRead(true);
+    }
+  }
+
+  @Override
+  public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+    pauseOrResumeReading();
+    ctx.fireChannelWritabilityChanged();
   }
 
   private void begin(Object msg) {
@@ -94,6 +152,25 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
     FullHttpRequest req = (FullHttpRequest) msg;
     Exchange ex = new Exchange(this, ctx, req, req.content(), null, metrics.now());
     current = ex;
+    if (ex.badTarget() != null) {
+      log.info(
+          "{} {}: bad percent-encoding in the request target from {}: {}",
+          req.method(),
+          ex.path(),
+          ctx.channel().remoteAddress(),
+          ex.badTarget());
+      ex.fail(
+          new ApiException(
+              HttpResponseStatus.BAD_REQUEST,
+              ApiException.INVALID_REQUEST,
+              "The request target is not valid: "
+                  + ex.badTarget()
+                  + ". Percent-escapes must be '%' followed by two hex digits (send '%25' for a"
+                  + " literal '%').",
+              null,
+              "invalid_url_encoding"));
+      return;
+    }
     if (req.decoderResult().isFailure()) {
       ex.forceClose();
       ex.fail(
@@ -120,8 +197,16 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
     }
     current = null;
     metrics.responded(ex.path(), resp.status().code(), ex.startNanos());
-    boolean keepAlive = ex.keepAlive() && !closing;
+    // After a half-close the last queued request's response ends the connection.
+    boolean keepAlive = ex.keepAlive() && !closing && !(inputShutdown && pending.isEmpty());
     resp.headers().setInt(HttpHeaderNames.CONTENT_LENGTH, resp.content().readableBytes());
+    int code = resp.status().code();
+    if ((code == 429 || code == 503) && !resp.headers().contains(HttpHeaderNames.RETRY_AFTER)) {
+      resp.headers()
+          .set(
+              HttpHeaderNames.RETRY_AFTER,
+              code == 429 ? RETRY_AFTER_429_SECONDS : RETRY_AFTER_503_SECONDS);
+    }
     if (!keepAlive) {
       resp.headers().set(HttpHeaderNames.CONNECTION, HttpHeaderValues.CLOSE);
     } else if (ex.request().protocolVersion() == HttpVersion.HTTP_1_0) {
@@ -148,10 +233,7 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       }
       return;
     }
-    Object next = pending.poll();
-    if (next != null) {
-      begin(next);
-    }
+    next();
   }
 
   @Override
@@ -178,6 +260,15 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
 
   @Override
   public void userEventTriggered(ChannelHandlerContext ctx, Object evt) {
+    if (evt instanceof ChannelInputShutdownEvent) {
+      // The client finished sending (half-close): answer what was read, then close.
+      inputShutdown = true;
+      if (current == null && pending.isEmpty()) {
+        closing = true;
+        ctx.close();
+      }
+      return;
+    }
     if (evt instanceof IdleStateEvent && current == null && pending.isEmpty()) {
       closing = true;
       ctx.close();
