@@ -1,10 +1,11 @@
 package io.gpumeter.server;
 
+import io.netty.channel.Channel;
 import io.netty.channel.ChannelFuture;
-import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.socket.ChannelInputShutdownEvent;
+import io.netty.channel.socket.SocketChannel;
 import io.netty.handler.codec.PrematureChannelClosureException;
 import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.FullHttpResponse;
@@ -16,6 +17,9 @@ import io.netty.handler.timeout.IdleStateEvent;
 import io.netty.util.ReferenceCountUtil;
 import java.io.IOException;
 import java.util.ArrayDeque;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -52,13 +56,17 @@ import org.slf4j.LoggerFactory;
  */
 final class ApiHandler extends ChannelInboundHandlerAdapter {
   private static final Logger log = LoggerFactory.getLogger(ApiHandler.class);
+
   /** Requests waiting behind the one in flight at which reading pauses. */
   static final int MAX_PIPELINED = 16;
+
+  /** Longest wait for the client's end of stream after the last response (lingering close). */
+  static final long LINGER_MILLIS = 2_000;
 
   static final String RETRY_AFTER_429_SECONDS = "1";
   static final String RETRY_AFTER_503_SECONDS = "5";
 
-  private final Routes routes;
+  private final Consumer<Exchange> routes;
   private final HttpMetrics metrics;
   private final ArrayDeque<Object> pending = new ArrayDeque<>();
   private ChannelHandlerContext ctx;
@@ -70,7 +78,11 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
   private boolean readPaused;
   private boolean dispatching;
 
-  ApiHandler(Routes routes, HttpMetrics metrics) {
+  /**
+   * @param routes answers each exchange, at once or later ({@link Routes#dispatch}); what it throws
+   *     becomes the error response
+   */
+  ApiHandler(Consumer<Exchange> routes, HttpMetrics metrics) {
     this.routes = routes;
     this.metrics = metrics;
   }
@@ -152,12 +164,22 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
     FullHttpRequest req = (FullHttpRequest) msg;
     Exchange ex = new Exchange(this, ctx, req, req.content(), null, metrics.now());
     current = ex;
+    if (req.decoderResult().isFailure()) {
+      ex.forceClose();
+      ex.fail(
+          new ApiException(
+              HttpResponseStatus.BAD_REQUEST,
+              ApiException.INVALID_REQUEST,
+              "malformed HTTP request: " + req.decoderResult().cause().getMessage(),
+              null,
+              "malformed_http"));
+      return;
+    }
     if (ex.badTarget() != null) {
       log.info(
-          "{} {}: bad percent-encoding in the request target from {}: {}",
-          req.method(),
-          ex.path(),
+          "400 to {} {}: bad percent-encoding in the request target: {}",
           ctx.channel().remoteAddress(),
+          req.method(),
           ex.badTarget());
       ex.fail(
           new ApiException(
@@ -171,19 +193,8 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
               "invalid_url_encoding"));
       return;
     }
-    if (req.decoderResult().isFailure()) {
-      ex.forceClose();
-      ex.fail(
-          new ApiException(
-              HttpResponseStatus.BAD_REQUEST,
-              ApiException.INVALID_REQUEST,
-              "malformed HTTP request: " + req.decoderResult().cause().getMessage(),
-              null,
-              "malformed_http"));
-      return;
-    }
     try {
-      routes.dispatch(ex);
+      routes.accept(ex);
     } catch (Exception | Error e) {
       ex.fail(e);
     }
@@ -229,11 +240,31 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
         // instead of a reset.
         written.addListener(f -> oversized.responded(ctx));
       } else {
-        written.addListener(ChannelFutureListener.CLOSE);
+        written.addListener(f -> lingeringClose(f.isSuccess()));
       }
       return;
     }
     next();
+  }
+
+  /**
+   * Ends the connection after its last response without losing that response: the output is shut
+   * down (the client reads the response, then end of stream), what the client still sends is read
+   * and dropped, and the channel closes when the client closes its side or after {@value
+   * #LINGER_MILLIS} ms. Closing at once with unread input would make the kernel send a reset, and a
+   * reset can destroy the response before the client reads it.
+   */
+  private void lingeringClose(boolean written) {
+    Channel ch = ctx.channel();
+    if (!written || inputShutdown || !(ch instanceof SocketChannel s) || !s.isActive()) {
+      ch.close();
+      return;
+    }
+    ch.config().setAutoRead(true); // to see the client's end of stream
+    s.shutdownOutput();
+    ScheduledFuture<?> timeout =
+        ch.eventLoop().schedule(() -> ch.close(), LINGER_MILLIS, TimeUnit.MILLISECONDS);
+    ch.closeFuture().addListener(f -> timeout.cancel(false));
   }
 
   @Override
@@ -263,7 +294,7 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
     if (evt instanceof ChannelInputShutdownEvent) {
       // The client finished sending (half-close): answer what was read, then close.
       inputShutdown = true;
-      if (current == null && pending.isEmpty()) {
+      if (closing || (current == null && pending.isEmpty())) {
         closing = true;
         ctx.close();
       }

@@ -79,11 +79,6 @@ final class ConnectionLimiter {
     return open.get();
   }
 
-  /** Connections refused since the start. */
-  long refused() {
-    return refused.get();
-  }
-
   /**
    * Counts a newly accepted connection in, until it closes, and returns true; or, over a cap,
    * answers it with the 503 and returns false: the caller then adds nothing to its pipeline.

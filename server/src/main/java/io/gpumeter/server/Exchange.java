@@ -71,7 +71,8 @@ final class Exchange {
       decodedPath = decoder.path();
       decoder.parameters();
     } catch (IllegalArgumentException e) {
-      bad = e.getMessage();
+      String why = String.valueOf(e.getMessage());
+      bad = why.length() > 200 ? why.substring(0, 200) + "..." : why;
       decoder = new QueryStringDecoder("");
       decodedPath = rawPath(request.uri());
     }
@@ -94,9 +95,7 @@ final class Exchange {
     return target.substring(0, end);
   }
 
-  /**
-   * Why the request target could not be percent-decoded (path or query), or null when it could.
-   */
+  /** Why the request target could not be percent-decoded (path or query), or null when it could. */
   String badTarget() {
     return badTarget;
   }

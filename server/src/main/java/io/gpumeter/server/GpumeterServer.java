@@ -80,6 +80,7 @@ public final class GpumeterServer implements AutoCloseable {
   private EventLoopGroup acceptGroup;
   private EventLoopGroup ioGroup;
   private Channel serverChannel;
+  private ConnectionLimiter connections;
   private int port = -1;
 
   private GpumeterServer(ServerConfig config) {
@@ -240,6 +241,7 @@ public final class GpumeterServer implements AutoCloseable {
     long idleNanos = config.idleTimeout().toNanos();
     ConnectionLimiter limiter =
         new ConnectionLimiter(config.maxConnections(), config.maxConnectionsPerAddress());
+    connections = limiter;
     ServerBootstrap b =
         new ServerBootstrap()
             .group(acceptGroup, ioGroup)
@@ -260,7 +262,7 @@ public final class GpumeterServer implements AutoCloseable {
                     p.addLast("limit", new BodyLimitHandler(maxBody));
                     p.addLast("aggregator", new HttpObjectAggregator(maxBody));
                     p.addLast("idle", new IdleStateHandler(0, 0, idleNanos, TimeUnit.NANOSECONDS));
-                    p.addLast("api", new ApiHandler(routes, metrics.http()));
+                    p.addLast("api", new ApiHandler(routes::dispatch, metrics.http()));
                   }
                 });
     serverChannel = b.bind(config.host(), config.port()).syncUninterruptibly().channel();
@@ -270,6 +272,11 @@ public final class GpumeterServer implements AutoCloseable {
   /** The bound HTTP port (the ephemeral one when configured with port 0). */
   public int port() {
     return port;
+  }
+
+  /** HTTP connections open now (counted against {@code http.max_connections}). */
+  int openConnections() {
+    return connections == null ? 0 : connections.open();
   }
 
   public ServerConfig config() {

@@ -71,15 +71,13 @@ final class UsageEndpoint {
         report.exceptionally(
             e -> {
               throw new ApiException(
-                  HttpResponseStatus.SERVICE_UNAVAILABLE,
-                  ApiException.SERVER,
-                  "Usage cannot be read right now (the billing database is unavailable); retry"
-                      + " later.",
-                  null,
-                  "billing_unavailable")
-                  .withHeader(
-                      HttpHeaderNames.RETRY_AFTER,
-                      CompletionsEndpoint.RETRY_AFTER_SECONDS);
+                      HttpResponseStatus.SERVICE_UNAVAILABLE,
+                      ApiException.SERVER,
+                      "Usage cannot be read right now (the billing database is unavailable); retry"
+                          + " later.",
+                      null,
+                      "billing_unavailable")
+                  .withHeader(HttpHeaderNames.RETRY_AFTER, CompletionsEndpoint.RETRY_AFTER_SECONDS);
             }),
         r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r)));
   }
