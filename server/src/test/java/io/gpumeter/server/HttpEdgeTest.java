@@ -234,7 +234,7 @@ class HttpEdgeTest {
           "end=%2B999999999-01-01T00:00:00Z",
           "start=-999999999-01-01T00:00:00Z&end=1970-01-02T00:00:00Z",
           "start=1969-12-31T00:00:00Z&end=1970-01-02T00:00:00Z",
-          "start=%2B10000-01-01T00:00:00Z&end=%2B10000-01-02T00:00:00Z",
+          "start=%2B10000-01-01T00:00:00Z&end=9999-12-31T00:00:00Z",
         }) {
       Reply r = client.get("/v1/usage?" + q, key);
       JsonNode e = error(r, 400, q.startsWith("end") ? "end" : "start");
