@@ -18,6 +18,7 @@ import java.util.Arrays;
 import java.util.Objects;
 import java.util.SplittableRandom;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -35,9 +36,12 @@ import org.slf4j.LoggerFactory;
  * else, including every call into the model, happens on one scheduler thread. Submissions go
  * through a lock-free inbox ({@link ConcurrentLinkedQueue}) and wake the thread with {@link
  * LockSupport#unpark}; a single {@link AtomicInteger} bounds the number waiting (full: {@link
- * AdmissionRejectedException.Reason#QUEUE_FULL}, mapped to 429). Cancellation is a volatile flag
- * read at the next step. Result futures are completed on the scheduler thread, so their dependants
- * must hand off and never block.
+ * AdmissionRejectedException.Reason#QUEUE_FULL}, mapped to 429), and a count per API key in a
+ * {@link ConcurrentHashMap} bounds each key's share of it ({@link
+ * SchedulerConfig#maxQueuedPerKey()}), so one key flooding the server is refused before the queue
+ * is full for the others. A key's entry is removed when its count drops to zero. Cancellation is a
+ * volatile flag read at the next step. Result futures are completed on the scheduler thread, so
+ * their dependants must hand off and never block.
  *
  * <p><b>The step loop:</b> each iteration (1) drains the inbox into the per-key {@link FairQueue},
  * (2) retires cancelled and timed-out sequences, waiting or running, (3) admits waiting requests
@@ -87,6 +91,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   private final ConcurrentLinkedQueue<Seq> inbox = new ConcurrentLinkedQueue<>();
   private final AtomicInteger queued = new AtomicInteger();
+  private final ConcurrentHashMap<Long, AtomicInteger> queuedPerKey = new ConcurrentHashMap<>();
   private final AtomicLong rejected = new AtomicLong();
   private volatile boolean accepting = true;
   private volatile long drainDeadline = Long.MAX_VALUE;
@@ -225,8 +230,19 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         throw new IllegalArgumentException("token id " + t + " outside vocabulary of " + vocabSize);
       }
     }
+    if (!acquireKeyShare(request.apiKeyId())) {
+      rejected.incrementAndGet();
+      throw new AdmissionRejectedException(
+          AdmissionRejectedException.Reason.QUEUE_FULL,
+          "this API key already has "
+              + config.maxQueuedPerKey()
+              + " requests waiting for model "
+              + modelName
+              + " (its share of the queue); retry later");
+    }
     if (queued.incrementAndGet() > config.queueCapacity()) {
       queued.decrementAndGet();
+      releaseKeyShare(request.apiKeyId());
       rejected.incrementAndGet();
       throw new AdmissionRejectedException(
           AdmissionRejectedException.Reason.QUEUE_FULL,
@@ -243,6 +259,34 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     inbox.add(seq);
     LockSupport.unpark(thread);
     return seq;
+  }
+
+  /** Counts one more waiting request for {@code key}; false if the key already has its share. */
+  private boolean acquireKeyShare(long key) {
+    int max = config.maxQueuedPerKey();
+    if (max >= config.queueCapacity()) {
+      return true; // only the total bound applies
+    }
+    boolean[] admitted = new boolean[1];
+    queuedPerKey.compute(
+        key,
+        (k, n) -> {
+          AtomicInteger count = n == null ? new AtomicInteger() : n;
+          if (count.get() < max) {
+            count.incrementAndGet();
+            admitted[0] = true;
+          }
+          return count.get() == 0 ? null : count;
+        });
+    return admitted[0];
+  }
+
+  /** A waiting request of {@code key} left the queue (admitted, retired or cancelled). */
+  private void releaseKeyShare(long key) {
+    if (config.maxQueuedPerKey() >= config.queueCapacity()) {
+      return;
+    }
+    queuedPerKey.computeIfPresent(key, (k, n) -> n.decrementAndGet() <= 0 ? null : n);
   }
 
   @Override
@@ -361,11 +405,13 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   private void retireWaiting(Seq s) {
     queued.decrementAndGet();
+    releaseKeyShare(s.request.apiKeyId());
     finish(s, s.cancelled ? FinishReason.CANCELLED : FinishReason.TIMEOUT, null);
   }
 
   private void cancelWaiting(Seq s) {
     queued.decrementAndGet();
+    releaseKeyShare(s.request.apiKeyId());
     finish(s, FinishReason.CANCELLED, null);
   }
 
@@ -376,6 +422,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         break;
       }
       queued.decrementAndGet();
+      releaseKeyShare(s.request.apiKeyId());
       s.slot = freeSlots[--freeSlotCount];
       running[runningCount++] = s;
     }

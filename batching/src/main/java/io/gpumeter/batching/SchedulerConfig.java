@@ -15,6 +15,10 @@ import java.util.Objects;
  *     next step anyway
  * @param defaultTimeoutNanos deadline of a request that sets none
  * @param weightPolicy how a step's time is split among its sequences
+ * @param maxQueuedPerKey submissions of one API key waiting for admission at most, so that one key
+ *     cannot fill the queue and cause rejections for the others; beyond it submit is refused
+ *     ({@link AdmissionRejectedException.Reason#QUEUE_FULL}). Values above {@code queueCapacity}
+ *     leave only the total bound. {@link #defaultMaxQueuedPerKey} gives the default share.
  */
 public record SchedulerConfig(
     int maxRunning,
@@ -23,7 +27,40 @@ public record SchedulerConfig(
     int queueCapacity,
     long batchWindowNanos,
     long defaultTimeoutNanos,
-    WeightPolicy weightPolicy) {
+    WeightPolicy weightPolicy,
+    int maxQueuedPerKey) {
+
+  /** The default per-key share of the queue: a quarter of it, rounded up. */
+  public static final int DEFAULT_QUEUE_SHARE_DIVISOR = 4;
+
+  /** With the default per-key share of the queue ({@link #defaultMaxQueuedPerKey}). */
+  public SchedulerConfig(
+      int maxRunning,
+      int maxTokensPerStep,
+      int prefillChunk,
+      int queueCapacity,
+      long batchWindowNanos,
+      long defaultTimeoutNanos,
+      WeightPolicy weightPolicy) {
+    this(
+        maxRunning,
+        maxTokensPerStep,
+        prefillChunk,
+        queueCapacity,
+        batchWindowNanos,
+        defaultTimeoutNanos,
+        weightPolicy,
+        defaultMaxQueuedPerKey(queueCapacity));
+  }
+
+  /**
+   * A quarter of {@code queueCapacity}, rounded up: one key alone can never fill the queue, and
+   * three flooding keys still leave room for a fourth.
+   */
+  public static int defaultMaxQueuedPerKey(int queueCapacity) {
+    return Math.max(
+        1, (queueCapacity + DEFAULT_QUEUE_SHARE_DIVISOR - 1) / DEFAULT_QUEUE_SHARE_DIVISOR);
+  }
 
   public SchedulerConfig {
     Objects.requireNonNull(weightPolicy, "weightPolicy");
@@ -31,6 +68,7 @@ public record SchedulerConfig(
     require(maxTokensPerStep >= 1, "maxTokensPerStep must be >= 1, was %s", maxTokensPerStep);
     require(prefillChunk >= 1, "prefillChunk must be >= 1, was %s", prefillChunk);
     require(queueCapacity >= 1, "queueCapacity must be >= 1, was %s", queueCapacity);
+    require(maxQueuedPerKey >= 1, "maxQueuedPerKey must be >= 1, was %s", maxQueuedPerKey);
     require(batchWindowNanos >= 0, "batchWindowNanos must be >= 0, was %s", batchWindowNanos);
     require(
         defaultTimeoutNanos > 0, "defaultTimeoutNanos must be > 0, was %s", defaultTimeoutNanos);
@@ -54,9 +92,11 @@ public record SchedulerConfig(
         queueCapacity,
         batchWindowNanos,
         defaultTimeoutNanos,
-        weightPolicy);
+        weightPolicy,
+        maxQueuedPerKey);
   }
 
+  /** A queue of {@code n}, with the default per-key share of it. */
   public SchedulerConfig withQueueCapacity(int n) {
     return new SchedulerConfig(
         maxRunning,
@@ -65,7 +105,20 @@ public record SchedulerConfig(
         n,
         batchWindowNanos,
         defaultTimeoutNanos,
-        weightPolicy);
+        weightPolicy,
+        defaultMaxQueuedPerKey(n));
+  }
+
+  public SchedulerConfig withMaxQueuedPerKey(int n) {
+    return new SchedulerConfig(
+        maxRunning,
+        maxTokensPerStep,
+        prefillChunk,
+        queueCapacity,
+        batchWindowNanos,
+        defaultTimeoutNanos,
+        weightPolicy,
+        n);
   }
 
   public SchedulerConfig withTokenBudget(int maxTokensPerStep, int prefillChunk) {
@@ -76,7 +129,8 @@ public record SchedulerConfig(
         queueCapacity,
         batchWindowNanos,
         defaultTimeoutNanos,
-        weightPolicy);
+        weightPolicy,
+        maxQueuedPerKey);
   }
 
   public SchedulerConfig withBatchWindowNanos(long nanos) {
@@ -87,7 +141,8 @@ public record SchedulerConfig(
         queueCapacity,
         nanos,
         defaultTimeoutNanos,
-        weightPolicy);
+        weightPolicy,
+        maxQueuedPerKey);
   }
 
   public SchedulerConfig withDefaultTimeoutNanos(long nanos) {
@@ -98,7 +153,8 @@ public record SchedulerConfig(
         queueCapacity,
         batchWindowNanos,
         nanos,
-        weightPolicy);
+        weightPolicy,
+        maxQueuedPerKey);
   }
 
   public SchedulerConfig withWeightPolicy(WeightPolicy policy) {
@@ -109,7 +165,8 @@ public record SchedulerConfig(
         queueCapacity,
         batchWindowNanos,
         defaultTimeoutNanos,
-        policy);
+        policy,
+        maxQueuedPerKey);
   }
 
   private static void require(boolean ok, String message, Object... args) {

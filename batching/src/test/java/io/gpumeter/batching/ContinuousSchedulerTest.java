@@ -293,6 +293,46 @@ class ContinuousSchedulerTest {
   }
 
   @Test
+  void oneKeyFloodingCannotFillTheQueueForAnother() throws Exception {
+    // One running slot, 8 waiting at most, of which one key may hold 2.
+    start(
+        model,
+        HostStepTimer.cpu(),
+        SchedulerConfig.defaults().withMaxRunning(1).withQueueCapacity(8).withMaxQueuedPerKey(2));
+    List<Generation> flood = new ArrayList<>();
+    int refused = 0;
+    for (int i = 0; i < 40; i++) {
+      try {
+        flood.add(scheduler.submit(request(1, "Flood " + i, 200)));
+      } catch (AdmissionRejectedException e) {
+        assertThat(e.reason()).isEqualTo(AdmissionRejectedException.Reason.QUEUE_FULL);
+        assertThat(e.getMessage()).contains("share of the queue");
+        refused++;
+      }
+    }
+    // at most 2 waiting plus those the scheduler admitted meanwhile (1 slot): far fewer than 40
+    assertThat(refused).isGreaterThanOrEqualTo(40 - 2 - 2);
+    assertThat(scheduler.stats().queued()).isLessThanOrEqualTo(2);
+    // Another key is still admitted, up to its own share, while the flood waits.
+    Generation other1 = scheduler.submit(request(2, "Other key", 2));
+    Generation other2 = scheduler.submit(request(2, "Other key", 2));
+    for (Generation g : flood) {
+      g.cancel();
+    }
+    assertThat(other1.result().get(60, TimeUnit.SECONDS).usage().status())
+        .isEqualTo(UsageStatus.OK);
+    assertThat(other2.result().get(60, TimeUnit.SECONDS).usage().status())
+        .isEqualTo(UsageStatus.OK);
+    for (Generation g : flood) {
+      g.result().get(60, TimeUnit.SECONDS);
+    }
+    // The shares were given back: the flooding key is admitted again.
+    assertThat(scheduler.submit(request(1, "Again", 1)).result().get(60, TimeUnit.SECONDS))
+        .extracting(r -> r.usage().status())
+        .isEqualTo(UsageStatus.OK);
+  }
+
+  @Test
   void shutdownGivesEveryAcceptedRequestItsRecord() throws Exception {
     start(model, HostStepTimer.cpu(), SchedulerConfig.defaults().withMaxRunning(2));
     List<Generation> gens = new ArrayList<>();

@@ -7,8 +7,8 @@ import io.gpumeter.billing.ApiKeyStateException;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.ReconciliationReport;
 import io.gpumeter.billing.RotatedApiKey;
-import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.SetAsideReplay;
+import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
@@ -31,9 +31,9 @@ import org.slf4j.LoggerFactory;
 /**
  * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}; {@code POST
  * /admin/replay} (re-applies the charges set aside: quarantined outbox segments and dead letters,
- * idempotently; answers what was applied, already present and still refused); and API keys:
- * {@code GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}},
- * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}.
+ * idempotently; answers what was applied, already present and still refused); and API keys: {@code
+ * GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}}, {@code
+ * POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}.
  *
  * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
  * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token

@@ -1,9 +1,11 @@
 package io.gpumeter.server;
 
+import io.netty.channel.Channel;
 import io.netty.channel.ChannelFuture;
-import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.socket.ChannelInputShutdownEvent;
+import io.netty.channel.socket.SocketChannel;
 import io.netty.handler.codec.PrematureChannelClosureException;
 import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.FullHttpResponse;
@@ -15,6 +17,9 @@ import io.netty.handler.timeout.IdleStateEvent;
 import io.netty.util.ReferenceCountUtil;
 import java.io.IOException;
 import java.util.ArrayDeque;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -26,21 +31,42 @@ import org.slf4j.LoggerFactory;
  * Nothing here blocks: API key lookups and usage queries run on the blocking executor, and
  * generations on their model's scheduler thread; both come back through {@link Exchange#then}.
  *
- * <p><b>Order and keep-alive:</b> responses leave in request order. A request that arrives while
- * another is in flight (HTTP pipelining) waits in a small queue; beyond {@value #MAX_PIPELINED} the
- * connection is closed. Reading goes on meanwhile, so a client that disconnects is noticed at once
- * and its generation cancelled (it is still charged for the steps it took part in). The connection
- * stays open after a response unless the request asked otherwise, the request could not be parsed,
- * or its body was too large.
+ * <p><b>Order and pipelining:</b> responses leave in request order. A request that arrives while
+ * another is in flight (HTTP pipelining) waits in a queue. Every request that was read gets a
+ * response: when {@value #MAX_PIPELINED} are waiting, reading stops (auto-read off, so TCP pushes
+ * back on the client) and resumes once the queue has drained to half of that. While reading goes
+ * on, a client that resets the connection is noticed at once and its generation cancelled (it is
+ * still charged for the steps it took part in).
+ *
+ * <p><b>Half-close:</b> a client may send its requests and then shut down its output (the channel
+ * allows half-closure). That is not a disconnect: the requests already read are answered, and the
+ * connection is closed after the last response. Only the channel going inactive (a reset, or a
+ * failed write) abandons the exchange in flight. At the TCP level a client that calls {@code
+ * close()} without a reset looks the same as a half-close until the server writes, so its
+ * generation runs to its end (bounded by {@code max_tokens} and the request timeout).
+ *
+ * <p><b>Keep-alive:</b> the connection stays open after a response unless the request asked
+ * otherwise, the request could not be parsed, or its body was too large.
+ *
+ * <p><b>Retry-After:</b> every 429 and 503 carries it; an answer without one gets {@value
+ * #RETRY_AFTER_429_SECONDS} s (429) or {@value #RETRY_AFTER_503_SECONDS} s (503).
  *
  * <p><b>Flushing:</b> responses written while a read is in progress are flushed once in {@link
  * #channelReadComplete}; asynchronous responses are flushed as they are written.
  */
 final class ApiHandler extends ChannelInboundHandlerAdapter {
   private static final Logger log = LoggerFactory.getLogger(ApiHandler.class);
+
+  /** Requests waiting behind the one in flight at which reading pauses. */
   static final int MAX_PIPELINED = 16;
 
-  private final Routes routes;
+  /** Longest wait for the client's end of stream after the last response (lingering close). */
+  static final long LINGER_MILLIS = 2_000;
+
+  static final String RETRY_AFTER_429_SECONDS = "1";
+  static final String RETRY_AFTER_503_SECONDS = "5";
+
+  private final Consumer<Exchange> routes;
   private final HttpMetrics metrics;
   private final ArrayDeque<Object> pending = new ArrayDeque<>();
   private ChannelHandlerContext ctx;
@@ -48,8 +74,15 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
   private boolean reading;
   private boolean flushNeeded;
   private boolean closing;
+  private boolean inputShutdown;
+  private boolean readPaused;
+  private boolean dispatching;
 
-  ApiHandler(Routes routes, HttpMetrics metrics) {
+  /**
+   * @param routes answers each exchange, at once or later ({@link Routes#dispatch}); what it throws
+   *     becomes the error response
+   */
+  ApiHandler(Consumer<Exchange> routes, HttpMetrics metrics) {
     this.routes = routes;
     this.metrics = metrics;
   }
@@ -66,17 +99,54 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       ReferenceCountUtil.release(msg);
       return;
     }
-    if (current != null) {
-      if (pending.size() >= MAX_PIPELINED) {
-        ReferenceCountUtil.release(msg);
-        closing = true;
-        ctx.close();
-      } else {
-        pending.add(msg);
+    // Requests already decoded from this read are queued even past the bound: dropping one would
+    // leave it without a response. Reading pauses, so the queue grows no further.
+    pending.add(msg);
+    next();
+  }
+
+  /**
+   * Begins queued requests while none is in flight. A loop, not recursion: requests answered at
+   * once (errors, {@code /healthz}) would otherwise nest one call per queued request.
+   */
+  private void next() {
+    if (dispatching) {
+      return; // the loop further up the stack goes on
+    }
+    dispatching = true;
+    try {
+      Object msg;
+      while (current == null && !closing && (msg = pending.poll()) != null) {
+        begin(msg);
       }
+    } finally {
+      dispatching = false;
+    }
+    pauseOrResumeReading();
+  }
+
+  /**
+   * Reading pauses while {@value #MAX_PIPELINED} requests wait or the client does not read its
+   * responses (the channel is not writable), and resumes at half of that.
+   */
+  private void pauseOrResumeReading() {
+    if (closing) {
       return;
     }
-    begin(msg);
+    boolean writable = ctx.channel().isWritable();
+    if (!readPaused && (pending.size() >= MAX_PIPELINED || !writable)) {
+      readPaused = true;
+      ctx.channel().config().setAutoRead(false);
+    } else if (readPaused && writable && pending.size() <= MAX_PIPELINED / 2) {
+      readPaused = false;
+      ctx.channel().config().setAutoRead(true);
+    }
+  }
+
+  @Override
+  public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+    pauseOrResumeReading();
+    ctx.fireChannelWritabilityChanged();
   }
 
   private void begin(Object msg) {
@@ -105,8 +175,26 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
               "malformed_http"));
       return;
     }
+    if (ex.badTarget() != null) {
+      log.info(
+          "400 to {} {}: bad percent-encoding in the request target: {}",
+          ctx.channel().remoteAddress(),
+          req.method(),
+          ex.badTarget());
+      ex.fail(
+          new ApiException(
+              HttpResponseStatus.BAD_REQUEST,
+              ApiException.INVALID_REQUEST,
+              "The request target is not valid: "
+                  + ex.badTarget()
+                  + ". Percent-escapes must be '%' followed by two hex digits (send '%25' for a"
+                  + " literal '%').",
+              null,
+              "invalid_url_encoding"));
+      return;
+    }
     try {
-      routes.dispatch(ex);
+      routes.accept(ex);
     } catch (Exception | Error e) {
       ex.fail(e);
     }
@@ -120,8 +208,16 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
     }
     current = null;
     metrics.responded(ex.path(), resp.status().code(), ex.startNanos());
-    boolean keepAlive = ex.keepAlive() && !closing;
+    // After a half-close the last queued request's response ends the connection.
+    boolean keepAlive = ex.keepAlive() && !closing && !(inputShutdown && pending.isEmpty());
     resp.headers().setInt(HttpHeaderNames.CONTENT_LENGTH, resp.content().readableBytes());
+    int code = resp.status().code();
+    if ((code == 429 || code == 503) && !resp.headers().contains(HttpHeaderNames.RETRY_AFTER)) {
+      resp.headers()
+          .set(
+              HttpHeaderNames.RETRY_AFTER,
+              code == 429 ? RETRY_AFTER_429_SECONDS : RETRY_AFTER_503_SECONDS);
+    }
     if (!keepAlive) {
       resp.headers().set(HttpHeaderNames.CONNECTION, HttpHeaderValues.CLOSE);
     } else if (ex.request().protocolVersion() == HttpVersion.HTTP_1_0) {
@@ -144,14 +240,31 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
         // instead of a reset.
         written.addListener(f -> oversized.responded(ctx));
       } else {
-        written.addListener(ChannelFutureListener.CLOSE);
+        written.addListener(f -> lingeringClose(f.isSuccess()));
       }
       return;
     }
-    Object next = pending.poll();
-    if (next != null) {
-      begin(next);
+    next();
+  }
+
+  /**
+   * Ends the connection after its last response without losing that response: the output is shut
+   * down (the client reads the response, then end of stream), what the client still sends is read
+   * and dropped, and the channel closes when the client closes its side or after {@value
+   * #LINGER_MILLIS} ms. Closing at once with unread input would make the kernel send a reset, and a
+   * reset can destroy the response before the client reads it.
+   */
+  private void lingeringClose(boolean written) {
+    Channel ch = ctx.channel();
+    if (!written || inputShutdown || !(ch instanceof SocketChannel s) || !s.isActive()) {
+      ch.close();
+      return;
     }
+    ch.config().setAutoRead(true); // to see the client's end of stream
+    s.shutdownOutput();
+    ScheduledFuture<?> timeout =
+        ch.eventLoop().schedule(() -> ch.close(), LINGER_MILLIS, TimeUnit.MILLISECONDS);
+    ch.closeFuture().addListener(f -> timeout.cancel(false));
   }
 
   @Override
@@ -178,6 +291,15 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
 
   @Override
   public void userEventTriggered(ChannelHandlerContext ctx, Object evt) {
+    if (evt instanceof ChannelInputShutdownEvent) {
+      // The client finished sending (half-close): answer what was read, then close.
+      inputShutdown = true;
+      if (closing || (current == null && pending.isEmpty())) {
+        closing = true;
+        ctx.close();
+      }
+      return;
+    }
     if (evt instanceof IdleStateEvent && current == null && pending.isEmpty()) {
       closing = true;
       ctx.close();

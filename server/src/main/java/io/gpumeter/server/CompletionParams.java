@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.JsonNodeType;
 import io.netty.buffer.ByteBuf;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
+import java.math.BigDecimal;
 import java.util.Iterator;
 import java.util.Map;
 import java.util.Set;
@@ -87,19 +88,7 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
     int maxTokens = maxTokensDefault;
     JsonNode mt = present(root, "max_tokens");
     if (mt != null) {
-      if (!mt.isIntegralNumber()) {
-        throw ApiException.wrongType("max_tokens", "an integer", describe(mt));
-      }
-      if (!mt.canConvertToLong() || mt.longValue() < 1) {
-        throw ApiException.invalid(
-            "max_tokens", "max_tokens must be at least 1, got " + mt.asText() + ".");
-      }
-      if (mt.longValue() > maxTokensCap) {
-        throw ApiException.invalid(
-            "max_tokens",
-            "max_tokens must be at most " + maxTokensCap + ", got " + mt.asText() + ".");
-      }
-      maxTokens = mt.intValue();
+      maxTokens = (int) integerIn(mt, "max_tokens", 1, maxTokensCap);
     }
 
     double temperature = 1.0;
@@ -118,10 +107,7 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
     Long seed = null;
     JsonNode s = present(root, "seed");
     if (s != null) {
-      if (!s.isIntegralNumber() || !s.canConvertToLong()) {
-        throw ApiException.wrongType("seed", "a 64-bit integer", describe(s));
-      }
-      seed = s.longValue();
+      seed = integerIn(s, "seed", Long.MIN_VALUE, Long.MAX_VALUE);
     }
 
     JsonNode user = present(root, "user");
@@ -153,6 +139,41 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
       }
     }
     return new CompletionParams(model, prompt, maxTokens, temperature, seed);
+  }
+
+  /**
+   * An integer parameter within {@code [min, max]}. A number with a fraction is the wrong type; an
+   * integer out of the range (however large, {@code 1e30} included) is a 400 that names the range.
+   */
+  static long integerIn(JsonNode v, String param, long min, long max) {
+    if (!v.isNumber()) {
+      throw ApiException.wrongType(param, "an integer", describe(v));
+    }
+    BigDecimal value;
+    if (v.isFloatingPointNumber() && !Double.isFinite(v.doubleValue()) && !v.isBigDecimal()) {
+      value = null; // 1e400 reads as infinity: out of every range
+    } else {
+      value = v.decimalValue();
+      if (value.signum() != 0 && value.stripTrailingZeros().scale() > 0) {
+        throw ApiException.wrongType(param, "an integer", describe(v));
+      }
+    }
+    if (value == null
+        || value.compareTo(BigDecimal.valueOf(min)) < 0
+        || value.compareTo(BigDecimal.valueOf(max)) > 0) {
+      throw ApiException.invalid(
+          param,
+          "'"
+              + param
+              + "' must be an integer from "
+              + min
+              + " to "
+              + max
+              + ", got "
+              + firstLine(v.asText())
+              + ".");
+    }
+    return value.longValueExact();
   }
 
   private static boolean isNeutral(JsonNode v, String neutral) {

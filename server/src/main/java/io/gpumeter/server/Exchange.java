@@ -41,6 +41,8 @@ final class Exchange {
   private final ByteBuf body;
   private final OversizedRequest oversized;
   private final QueryStringDecoder uri;
+  private final String path;
+  private final String badTarget;
   private final long startNanos;
   private boolean done;
   private boolean forceClose;
@@ -60,8 +62,42 @@ final class Exchange {
     this.body = body == null ? Unpooled.EMPTY_BUFFER : body;
     this.oversized = oversized;
     this.forceClose = oversized != null;
-    this.uri = new QueryStringDecoder(request.uri());
+    QueryStringDecoder decoder = new QueryStringDecoder(request.uri());
+    String decodedPath;
+    String bad = null;
+    try {
+      // Decoded once, here: a bad percent-escape is a 400 (see badTarget), never an exception
+      // thrown later from path() or query().
+      decodedPath = decoder.path();
+      decoder.parameters();
+    } catch (IllegalArgumentException e) {
+      String why = String.valueOf(e.getMessage());
+      bad = why.length() > 200 ? why.substring(0, 200) + "..." : why;
+      decoder = new QueryStringDecoder("");
+      decodedPath = rawPath(request.uri());
+    }
+    this.uri = decoder;
+    this.path = decodedPath;
+    this.badTarget = bad;
     this.startNanos = startNanos;
+  }
+
+  /** The path of {@code target} undecoded (for metrics and messages when it cannot be decoded). */
+  private static String rawPath(String target) {
+    int end = target.length();
+    for (int i = 0; i < target.length(); i++) {
+      char c = target.charAt(i);
+      if (c == '?' || c == '#') {
+        end = i;
+        break;
+      }
+    }
+    return target.substring(0, end);
+  }
+
+  /** Why the request target could not be percent-decoded (path or query), or null when it could. */
+  String badTarget() {
+    return badTarget;
   }
 
   HttpRequest request() {
@@ -78,8 +114,9 @@ final class Exchange {
     return startNanos;
   }
 
+  /** The decoded path; the raw one when {@link #badTarget()} is set. */
   String path() {
-    return uri.path();
+    return path;
   }
 
   /** First value of a query parameter, or null. */

@@ -66,7 +66,6 @@ import org.slf4j.LoggerFactory;
  */
 public final class GpumeterServer implements AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(GpumeterServer.class);
-  static final int IDLE_CONNECTION_SECONDS = 120;
 
   private final ServerConfig config;
   private final Readiness readiness = new Readiness();
@@ -81,6 +80,7 @@ public final class GpumeterServer implements AutoCloseable {
   private EventLoopGroup acceptGroup;
   private EventLoopGroup ioGroup;
   private Channel serverChannel;
+  private ConnectionLimiter connections;
   private int port = -1;
 
   private GpumeterServer(ServerConfig config) {
@@ -240,22 +240,31 @@ public final class GpumeterServer implements AutoCloseable {
         new Routes(
             Collections.unmodifiableMap(models), billing, blocking, config, metrics, readiness);
     int maxBody = config.maxBodyBytes();
+    long idleNanos = config.idleTimeout().toNanos();
+    ConnectionLimiter limiter =
+        new ConnectionLimiter(config.maxConnections(), config.maxConnectionsPerAddress());
+    connections = limiter;
     ServerBootstrap b =
         new ServerBootstrap()
             .group(acceptGroup, ioGroup)
             .channel(NioServerSocketChannel.class)
             .option(ChannelOption.SO_BACKLOG, 1024)
             .childOption(ChannelOption.TCP_NODELAY, true)
+            // A client that shuts down its output after sending still gets its answers (ApiHandler)
+            .childOption(ChannelOption.ALLOW_HALF_CLOSURE, true)
             .childHandler(
                 new ChannelInitializer<SocketChannel>() {
                   @Override
                   protected void initChannel(SocketChannel ch) {
+                    if (!limiter.admit(ch)) {
+                      return; // over a connection cap: answered with 503 and closed
+                    }
                     ChannelPipeline p = ch.pipeline();
                     p.addLast("codec", new HttpServerCodec());
                     p.addLast("limit", new BodyLimitHandler(maxBody));
                     p.addLast("aggregator", new HttpObjectAggregator(maxBody));
-                    p.addLast("idle", new IdleStateHandler(0, 0, IDLE_CONNECTION_SECONDS));
-                    p.addLast("api", new ApiHandler(routes, metrics.http()));
+                    p.addLast("idle", new IdleStateHandler(0, 0, idleNanos, TimeUnit.NANOSECONDS));
+                    p.addLast("api", new ApiHandler(routes::dispatch, metrics.http()));
                   }
                 });
     serverChannel = b.bind(config.host(), config.port()).syncUninterruptibly().channel();
@@ -265,6 +274,11 @@ public final class GpumeterServer implements AutoCloseable {
   /** The bound HTTP port (the ephemeral one when configured with port 0). */
   public int port() {
     return port;
+  }
+
+  /** HTTP connections open now (counted against {@code http.max_connections}). */
+  int openConnections() {
+    return connections == null ? 0 : connections.open();
   }
 
   public ServerConfig config() {

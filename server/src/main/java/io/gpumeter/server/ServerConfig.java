@@ -65,10 +65,14 @@ public final class ServerConfig {
     k.put("http.max_body_bytes", "1048576");
     k.put("http.io_threads", "0");
     k.put("http.blocking_threads", "4");
+    k.put("http.max_connections", "10000");
+    k.put("http.max_connections_per_address", "1000");
+    k.put("http.idle_timeout", "120s");
     k.put("scheduler.max_running", "32");
     k.put("scheduler.token_budget", "256");
     k.put("scheduler.prefill_chunk", "128");
     k.put("scheduler.queue_capacity", "1024");
+    k.put("scheduler.max_queued_per_key", "");
     k.put("scheduler.request_timeout", "300s");
     k.put("scheduler.batch_window", "0ms");
     k.put("completions.max_tokens_default", "16");
@@ -107,10 +111,14 @@ public final class ServerConfig {
   private final int maxBodyBytes;
   private final int ioThreads;
   private final int blockingThreads;
+  private final int maxConnections;
+  private final int maxConnectionsPerAddress;
+  private final Duration idleTimeout;
   private final int maxRunning;
   private final int tokenBudget;
   private final int prefillChunk;
   private final int queueCapacity;
+  private final int maxQueuedPerKey;
   private final Duration requestTimeout;
   private final Duration batchWindow;
   private final int maxTokensDefault;
@@ -174,10 +182,17 @@ public final class ServerConfig {
     maxBodyBytes = v.intIn("http.max_body_bytes", 1024, 256 * 1024 * 1024);
     ioThreads = v.intIn("http.io_threads", 0, 1024);
     blockingThreads = v.intIn("http.blocking_threads", 1, 256);
+    maxConnections = v.intIn("http.max_connections", 1, 1 << 24);
+    maxConnectionsPerAddress = v.intIn("http.max_connections_per_address", 1, 1 << 24);
+    idleTimeout = v.duration("http.idle_timeout", Duration.ofMillis(1));
     maxRunning = v.intIn("scheduler.max_running", 1, 4096);
     tokenBudget = v.intIn("scheduler.token_budget", 1, 1 << 20);
     prefillChunk = v.intIn("scheduler.prefill_chunk", 1, 1 << 20);
     queueCapacity = v.intIn("scheduler.queue_capacity", 1, 1 << 24);
+    maxQueuedPerKey =
+        v.optional("scheduler.max_queued_per_key") == null
+            ? SchedulerConfig.defaultMaxQueuedPerKey(queueCapacity)
+            : v.intIn("scheduler.max_queued_per_key", 1, 1 << 24);
     requestTimeout = v.duration("scheduler.request_timeout", Duration.ofMillis(1));
     batchWindow = v.duration("scheduler.batch_window", Duration.ZERO);
     maxTokensDefault = v.intIn("completions.max_tokens_default", 1, 1 << 20);
@@ -197,6 +212,11 @@ public final class ServerConfig {
               + maxRunning
               + ") so every running sequence can"
               + " decode in one step");
+    }
+    if (maxQueuedPerKey > queueCapacity) {
+      throw v.invalid(
+          "scheduler.max_queued_per_key",
+          "must be <= scheduler.queue_capacity (" + queueCapacity + ")");
     }
     if (maxTokensDefault > maxTokensCap) {
       throw v.invalid(
@@ -298,7 +318,8 @@ public final class ServerConfig {
         queueCapacity,
         batchWindow.toNanos(),
         requestTimeout.toNanos(),
-        WeightPolicy.tokens());
+        WeightPolicy.tokens(),
+        maxQueuedPerKey);
   }
 
   /**
@@ -456,6 +477,21 @@ public final class ServerConfig {
   /** Threads for blocking work off the event loops (API key lookups, usage queries). */
   public int blockingThreads() {
     return blockingThreads;
+  }
+
+  /** Open connections at most; more are answered 503 at accept and closed. */
+  public int maxConnections() {
+    return maxConnections;
+  }
+
+  /** Open connections from one client IP address at most; more are answered 503 and closed. */
+  public int maxConnectionsPerAddress() {
+    return maxConnectionsPerAddress;
+  }
+
+  /** A connection with no request in flight and no traffic for this long is closed. */
+  public Duration idleTimeout() {
+    return idleTimeout;
   }
 
   public Duration requestTimeout() {

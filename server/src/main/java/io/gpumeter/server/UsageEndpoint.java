@@ -6,6 +6,7 @@ import io.gpumeter.billing.HourlyUsage;
 import io.gpumeter.billing.UsageReport;
 import io.gpumeter.billing.UsageTotals;
 import io.gpumeter.billing.usage.UsageQueries;
+import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
 import java.time.Clock;
@@ -25,6 +26,12 @@ import java.util.concurrent.RejectedExecutionException;
 final class UsageEndpoint {
   static final Duration DEFAULT_WINDOW = Duration.ofHours(24);
   static final Duration MAX_WINDOW = Duration.ofDays(366);
+
+  /** Earliest {@code start} or {@code end} accepted. */
+  static final Instant MIN_TIME = Instant.EPOCH;
+
+  /** Latest {@code start} or {@code end} accepted (the last second of year 9999). */
+  static final Instant MAX_TIME = Instant.parse("9999-12-31T23:59:59Z");
 
   private final Authenticator auth;
   private final UsageQueries usage;
@@ -64,25 +71,32 @@ final class UsageEndpoint {
         report.exceptionally(
             e -> {
               throw new ApiException(
-                  HttpResponseStatus.SERVICE_UNAVAILABLE,
-                  ApiException.SERVER,
-                  "Usage cannot be read right now (the billing database is unavailable); retry"
-                      + " later.",
-                  null,
-                  "billing_unavailable");
+                      HttpResponseStatus.SERVICE_UNAVAILABLE,
+                      ApiException.SERVER,
+                      "Usage cannot be read right now (the billing database is unavailable); retry"
+                          + " later.",
+                      null,
+                      "billing_unavailable")
+                  .withHeader(HttpHeaderNames.RETRY_AFTER, CompletionsEndpoint.RETRY_AFTER_SECONDS);
             }),
         r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r)));
   }
 
+  /**
+   * An ISO-8601 time with an offset, between {@link #MIN_TIME} and {@link #MAX_TIME}.
+   *
+   * @throws ApiException 400 naming {@code param}: unparsable, or out of that range
+   */
   static Instant instant(String text, String param, Instant dflt) {
     if (text == null || text.isBlank()) {
       return dflt;
     }
+    Instant t;
     try {
-      return OffsetDateTime.parse(text.trim()).toInstant();
+      t = OffsetDateTime.parse(text.trim()).toInstant();
     } catch (DateTimeParseException e) {
       try {
-        return Instant.parse(text.trim());
+        t = Instant.parse(text.trim());
       } catch (DateTimeParseException e2) {
         throw ApiException.invalid(
             param,
@@ -90,10 +104,28 @@ final class UsageEndpoint {
                 + param
                 + "' must be an ISO-8601 time with an offset, such as"
                 + " 2025-01-31T12:00:00Z; got '"
-                + text
+                + shorten(text)
                 + "'.");
       }
     }
+    if (t.isBefore(MIN_TIME) || t.isAfter(MAX_TIME)) {
+      throw ApiException.invalid(
+          param,
+          "'"
+              + param
+              + "' must be between "
+              + MIN_TIME
+              + " and "
+              + MAX_TIME
+              + "; got '"
+              + shorten(text)
+              + "'.");
+    }
+    return t;
+  }
+
+  private static String shorten(String text) {
+    return text.length() > 100 ? text.substring(0, 100) + "..." : text;
   }
 
   private static void write(JsonGenerator g, ApiKeyPrincipal who, UsageReport r)

@@ -313,6 +313,9 @@ class EndToEndTest {
           .atMost(Duration.ofSeconds(30))
           .pollInterval(Duration.ofMillis(5))
           .until(() -> server.schedulers().get(0).stats().steps() >= stepsBefore + 5);
+      // A disconnect the server can see: a reset. A plain FIN is a half-close, which the server
+      // answers (HttpEdgeTest); it cannot tell it from a close() until it writes.
+      s.setSoLinger(true, 0);
     }
     Object[] row =
         await("the cancelled request's charge")

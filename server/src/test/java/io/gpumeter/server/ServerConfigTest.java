@@ -36,6 +36,10 @@ class ServerConfigTest {
     assertThat(s.queueCapacity()).isEqualTo(1024);
     assertThat(s.batchWindowNanos()).isZero();
     assertThat(s.defaultTimeoutNanos()).isEqualTo(300_000_000_000L);
+    assertThat(s.maxQueuedPerKey()).as("a quarter of the queue").isEqualTo(256);
+    assertThat(c.maxConnections()).isEqualTo(10_000);
+    assertThat(c.maxConnectionsPerAddress()).isEqualTo(1_000);
+    assertThat(c.idleTimeout()).isEqualTo(Duration.ofSeconds(120));
     assertThat(c.databaseConfig().isEmbedded()).isTrue();
     assertThat(c.databaseConfig().dataDirectory())
         .isEqualTo(Path.of("data", "postgres").toAbsolutePath().normalize());
@@ -68,6 +72,32 @@ class ServerConfigTest {
     assertThat(c.device()).isEqualTo("cuda:1");
     assertThat(c.schedulerConfig().maxRunning()).isEqualTo(8);
     assertThat(c.schedulerConfig().batchWindowNanos()).isEqualTo(500_000L);
+  }
+
+  @Test
+  void queueSharePerKeyFollowsTheCapacityUnlessSet() {
+    ServerConfig derived = ServerConfig.builder().set("scheduler.queue_capacity", "10").build();
+    assertThat(derived.schedulerConfig().maxQueuedPerKey()).isEqualTo(3); // 10 / 4 rounded up
+    ServerConfig one = ServerConfig.builder().set("scheduler.queue_capacity", "1").build();
+    assertThat(one.schedulerConfig().maxQueuedPerKey()).isEqualTo(1);
+    ServerConfig set =
+        ServerConfig.builder()
+            .set("scheduler.queue_capacity", "10")
+            .set("scheduler.max_queued_per_key", "10")
+            .build();
+    assertThat(set.schedulerConfig().maxQueuedPerKey()).isEqualTo(10);
+    assertThatThrownBy(
+            () ->
+                ServerConfig.builder()
+                    .set("scheduler.queue_capacity", "10")
+                    .set("scheduler.max_queued_per_key", "11")
+                    .build())
+        .hasMessageContaining("scheduler.max_queued_per_key='11'")
+        .hasMessageContaining("scheduler.queue_capacity");
+    assertThatThrownBy(() -> ServerConfig.builder().set("http.max_connections", "0").build())
+        .hasMessageContaining("http.max_connections='0'");
+    assertThatThrownBy(() -> ServerConfig.builder().set("http.idle_timeout", "0s").build())
+        .hasMessageContaining("http.idle_timeout='0s'");
   }
 
   @Test
