@@ -36,7 +36,7 @@ class OverloadTest {
             Duration.ofSeconds(5),
             Duration.ofSeconds(10),
             32,
-            2.0,
+            3.0,
             0.10,
             Map.of(
                 "db.binary_cache_dir",
