@@ -13,6 +13,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
@@ -45,6 +46,7 @@ public final class Billing implements AutoCloseable {
   private final ScheduledExecutorService maintenanceScheduler;
   private final DatabaseDurability databaseDurability;
   private final ScheduledExecutorService measuredFlusher;
+  private final io.gpumeter.billing.ledger.ChargeVoids chargeVoids;
   private volatile boolean closed;
 
   private Billing(Database database, boolean ownsDatabase, BillingConfig config) {
@@ -53,6 +55,7 @@ public final class Billing implements AutoCloseable {
     this.databaseDurability = checkDurability(database, config.ledger().durability());
     this.apiKeys = new ApiKeys(database.dataSource(), config.apiKeyCache(), Ticker.systemTicker());
     this.usage = new UsageQueries(database.dataSource());
+    this.chargeVoids = new io.gpumeter.billing.ledger.ChargeVoids(database.dataSource(), 1000);
     LedgerConfig lc = config.ledger();
     // Measured time rides with the ledger's batches (same transaction or outbox group); a report
     // first has the ledger write what is pending.
@@ -206,6 +209,16 @@ public final class Billing implements AutoCloseable {
     return ledger.stats();
   }
 
+  /**
+   * Voids the charge of {@code requestId}: its client did not get the answer (DESIGN.md invariant
+   * 15). Idempotent; may come before or after the charge is stored. The charge stays in {@code
+   * usage_records} for audit, leaves the usage totals, and reconciliation counts its time as
+   * voided. Retried until stored (see {@link io.gpumeter.billing.ledger.ChargeVoids}).
+   */
+  public CompletableFuture<Void> voidCharge(String requestId, VoidReason reason) {
+    return chargeVoids.voidCharge(requestId, reason);
+  }
+
   public UsageQueries usage() {
     return usage;
   }
@@ -314,6 +327,7 @@ public final class Billing implements AutoCloseable {
     if (measuredFlusher != null) {
       steps.add(measuredFlusher::shutdownNow);
     }
+    steps.add(chargeVoids::close);
     steps.add(ledger::close); // drains the writer, then writes the measured time left
     if (maintenanceScheduler != null) {
       steps.add(maintenanceScheduler::shutdownNow);

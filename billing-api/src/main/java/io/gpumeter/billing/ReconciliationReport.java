@@ -1,7 +1,10 @@
 package io.gpumeter.billing;
 
 import java.time.Instant;
+import java.util.Collections;
 import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 
 /**
  * Measured device time against the ledger over {@code [from, to)} (whole UTC minutes); see {@link
@@ -14,12 +17,20 @@ import java.util.List;
  *     (some of their steps may lie before it)
  * @param straddlingAtTo stored requests started before {@code to} that finished at or after it,
  *     within a day (some of their steps lie in the range, their charge after it)
+ * @param voidedNsByReason device time of the voided records in the range, by {@code
+ *     charge_voids.reason} (DESIGN.md invariant 15): charged, then voided, so billed to nobody
  */
 public record ReconciliationReport(
-    Instant from, Instant to, List<Line> lines, long straddlingAtFrom, long straddlingAtTo) {
+    Instant from,
+    Instant to,
+    List<Line> lines,
+    long straddlingAtFrom,
+    long straddlingAtTo,
+    Map<String, Long> voidedNsByReason) {
 
   public ReconciliationReport {
     lines = List.copyOf(lines);
+    voidedNsByReason = Collections.unmodifiableMap(new TreeMap<>(voidedNsByReason));
   }
 
   /**
@@ -34,6 +45,8 @@ public record ReconciliationReport(
    * @param steps Σ steps
    * @param ledgerNs Σ device_ns of usage_records whose finished_at is in the range
    * @param records how many such records
+   * @param voidedNs Σ device_ns of those records whose charge was voided (the client did not get
+   *     the answer): part of {@code ledgerNs}, so drift is unaffected, but billed to nobody
    */
   public record Line(
       String model,
@@ -44,7 +57,8 @@ public record ReconciliationReport(
       long unbilledNs,
       long steps,
       long ledgerNs,
-      long records) {
+      long records,
+      long voidedNs) {
 
     /** chargedNs - ledgerNs: positive when charges are missing from the ledger. */
     public long driftNs() {
@@ -115,6 +129,11 @@ public record ReconciliationReport(
               l.driftNs(),
               l.records(),
               l.steps()));
+    }
+    if (!voidedNsByReason.isEmpty()) {
+      sb.append("voided (charged, then voided: billed to nobody) by reason: ")
+          .append(voidedNsByReason)
+          .append('\n');
     }
     sb.append("total drift_ns: ").append(totalDriftNs()).append('\n');
     sb.append("requests straddling from: ")

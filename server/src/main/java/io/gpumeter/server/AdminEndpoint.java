@@ -21,6 +21,7 @@ import java.time.Clock;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.Iterator;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -425,9 +426,15 @@ final class AdminEndpoint {
       g.writeNumberField("unattributed_ns", l.unattributedNs());
       g.writeNumberField("steps", l.steps());
       g.writeNumberField("records", l.records());
+      g.writeNumberField("voided_ns", l.voidedNs());
       g.writeEndObject();
     }
     g.writeEndArray();
+    g.writeObjectFieldStart("voided_ns_by_reason");
+    for (Map.Entry<String, Long> v : r.voidedNsByReason().entrySet()) {
+      g.writeNumberField(v.getKey(), v.getValue());
+    }
+    g.writeEndObject();
     g.writeStringField("text", r.toText());
     g.writeEndObject();
   }

@@ -202,8 +202,12 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
 
   /** Called by {@link Exchange} exactly once per exchange, on the event loop. */
   void send(Exchange ex, FullHttpResponse resp) {
+    Runnable undelivered = ex.undeliveredHook();
     if (ex != current) {
       resp.release(); // the connection went away first
+      if (undelivered != null) {
+        undelivered.run();
+      }
       return;
     }
     current = null;
@@ -229,6 +233,15 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       flushNeeded = true;
     } else {
       written = ctx.writeAndFlush(resp);
+    }
+    if (undelivered != null) {
+      // A reset while the response is written: the client did not get it (invariant 15).
+      written.addListener(
+          f -> {
+            if (!f.isSuccess()) {
+              undelivered.run();
+            }
+          });
     }
     ex.release();
     if (!keepAlive) {

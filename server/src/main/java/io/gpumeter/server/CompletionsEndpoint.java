@@ -11,6 +11,7 @@ import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerFullException;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerUnavailableException;
+import io.gpumeter.billing.VoidReason;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.netty.handler.codec.http.HttpHeaderNames;
@@ -31,6 +32,11 @@ import org.slf4j.LoggerFactory;
  * <p>Every step after authentication runs on the connection's event loop; the scheduler completes
  * the result on its own thread and {@link Exchange#then} hops back. If the client disconnects
  * first, the generation is cancelled; it is still charged for the steps it took part in.
+ *
+ * <p>A client never pays for an answer it did not get (DESIGN.md invariant 15): when a finished
+ * generation's answer is withheld (its charge could not be made durable: 503) or not delivered (the
+ * client reset the connection after the generation finished, or the write failed), its charge is
+ * voided through {@link Billing#voidCharge} with the reason.
  *
  * <p>Admission: a completion is submitted only while {@link Billing#canAcceptWork()} (the ledger
  * can make a new charge durable: PostgreSQL, or room in the outbox); otherwise 503 {@code
@@ -122,7 +128,20 @@ final class CompletionsEndpoint {
     }
     // Observed before the response is written, and also when the client has left.
     CompletableFuture<GenerationResult> observed = generation.result().whenComplete(observer);
-    ex.onAbandon(generation::cancel);
+    ex.onAbandon(
+        () -> {
+          generation.cancel();
+          // Left after the whole answer existed: it was never delivered, so it is not paid for
+          // (invariant 15). Left while it was being generated: charged for the steps it ran
+          // (invariant 2), since the client asked for that work and a partial answer existed.
+          observed.thenAccept(
+              r -> {
+                if (r.finishReason() == FinishReason.STOP
+                    || r.finishReason() == FinishReason.LENGTH) {
+                  voidCharge(requestId, VoidReason.CLIENT_GONE);
+                }
+              });
+        });
     ex.then(
         observed,
         result ->
@@ -153,6 +172,9 @@ final class CompletionsEndpoint {
             cause);
       }
       if (reason == FinishReason.STOP || reason == FinishReason.LENGTH) {
+        // The charge may still be stored later (e.g. a commit that only timed out, or the
+        // outbox): the client gets a 503 instead of the answer, so the charge is voided.
+        voidCharge(usage.requestId(), VoidReason.NOT_DURABLE);
         LedgerHealth health = refused ? null : billing.health();
         String why = refused ? cause.getMessage() : health.ready() ? null : health.reason();
         throw new ApiException(
@@ -169,6 +191,7 @@ final class CompletionsEndpoint {
     switch (reason) {
       case STOP, LENGTH -> {
         String text = m.model().tokenizer().decode(result.tokens());
+        ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
         ex.respondJson(HttpResponseStatus.OK, g -> writeCompletion(g, m.name(), text, result));
       }
       case CANCELLED ->
@@ -206,6 +229,18 @@ final class CompletionsEndpoint {
       }
       default -> throw new IllegalStateException("unknown finish reason " + reason);
     }
+  }
+
+  private void voidCharge(String requestId, VoidReason why) {
+    log.warn("voiding the charge of {}: {}", requestId, why.dbName());
+    billing
+        .voidCharge(requestId, why)
+        .whenComplete(
+            (ok, err) -> {
+              if (err != null) {
+                log.error("void of {} ({}) not stored", requestId, why.dbName(), err);
+              }
+            });
   }
 
   static final String BILLING_UNAVAILABLE = "billing_unavailable";

@@ -48,6 +48,7 @@ final class Exchange {
   private boolean forceClose;
   private String requestId;
   private Runnable onAbandon;
+  private Runnable onUndelivered;
 
   Exchange(
       ApiHandler handler,
@@ -162,6 +163,19 @@ final class Exchange {
   /** Runs if the client disconnects before the response (cancels a generation). */
   void onAbandon(Runnable r) {
     this.onAbandon = r;
+  }
+
+  /**
+   * Runs if the response could not be written to the connection (a reset while it was written). A
+   * successful write means the kernel took the bytes; a reset after that is not seen.
+   */
+  void onUndelivered(Runnable r) {
+    this.onUndelivered = r;
+  }
+
+  /** The hook set by {@link #onUndelivered}, or null. */
+  Runnable undeliveredHook() {
+    return onUndelivered;
   }
 
   /** A step that continues an exchange on its event loop. */

@@ -37,6 +37,11 @@ import javax.sql.DataSource;
  * exact() == false}); over a long range that drift is bounded by the in-flight requests at the two
  * ends.
  *
+ * <p><b>Voided charges</b> (DESIGN.md invariant 15) stay in {@code usage_records} for audit, so
+ * they count on the ledger side and drift is unaffected; each line also reports their device time
+ * as {@code voidedNs} (measured and handed out, but billed to nobody), and the report sums it by
+ * reason.
+ *
  * <p>Preconditions for an exact zero: the recorder used the same clock as {@code finishedAt}, the
  * step of a request was recorded before its record was published, the recorder has flushed (a
  * minute; {@link #report} flushes first), every record reached the database (the outbox is empty),
@@ -125,6 +130,7 @@ public final class Reconciliation {
     }
     Map<String, long[]> measured = new TreeMap<>();
     Map<String, long[]> ledger = new TreeMap<>();
+    Map<String, Long> voidedByReason = new TreeMap<>();
     long atFrom;
     long atTo;
     try (Connection c = dataSource.getConnection()) {
@@ -148,14 +154,31 @@ public final class Reconciliation {
       }
       try (PreparedStatement ps =
           c.prepareStatement(
-              "SELECT model, device, sum(device_ns)::int8, count(*) FROM usage_records"
-                  + " WHERE finished_at >= ? AND finished_at < ? GROUP BY model, device")) {
+              "SELECT r.model, r.device, sum(r.device_ns)::int8, count(*),"
+                  + " coalesce(sum(r.device_ns) FILTER (WHERE v.request_id IS NOT NULL), 0)::int8"
+                  + " FROM usage_records r LEFT JOIN charge_voids v USING (request_id)"
+                  + " WHERE r.finished_at >= ? AND r.finished_at < ? GROUP BY r.model, r.device")) {
         ps.setTimestamp(1, Timestamp.from(start));
         ps.setTimestamp(2, Timestamp.from(end));
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) {
             ledger.put(
-                key(rs.getString(1), rs.getString(2)), new long[] {rs.getLong(3), rs.getLong(4)});
+                key(rs.getString(1), rs.getString(2)),
+                new long[] {rs.getLong(3), rs.getLong(4), rs.getLong(5)});
+          }
+        }
+      }
+      try (PreparedStatement ps =
+          c.prepareStatement(
+              "SELECT v.reason, sum(r.device_ns)::int8, count(*)"
+                  + " FROM usage_records r JOIN charge_voids v USING (request_id)"
+                  + " WHERE r.finished_at >= ? AND r.finished_at < ?"
+                  + " GROUP BY v.reason ORDER BY v.reason")) {
+        ps.setTimestamp(1, Timestamp.from(start));
+        ps.setTimestamp(2, Timestamp.from(end));
+        try (ResultSet rs = ps.executeQuery()) {
+          while (rs.next()) {
+            voidedByReason.put(rs.getString(1), rs.getLong(2));
           }
         }
       }
@@ -182,20 +205,23 @@ public final class Reconciliation {
     for (Map.Entry<String, long[]> e : measured.entrySet()) {
       String[] md = e.getKey().split("\u0000", 2);
       long[] m = e.getValue();
-      long[] l = ledger.getOrDefault(e.getKey(), new long[2]);
+      long[] l = ledger.getOrDefault(e.getKey(), new long[3]);
       lines.put(
           e.getKey(),
-          new ReconciliationReport.Line(md[0], md[1], m[0], m[1], m[2], m[4], m[3], l[0], l[1]));
+          new ReconciliationReport.Line(
+              md[0], md[1], m[0], m[1], m[2], m[4], m[3], l[0], l[1], l[2]));
     }
     for (Map.Entry<String, long[]> e : ledger.entrySet()) {
       if (!lines.containsKey(e.getKey())) {
         String[] md = e.getKey().split("\u0000", 2);
         long[] l = e.getValue();
         lines.put(
-            e.getKey(), new ReconciliationReport.Line(md[0], md[1], 0, 0, 0, 0, 0, l[0], l[1]));
+            e.getKey(),
+            new ReconciliationReport.Line(md[0], md[1], 0, 0, 0, 0, 0, l[0], l[1], l[2]));
       }
     }
-    return new ReconciliationReport(start, end, new ArrayList<>(lines.values()), atFrom, atTo);
+    return new ReconciliationReport(
+        start, end, new ArrayList<>(lines.values()), atFrom, atTo, voidedByReason);
   }
 
   private static String key(String model, String device) {

@@ -24,8 +24,10 @@ import java.util.Optional;
 import javax.sql.DataSource;
 
 /**
- * Read side of the ledger. Reports come from the hourly rollup ({@code usage_hourly}), which is
- * kept for good, so a report covers whole UTC hours. Blocking JDBC: call off the event loop.
+ * Read side of the ledger. Reports come from the hourly rollup ({@code usage_hourly}) minus the
+ * voided charges' rollup ({@code usage_hourly_voided}, DESIGN.md invariant 15), both kept for good,
+ * so a report covers whole UTC hours and never includes a voided charge. Blocking JDBC: call off
+ * the event loop.
  */
 public final class UsageQueries {
   private static final Duration HOUR = Duration.ofHours(1);
@@ -60,12 +62,19 @@ public final class UsageQueries {
         PreparedStatement ps =
             c.prepareStatement(
                 "SELECT hour, model, sum(requests), sum(device_ns), sum(prefill_ns),"
-                    + " sum(decode_ns), sum(prompt_tokens), sum(completion_tokens)"
-                    + " FROM usage_hourly WHERE api_key_id = ? AND hour >= ? AND hour < ?"
-                    + " GROUP BY hour, model ORDER BY hour, model")) {
-      ps.setLong(1, apiKeyId);
-      ps.setTimestamp(2, Timestamp.from(start));
-      ps.setTimestamp(3, Timestamp.from(end));
+                    + " sum(decode_ns), sum(prompt_tokens), sum(completion_tokens) FROM ("
+                    + " SELECT hour, model, requests, device_ns, prefill_ns, decode_ns,"
+                    + " prompt_tokens, completion_tokens FROM usage_hourly"
+                    + " WHERE api_key_id = ? AND hour >= ? AND hour < ?"
+                    + " UNION ALL SELECT hour, model, -requests, -device_ns, -prefill_ns,"
+                    + " -decode_ns, -prompt_tokens, -completion_tokens FROM usage_hourly_voided"
+                    + " WHERE api_key_id = ? AND hour >= ? AND hour < ?) u"
+                    + " GROUP BY hour, model HAVING sum(requests) > 0 ORDER BY hour, model")) {
+      for (int i = 0; i < 2; i++) {
+        ps.setLong(1 + 3 * i, apiKeyId);
+        ps.setTimestamp(2 + 3 * i, Timestamp.from(start));
+        ps.setTimestamp(3 + 3 * i, Timestamp.from(end));
+      }
       try (ResultSet rs = ps.executeQuery()) {
         while (rs.next()) {
           UsageTotals t =
@@ -145,6 +154,28 @@ public final class UsageQueries {
    * @throws BillingException if the database fails
    */
   public long countForRequest(String requestId) {
+    return countRows(requestId);
+  }
+
+  /**
+   * The reason this request's charge was voided ({@code charge_voids.reason}), if it was.
+   *
+   * @throws BillingException if the database fails
+   */
+  public Optional<String> voidReason(String requestId) {
+    try (Connection c = dataSource.getConnection();
+        PreparedStatement ps =
+            c.prepareStatement("SELECT reason FROM charge_voids WHERE request_id = ?")) {
+      ps.setString(1, requestId);
+      try (ResultSet rs = ps.executeQuery()) {
+        return rs.next() ? Optional.of(rs.getString(1)) : Optional.empty();
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not read the void of " + requestId, e);
+    }
+  }
+
+  private long countRows(String requestId) {
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement("SELECT count(*) FROM usage_records WHERE request_id = ?")) {
