@@ -290,37 +290,56 @@ public final class JdbcLedgerStore implements LedgerStore {
           staged.add(pg);
         }
       }
-      c.setAutoCommit(false);
+      return inTransaction(
+          c,
+          () -> {
+            CopyIn in = pg.getCopyAPI().copyIn(COPY_SQL);
+            try {
+              in.writeToCopy(rows, 0, rows.length);
+              in.endCopy();
+            } finally {
+              if (in.isActive()) {
+                in.cancelCopy();
+              }
+            }
+            int inserted;
+            try (PreparedStatement ps = c.prepareStatement(COPY_WRITE_SQL);
+                ResultSet result = ps.executeQuery()) {
+              result.next();
+              inserted = (int) result.getLong(1);
+            }
+            if (measured != null) {
+              writeMeasured(c, measured);
+            }
+            return inserted;
+          });
+    }
+  }
+
+  /** Work of one transaction on a connection. */
+  @FunctionalInterface
+  private interface SqlWork<T> {
+    T run() throws SQLException;
+  }
+
+  /**
+   * Runs {@code work} as one transaction on {@code c}: commits if it returns, rolls back if it
+   * throws, and leaves the connection in auto-commit mode either way.
+   */
+  private static <T> T inTransaction(Connection c, SqlWork<T> work) throws SQLException {
+    c.setAutoCommit(false);
+    try {
+      T result = work.run();
+      c.commit();
+      return result;
+    } catch (SQLException | RuntimeException e) {
+      rollbackQuietly(c);
+      throw e;
+    } finally {
       try {
-        CopyIn in = pg.getCopyAPI().copyIn(COPY_SQL);
-        try {
-          in.writeToCopy(rows, 0, rows.length);
-          in.endCopy();
-        } finally {
-          if (in.isActive()) {
-            in.cancelCopy();
-          }
-        }
-        int inserted;
-        try (PreparedStatement ps = c.prepareStatement(COPY_WRITE_SQL);
-            ResultSet result = ps.executeQuery()) {
-          result.next();
-          inserted = (int) result.getLong(1);
-        }
-        if (measured != null) {
-          writeMeasured(c, measured);
-        }
-        c.commit();
-        return inserted;
-      } catch (SQLException | RuntimeException e) {
-        rollbackQuietly(c);
-        throw e;
-      } finally {
-        try {
-          c.setAutoCommit(true);
-        } catch (SQLException ignored) {
-          // a broken connection; the pool evicts it
-        }
+        c.setAutoCommit(true);
+      } catch (SQLException ignored) {
+        // a broken connection; the pool evicts it
       }
     }
   }
@@ -387,22 +406,13 @@ public final class JdbcLedgerStore implements LedgerStore {
         c.setAutoCommit(true);
         return executeUnnest(c, rs);
       }
-      c.setAutoCommit(false);
-      try {
-        int inserted = rs.isEmpty() ? 0 : executeUnnest(c, rs);
-        writeMeasured(c, measured);
-        c.commit();
-        return inserted;
-      } catch (SQLException | RuntimeException e) {
-        rollbackQuietly(c);
-        throw e;
-      } finally {
-        try {
-          c.setAutoCommit(true);
-        } catch (SQLException ignored) {
-          // a broken connection; the pool evicts it
-        }
-      }
+      return inTransaction(
+          c,
+          () -> {
+            int inserted = rs.isEmpty() ? 0 : executeUnnest(c, rs);
+            writeMeasured(c, measured);
+            return inserted;
+          });
     }
   }
 
@@ -479,21 +489,7 @@ public final class JdbcLedgerStore implements LedgerStore {
   public long settleEarlierInstances(java.util.UUID ownerId, java.util.UUID self)
       throws SQLException {
     try (Connection c = dataSource.getConnection()) {
-      c.setAutoCommit(false);
-      try {
-        long total = settle(c, ownerId.toString(), self.toString());
-        c.commit();
-        return total;
-      } catch (SQLException | RuntimeException e) {
-        rollbackQuietly(c);
-        throw e;
-      } finally {
-        try {
-          c.setAutoCommit(true);
-        } catch (SQLException ignored) {
-          // a broken connection; the pool evicts it
-        }
-      }
+      return inTransaction(c, () -> settle(c, ownerId.toString(), self.toString()));
     }
   }
 
