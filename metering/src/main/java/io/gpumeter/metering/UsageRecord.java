@@ -25,6 +25,11 @@ import java.util.Objects;
  * @param status how it ended
  * @param startedAt when it was submitted
  * @param finishedAt when it left the scheduler
+ * @param sessionId the session the request belongs to (the client's {@code X-Session-Id} or {@code
+ *     user}, else the request id); never blank
+ * @param kvByteNs KV-cache bytes the sequence held, integrated over its steps (byte-nanoseconds of
+ *     step time); 0 where not measured
+ * @param peakKvBytes the most KV-cache bytes the sequence held at once; 0 where not measured
  */
 public record UsageRecord(
     String requestId,
@@ -42,7 +47,50 @@ public record UsageRecord(
     int steps,
     UsageStatus status,
     Instant startedAt,
-    Instant finishedAt) {
+    Instant finishedAt,
+    String sessionId,
+    long kvByteNs,
+    long peakKvBytes) {
+
+  /** A record without a session of its own (its session is its request id) and no KV measure. */
+  public UsageRecord(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      String model,
+      TimerInfo timer,
+      String weightPolicy,
+      long deviceNs,
+      long prefillNs,
+      long decodeNs,
+      int promptTokens,
+      int completionTokens,
+      long queueNs,
+      int steps,
+      UsageStatus status,
+      Instant startedAt,
+      Instant finishedAt) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        model,
+        timer,
+        weightPolicy,
+        deviceNs,
+        prefillNs,
+        decodeNs,
+        promptTokens,
+        completionTokens,
+        queueNs,
+        steps,
+        status,
+        startedAt,
+        finishedAt,
+        requestId,
+        0,
+        0);
+  }
 
   public UsageRecord {
     Objects.requireNonNull(requestId, "requestId");
@@ -52,6 +100,13 @@ public record UsageRecord(
     Objects.requireNonNull(status, "status");
     Objects.requireNonNull(startedAt, "startedAt");
     Objects.requireNonNull(finishedAt, "finishedAt");
+    Objects.requireNonNull(sessionId, "sessionId");
+    if (sessionId.isBlank()) {
+      throw new IllegalArgumentException("blank session id in record " + requestId);
+    }
+    if (kvByteNs < 0 || peakKvBytes < 0) {
+      throw new IllegalArgumentException("negative KV measure in record " + requestId);
+    }
     if (deviceNs < 0 || prefillNs < 0 || decodeNs < 0 || queueNs < 0) {
       throw new IllegalArgumentException("negative time in record " + requestId);
     }

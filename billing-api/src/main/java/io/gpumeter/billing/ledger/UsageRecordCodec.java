@@ -16,11 +16,14 @@ import java.time.Instant;
  * modified UTF-8 ({@link DataOutputStream#writeUTF}): version byte, request id, key id, account id,
  * model, timer kind, device, device name, device uuid, driver, cuda, weight policy, device ns,
  * prefill ns, decode ns, prompt tokens, completion tokens, queue ns, steps, status ordinal name,
- * started (epoch seconds, nanos), finished (epoch seconds, nanos). A new field means a new version
- * number; readers keep decoding old versions.
+ * started (epoch seconds, nanos), finished (epoch seconds, nanos). Version 3 (2 is taken by the
+ * measured-batch frame's type byte, {@link MeasuredBatch#TYPE}) appends session id, KV byte-ns and
+ * peak KV bytes; a version 1 record decodes with its request id as session and 0 for both KV
+ * measures. A new field means a new version number; readers keep decoding old versions.
  */
 final class UsageRecordCodec {
-  static final byte VERSION = 1;
+  static final byte VERSION = 3;
+  private static final byte VERSION_1 = 1;
 
   private UsageRecordCodec() {}
 
@@ -52,6 +55,9 @@ final class UsageRecordCodec {
       out.writeInt(r.startedAt().getNano());
       out.writeLong(r.finishedAt().getEpochSecond());
       out.writeInt(r.finishedAt().getNano());
+      out.writeUTF(r.sessionId());
+      out.writeLong(r.kvByteNs());
+      out.writeLong(r.peakKvBytes());
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
@@ -64,7 +70,7 @@ final class UsageRecordCodec {
   public static UsageRecord decode(byte[] payload) throws IOException {
     try (DataInputStream in = new DataInputStream(new ByteArrayInputStream(payload))) {
       byte version = in.readByte();
-      if (version != VERSION) {
+      if (version != VERSION && version != VERSION_1) {
         throw new IOException("unknown usage record version " + version);
       }
       String requestId = in.readUTF();
@@ -85,6 +91,14 @@ final class UsageRecordCodec {
       UsageStatus status = UsageStatus.valueOf(in.readUTF());
       Instant started = Instant.ofEpochSecond(in.readLong(), in.readInt());
       Instant finished = Instant.ofEpochSecond(in.readLong(), in.readInt());
+      String session = requestId;
+      long kvByteNs = 0;
+      long peakKvBytes = 0;
+      if (version == VERSION) {
+        session = in.readUTF();
+        kvByteNs = in.readLong();
+        peakKvBytes = in.readLong();
+      }
       if (in.available() != 0) {
         throw new IOException("trailing bytes after usage record " + requestId);
       }
@@ -104,7 +118,10 @@ final class UsageRecordCodec {
           steps,
           status,
           started,
-          finished);
+          finished,
+          session,
+          kvByteNs,
+          peakKvBytes);
     } catch (IllegalArgumentException e) {
       throw new IOException("invalid usage record: " + e.getMessage(), e);
     }

@@ -43,7 +43,10 @@ class OutboxTest {
         6,
         UsageStatus.values()[i % 4],
         t,
-        t.plusMillis(5));
+        t.plusMillis(5),
+        i % 2 == 0 ? "req-" + i : "conversation-" + (i / 2),
+        1_000_000_000_000L * i,
+        4096L * i);
   }
 
   private static List<UsageRecord> records(int from, int to) {
@@ -73,6 +76,22 @@ class OutboxTest {
     for (int i = 0; i < 4; i++) {
       assertThat(UsageRecordCodec.decode(UsageRecordCodec.encode(record(i)))).isEqualTo(record(i));
     }
+  }
+
+  @Test
+  void aVersionOneRecordDecodesWithItsRequestIdAsSessionAndNoKvMeasure() throws Exception {
+    UsageRecord r = record(3);
+    byte[] v2 = UsageRecordCodec.encode(r);
+    // Version 1 is version 2 without the three trailing fields (session, kv byte-ns, peak kv).
+    int tail = 2 + r.sessionId().length() + 8 + 8;
+    byte[] v1 = java.util.Arrays.copyOf(v2, v2.length - tail);
+    v1[0] = 1;
+    UsageRecord old = UsageRecordCodec.decode(v1);
+    assertThat(old.sessionId()).isEqualTo(r.requestId());
+    assertThat(old.kvByteNs()).isZero();
+    assertThat(old.peakKvBytes()).isZero();
+    assertThat(old.deviceNs()).isEqualTo(r.deviceNs());
+    assertThat(old.finishedAt()).isEqualTo(r.finishedAt());
   }
 
   @Test
