@@ -47,6 +47,7 @@ public final class Billing implements AutoCloseable {
   private final DatabaseDurability databaseDurability;
   private final ScheduledExecutorService measuredFlusher;
   private final io.gpumeter.billing.ledger.ChargeVoids chargeVoids;
+  private final IdempotencyKeys idempotencyKeys;
   private volatile boolean closed;
 
   private Billing(Database database, boolean ownsDatabase, BillingConfig config) {
@@ -55,7 +56,9 @@ public final class Billing implements AutoCloseable {
     this.databaseDurability = checkDurability(database, config.ledger().durability());
     this.apiKeys = new ApiKeys(database.dataSource(), config.apiKeyCache(), Ticker.systemTicker());
     this.usage = new UsageQueries(database.dataSource());
-    this.chargeVoids = new io.gpumeter.billing.ledger.ChargeVoids(database.dataSource(), 1000);
+    this.idempotencyKeys =
+        new io.gpumeter.billing.idempotency.JdbcIdempotencyKeys(
+            database.dataSource(), config.clock());
     LedgerConfig lc = config.ledger();
     // Measured time rides with the ledger's batches (same transaction or outbox group); a report
     // first has the ledger write what is pending.
@@ -67,6 +70,15 @@ public final class Billing implements AutoCloseable {
             outboxDirectory(database.config(), lc),
             lc,
             reconciliation.pendingMeasuredTime());
+    // After the ledger: its outbox directory is created and locked, and holds the void journal.
+    try {
+      this.chargeVoids =
+          new io.gpumeter.billing.ledger.ChargeVoids(
+              database.dataSource(), 1000, outboxDirectory(database.config(), lc));
+    } catch (RuntimeException e) {
+      ledger.close();
+      throw e;
+    }
     Duration flushEvery = config.reconciliationFlushInterval();
     if (flushEvery.isZero()) {
       this.measuredFlusher = null;
@@ -217,6 +229,11 @@ public final class Billing implements AutoCloseable {
    */
   public CompletableFuture<Void> voidCharge(String requestId, VoidReason reason) {
     return chargeVoids.voidCharge(requestId, reason);
+  }
+
+  /** Stored {@code Idempotency-Key}s (migration V9; pruned by partition maintenance). */
+  public IdempotencyKeys idempotencyKeys() {
+    return idempotencyKeys;
   }
 
   public UsageQueries usage() {

@@ -12,6 +12,9 @@ import java.util.List;
  * @param deletedFromDefault rows older than the retention deleted from the default partition
  * @param prunedClaims request-id claims deleted with their raw rows
  * @param prunedMinutes {@code device_time_minutely} rows older than the retention deleted
+ * @param prunedMeasuredBatches {@code measured_batches} claims committed more than a day before the
+ *     retention cutoff deleted (a replay of one of them could only touch minutes already pruned)
+ * @param prunedIdempotencyKeys expired {@code idempotency_keys} rows deleted (kept 24 h)
  */
 public record MaintenanceReport(
     boolean skipped,
@@ -20,4 +23,6 @@ public record MaintenanceReport(
     long movedFromDefault,
     long deletedFromDefault,
     long prunedClaims,
-    long prunedMinutes) {}
+    long prunedMinutes,
+    long prunedMeasuredBatches,
+    long prunedIdempotencyKeys) {}

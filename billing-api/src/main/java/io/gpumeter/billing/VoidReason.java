@@ -13,7 +13,13 @@ public enum VoidReason {
   /** The client reset the connection after its generation had finished, before the answer. */
   CLIENT_GONE,
   /** Writing the answer to the connection failed. */
-  WRITE_FAILED;
+  WRITE_FAILED,
+  /**
+   * A retry with the same {@code Idempotency-Key} took over an attempt whose answer was never
+   * stored (its process died, or it outlived its lease), so that attempt's answer was never sent:
+   * the retry's charge is the one the client pays.
+   */
+  IDEMPOTENT_RETRY;
 
   public String dbName() {
     return name().toLowerCase(Locale.ROOT);

@@ -57,6 +57,7 @@ final class CompletionsEndpoint {
   private final ServerMetrics metrics;
   private final int maxTokensDefault;
   private final int maxTokensCap;
+  private final IdempotencyGate idempotency;
 
   CompletionsEndpoint(
       Map<String, ModelEndpoint> models,
@@ -64,8 +65,10 @@ final class CompletionsEndpoint {
       Billing billing,
       ServerMetrics metrics,
       int maxTokensDefault,
-      int maxTokensCap) {
+      int maxTokensCap,
+      IdempotencyGate idempotency) {
     this.models = models;
+    this.idempotency = idempotency;
     this.auth = auth;
     this.billing = billing;
     this.metrics = metrics;
@@ -80,6 +83,8 @@ final class CompletionsEndpoint {
   }
 
   private void submit(Exchange ex, String requestId, ApiKeyPrincipal principal) {
+    IdempotencyGate.Ticket ticket =
+        idempotency.prepare(ex, principal, requestId, "/v1/completions");
     CompletionParams p = CompletionParams.parse(ex.body(), maxTokensDefault, maxTokensCap);
     ModelEndpoint m = models.get(p.model());
     if (m == null) {
@@ -99,6 +104,32 @@ final class CompletionsEndpoint {
       // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
       prompt = new int[] {m.model().config().eosId()};
     }
+    if (ticket == null) {
+      generate(ex, requestId, principal, p, m, prompt, null);
+      return;
+    }
+    int[] tokens = prompt;
+    ex.then(
+        idempotency.claim(ex, ticket),
+        claimed -> {
+          if (claimed) {
+            generate(ex, requestId, principal, p, m, tokens, ticket);
+          }
+        });
+  }
+
+  /**
+   * Admits and submits the generation; {@code ticket} holds the request's Idempotency-Key, or is
+   * null without one.
+   */
+  private void generate(
+      Exchange ex,
+      String requestId,
+      ApiKeyPrincipal principal,
+      CompletionParams p,
+      ModelEndpoint m,
+      int[] prompt,
+      IdempotencyGate.Ticket ticket) {
     if (!billing.canAcceptWork()) {
       // Nothing unmetered is served: if the charge could not be made durable, do not start.
       LedgerHealth health = billing.health(); // the reason (and a second look)
@@ -134,11 +165,19 @@ final class CompletionsEndpoint {
           // Left after the whole answer existed: it was never delivered, so it is not paid for
           // (invariant 15). Left while it was being generated: charged for the steps it ran
           // (invariant 2), since the client asked for that work and a partial answer existed.
+          // An answer already stored for its Idempotency-Key counts as delivered: a retry gets it.
+          CompletableFuture<Boolean> stored =
+              ticket == null ? CompletableFuture.completedFuture(false) : ticket.stored();
           observed.thenAccept(
               r -> {
                 if (r.finishReason() == FinishReason.STOP
                     || r.finishReason() == FinishReason.LENGTH) {
-                  voidCharge(requestId, VoidReason.CLIENT_GONE);
+                  stored.thenAccept(
+                      s -> {
+                        if (!s) {
+                          voidCharge(requestId, VoidReason.CLIENT_GONE);
+                        }
+                      });
                 }
               });
         });
@@ -147,10 +186,15 @@ final class CompletionsEndpoint {
         result ->
             ex.then(
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),
-                durableError -> finish(ex, m, result, durableError.orElse(null))));
+                durableError -> finish(ex, m, result, durableError.orElse(null), ticket)));
   }
 
-  private void finish(Exchange ex, ModelEndpoint m, GenerationResult result, Throwable notDurable) {
+  private void finish(
+      Exchange ex,
+      ModelEndpoint m,
+      GenerationResult result,
+      Throwable notDurable,
+      IdempotencyGate.Ticket ticket) {
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
@@ -191,8 +235,24 @@ final class CompletionsEndpoint {
     switch (reason) {
       case STOP, LENGTH -> {
         String text = m.model().tokenizer().decode(result.tokens());
-        ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
-        ex.respondJson(HttpResponseStatus.OK, g -> writeCompletion(g, m.name(), text, result));
+        Json.Writer answer = g -> writeCompletion(g, m.name(), text, result);
+        if (ticket == null) {
+          ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
+          ex.respondJson(HttpResponseStatus.OK, answer);
+        } else {
+          // Stored before it is sent; once stored it counts as delivered (a retry replays it).
+          ex.onUndelivered(
+              () ->
+                  ticket
+                      .stored()
+                      .thenAccept(
+                          s -> {
+                            if (!s) {
+                              voidCharge(usage.requestId(), VoidReason.WRITE_FAILED);
+                            }
+                          }));
+          ticket.respond(ex, HttpResponseStatus.OK, answer);
+        }
       }
       case CANCELLED ->
           throw new ApiException(

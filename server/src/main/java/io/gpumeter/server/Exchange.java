@@ -49,6 +49,7 @@ final class Exchange {
   private String requestId;
   private Runnable onAbandon;
   private Runnable onUndelivered;
+  private Runnable onFail;
 
   Exchange(
       ApiHandler handler,
@@ -173,6 +174,14 @@ final class Exchange {
     this.onUndelivered = r;
   }
 
+  /**
+   * Runs once if the exchange is answered through {@link #fail} (an error response), before the
+   * response is sent; not on a success, nor when the client is gone.
+   */
+  void onFail(Runnable r) {
+    this.onFail = r;
+  }
+
   /** The hook set by {@link #onUndelivered}, or null. */
   Runnable undeliveredHook() {
     return onUndelivered;
@@ -267,6 +276,15 @@ final class Exchange {
               "internal_error");
     }
     ApiException err = e;
+    Runnable hook = onFail;
+    if (hook != null) {
+      onFail = null;
+      try {
+        hook.run();
+      } catch (RuntimeException hookError) {
+        log.error("failure hook of {} failed", requestId, hookError);
+      }
+    }
     respond(
         err.status(),
         Json.write(alloc(), g -> writeError(g, err)),

@@ -52,7 +52,14 @@ final class Routes {
     this.auth = new Authenticator(billing.apiKeys(), blocking, throttle);
     this.completions =
         new CompletionsEndpoint(
-            models, auth, billing, serverMetrics, config.maxTokensDefault(), config.maxTokensCap());
+            models,
+            auth,
+            billing,
+            serverMetrics,
+            config.maxTokensDefault(),
+            config.maxTokensCap(),
+            new IdempotencyGate(
+                billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)));
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
     this.admin =
         new AdminEndpoint(

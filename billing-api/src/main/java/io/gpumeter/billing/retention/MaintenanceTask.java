@@ -45,6 +45,15 @@ import org.slf4j.LoggerFactory;
  *   <li><b>Prune</b> request-id claims ({@code usage_request_ids}) older than the oldest month
  *       still kept, in batches, so a claim never disappears before its raw row; and {@code
  *       device_time_minutely} rows older than {@code cutoff}.
+ *   <li><b>Prune</b> {@code measured_batches} claims committed before {@code cutoff} minus {@link
+ *       #MEASURED_BATCH_MARGIN}. Safe: a batch holds the measured time of minutes up to its commit
+ *       (clock skew between server and database well under the margin), so every minute it could
+ *       add to again if it were replayed after its claim is gone (a quarantined segment re-applied
+ *       months later) is older than {@code cutoff}: its rows were already pruned by the step
+ *       before, and the next run prunes them again. No minute inside the retention can be counted
+ *       twice.
+ *   <li><b>Prune</b> expired {@code idempotency_keys} rows ({@code expires_at <= now}: 24 h after
+ *       their claim). An expired row counts as absent even before it is pruned.
  * </ol>
  *
  * {@code usage_hourly} is never touched: rollups are kept for good. DDL runs with a 5 s {@code
@@ -61,6 +70,9 @@ public final class MaintenanceTask {
   private static final long LOCK_KEY = 0x67706D74L;
 
   private static final int PRUNE_BATCH = 10_000;
+
+  /** How much older than the retention cutoff a measured-batch claim must be to be pruned. */
+  public static final java.time.Duration MEASURED_BATCH_MARGIN = java.time.Duration.ofDays(1);
 
   private final DataSource dataSource;
   private final RetentionConfig config;
@@ -106,7 +118,7 @@ public final class MaintenanceTask {
       c.setAutoCommit(true);
       if (!advisoryLock(c, "pg_try_advisory_lock")) {
         LOG.debug("Partition maintenance skipped: another replica holds the lock");
-        return new MaintenanceReport(true, List.of(), List.of(), 0, 0, 0, 0);
+        return new MaintenanceReport(true, List.of(), List.of(), 0, 0, 0, 0, 0, 0);
       }
       try {
         TreeSet<YearMonth> existing = monthlyPartitions(c);
@@ -132,9 +144,24 @@ public final class MaintenanceTask {
         }
         long claims = pruneClaims(c, claimsBefore);
         long minutes = update(c, "DELETE FROM device_time_minutely WHERE minute < ?", cutoff);
+        long batches =
+            inBatches(
+                c,
+                "DELETE FROM measured_batches WHERE batch_id IN (SELECT batch_id FROM"
+                    + " measured_batches WHERE committed_at < ? LIMIT "
+                    + PRUNE_BATCH
+                    + ")",
+                cutoff.minus(MEASURED_BATCH_MARGIN));
+        long idempotency = update(c, "DELETE FROM idempotency_keys WHERE expires_at <= ?", now);
         MaintenanceReport report =
-            new MaintenanceReport(false, created, dropped, moved, deleted, claims, minutes);
-        if (!created.isEmpty() || !dropped.isEmpty() || deleted > 0 || claims > 0) {
+            new MaintenanceReport(
+                false, created, dropped, moved, deleted, claims, minutes, batches, idempotency);
+        if (!created.isEmpty()
+            || !dropped.isEmpty()
+            || deleted > 0
+            || claims > 0
+            || batches > 0
+            || idempotency > 0) {
           LOG.info("Partition maintenance: {}", report);
         }
         return report;
@@ -259,6 +286,17 @@ public final class MaintenanceTask {
         total += n;
       } while (n == PRUNE_BATCH);
     }
+    return total;
+  }
+
+  /** Runs {@code sql} (a delete of at most {@link #PRUNE_BATCH} rows) until it deletes fewer. */
+  private static long inBatches(Connection c, String sql, Instant t) throws SQLException {
+    long total = 0;
+    long n;
+    do {
+      n = update(c, sql, t);
+      total += n;
+    } while (n == PRUNE_BATCH);
     return total;
   }
 
