@@ -10,6 +10,7 @@
 #   3 fidelity       the JVM's CUDA event timer vs torch.cuda.Event on the same workload (memset, matmul)
 #   4 overhead       steps/s with the CUDA timer vs no timer (target >= 99% on a ~1 ms step)
 #   5 e2e            the server on cuda:0 with the bundled model: completions, /v1/usage, /metrics
+#   6 attribution    calibrated vs default weights against marginal costs on cuda:0 (issue 18)
 # Full logs: $OUT/gpu-check.log; RESULT lines: $OUT/results.txt; the table: $OUT/table.txt (and last
 # on stdout).
 set -uo pipefail
@@ -186,6 +187,16 @@ e2e() {
   tail -80 "$logs/server.log"
 }
 run_check e2e 240 bash -c "root='$root' work='$work' logs='$logs'; $(declare -f e2e); e2e"
+
+# ---------------------------------------------------------------- 6 attribution fidelity (issue 18)
+# Calibrates the bundled model's weight policy on cuda:0, then compares each member's share of
+# sampled batches with its marginal cost T(batch) - T(batch without it), interleaved.
+if [ -d models ] && ls models/*/model.json >/dev/null 2>&1; then
+  run_check attribution 150 "${JAVA[@]}" io.gpumeter.benchmarks.AttributionFidelity \
+    --models-dir models --device cuda:0 --batches 12 --repeats 21 --calib-repeats 7
+else
+  echo "RESULT check=attribution status=SKIP reason=no_models/*/model.json" | tee -a "$results"
+fi
 
 # ---------------------------------------------------------------- logs and the table
 {

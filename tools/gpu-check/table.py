@@ -77,6 +77,12 @@ def main():
                  f"{e.get('completions')} completions; /v1/usage {e.get('usage_requests')} requests,"
                  f" {e.get('usage_device_ms')} ms device; timer {e.get('timer')} {e.get('gpu', '')}"
                  if st(e) == "OK" else why(e)))
+    f = find({"check": "attribution"})
+    rows.append(("6 attribution", st(f),
+                 f"share vs marginal cost, mean/p90 error: default {f.get('default_mean_pct')}%/"
+                 f"{f.get('default_p90_pct')}%, calibrated {f.get('calibrated_mean_pct')}%/"
+                 f"{f.get('calibrated_p90_pct')}%; noise {f.get('noise_pct')}%; {f.get('members')}"
+                 f" members; fit R^2 {f.get('r2')}" if st(f) == "OK" else why(f)))
     w0 = max(len(r[0]) for r in rows)
     print(f"{'check':<{w0}}  {'status':<7} details")
     for name, status, details in rows:

@@ -11,6 +11,7 @@ import io.gpumeter.metering.UsageSink;
 import io.gpumeter.metering.UsageStatus;
 import io.gpumeter.metering.WeightPolicy;
 import io.gpumeter.model.KvCache;
+import io.gpumeter.model.KvFootprint;
 import io.gpumeter.model.LanguageModel;
 import io.gpumeter.model.StepBatch;
 import java.time.Clock;
@@ -67,9 +68,11 @@ import org.slf4j.LoggerFactory;
  * StepListener} (the server's reconciliation feed), and each sequence's running totals, from which
  * its {@link UsageRecord} is made. Nobody adds the shares up again. The report is handed out
  * synchronously and overwritten at the next step, so the loop allocates nothing per step for it. A
- * sequence's time is the sum of its shares; prefill and decode shares are kept apart. Every
- * sequence, however it ends (done, cancelled, timed out, failed, shut down), gets exactly one
- * {@link UsageRecord}, published to the {@link UsageSink} before its result completes.
+ * sequence's time is the sum of its shares; prefill and decode shares are kept apart. Its KV
+ * memory-time ({@link KvMeter}: cached bytes after each step × that step's measured ns) and peak KV
+ * bytes are kept beside them and go on the record. Every sequence, however it ends (done,
+ * cancelled, timed out, failed, shut down), gets exactly one {@link UsageRecord}, published to the
+ * {@link UsageSink} before its result completes.
  */
 public final class ContinuousScheduler implements GenerationService, AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(ContinuousScheduler.class);
@@ -88,6 +91,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final int contextLength;
   private final int vocabSize;
   private final int eosId;
+  private final long kvBytesPerToken;
 
   private final ConcurrentLinkedQueue<Seq> inbox = new ConcurrentLinkedQueue<>();
   private final AtomicInteger queued = new AtomicInteger();
@@ -153,6 +157,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.contextLength = model.config().contextLength();
     this.vocabSize = model.config().vocabSize();
     this.eosId = model.config().eosId();
+    this.kvBytesPerToken = KvFootprint.bytesPerToken(model.config());
     int slots = config.maxRunning();
     this.running = new Seq[slots];
     this.freeSlots = new int[slots];
@@ -490,6 +495,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         s.decodeNs += step.share(row);
       }
       s.cached += stepLen[row];
+      s.kv.add(s.cached * kvBytesPerToken, measured); // memory-time: see KvMeter
     }
     counters.record(step);
     stepsFigure++;
@@ -562,6 +568,12 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
           case TIMEOUT -> UsageStatus.TIMEOUT;
           case ERROR -> UsageStatus.FAILED;
         };
+    if (s.kv.saturated()) {
+      log.warn(
+          "KV memory-time of {} passed {} byte-ns; recorded as that bound",
+          s.request.requestId(),
+          Long.MAX_VALUE);
+    }
     UsageRecord record =
         new UsageRecord(
             s.request.requestId(),
@@ -579,7 +591,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             s.steps,
             status,
             s.startedAt,
-            clock.instant());
+            clock.instant(),
+            s.request.requestId(),
+            s.kv.byteNs(),
+            s.kv.peakBytes());
     CompletableFuture<Void> durable;
     try {
       durable = sink.publish(record);
@@ -621,6 +636,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long prefillNs;
     long decodeNs;
     int steps;
+    final KvMeter kv = new KvMeter();
 
     Seq(
         ContinuousScheduler owner,

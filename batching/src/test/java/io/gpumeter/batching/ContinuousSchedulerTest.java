@@ -11,12 +11,14 @@ import io.gpumeter.metering.StepTimer;
 import io.gpumeter.metering.Ticker;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
+import io.gpumeter.metering.WeightPolicy;
 import io.gpumeter.model.KvCache;
 import io.gpumeter.model.LanguageModel;
 import io.gpumeter.model.ModelConfig;
 import io.gpumeter.model.ModelException;
 import io.gpumeter.model.StepBatch;
 import io.gpumeter.model.Tokenizer;
+import java.math.BigInteger;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -132,6 +134,37 @@ class ContinuousSchedulerTest {
     assertThat(shortResult.usage().finishedAt()).isBefore(longResult.usage().finishedAt());
     assertThat(stepLog.steps.stream().anyMatch(s -> s.sequences() > 1)).isTrue();
     assertConservation();
+  }
+
+  @Test
+  void kvMemoryTimeIsTheSumOverItsStepsOfCachedBytesTimesMeasuredNanoseconds() throws Exception {
+    // Small chunks so the prompt takes several steps of growing context before it decodes.
+    SchedulerConfig config =
+        new SchedulerConfig(4, 64, 5, 16, 0L, 300_000_000_000L, WeightPolicy.tokens());
+    start(model, HostStepTimer.cpu(), config);
+    GenerationResult r =
+        scheduler.submit(request(1, "The history of the", 12)).result().get(60, TimeUnit.SECONDS);
+    ModelConfig c = model.config();
+    long bytesPerToken = (long) c.layers() * c.kvHeads() * c.headDim() * 2 * 4; // float32
+    assertThat(bytesPerToken).isEqualTo(4096);
+    // Independently: the only sequence processed step.tokens() tokens in each step, so its cache
+    // after step k holds the tokens of steps 1..k.
+    BigInteger expected = BigInteger.ZERO;
+    long cached = 0;
+    long peak = 0;
+    for (StepReport step : stepLog.steps) {
+      assertThat(step.sequences()).isEqualTo(1);
+      cached += step.tokens();
+      peak = Math.max(peak, cached * bytesPerToken);
+      expected =
+          expected.add(
+              BigInteger.valueOf(cached * bytesPerToken)
+                  .multiply(BigInteger.valueOf(step.measuredNs())));
+    }
+    assertThat(stepLog.steps.size()).isGreaterThan(4); // 4 prompt chunks at least, then decodes
+    assertThat(BigInteger.valueOf(r.usage().kvByteNs())).isEqualTo(expected);
+    assertThat(r.usage().peakKvBytes()).isEqualTo(peak);
+    assertThat(r.usage().kvByteNs()).isPositive();
   }
 
   @Test

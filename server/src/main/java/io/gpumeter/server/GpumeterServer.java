@@ -181,7 +181,7 @@ public final class GpumeterServer implements AutoCloseable {
               served.timer(),
               served.counters(),
               billing.ledger(),
-              schedulerConfig,
+              CalibrateCommand.schedulerConfigFor(served, schedulerConfig),
               Ticker.system(),
               Clock.systemUTC(), // = the recorder's clock (BillingConfig default): same minutes
               steps);

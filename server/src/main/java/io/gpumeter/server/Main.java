@@ -46,6 +46,7 @@ import picocli.CommandLine.ParseResult;
       KeyCommand.class,
       ReconcileCommand.class,
       ReplayCommand.class,
+      CalibrateCommand.class,
       HelpCommand.class
     },
     footer = {

@@ -3,17 +3,22 @@ package io.gpumeter.server;
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.HourlyUsage;
+import io.gpumeter.billing.KvUsage;
 import io.gpumeter.billing.UsageReport;
 import io.gpumeter.billing.UsageTotals;
 import io.gpumeter.billing.usage.UsageQueries;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
+import java.math.BigInteger;
 import java.time.Clock;
 import java.time.Duration;
 import java.time.Instant;
 import java.time.OffsetDateTime;
 import java.time.format.DateTimeParseException;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -60,10 +65,15 @@ final class UsageEndpoint {
           "start",
           "the window from start to end may span at most " + MAX_WINDOW.toDays() + " days.");
     }
-    CompletableFuture<UsageReport> report;
+    CompletableFuture<Read> report;
     try {
       report =
-          CompletableFuture.supplyAsync(() -> usage.usage(principal.keyId(), start, end), blocking);
+          CompletableFuture.supplyAsync(
+              () ->
+                  new Read(
+                      usage.usage(principal.keyId(), start, end),
+                      usage.kvUsage(principal.keyId(), start, end)),
+              blocking);
     } catch (RejectedExecutionException e) {
       throw Authenticator.overloaded();
     }
@@ -79,7 +89,7 @@ final class UsageEndpoint {
                       "billing_unavailable")
                   .withHeader(HttpHeaderNames.RETRY_AFTER, CompletionsEndpoint.RETRY_AFTER_SECONDS);
             }),
-        r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r)));
+        r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r.report(), r.kv())));
   }
 
   /**
@@ -128,8 +138,20 @@ final class UsageEndpoint {
     return text.length() > 100 ? text.substring(0, 100) + "..." : text;
   }
 
-  private static void write(JsonGenerator g, ApiKeyPrincipal who, UsageReport r)
+  /** The rollup report and the KV memory-time read beside it. */
+  private record Read(UsageReport report, List<KvUsage> kv) {}
+
+  private static void write(
+      JsonGenerator g, ApiKeyPrincipal who, UsageReport r, List<KvUsage> kvHours)
       throws IOException {
+    Map<String, KvUsage> kvByBucket = new HashMap<>();
+    BigInteger kvTotal = BigInteger.ZERO;
+    long peakTotal = 0;
+    for (KvUsage k : kvHours) {
+      kvByBucket.put(k.hour() + "|" + k.model(), k);
+      kvTotal = kvTotal.add(k.kvByteNs());
+      peakTotal = Math.max(peakTotal, k.peakKvBytes());
+    }
     g.writeStartObject();
     g.writeStringField("object", "usage");
     g.writeNumberField("api_key_id", r.apiKeyId());
@@ -139,6 +161,7 @@ final class UsageEndpoint {
     g.writeStringField("end", r.to().toString());
     g.writeObjectFieldStart("totals");
     writeTotals(g, r.totals());
+    writeKv(g, kvTotal, peakTotal);
     g.writeEndObject();
     g.writeArrayFieldStart("data");
     for (HourlyUsage h : r.hours()) {
@@ -146,10 +169,23 @@ final class UsageEndpoint {
       g.writeStringField("hour", h.hour().toString());
       g.writeStringField("model", h.model());
       writeTotals(g, h.totals());
+      KvUsage k = kvByBucket.get(h.hour() + "|" + h.model());
+      writeKv(g, k == null ? BigInteger.ZERO : k.kvByteNs(), k == null ? 0 : k.peakKvBytes());
       g.writeEndObject();
     }
     g.writeEndArray();
     g.writeEndObject();
+  }
+
+  /**
+   * KV memory-time (issue 18): byte-nanoseconds as an exact JSON integer and as a decimal string (a
+   * sum can pass 2^53, where JavaScript numbers stop being exact), and the largest peak.
+   */
+  private static void writeKv(JsonGenerator g, BigInteger kvByteNs, long peak) throws IOException {
+    g.writeFieldName("kv_byte_ns");
+    g.writeNumber(kvByteNs);
+    g.writeStringField("kv_byte_ns_decimal", kvByteNs.toString());
+    g.writeNumberField("peak_kv_bytes", peak);
   }
 
   private static void writeTotals(JsonGenerator g, UsageTotals t) throws IOException {

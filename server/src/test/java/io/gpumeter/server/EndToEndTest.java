@@ -13,6 +13,7 @@ import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
 import java.io.OutputStream;
 import java.math.BigDecimal;
+import java.math.BigInteger;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.sql.Array;
@@ -218,6 +219,21 @@ class EndToEndTest {
       }
       assertThat(bucketRequests).isEqualTo(PER_KEY);
       assertThat(bucketNs).isEqualTo(own);
+      // KV memory-time (issue 18): the totals and the buckets add up to the key's ledger rows.
+      long ownKv =
+          rows.entrySet().stream()
+              .filter(e -> e.getValue()[1] == k.keyId())
+              .mapToLong(e -> e.getValue()[3])
+              .sum();
+      assertThat(ownKv).isPositive();
+      assertThat(totals.get("kv_byte_ns").bigIntegerValue()).isEqualTo(BigInteger.valueOf(ownKv));
+      assertThat(totals.get("kv_byte_ns_decimal").asText()).isEqualTo(Long.toString(ownKv));
+      assertThat(totals.get("peak_kv_bytes").asLong()).isPositive();
+      BigInteger bucketKv = BigInteger.ZERO;
+      for (JsonNode b : usage.get("data")) {
+        bucketKv = bucketKv.add(b.get("kv_byte_ns").bigIntegerValue());
+      }
+      assertThat(bucketKv).isEqualTo(BigInteger.valueOf(ownKv));
     }
 
     // The model list tells the device and context length.
@@ -388,19 +404,21 @@ class EndToEndTest {
     return db.dataSource();
   }
 
-  /** request id → {rows, api_key_id, device_ns}. */
+  /** request id → {rows, api_key_id, device_ns, kv_byte_ns}. */
   private static Map<String, long[]> ledgerRows(java.util.Set<String> ids) throws Exception {
     Map<String, long[]> out = new HashMap<>();
     try (Connection c = dataSource().getConnection()) {
       Array arr = c.createArrayOf("text", ids.toArray());
       try (PreparedStatement ps =
           c.prepareStatement(
-              "SELECT request_id, count(*) OVER (PARTITION BY request_id), api_key_id, device_ns"
-                  + " FROM usage_records WHERE request_id = ANY (?)")) {
+              "SELECT request_id, count(*) OVER (PARTITION BY request_id), api_key_id, device_ns,"
+                  + " kv_byte_ns FROM usage_records WHERE request_id = ANY (?)")) {
         ps.setArray(1, arr);
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) {
-            out.put(rs.getString(1), new long[] {rs.getLong(2), rs.getLong(3), rs.getLong(4)});
+            out.put(
+                rs.getString(1),
+                new long[] {rs.getLong(2), rs.getLong(3), rs.getLong(4), rs.getLong(5)});
           }
         }
       }

@@ -2,6 +2,7 @@ package io.gpumeter.billing.usage;
 
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.HourlyUsage;
+import io.gpumeter.billing.KvUsage;
 import io.gpumeter.billing.StoredUsage;
 import io.gpumeter.billing.UsageReport;
 import io.gpumeter.billing.UsageTotals;
@@ -107,7 +108,8 @@ public final class UsageQueries {
                 "SELECT request_id, api_key_id, account_id, model, device, device_name,"
                     + " device_uuid, timer_kind, driver_version, cuda_version, weight_policy,"
                     + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens,"
-                    + " queue_ns, steps, status, started_at, finished_at, recorded_at"
+                    + " queue_ns, steps, status, started_at, finished_at, recorded_at,"
+                    + " kv_byte_ns, peak_kv_bytes"
                     + " FROM usage_records WHERE request_id = ?")) {
       ps.setString(1, requestId);
       try (ResultSet rs = ps.executeQuery()) {
@@ -139,12 +141,58 @@ public final class UsageQueries {
                 rs.getInt("steps"),
                 UsageStatus.valueOf(rs.getString("status").toUpperCase(Locale.ROOT)),
                 rs.getTimestamp("started_at").toInstant(),
-                rs.getTimestamp("finished_at").toInstant());
+                rs.getTimestamp("finished_at").toInstant(),
+                rs.getString("request_id"),
+                rs.getLong("kv_byte_ns"),
+                rs.getLong("peak_kv_bytes"));
         return Optional.of(new StoredUsage(r, rs.getTimestamp("recorded_at").toInstant()));
       }
     } catch (SQLException e) {
       throw new BillingException("could not read usage record " + requestId, e);
     }
+  }
+
+  /**
+   * KV memory-time of one key's requests per hour and model, over the same whole hours as {@link
+   * #usage}, excluding voided charges. Read from {@code usage_records} (not rolled up), so it
+   * covers the retention period (at least 90 days); older hours read as absent. Records stored
+   * before migration V10 count 0.
+   *
+   * @throws BillingException if the database fails
+   */
+  public List<KvUsage> kvUsage(long apiKeyId, Instant from, Instant to) {
+    Instant start = from.truncatedTo(ChronoUnit.HOURS);
+    Instant end = to.truncatedTo(ChronoUnit.HOURS);
+    if (end.isBefore(to)) {
+      end = end.plus(HOUR);
+    }
+    List<KvUsage> out = new ArrayList<>();
+    try (Connection c = dataSource.getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT date_trunc('hour', r.finished_at, 'UTC') AS hour, r.model,"
+                    + " sum(r.kv_byte_ns), max(r.peak_kv_bytes) FROM usage_records r"
+                    + " WHERE r.api_key_id = ? AND r.finished_at >= ? AND r.finished_at < ?"
+                    + " AND NOT EXISTS (SELECT 1 FROM charge_voids v"
+                    + " WHERE v.request_id = r.request_id)"
+                    + " GROUP BY 1, 2 ORDER BY 1, 2")) {
+      ps.setLong(1, apiKeyId);
+      ps.setTimestamp(2, Timestamp.from(start));
+      ps.setTimestamp(3, Timestamp.from(end));
+      try (ResultSet rs = ps.executeQuery()) {
+        while (rs.next()) {
+          out.add(
+              new KvUsage(
+                  rs.getTimestamp(1).toInstant(),
+                  rs.getString(2),
+                  rs.getBigDecimal(3).toBigIntegerExact(),
+                  rs.getLong(4)));
+        }
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not read KV usage of API key " + apiKeyId, e);
+    }
+    return out;
   }
 
   /**
