@@ -184,7 +184,9 @@ class DeployManifestsTest {
     assertThat(dataMount.get("name"))
         .as(name + ": volume of " + config.outboxDir())
         .isEqualTo(claim);
-    assertThat(config.dataDir()).startsWith(Path.of((String) dataMount.get("mountPath")));
+    assertThat(config.dataDir().startsWith(Path.of((String) dataMount.get("mountPath"))))
+        .as(name + ": data.dir " + config.dataDir() + " on the volume too")
+        .isTrue();
 
     // Shutdown: preStop, then SIGTERM's drain (shutdown.grace and the ledger) within the grace.
     List<Object> preStop = list(map(map(container, "lifecycle"), "preStop"), "exec", "command");

@@ -65,12 +65,12 @@ class ObservabilityFilesTest {
         Map<?, ?> rule = (Map<?, ?>) r;
         alerts.add((String) rule.get("alert"));
         exprs.add(String.valueOf(rule.get("expr")));
-        assertThat(((Map<?, ?>) rule.get("labels")).keySet())
-            .as(rule.get("alert") + " labels")
-            .contains("severity");
-        assertThat(((Map<?, ?>) rule.get("annotations")).keySet())
-            .as(rule.get("alert") + " annotations")
-            .contains("summary");
+        assertThat(((Map<?, ?>) rule.get("labels")).containsKey("severity"))
+            .as(rule.get("alert") + " has a severity label")
+            .isTrue();
+        assertThat(((Map<?, ?>) rule.get("annotations")).containsKey("summary"))
+            .as(rule.get("alert") + " has a summary")
+            .isTrue();
       }
     }
     Set<String> used = metricNames(exprs);
