@@ -2,6 +2,7 @@ package io.gpumeter.billing;
 
 import com.github.benmanes.caffeine.cache.Ticker;
 import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.db.InvalidationListener;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.ledger.Ledger;
 import io.gpumeter.billing.reconcile.Reconciliation;
@@ -36,9 +37,17 @@ import org.slf4j.LoggerFactory;
 public final class Billing implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(Billing.class);
 
+  /**
+   * Longest wait for a cache invalidation; a revocation elsewhere reaches this cache about as fast.
+   */
+  private static final Duration INVALIDATION_POLL = Duration.ofMillis(250);
+
+  private static final Duration INVALIDATION_RETRY = Duration.ofSeconds(1);
+
   private final Database database;
   private final boolean ownsDatabase;
   private final ApiKeys apiKeys;
+  private final InvalidationListener invalidations;
   private final Ledger ledger;
   private final UsageQueries usage;
   private final Reconciliation reconciliation;
@@ -115,6 +124,12 @@ public final class Billing implements AutoCloseable {
       this.maintenance = null;
       this.maintenanceScheduler = null;
     }
+    // Last, so a failed start leaves no listener behind. Revocations by other replicas or by the
+    // command line reach this cache through the database (one pool connection kept for it).
+    this.invalidations =
+        InvalidationListener.create(database.dataSource(), INVALIDATION_POLL, INVALIDATION_RETRY)
+            .subscribe("api_key", apiKeys::invalidateCachedHash, apiKeys::invalidateCache)
+            .start();
   }
 
   /**
@@ -268,6 +283,11 @@ public final class Billing implements AutoCloseable {
     return ledger.replaySetAside();
   }
 
+  /** The cross-replica cache invalidations this instance listens to (for tests). */
+  InvalidationListener invalidations() {
+    return invalidations;
+  }
+
   /** The partition maintenance task, or null when retention is disabled in the config. */
   public MaintenanceTask maintenance() {
     return maintenance;
@@ -341,6 +361,7 @@ public final class Billing implements AutoCloseable {
     }
     closed = true;
     List<Runnable> steps = new ArrayList<>();
+    steps.add(invalidations::close);
     if (measuredFlusher != null) {
       steps.add(measuredFlusher::shutdownNow);
     }

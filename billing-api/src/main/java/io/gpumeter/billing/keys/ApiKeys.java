@@ -216,8 +216,9 @@ public final class ApiKeys {
 
   /**
    * Revokes a key: it stops authenticating through this instance at once (its cache entry is
-   * dropped), through other instances (other processes) within their cache's {@link
-   * ApiKeyCacheConfig#positiveTtl()}.
+   * dropped), through other instances (other processes) when their invalidation listener hears of
+   * it (migration V11's notification, within about a second), or within their cache's {@link
+   * ApiKeyCacheConfig#positiveTtl()} while they are not listening.
    *
    * @return the key as it is now, revoked
    * @throws ApiKeyStateException if no key has this id, or it was revoked before
@@ -360,9 +361,22 @@ public final class ApiKeys {
     return lookups.sum();
   }
 
-  /** Drops every cached lookup (for tests and admin tools). */
+  /**
+   * Drops every cached lookup: for tests and admin tools, and after a gap in the cross-replica
+   * invalidations ({@code db.InvalidationListener}), when what changed meanwhile is unknown.
+   */
   public void invalidateCache() {
     cache.invalidateAll();
+  }
+
+  /**
+   * Drops the cached lookup of the key whose SHA-256 hash is {@code hashHex} (lower-case hex, as
+   * the {@code api_key:} notifications of migration V11 carry it), so a key revoked by another
+   * process stops authenticating here. A lookup of that key in flight is waited for, as in {@link
+   * #revoke}.
+   */
+  public void invalidateCachedHash(String hashHex) {
+    cache.invalidate(hashHex.toLowerCase(java.util.Locale.ROOT));
   }
 
   /** True if {@code s} has the shape of a key: {@code gm_} and 40 base62 characters. */
