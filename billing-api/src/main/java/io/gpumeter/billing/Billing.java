@@ -1,6 +1,7 @@
 package io.gpumeter.billing;
 
 import com.github.benmanes.caffeine.cache.Ticker;
+import io.gpumeter.billing.accounting.Accounting;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.db.InvalidationListener;
 import io.gpumeter.billing.keys.ApiKeys;
@@ -50,6 +51,7 @@ public final class Billing implements AutoCloseable {
   private final InvalidationListener invalidations;
   private final Ledger ledger;
   private final UsageQueries usage;
+  private final Accounting accounting;
   private final Reconciliation reconciliation;
   private final MaintenanceTask maintenance;
   private final ScheduledExecutorService maintenanceScheduler;
@@ -68,6 +70,7 @@ public final class Billing implements AutoCloseable {
     this.idempotencyKeys =
         new io.gpumeter.billing.idempotency.JdbcIdempotencyKeys(
             database.dataSource(), config.clock());
+    this.accounting = new Accounting(database.dataSource(), config.clock());
     LedgerConfig lc = config.ledger();
     // Measured time rides with the ledger's batches (same transaction or outbox group); a report
     // first has the ledger write what is pending.
@@ -253,6 +256,23 @@ public final class Billing implements AutoCloseable {
 
   public UsageQueries usage() {
     return usage;
+  }
+
+  /**
+   * Accounts, prices, plans, credits, balances and invoices (blocking database calls). Its {@link
+   * Accounting#chargeCost(String)} gives a request's priced cost once its charge is stored.
+   */
+  public Accounting accounting() {
+    return accounting;
+  }
+
+  /**
+   * The priced cost of the stored charge of {@code requestId}: exact and rounded amounts, currency
+   * and price version; empty until the charge is stored or when no price version covered it. Blocks
+   * on the database.
+   */
+  public java.util.Optional<ChargeCost> chargeCost(String requestId) {
+    return accounting.chargeCost(requestId);
   }
 
   /**

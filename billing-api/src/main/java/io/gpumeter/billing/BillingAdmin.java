@@ -1,5 +1,6 @@
 package io.gpumeter.billing;
 
+import io.gpumeter.billing.accounting.Accounting;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.ledger.Ledger;
@@ -18,11 +19,13 @@ public final class BillingAdmin implements AutoCloseable {
   private final Database database;
   private final ApiKeys apiKeys;
   private final Reconciliation reconciliation;
+  private final Accounting accounting;
 
   private BillingAdmin(Database database) {
     this.database = database;
     this.apiKeys = new ApiKeys(database.dataSource());
     this.reconciliation = new Reconciliation(database.dataSource());
+    this.accounting = new Accounting(database.dataSource(), java.time.Clock.systemUTC());
   }
 
   /**
@@ -104,6 +107,11 @@ public final class BillingAdmin implements AutoCloseable {
   /** The outbox folder of {@code ledger} for this database; see {@link Billing#outboxDirectory}. */
   public Path outboxDirectory(LedgerConfig ledger) {
     return Billing.outboxDirectory(database.config(), ledger);
+  }
+
+  /** Accounts, prices, plans, credits, balances and invoices. */
+  public Accounting accounting() {
+    return accounting;
   }
 
   /** Closes the pools, and stops the database if this object started it. */

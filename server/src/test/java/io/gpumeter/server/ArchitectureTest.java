@@ -15,6 +15,7 @@ import com.tngtech.archunit.core.importer.ImportOption;
 import com.tngtech.archunit.lang.ArchRule;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.BillingAdmin;
+import io.gpumeter.billing.accounting.Accounting;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import io.gpumeter.billing.usage.UsageQueries;
@@ -53,7 +54,7 @@ class ArchitectureTest {
 
   /** What server may use of billing-api besides its root package. */
   static final Class<?>[] BILLING_API_BEYOND_ROOT = {
-    ApiKeys.class, UsageQueries.class, Reconciliation.class
+    ApiKeys.class, UsageQueries.class, Reconciliation.class, Accounting.class
   };
 
   /** Cycles between modules ({@code io.gpumeter.X}). */

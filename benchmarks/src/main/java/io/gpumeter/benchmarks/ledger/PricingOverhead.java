@@ -1,0 +1,137 @@
+package io.gpumeter.benchmarks.ledger;
+
+import io.gpumeter.billing.DatabaseConfig;
+import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.ledger.JdbcLedgerStore;
+import io.gpumeter.metering.UsageRecord;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.Statement;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+import javax.sql.DataSource;
+
+/**
+ * What pricing and deduction at charge time (V7 trigger {@code usage_records_price}) cost the
+ * ledger's batch path: the same {@link LedgerThroughput} workload (UNNEST, one connection) written
+ * in alternating rounds with the trigger enabled and disabled, on one database in one run, so the
+ * two are compared side by side under the same load. Every record's account exists, has a price for
+ * its (model, device class) and prepaid credit; half the accounts are on a plan whose small
+ * allowance runs out during the run, so all deduction steps run.
+ *
+ * <p>Usage: {@code PricingOverhead [records per round] [batch] [rounds]}.
+ */
+public final class PricingOverhead {
+  private PricingOverhead() {}
+
+  public static void main(String[] args) throws Exception {
+    int records = args.length > 0 ? Integer.parseInt(args[0]) : 50_000;
+    int batch = args.length > 1 ? Integer.parseInt(args[1]) : 1_000;
+    int rounds = args.length > 2 ? Integer.parseInt(args[2]) : 3;
+    LedgerThroughput.quietLogs();
+    Path dir = Files.createTempDirectory("pricing-bench");
+    System.out.printf(
+        "# PricingOverhead: %d records per round, batches of %d, %d rounds, %d CPUs, %s%n%n",
+        records, batch, rounds, Runtime.getRuntime().availableProcessors(), Instant.now());
+    try (Database db =
+        Database.start(
+            DatabaseConfig.builder()
+                .dataDirectory(dir.resolve("pg"))
+                .embeddedWatchdogInterval(Duration.ZERO)
+                .build())) {
+      DataSource owner = db.maintenanceDataSource();
+      try (Connection c = owner.getConnection();
+          Statement st = c.createStatement()) {
+        st.execute(
+            "INSERT INTO accounts (id, name, currency) OVERRIDING SYSTEM VALUE"
+                + " SELECT 1000 + k, 'bench-' || k, 'USD' FROM generate_series(1, 200) k");
+        st.execute(
+            "INSERT INTO price_versions (model, device_class, currency, price_micros_per_s,"
+                + " effective) VALUES ('*', 'nvidia-h100-80gb', 'USD', 1000,"
+                + " tstzrange('2020-01-01', NULL)), ('llama-3-8b', 'nvidia-h100-80gb', 'USD', 1200,"
+                + " tstzrange('2020-01-01', NULL))");
+        st.execute("INSERT INTO plans (name, included_ns) VALUES ('bench', 50000000)");
+        st.execute(
+            "INSERT INTO subscriptions (account_id, plan_id, active) SELECT 1000 + k,"
+                + " (SELECT id FROM plans), tstzrange('2020-01-01', NULL)"
+                + " FROM generate_series(1, 200, 2) k");
+        st.execute(
+            "INSERT INTO credit_grants (account_id, source, amount_micros, expires_at)"
+                + " SELECT 1000 + k, 'topup', 1000000000, '2100-01-01' FROM generate_series(1, 200) k");
+        st.execute(
+            "INSERT INTO balance_entries (account_id, grant_id, kind, amount_nmicros)"
+                + " SELECT account_id, id, 'topup', amount_micros::numeric * 1000000000"
+                + " FROM credit_grants ORDER BY id");
+      }
+      {
+        // The ledger's own pool (the app role); batches are written back to back from one thread.
+        DataSource one = db.ledgerDataSource();
+        long postmaster = db.embeddedPostmasterPid().orElseThrow();
+        JdbcLedgerStore store = new JdbcLedgerStore(one, JdbcLedgerStore.Method.UNNEST);
+        LedgerThroughput.writeAll(store, LedgerThroughput.records("warm", 20_000), batch);
+        System.out.println(
+            "| pricing | round | records | seconds | records/s | PostgreSQL CPU µs/record (all processes) |");
+        System.out.println("|---|---:|---:|---:|---:|---:|");
+        for (int round = 1; round <= rounds; round++) {
+          for (boolean priced : new boolean[] {false, true}) {
+            try (Connection c = owner.getConnection();
+                Statement st = c.createStatement()) {
+              st.execute(
+                  "ALTER TABLE usage_records "
+                      + (priced ? "ENABLE" : "DISABLE")
+                      + " TRIGGER usage_records_price");
+            }
+            List<UsageRecord> rs =
+                LedgerThroughput.records("p" + round + (priced ? "on" : "off"), records);
+            long cpu0 = serverTicks(postmaster);
+            long t0 = System.nanoTime();
+            LedgerThroughput.writeAll(store, rs, batch);
+            double s = (System.nanoTime() - t0) / 1e9;
+            double serverUs = (serverTicks(postmaster) - cpu0) * 1e4 / records;
+            System.out.printf(
+                "| %s | %d | %d | %.2f | %,.0f | %.1f |%n",
+                priced ? "on" : "off", round, records, s, records / s, serverUs);
+          }
+        }
+        try (Connection c = owner.getConnection();
+            Statement st = c.createStatement();
+            java.sql.ResultSet r =
+                st.executeQuery(
+                    "SELECT (SELECT count(*) FROM charge_prices), (SELECT count(*) FROM"
+                        + " charge_deductions), (SELECT count(*) FROM balance_entries"
+                        + " WHERE kind = 'deduction')")) {
+          r.next();
+          System.out.printf(
+              "%npriced %d, deducted %d, credit deductions %d%n",
+              r.getLong(1), r.getLong(2), r.getLong(3));
+        }
+      }
+    }
+  }
+
+  /** utime + stime of the postmaster and all its children, in clock ticks (10 ms). */
+  static long serverTicks(long postmaster) throws java.io.IOException {
+    long sum = 0;
+    try (java.nio.file.DirectoryStream<Path> procs = Files.newDirectoryStream(Path.of("/proc"))) {
+      for (Path p : procs) {
+        String name = p.getFileName().toString();
+        if (!name.chars().allMatch(Character::isDigit)) {
+          continue;
+        }
+        String stat;
+        try {
+          stat = Files.readString(p.resolve("stat"));
+        } catch (java.io.IOException gone) {
+          continue;
+        }
+        String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+        if (Long.parseLong(name) == postmaster || Long.parseLong(f[1]) == postmaster) {
+          sum += Long.parseLong(f[11]) + Long.parseLong(f[12]);
+        }
+      }
+    }
+    return sum;
+  }
+}
