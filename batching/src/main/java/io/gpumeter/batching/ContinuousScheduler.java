@@ -579,7 +579,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             s.steps,
             status,
             s.startedAt,
-            clock.instant());
+            clock.instant(),
+            s.request.sessionId(),
+            0,
+            0);
     CompletableFuture<Void> durable;
     try {
       durable = sink.publish(record);

@@ -16,6 +16,7 @@ import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.util.AsciiString;
 import java.io.IOException;
 import java.util.Map;
 import java.util.Optional;
@@ -106,6 +107,9 @@ final class CompletionsEndpoint {
         throw billingRefuses(health.reason());
       }
     }
+    String session =
+        SessionIds.resolve(
+            ex.request().headers().get(SessionIds.X_SESSION_ID), p.user(), requestId);
     long seed = p.seed() != null ? p.seed() : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
@@ -119,7 +123,8 @@ final class CompletionsEndpoint {
             p.temperature(),
             seed,
             0L,
-            observer);
+            observer,
+            session);
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
@@ -192,7 +197,13 @@ final class CompletionsEndpoint {
       case STOP, LENGTH -> {
         String text = m.model().tokenizer().decode(result.tokens());
         ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
-        ex.respondJson(HttpResponseStatus.OK, g -> writeCompletion(g, m.name(), text, result));
+        // The receipt: the device time charged, equal to the stored charge (invariant 8).
+        ex.respond(
+            HttpResponseStatus.OK,
+            Json.write(ex.alloc(), g -> writeCompletion(g, m.name(), text, result)),
+            Exchange.APPLICATION_JSON,
+            X_DEVICE_TIME_NS,
+            Long.toString(usage.deviceNs()));
       }
       case CANCELLED ->
           throw new ApiException(
@@ -243,6 +254,7 @@ final class CompletionsEndpoint {
             });
   }
 
+  static final AsciiString X_DEVICE_TIME_NS = AsciiString.cached("x-gpumeter-device-time-ns");
   static final String BILLING_UNAVAILABLE = "billing_unavailable";
   static final String RETRY_AFTER_SECONDS = "5";
 

@@ -77,7 +77,7 @@ class MainTest {
     assertThat(listed.status()).as(listed.toString()).isZero();
     String[] lines = listed.out().strip().split("\n");
     assertThat(lines).hasSize(2);
-    assertThat(lines[0]).isEqualTo("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED");
+    assertThat(lines[0]).isEqualTo("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED\tSCOPE");
     String[] row = lines[1].split("\t");
     assertThat(row[1]).isEqualTo(key.substring(0, ApiKeys.PREFIX_LENGTH));
     assertThat(row[2]).isEqualTo("cli-keys");

@@ -81,7 +81,8 @@ public final class JdbcLedgerStore implements LedgerStore {
   private static final String COLUMNS =
       "request_id, api_key_id, account_id, model, device, device_name, device_uuid, timer_kind,"
           + " driver_version, cuda_version, weight_policy, device_ns, prefill_ns, decode_ns,"
-          + " prompt_tokens, completion_tokens, queue_ns, steps, status, started_at, finished_at";
+          + " prompt_tokens, completion_tokens, queue_ns, steps, status, started_at, finished_at,"
+          + " session_id";
 
   private static final String WRITE_TAIL =
       "), claimed AS (\n"
@@ -123,7 +124,7 @@ public final class JdbcLedgerStore implements LedgerStore {
           + "  SELECT * FROM unnest(?::text[], ?::int8[], ?::int8[],"
           + " ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],"
           + " ?::text[], ?::int8[], ?::int8[], ?::int8[], ?::int4[], ?::int4[], ?::int8[],"
-          + " ?::int4[], ?::text[], ?::timestamptz[], ?::timestamptz[])\n"
+          + " ?::int4[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::text[])\n"
           + "    WITH ORDINALITY AS t("
           + COLUMNS
           + ", ord)\n"
@@ -178,7 +179,7 @@ public final class JdbcLedgerStore implements LedgerStore {
           + " driver_version text, cuda_version text, weight_policy text, device_ns int8,"
           + " prefill_ns int8, decode_ns int8, prompt_tokens int4, completion_tokens int4,"
           + " queue_ns int8, steps int4, status text, started_at timestamptz,"
-          + " finished_at timestamptz) ON COMMIT DELETE ROWS";
+          + " finished_at timestamptz, session_id text) ON COMMIT DELETE ROWS";
 
   static final String COPY_SQL = "COPY " + STAGE_TABLE + " (ord, " + COLUMNS + ") FROM STDIN";
 
@@ -375,7 +376,8 @@ public final class JdbcLedgerStore implements LedgerStore {
       sb.append(r.steps()).append('\t');
       sb.append(r.status().dbName()).append('\t');
       sb.append(micros(r.startedAt())).append('\t');
-      sb.append(micros(r.finishedAt())).append('\n');
+      sb.append(micros(r.finishedAt())).append('\t');
+      text(sb, r.sessionId()).append('\n');
     }
     return sb.toString().getBytes(StandardCharsets.UTF_8);
   }
@@ -629,6 +631,7 @@ public final class JdbcLedgerStore implements LedgerStore {
     String[] status = new String[n];
     String[] startedAt = new String[n];
     String[] finishedAt = new String[n];
+    String[] sessionId = new String[n];
     for (int i = 0; i < n; i++) {
       UsageRecord r = rs.get(i);
       TimerInfo t = r.timer();
@@ -653,8 +656,9 @@ public final class JdbcLedgerStore implements LedgerStore {
       status[i] = r.status().dbName();
       startedAt[i] = micros(r.startedAt());
       finishedAt[i] = micros(r.finishedAt());
+      sessionId[i] = r.sessionId();
     }
-    List<Array> arrays = new ArrayList<>(21);
+    List<Array> arrays = new ArrayList<>(22);
     try (PreparedStatement ps = c.prepareStatement(UNNEST_SQL)) {
       Object[][] columns = {
         requestId,
@@ -677,7 +681,8 @@ public final class JdbcLedgerStore implements LedgerStore {
         steps,
         status,
         startedAt,
-        finishedAt
+        finishedAt,
+        sessionId
       };
       for (int col = 0; col < columns.length; col++) {
         Object[] values = columns[col];
