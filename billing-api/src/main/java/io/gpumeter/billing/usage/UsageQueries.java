@@ -124,11 +124,12 @@ public final class UsageQueries {
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) {
             long key = rs.getLong(3);
+            Long apiKeyId = rs.wasNull() ? null : key;
             UsageBucketRow row =
                 new UsageBucketRow(
                     rs.getTimestamp(1).toInstant(),
                     rs.getString(2),
-                    rs.wasNull() && rs.getObject(3) == null ? null : key,
+                    apiKeyId,
                     rs.getString(4),
                     rs.getString(5),
                     new UsageTotals(
