@@ -457,7 +457,8 @@ class UsageApiTest {
                     + " completion_tokens, queue_ns, steps, status, started_at, finished_at,"
                     + " session_id)"
                     + " SELECT 'bulk-' || g, ?, ?, 'm1', 'cpu', 'cpu', '', 'test', '', '', 'test',"
-                    + " 3, 2, 1, 1, 1, 0, 1, 'ok', ?, ? + g * interval '1 millisecond',"
+                    + " 3, 2, 1, 1, 1, 0, 1, 'ok', ?::timestamptz,"
+                    + " ?::timestamptz + g * interval '1 millisecond',"
                     + " 'session-' || g FROM generate_series(1, ?) g")) {
       ps.setLong(1, bulk.keyId());
       ps.setLong(2, bulk.accountId());
