@@ -592,7 +592,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             status,
             s.startedAt,
             clock.instant(),
-            s.request.requestId(),
+            s.request.sessionId(),
             s.kv.byteNs(),
             s.kv.peakBytes());
     CompletableFuture<Void> durable;

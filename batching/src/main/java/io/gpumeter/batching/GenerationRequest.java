@@ -15,6 +15,7 @@ import java.util.Objects;
  * @param timeoutNanos time budget from submission, or 0 for the scheduler's default
  * @param listener receives tokens as they are generated (streaming); may be {@link
  *     TokenListener#NONE}
+ * @param sessionId the session it belongs to, copied into its {@code UsageRecord}; not blank
  */
 public record GenerationRequest(
     String requestId,
@@ -25,12 +26,41 @@ public record GenerationRequest(
     double temperature,
     long seed,
     long timeoutNanos,
-    TokenListener listener) {
+    TokenListener listener,
+    String sessionId) {
+
+  /** A request that is its own session (its session id is its request id). */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        requestId);
+  }
 
   public GenerationRequest {
     Objects.requireNonNull(requestId, "requestId");
     Objects.requireNonNull(promptTokens, "promptTokens");
     Objects.requireNonNull(listener, "listener");
+    Objects.requireNonNull(sessionId, "sessionId");
+    if (sessionId.isBlank()) {
+      throw new IllegalArgumentException("blank session id in request " + requestId);
+    }
     if (promptTokens.length == 0) {
       throw new IllegalArgumentException("prompt must have at least one token");
     }

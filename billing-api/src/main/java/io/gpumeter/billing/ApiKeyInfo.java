@@ -13,6 +13,7 @@ import java.time.Instant;
  *     key
  * @param createdAt when it was created
  * @param revokedAt when it was revoked, or null while it is valid
+ * @param scope what the key may read through the usage API
  */
 public record ApiKeyInfo(
     long keyId,
@@ -20,7 +21,19 @@ public record ApiKeyInfo(
     String accountName,
     String prefix,
     Instant createdAt,
-    Instant revokedAt) {
+    Instant revokedAt,
+    KeyScope scope) {
+
+  /** An {@link KeyScope#INFERENCE} key. */
+  public ApiKeyInfo(
+      long keyId,
+      long accountId,
+      String accountName,
+      String prefix,
+      Instant createdAt,
+      Instant revokedAt) {
+    this(keyId, accountId, accountName, prefix, createdAt, revokedAt, KeyScope.INFERENCE);
+  }
 
   public boolean revoked() {
     return revokedAt != null;

@@ -51,6 +51,16 @@ public final class BillingAdmin implements AutoCloseable {
   }
 
   /**
+   * Creates a key of {@code scope} for {@code account} (created if new).
+   *
+   * @throws IllegalArgumentException if the account name is not valid
+   * @throws BillingException if the database fails
+   */
+  public CreatedApiKey createKey(String account, KeyScope scope) {
+    return apiKeys.create(account, scope);
+  }
+
+  /**
    * Keys of {@code account} (every key when null), oldest first; never their secrets.
    *
    * @throws IllegalArgumentException if the account name is not valid

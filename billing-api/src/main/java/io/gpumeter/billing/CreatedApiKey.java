@@ -8,6 +8,7 @@ import java.time.Instant;
  * #toString()} leaves it out.
  *
  * @param plaintext the key to hand to the user, {@code gm_} followed by 40 base62 characters
+ * @param scope what the key may read through the usage API
  */
 public record CreatedApiKey(
     long keyId,
@@ -15,10 +16,22 @@ public record CreatedApiKey(
     String accountName,
     String prefix,
     String plaintext,
-    Instant createdAt) {
+    Instant createdAt,
+    KeyScope scope) {
+
+  /** An {@link KeyScope#INFERENCE} key. */
+  public CreatedApiKey(
+      long keyId,
+      long accountId,
+      String accountName,
+      String prefix,
+      String plaintext,
+      Instant createdAt) {
+    this(keyId, accountId, accountName, prefix, plaintext, createdAt, KeyScope.INFERENCE);
+  }
 
   public ApiKeyPrincipal principal() {
-    return new ApiKeyPrincipal(keyId, accountId, accountName, prefix);
+    return new ApiKeyPrincipal(keyId, accountId, accountName, prefix, scope);
   }
 
   @Override
@@ -33,6 +46,8 @@ public record CreatedApiKey(
         + prefix
         + ", createdAt="
         + createdAt
+        + ", scope="
+        + scope
         + "]";
   }
 }

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import io.gpumeter.billing.ApiKeyInfo;
 import io.gpumeter.billing.ApiKeyStateException;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.ReconciliationReport;
 import io.gpumeter.billing.RotatedApiKey;
 import io.gpumeter.billing.SetAsideReplay;
@@ -33,8 +34,9 @@ import org.slf4j.LoggerFactory;
  * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}; {@code POST
  * /admin/replay} (re-applies the charges set aside: quarantined outbox segments and dead letters,
  * idempotently; answers what was applied, already present and still refused); and API keys: {@code
- * GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}}, {@code
- * POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}.
+ * GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}} and
+ * optionally {@code "scope": "inference"|"account_admin"} (billing-api README, "Key scopes"),
+ * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}.
  *
  * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
  * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token
@@ -279,7 +281,7 @@ final class AdminEndpoint {
     }
     for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
       String name = it.next();
-      if (!name.equals("account")) {
+      if (!name.equals("account") && !name.equals("scope")) {
         throw ApiException.invalid(name, "Unrecognized request argument supplied: " + name);
       }
     }
@@ -291,8 +293,24 @@ final class AdminEndpoint {
       throw ApiException.wrongType("account", "a string", account.getNodeType().toString());
     }
     String name = account.asText();
+    KeyScope scope = KeyScope.INFERENCE;
+    JsonNode scopeNode = root.get("scope");
+    if (scopeNode != null && !scopeNode.isNull()) {
+      if (!scopeNode.isTextual()) {
+        throw ApiException.wrongType("scope", "a string", scopeNode.getNodeType().toString());
+      }
+      try {
+        scope = KeyScope.parse(scopeNode.asText());
+      } catch (IllegalArgumentException e) {
+        throw ApiException.invalid("scope", e.getMessage() + ".");
+      }
+    }
+    KeyScope chosen = scope;
     keyOperation(
-        ex, () -> keys.create(name), HttpResponseStatus.CREATED, AdminEndpoint::writeCreated);
+        ex,
+        () -> keys.create(name, chosen),
+        HttpResponseStatus.CREATED,
+        AdminEndpoint::writeCreated);
   }
 
   /** {@code /admin/keys/{id}/...}: a positive decimal id, else 400. */
@@ -365,6 +383,7 @@ final class AdminEndpoint {
   static void writeKey(JsonGenerator g, ApiKeyInfo k) throws IOException {
     g.writeStartObject();
     writeKeyFields(g, k.keyId(), k.prefix(), k.accountId(), k.accountName(), k.createdAt());
+    g.writeStringField("scope", k.scope().dbName());
     if (k.revokedAt() == null) {
       g.writeNullField("revoked_at");
     } else {
@@ -376,6 +395,7 @@ final class AdminEndpoint {
   static void writeCreated(JsonGenerator g, CreatedApiKey k) throws IOException {
     g.writeStartObject();
     writeKeyFields(g, k.keyId(), k.prefix(), k.accountId(), k.accountName(), k.createdAt());
+    g.writeStringField("scope", k.scope().dbName());
     g.writeNullField("revoked_at");
     g.writeStringField("key", k.plaintext());
     g.writeEndObject();

@@ -11,7 +11,9 @@ import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpHeaderValues;
+import io.netty.handler.codec.http.HttpResponse;
 import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.handler.codec.http.HttpUtil;
 import io.netty.handler.codec.http.HttpVersion;
 import io.netty.handler.timeout.IdleStateEvent;
 import io.netty.util.ReferenceCountUtil;
@@ -255,6 +257,57 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       } else {
         written.addListener(f -> lingeringClose(f.isSuccess()));
       }
+      return;
+    }
+    next();
+  }
+
+  /**
+   * Starts a streamed response to {@code ex}: writes {@code head} (chunked for HTTP/1.1; for
+   * HTTP/1.0 without a length, the connection then ends the body) and returns the stream its body
+   * is written to, or null when the client went away first. The exchange stays the one in flight
+   * (pipelined requests wait) until {@link #endStream}. Event loop only.
+   */
+  ChunkedResponse beginStream(Exchange ex, HttpResponse head) {
+    if (ex != current) {
+      return null;
+    }
+    boolean http10 = ex.request().protocolVersion() == HttpVersion.HTTP_1_0;
+    boolean keepAlive =
+        !http10 && ex.keepAlive() && !closing && !(inputShutdown && pending.isEmpty());
+    if (http10) {
+      head.headers().remove(HttpHeaderNames.TRANSFER_ENCODING);
+    } else {
+      HttpUtil.setTransferEncodingChunked(head, true);
+    }
+    if (!keepAlive) {
+      head.headers().set(HttpHeaderNames.CONNECTION, HttpHeaderValues.CLOSE);
+    }
+    ctx.writeAndFlush(head);
+    return new ChunkedResponse(this, ex, ctx.channel(), keepAlive, head.status().code());
+  }
+
+  /**
+   * The streamed response of {@code ex} ended ({@code last} is the write of its last content, or
+   * null when it was aborted): the next request may begin, or the connection ends. Event loop only.
+   */
+  void endStream(Exchange ex, boolean keepAlive, int status, ChannelFuture last) {
+    if (ex != current) {
+      return;
+    }
+    current = null;
+    metrics.responded(ex.path(), status, ex.startNanos());
+    ex.release();
+    if (last == null) {
+      closing = true;
+      releasePending();
+      ctx.close();
+      return;
+    }
+    if (!keepAlive) {
+      closing = true;
+      releasePending();
+      last.addListener(f -> lingeringClose(f.isSuccess()));
       return;
     }
     next();

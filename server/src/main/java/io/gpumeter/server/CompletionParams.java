@@ -15,14 +15,17 @@ import java.util.Set;
  * error, as OpenAI does.
  *
  * <p>Accepted: {@code model}, {@code prompt} (a string, or an array holding one string), {@code
- * max_tokens}, {@code temperature}, {@code seed}, {@code user} (ignored). Parameters this server
- * does not implement are accepted only with their neutral value ({@code n: 1}, {@code top_p: 1},
- * {@code stream: false}, ...), so a client never silently gets something else than it asked for;
- * any other parameter is refused.
+ * max_tokens}, {@code temperature}, {@code seed}, {@code user} (the session when no {@code
+ * X-Session-Id} header is given: {@link SessionIds}). Parameters this server does not implement are
+ * accepted only with their neutral value ({@code n: 1}, {@code top_p: 1}, {@code stream: false},
+ * ...), so a client never silently gets something else than it asked for; any other parameter is
+ * refused.
  *
  * @param seed the sampling seed, or null for a random one
+ * @param user OpenAI's {@code user} field as sent (not yet validated as a session id), or null
  */
-record CompletionParams(String model, String prompt, int maxTokens, double temperature, Long seed) {
+record CompletionParams(
+    String model, String prompt, int maxTokens, double temperature, Long seed, String user) {
 
   /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
   private static final Map<String, String> NEUTRAL =
@@ -138,7 +141,8 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
                 + ".");
       }
     }
-    return new CompletionParams(model, prompt, maxTokens, temperature, seed);
+    return new CompletionParams(
+        model, prompt, maxTokens, temperature, seed, user == null ? null : user.textValue());
   }
 
   /**

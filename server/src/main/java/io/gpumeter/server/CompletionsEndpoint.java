@@ -16,6 +16,7 @@ import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.util.AsciiString;
 import java.io.IOException;
 import java.util.Map;
 import java.util.Optional;
@@ -137,6 +138,9 @@ final class CompletionsEndpoint {
         throw billingRefuses(health.reason());
       }
     }
+    String session =
+        SessionIds.resolve(
+            ex.request().headers().get(SessionIds.X_SESSION_ID), p.user(), requestId);
     long seed = p.seed() != null ? p.seed() : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
@@ -150,7 +154,8 @@ final class CompletionsEndpoint {
             p.temperature(),
             seed,
             0L,
-            observer);
+            observer,
+            session);
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
@@ -236,9 +241,16 @@ final class CompletionsEndpoint {
       case STOP, LENGTH -> {
         String text = m.model().tokenizer().decode(result.tokens());
         Json.Writer answer = g -> writeCompletion(g, m.name(), text, result);
+        // The receipt: the device time charged, equal to the stored charge (invariant 8).
+        String deviceNs = Long.toString(usage.deviceNs());
         if (ticket == null) {
           ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
-          ex.respondJson(HttpResponseStatus.OK, answer);
+          ex.respond(
+              HttpResponseStatus.OK,
+              Json.write(ex.alloc(), answer),
+              Exchange.APPLICATION_JSON,
+              X_DEVICE_TIME_NS,
+              deviceNs);
         } else {
           // Stored before it is sent; once stored it counts as delivered (a retry replays it).
           ex.onUndelivered(
@@ -251,7 +263,7 @@ final class CompletionsEndpoint {
                               voidCharge(usage.requestId(), VoidReason.WRITE_FAILED);
                             }
                           }));
-          ticket.respond(ex, HttpResponseStatus.OK, answer);
+          ticket.respond(ex, HttpResponseStatus.OK, answer, X_DEVICE_TIME_NS, deviceNs);
         }
       }
       case CANCELLED ->
@@ -303,6 +315,7 @@ final class CompletionsEndpoint {
             });
   }
 
+  static final AsciiString X_DEVICE_TIME_NS = AsciiString.cached("x-gpumeter-device-time-ns");
   static final String BILLING_UNAVAILABLE = "billing_unavailable";
   static final String RETRY_AFTER_SECONDS = "5";
 

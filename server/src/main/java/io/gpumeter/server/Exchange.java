@@ -7,9 +7,11 @@ import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.EventLoop;
 import io.netty.handler.codec.http.DefaultFullHttpResponse;
+import io.netty.handler.codec.http.DefaultHttpResponse;
 import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpRequest;
+import io.netty.handler.codec.http.HttpResponse;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.HttpUtil;
 import io.netty.handler.codec.http.HttpVersion;
@@ -125,6 +127,17 @@ final class Exchange {
   String query(String name) {
     var values = uri.parameters().get(name);
     return values == null || values.isEmpty() ? null : values.get(0);
+  }
+
+  /** Every value of a query parameter, in order; empty when absent. */
+  java.util.List<String> queryAll(String name) {
+    var values = uri.parameters().get(name);
+    return values == null ? java.util.List.of() : values;
+  }
+
+  /** The names of the query parameters sent. */
+  java.util.Set<String> queryNames() {
+    return uri.parameters().keySet();
   }
 
   /** The client's address, for logs. */
@@ -247,6 +260,29 @@ final class Exchange {
       resp.headers().set(extraHeader, extraValue);
     }
     handler.send(this, resp);
+  }
+
+  /**
+   * Starts a streamed (chunked) response with {@code status} and {@code contentType}, on the event
+   * loop; its body is written through the returned stream, from any thread. Null when the exchange
+   * was already answered or abandoned.
+   */
+  ChunkedResponse respondChunked(HttpResponseStatus status, CharSequence contentType) {
+    if (done) {
+      return null;
+    }
+    done = true;
+    HttpResponse head =
+        new DefaultHttpResponse(
+            request.protocolVersion() == HttpVersion.HTTP_1_0
+                ? HttpVersion.HTTP_1_0
+                : HttpVersion.HTTP_1_1,
+            status);
+    head.headers().set(HttpHeaderNames.CONTENT_TYPE, contentType);
+    if (requestId != null) {
+      head.headers().set(X_REQUEST_ID, requestId);
+    }
+    return handler.beginStream(this, head);
   }
 
   /** Answers with the OpenAI error body for {@code error}; anything unexpected is a logged 500. */

@@ -246,6 +246,16 @@ final class IdempotencyGate {
      * lease runs out (server/README.md says what a retry then does).
      */
     void respond(Exchange ex, HttpResponseStatus status, Json.Writer writer) {
+      respond(ex, status, writer, null, null);
+    }
+
+    /** As {@link #respond(Exchange, HttpResponseStatus, Json.Writer)}, with one extra header. */
+    void respond(
+        Exchange ex,
+        HttpResponseStatus status,
+        Json.Writer writer,
+        io.netty.util.AsciiString extraHeader,
+        String extraValue) {
       ByteBuf content = Json.write(ex.alloc(), writer);
       byte[] bytes = ByteBufUtil.getBytes(content);
       try {
@@ -270,7 +280,8 @@ final class IdempotencyGate {
                 return null;
               })
           .whenCompleteAsync(
-              (ignored, err) -> ex.respond(status, content, Exchange.APPLICATION_JSON, null, null),
+              (ignored, err) ->
+                  ex.respond(status, content, Exchange.APPLICATION_JSON, extraHeader, extraValue),
               ex.loop());
     }
 

@@ -4,6 +4,7 @@ import io.gpumeter.billing.ApiKeyInfo;
 import io.gpumeter.billing.ApiKeyStateException;
 import io.gpumeter.billing.BillingAdmin;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.RotatedApiKey;
 import java.io.PrintWriter;
 import java.util.List;
@@ -64,7 +65,9 @@ final class KeyCommand implements Callable<Integer> {
             + key.accountName()
             + "' (id "
             + key.accountId()
-            + "):");
+            + "), scope "
+            + key.scope().dbName()
+            + ":");
     err.flush();
     out.println(key.plaintext());
     out.flush();
@@ -100,20 +103,41 @@ final class KeyCommand implements Callable<Integer> {
         description = "The account's name (at most 200 characters).")
     String account;
 
+    @Option(
+        names = "--scope",
+        paramLabel = "SCOPE",
+        defaultValue = "inference",
+        description =
+            "What the key may read through the usage API: inference (its own usage, the"
+                + " default) or account_admin (every key of its account).")
+    String scope;
+
     @Override
     public Integer call() throws Exception {
-      return create(spec, config, account);
+      KeyScope s;
+      try {
+        s = KeyScope.parse(scope);
+      } catch (IllegalArgumentException e) {
+        throw new ParameterException(spec.commandLine(), "--scope: " + e.getMessage());
+      }
+      return create(spec, config, account, s);
     }
   }
 
   /** {@code key create} and {@code create-key}. */
   static int create(CommandSpec spec, ConfigOption config, String account) throws Exception {
+    return create(spec, config, account, KeyScope.INFERENCE);
+  }
+
+  /** {@code key create --scope SCOPE}. */
+  static int create(CommandSpec spec, ConfigOption config, String account, KeyScope scope)
+      throws Exception {
     if (account.isBlank()) {
       throw new ParameterException(spec.commandLine(), "--account must not be blank");
     }
     ServerConfig settings = config.load();
     try (BillingAdmin admin = BillingAdmin.open(settings.toolDatabaseConfig())) {
-      printCreated(spec, admin.createKey(account), "Created");
+      printCreated(spec, admin.createKey(account, scope), "Created");
     }
     return 0;
   }
@@ -152,7 +176,7 @@ final class KeyCommand implements Callable<Integer> {
 
     /** Tab-separated, with a header line; times in ISO-8601 UTC, {@code -} when not revoked. */
     static String table(List<ApiKeyInfo> keys) {
-      StringBuilder sb = new StringBuilder("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED");
+      StringBuilder sb = new StringBuilder("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED\tSCOPE");
       for (ApiKeyInfo k : keys) {
         sb.append('\n')
             .append(k.keyId())
@@ -163,7 +187,9 @@ final class KeyCommand implements Callable<Integer> {
             .append('\t')
             .append(k.createdAt())
             .append('\t')
-            .append(k.revokedAt() == null ? "-" : k.revokedAt().toString());
+            .append(k.revokedAt() == null ? "-" : k.revokedAt().toString())
+            .append('\t')
+            .append(k.scope().dbName());
       }
       return sb.toString();
     }

@@ -34,6 +34,7 @@ final class Routes {
   private final Authenticator auth;
   private final CompletionsEndpoint completions;
   private final UsageEndpoint usage;
+  private final UsageCompletionsEndpoint usageCompletions;
   private final AdminEndpoint admin;
   private final MetricsWriter metrics;
   private final Readiness readiness;
@@ -61,6 +62,13 @@ final class Routes {
             new IdempotencyGate(
                 billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)));
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
+    this.usageCompletions =
+        new UsageCompletionsEndpoint(
+            auth,
+            billing.usage(),
+            blocking,
+            Clock.systemUTC(),
+            config.retention() == null ? null : config.retention().retention());
     this.admin =
         new AdminEndpoint(
             config.adminToken(),
@@ -86,6 +94,10 @@ final class Routes {
       case "/v1/usage" -> {
         allow(ex, HttpMethod.GET, "GET");
         usage.handle(ex);
+      }
+      case UsageCompletionsEndpoint.PATH -> {
+        allow(ex, HttpMethod.GET, "GET");
+        usageCompletions.handle(ex);
       }
       case "/v1/models" -> {
         allow(ex, HttpMethod.GET, "GET");

@@ -70,18 +70,26 @@ class MainTest {
     assertThat(created.status()).as(created.toString()).isZero();
     String key = created.out().trim();
     assertThat(ApiKeys.isWellFormed(key)).as(created.toString()).isTrue();
-    Cli other = cli("key", "create", "--account", "cli-other", "--config", cfg);
+    Cli other =
+        cli("key", "create", "--account", "cli-other", "--scope", "account_admin", "--config", cfg);
     assertThat(other.status()).as(other.toString()).isZero();
+    assertThat(other.err()).contains("scope account_admin");
+    Cli badScope = cli("key", "create", "--account", "cli-x", "--scope", "root", "--config", cfg);
+    assertThat(badScope.status()).as(badScope.toString()).isNotZero();
+    assertThat(badScope.err()).contains("--scope");
+    assertThat(cli("key", "list", "--account", "cli-other", "--config", cfg).out())
+        .contains("\taccount_admin");
 
     Cli listed = cli("key", "list", "--account", "cli-keys", "--config", cfg);
     assertThat(listed.status()).as(listed.toString()).isZero();
     String[] lines = listed.out().strip().split("\n");
     assertThat(lines).hasSize(2);
-    assertThat(lines[0]).isEqualTo("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED");
+    assertThat(lines[0]).isEqualTo("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED\tSCOPE");
     String[] row = lines[1].split("\t");
     assertThat(row[1]).isEqualTo(key.substring(0, ApiKeys.PREFIX_LENGTH));
     assertThat(row[2]).isEqualTo("cli-keys");
     assertThat(row[4]).isEqualTo("-");
+    assertThat(row[5]).isEqualTo("inference");
     assertThat(listed.out()).doesNotContain(key.substring(ApiKeys.PREFIX_LENGTH));
     String id = row[0];
     assertThat(cli("key", "list", "--config", cfg).out().strip().split("\n")).hasSize(3);

@@ -10,6 +10,7 @@ import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.ApiKeyStateException;
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.RotatedApiKey;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
@@ -60,8 +61,8 @@ public final class ApiKeys {
       "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   private static final int MAX_ACCOUNT_NAME = 200;
   private static final String SELECT_INFO =
-      "SELECT k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at FROM api_keys k"
-          + " JOIN accounts a ON a.id = k.account_id";
+      "SELECT k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at, k.scope"
+          + " FROM api_keys k JOIN accounts a ON a.id = k.account_id";
 
   private final DataSource dataSource;
   private final SecureRandom random = new SecureRandom();
@@ -117,11 +118,24 @@ public final class ApiKeys {
    * @throws BillingException if the database fails
    */
   public CreatedApiKey create(String accountName) {
+    return create(accountName, KeyScope.INFERENCE);
+  }
+
+  /**
+   * Creates a key of {@code scope} for {@code accountName}, creating the account if it does not
+   * exist.
+   *
+   * @return the new key; its plaintext cannot be retrieved again
+   * @throws IllegalArgumentException if the name is blank or longer than 200 characters
+   * @throws BillingException if the database fails
+   */
+  public CreatedApiKey create(String accountName, KeyScope scope) {
+    Objects.requireNonNull(scope, "scope");
     String name = validateAccountName(accountName);
     try (Connection c = dataSource.getConnection()) {
       c.setAutoCommit(false);
       try {
-        CreatedApiKey created = insertKey(c, accountId(c, name), name);
+        CreatedApiKey created = insertKey(c, accountId(c, name), name, scope);
         c.commit();
         return created;
       } catch (SQLException | RuntimeException e) {
@@ -133,17 +147,18 @@ public final class ApiKeys {
     }
   }
 
-  private CreatedApiKey insertKey(Connection c, long accountId, String accountName)
+  private CreatedApiKey insertKey(Connection c, long accountId, String accountName, KeyScope scope)
       throws SQLException {
     String plaintext = generateKey();
     String prefix = plaintext.substring(0, PREFIX_LENGTH);
     try (PreparedStatement ps =
         c.prepareStatement(
-            "INSERT INTO api_keys (account_id, prefix, key_hash) VALUES (?, ?, ?)"
+            "INSERT INTO api_keys (account_id, prefix, key_hash, scope) VALUES (?, ?, ?, ?)"
                 + " RETURNING id, created_at")) {
       ps.setLong(1, accountId);
       ps.setString(2, prefix);
       ps.setBytes(3, sha256(plaintext));
+      ps.setString(4, scope.dbName());
       try (ResultSet rs = ps.executeQuery()) {
         rs.next();
         return new CreatedApiKey(
@@ -152,7 +167,8 @@ public final class ApiKeys {
             accountName,
             prefix,
             plaintext,
-            rs.getTimestamp(2).toInstant());
+            rs.getTimestamp(2).toInstant(),
+            scope);
       }
     }
   }
@@ -198,7 +214,7 @@ public final class ApiKeys {
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
-                "SELECT k.id, k.account_id, a.name, k.prefix FROM api_keys k"
+                "SELECT k.id, k.account_id, a.name, k.prefix, k.scope FROM api_keys k"
                     + " JOIN accounts a ON a.id = k.account_id"
                     + " WHERE k.key_hash = ? AND k.revoked_at IS NULL")) {
       ps.setBytes(1, hash);
@@ -207,7 +223,12 @@ public final class ApiKeys {
           return Optional.empty();
         }
         return Optional.of(
-            new ApiKeyPrincipal(rs.getLong(1), rs.getLong(2), rs.getString(3), rs.getString(4)));
+            new ApiKeyPrincipal(
+                rs.getLong(1),
+                rs.getLong(2),
+                rs.getString(3),
+                rs.getString(4),
+                KeyScope.parse(rs.getString(5))));
       }
     } catch (SQLException e) {
       throw new BillingException("could not look up an API key", e);
@@ -255,7 +276,7 @@ public final class ApiKeys {
       try {
         Revoked revoked = revoke(c, keyId);
         ApiKeyInfo old = revoked.info();
-        CreatedApiKey created = insertKey(c, old.accountId(), old.accountName());
+        CreatedApiKey created = insertKey(c, old.accountId(), old.accountName(), old.scope());
         c.commit();
         cache.invalidate(revoked.cacheKey());
         return new RotatedApiKey(created, old);
@@ -281,7 +302,7 @@ public final class ApiKeys {
             "UPDATE api_keys k SET revoked_at = now() FROM accounts a"
                 + " WHERE k.id = ? AND k.revoked_at IS NULL AND a.id = k.account_id"
                 + " RETURNING k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at,"
-                + " k.key_hash")) {
+                + " k.scope, k.key_hash")) {
       ps.setLong(1, keyId);
       try (ResultSet rs = ps.executeQuery()) {
         if (!rs.next()) {
@@ -291,7 +312,7 @@ public final class ApiKeys {
                   ? ApiKeyStateException.Problem.REVOKED
                   : ApiKeyStateException.Problem.UNKNOWN);
         }
-        return new Revoked(info(rs), HexFormat.of().formatHex(rs.getBytes(7)));
+        return new Revoked(info(rs), HexFormat.of().formatHex(rs.getBytes(8)));
       }
     }
   }
@@ -353,7 +374,8 @@ public final class ApiKeys {
         rs.getString(3),
         rs.getString(4),
         rs.getTimestamp(5).toInstant(),
-        revoked == null ? null : revoked.toInstant());
+        revoked == null ? null : revoked.toInstant(),
+        KeyScope.parse(rs.getString(7)));
   }
 
   /** How many lookups went to the database (cache misses of well-formed keys) since creation. */

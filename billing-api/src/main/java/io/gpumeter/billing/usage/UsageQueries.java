@@ -4,11 +4,15 @@ import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.HourlyUsage;
 import io.gpumeter.billing.KvUsage;
 import io.gpumeter.billing.StoredUsage;
+import io.gpumeter.billing.UsageBucketQuery;
+import io.gpumeter.billing.UsageBucketRow;
 import io.gpumeter.billing.UsageReport;
+import io.gpumeter.billing.UsageRowSink;
 import io.gpumeter.billing.UsageTotals;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
+import java.io.IOException;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -96,6 +100,71 @@ public final class UsageQueries {
     return new UsageReport(apiKeyId, start, end, totals, hours);
   }
 
+  /** Rows fetched from the server at a time while a bucketed query streams (a cursor). */
+  static final int FETCH_SIZE = 1_000;
+
+  /**
+   * Runs a bucketed usage query and hands each result to {@code sink} as it is read, in bucket then
+   * group order. The result set is read through a cursor ({@value #FETCH_SIZE} rows at a time, auto
+   * commit off), so memory does not grow with the number of results. From the hourly rollup when
+   * {@link UsageBucketQuery#fromRollup()}, else from the raw records (whose retention the caller
+   * checks). Voided charges are excluded either way (invariant 15).
+   *
+   * @return the number of results handed to the sink
+   * @throws IOException what the sink threw; the query is abandoned
+   * @throws BillingException if the database fails
+   */
+  public long buckets(UsageBucketQuery query, UsageRowSink sink) throws IOException {
+    Objects.requireNonNull(query, "query");
+    Objects.requireNonNull(sink, "sink");
+    long n = 0;
+    try (Connection c = dataSource.getConnection()) {
+      c.setAutoCommit(false); // the PostgreSQL driver uses a cursor only inside a transaction
+      try (PreparedStatement ps = BucketSql.prepare(c, query)) {
+        ps.setFetchSize(FETCH_SIZE);
+        try (ResultSet rs = ps.executeQuery()) {
+          while (rs.next()) {
+            long key = rs.getLong(3);
+            Long apiKeyId = rs.wasNull() ? null : key;
+            UsageBucketRow row =
+                new UsageBucketRow(
+                    rs.getTimestamp(1).toInstant(),
+                    rs.getString(2),
+                    apiKeyId,
+                    rs.getString(4),
+                    rs.getString(5),
+                    new UsageTotals(
+                        rs.getLong(6),
+                        rs.getLong(7),
+                        rs.getLong(8),
+                        rs.getLong(9),
+                        rs.getLong(10),
+                        rs.getLong(11)));
+            sink.accept(row);
+            n++;
+          }
+        }
+        c.commit();
+      } finally {
+        rollbackQuietly(c);
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not read the usage of account " + query.accountId(), e);
+    }
+    return n;
+  }
+
+  private static void rollbackQuietly(Connection c) {
+    try {
+      if (!c.getAutoCommit()) {
+        c.rollback();
+        c.setAutoCommit(true);
+      }
+    } catch (SQLException ignored) {
+      // a broken connection; the pool evicts it
+    }
+  }
+
   /**
    * The stored record with this request id, if any.
    *
@@ -109,7 +178,7 @@ public final class UsageQueries {
                     + " device_uuid, timer_kind, driver_version, cuda_version, weight_policy,"
                     + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens,"
                     + " queue_ns, steps, status, started_at, finished_at, recorded_at,"
-                    + " kv_byte_ns, peak_kv_bytes"
+                    + " kv_byte_ns, peak_kv_bytes, coalesce(session_id, request_id) AS session_id"
                     + " FROM usage_records WHERE request_id = ?")) {
       ps.setString(1, requestId);
       try (ResultSet rs = ps.executeQuery()) {
@@ -142,7 +211,7 @@ public final class UsageQueries {
                 UsageStatus.valueOf(rs.getString("status").toUpperCase(Locale.ROOT)),
                 rs.getTimestamp("started_at").toInstant(),
                 rs.getTimestamp("finished_at").toInstant(),
-                rs.getString("request_id"),
+                rs.getString("session_id"),
                 rs.getLong("kv_byte_ns"),
                 rs.getLong("peak_kv_bytes"));
         return Optional.of(new StoredUsage(r, rs.getTimestamp("recorded_at").toInstant()));

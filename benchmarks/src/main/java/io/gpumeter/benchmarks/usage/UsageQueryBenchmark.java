@@ -1,0 +1,147 @@
+package io.gpumeter.benchmarks.usage;
+
+import io.gpumeter.billing.BucketWidth;
+import io.gpumeter.billing.DatabaseConfig;
+import io.gpumeter.billing.UsageBucketQuery;
+import io.gpumeter.billing.UsageGroup;
+import io.gpumeter.billing.db.Database;
+import io.gpumeter.billing.usage.UsageQueries;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.Statement;
+import java.sql.Timestamp;
+import java.time.Duration;
+import java.time.Instant;
+import java.time.LocalDate;
+import java.time.ZoneOffset;
+import java.util.Arrays;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Set;
+
+/**
+ * Issue 11 item 6: a month of per-request records for one account (10 million by default),
+ * generated with SQL ({@code generate_series} into {@code usage_records}, then the hourly rollup
+ * from them, as the ledger would have written it), then {@code bucket_width=1d} queries for the
+ * month through {@link UsageQueries#buckets}, timed. Not a test: run by hand (see
+ * benchmarks/RESULTS.md, "Usage API: a month of 10 million records").
+ *
+ * <p>Arguments: {@code [records] [keys] [rounds]}.
+ */
+public final class UsageQueryBenchmark {
+  private UsageQueryBenchmark() {}
+
+  public static void main(String[] args) throws Exception {
+    long records = args.length > 0 ? Long.parseLong(args[0]) : 10_000_000L;
+    int keys = args.length > 1 ? Integer.parseInt(args[1]) : 20;
+    int rounds = args.length > 2 ? Integer.parseInt(args[2]) : 20;
+    Path dir = Files.createTempDirectory("usage-bench");
+    // the current month has a partition from the migrations, as production would
+    Instant start =
+        LocalDate.now(ZoneOffset.UTC).withDayOfMonth(1).atStartOfDay(ZoneOffset.UTC).toInstant();
+    Duration month = Duration.ofDays(30);
+    System.out.printf(
+        "# UsageQueryBenchmark: %d records, %d keys, 2 models, one account, %s + 30 days;"
+            + " %d CPUs, %s, java %s%n",
+        records,
+        keys,
+        start,
+        Runtime.getRuntime().availableProcessors(),
+        Instant.now(),
+        System.getProperty("java.version"));
+    try (Database db =
+        Database.start(
+            DatabaseConfig.builder()
+                .dataDirectory(dir.resolve("pg"))
+                .embeddedWatchdogInterval(Duration.ZERO)
+                .build())) {
+      long t0 = System.nanoTime();
+      try (Connection c = db.maintenanceDataSource().getConnection()) {
+        try (Statement s = c.createStatement()) {
+          // synthetic rows have no voids: skip V6's per-row void check while loading them
+          s.execute("ALTER TABLE usage_records DISABLE TRIGGER usage_records_apply_void");
+        }
+        try (PreparedStatement ps =
+            c.prepareStatement(
+                "INSERT INTO usage_records (request_id, api_key_id, account_id, model, device,"
+                    + " device_name, device_uuid, timer_kind, driver_version, cuda_version,"
+                    + " weight_policy, device_ns, prefill_ns, decode_ns, prompt_tokens,"
+                    + " completion_tokens, queue_ns, steps, status, started_at, finished_at,"
+                    + " session_id)"
+                    + " SELECT 'req-' || g, 1 + g % ?, 1,"
+                    + " CASE WHEN g % 3 = 0 THEN 'big' ELSE 'small' END, 'cuda:0',"
+                    + " 'NVIDIA H100', 'GPU-1', 'cuda-event', '550', '12.4', 'linear',"
+                    + " 3000000 + g % 1000, 1000000, 2000000 + g % 1000, 20 + g % 50, 40, 1000,"
+                    + " 41, 'ok', ts - interval '50 milliseconds', ts, 'session-' || (g / 8)"
+                    + " FROM (SELECT g, ?::timestamptz + (g * ?::bigint) * interval '1 microsecond'"
+                    + " AS ts FROM generate_series(0, ? - 1) g) s")) {
+          ps.setInt(1, keys);
+          ps.setTimestamp(2, Timestamp.from(start));
+          ps.setLong(3, month.toNanos() / 1000 / records);
+          ps.setLong(4, records);
+          ps.executeUpdate();
+        }
+        long t1 = System.nanoTime();
+        try (Statement s = c.createStatement()) {
+          s.execute("ALTER TABLE usage_records ENABLE TRIGGER usage_records_apply_void");
+          s.executeUpdate(
+              "INSERT INTO usage_hourly (hour, api_key_id, account_id, model, device, requests,"
+                  + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens)"
+                  + " SELECT date_trunc('hour', finished_at, 'UTC'), api_key_id, max(account_id),"
+                  + " model, device, count(*), sum(device_ns), sum(prefill_ns), sum(decode_ns),"
+                  + " sum(prompt_tokens), sum(completion_tokens) FROM usage_records"
+                  + " GROUP BY 1, api_key_id, model, device");
+          s.execute("ANALYZE");
+        }
+        long t2 = System.nanoTime();
+        System.out.printf(
+            "generation: usage_records %.1f s, usage_hourly + ANALYZE %.1f s%n",
+            (t1 - t0) / 1e9, (t2 - t1) / 1e9);
+      }
+      UsageQueries usage = new UsageQueries(db.dataSource());
+      Instant end = start.plus(Duration.ofDays(31));
+      for (Set<UsageGroup> groups :
+          List.of(
+              Set.<UsageGroup>of(),
+              EnumSet.of(UsageGroup.MODEL, UsageGroup.API_KEY_ID, UsageGroup.DEVICE))) {
+        UsageBucketQuery q =
+            new UsageBucketQuery(
+                1, null, start, end, BucketWidth.DAY, groups, List.of(), List.of());
+        long[] rows = new long[1];
+        long[] requests = new long[1];
+        long[] ns = new long[rounds];
+        for (int i = -3; i < rounds; i++) { // 3 warm-up rounds
+          rows[0] = 0;
+          requests[0] = 0;
+          long a = System.nanoTime();
+          usage.buckets(
+              q,
+              r -> {
+                rows[0]++;
+                requests[0] += r.totals().requests();
+              });
+          long b = System.nanoTime();
+          if (i >= 0) {
+            ns[i] = b - a;
+          }
+        }
+        if (requests[0] != records) {
+          throw new IllegalStateException("counted " + requests[0] + " of " + records);
+        }
+        Arrays.sort(ns);
+        System.out.printf(
+            "bucket_width=1d group_by=%s: %d results, %d requests; %d rounds: min %.1f ms,"
+                + " median %.1f ms, max %.1f ms%n",
+            groups,
+            rows[0],
+            requests[0],
+            rounds,
+            ns[0] / 1e6,
+            ns[rounds / 2] / 1e6,
+            ns[rounds - 1] / 1e6);
+      }
+    }
+  }
+}
