@@ -118,6 +118,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final long[] shares;
   private final long[] scratch;
   private final MutableStepReport report;
+  private final Sampler sampler;
 
   // ---- figures, written by the scheduler thread ----
   private volatile int runningFigure;
@@ -170,6 +171,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.shares = new long[slots];
     this.scratch = new long[2 * slots];
     this.report = new MutableStepReport(modelName, timer.info().device(), slots);
+    this.sampler = new Sampler(vocabSize);
     this.thread = new Thread(this::loop, "scheduler-" + modelName);
     this.thread.setDaemon(true);
     this.thread.start();
@@ -228,6 +230,12 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     for (int t : request.promptTokens()) {
       if (t < 0 || t >= vocabSize) {
         throw new IllegalArgumentException("token id " + t + " outside vocabulary of " + vocabSize);
+      }
+    }
+    for (int t : request.sampling().biasTokens()) {
+      if (t >= vocabSize) {
+        throw new IllegalArgumentException(
+            "logit bias token id " + t + " outside vocabulary of " + vocabSize);
       }
     }
     if (!acquireKeyShare(request.apiKeyId())) {
@@ -512,13 +520,24 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       if (s.cached < s.length) {
         continue; // a prompt chunk that did not reach the end of the prompt
       }
-      int token = Sampler.sample(logits[row], vocabSize, s.request.temperature(), s.rng);
+      int token =
+          sampler.sample(
+              logits[row],
+              s.request.temperature(),
+              s.request.sampling(),
+              s.counts,
+              s.seen,
+              s.seenCount,
+              s.rng);
       if (token == eosId) {
         finish(s, FinishReason.STOP, null);
         continue;
       }
       s.tokens[s.length++] = token;
       s.generated++;
+      if (s.counts != null && s.counts[token]++ == 0) {
+        s.seen[s.seenCount++] = token;
+      }
       s.request.listener().onToken(token);
       if (s.generated >= s.request.maxTokens() || s.length >= contextLength) {
         finish(s, FinishReason.LENGTH, null);
@@ -611,6 +630,14 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     final long deadline;
     final java.time.Instant startedAt;
     final SplittableRandom rng;
+
+    /** Times each token was generated (penalties only, else null). */
+    final int[] counts;
+
+    /** The distinct generated tokens, {@code seenCount} of them (penalties only, else null). */
+    final int[] seen;
+
+    int seenCount;
     volatile boolean cancelled;
     boolean done;
     int length;
@@ -637,6 +664,14 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       this.deadline = deadline;
       this.startedAt = startedAt;
       this.rng = new SplittableRandom(request.seed());
+      if (request.sampling().penalized()) {
+        int vocab = owner.vocabSize;
+        this.counts = new int[vocab];
+        this.seen = new int[Math.min(vocab, request.maxTokens())];
+      } else {
+        this.counts = null;
+        this.seen = null;
+      }
     }
 
     @Override

@@ -15,6 +15,7 @@ import java.util.Objects;
  * @param timeoutNanos time budget from submission, or 0 for the scheduler's default
  * @param listener receives tokens as they are generated (streaming); may be {@link
  *     TokenListener#NONE}
+ * @param sampling top-p, top-k, penalties and logit bias ({@link SamplingOptions#NONE} for none)
  */
 public record GenerationRequest(
     String requestId,
@@ -25,12 +26,38 @@ public record GenerationRequest(
     double temperature,
     long seed,
     long timeoutNanos,
-    TokenListener listener) {
+    TokenListener listener,
+    SamplingOptions sampling) {
+
+  /** A request with no sampling option beyond temperature. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        SamplingOptions.NONE);
+  }
 
   public GenerationRequest {
     Objects.requireNonNull(requestId, "requestId");
     Objects.requireNonNull(promptTokens, "promptTokens");
     Objects.requireNonNull(listener, "listener");
+    Objects.requireNonNull(sampling, "sampling");
     if (promptTokens.length == 0) {
       throw new IllegalArgumentException("prompt must have at least one token");
     }

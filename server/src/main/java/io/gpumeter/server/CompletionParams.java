@@ -16,13 +16,19 @@ import java.util.Set;
  *
  * <p>Accepted: {@code model}, {@code prompt} (a string, or an array holding one string), {@code
  * max_tokens}, {@code temperature}, {@code seed}, {@code user} (ignored). Parameters this server
- * does not implement are accepted only with their neutral value ({@code n: 1}, {@code top_p: 1},
+ * does not implement are accepted only with their neutral value ({@code n: 1}, {@code echo: false},
  * {@code stream: false}, ...), so a client never silently gets something else than it asked for;
  * any other parameter is refused.
  *
+ * <p>The sampling parameters ({@code top_p}, {@code top_k}, the penalties, {@code logit_bias}) are
+ * accepted here by name and read by {@link SamplingParams} from {@code body} once the model (and so
+ * the vocabulary) is known.
+ *
  * @param seed the sampling seed, or null for a random one
+ * @param body the whole request body, for the parameters read after the model is known
  */
-record CompletionParams(String model, String prompt, int maxTokens, double temperature, Long seed) {
+record CompletionParams(
+    String model, String prompt, int maxTokens, double temperature, Long seed, JsonNode body) {
 
   /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
   private static final Map<String, String> NEUTRAL =
@@ -33,10 +39,6 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
           Map.entry("logprobs", "null"),
           Map.entry("stop", "null"),
           Map.entry("suffix", "null"),
-          Map.entry("top_p", "1"),
-          Map.entry("presence_penalty", "0"),
-          Map.entry("frequency_penalty", "0"),
-          Map.entry("logit_bias", "{}"),
           Map.entry("stream_options", "null"));
 
   private static final Set<String> KNOWN =
@@ -77,7 +79,9 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
     }
     for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
       String name = it.next();
-      if (!KNOWN.contains(name) && !NEUTRAL.containsKey(name)) {
+      if (!KNOWN.contains(name)
+          && !NEUTRAL.containsKey(name)
+          && !SamplingParams.NAMES.contains(name)) {
         throw ApiException.invalid(name, "Unrecognized request argument supplied: " + name);
       }
     }
@@ -138,7 +142,7 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
                 + ".");
       }
     }
-    return new CompletionParams(model, prompt, maxTokens, temperature, seed);
+    return new CompletionParams(model, prompt, maxTokens, temperature, seed, root);
   }
 
   /**
@@ -230,7 +234,7 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
     return v == null || v.isNull() ? null : v;
   }
 
-  private static String describe(JsonNode v) {
+  static String describe(JsonNode v) {
     JsonNodeType type = v.getNodeType();
     return switch (type) {
       case STRING -> "a string";

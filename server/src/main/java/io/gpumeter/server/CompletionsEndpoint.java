@@ -6,6 +6,7 @@ import io.gpumeter.batching.FinishReason;
 import io.gpumeter.batching.Generation;
 import io.gpumeter.batching.GenerationRequest;
 import io.gpumeter.batching.GenerationResult;
+import io.gpumeter.batching.SamplingOptions;
 import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerFullException;
@@ -94,6 +95,7 @@ final class CompletionsEndpoint {
           "model",
           "model_not_found");
     }
+    SamplingOptions sampling = SamplingParams.parse(p.body(), m.model().config().vocabSize());
     int[] prompt = m.model().tokenizer().encode(p.prompt());
     if (prompt.length == 0) {
       // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
@@ -119,7 +121,8 @@ final class CompletionsEndpoint {
             p.temperature(),
             seed,
             0L,
-            observer);
+            observer,
+            sampling);
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
