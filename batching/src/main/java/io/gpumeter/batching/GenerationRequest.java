@@ -16,6 +16,10 @@ import java.util.Objects;
  * @param listener receives tokens as they are generated (streaming); may be {@link
  *     TokenListener#NONE}
  * @param sampling top-p, top-k, penalties and logit bias ({@link SamplingOptions#NONE} for none)
+ * @param n choices to generate from the prompt, at least 1: the prompt is prefilled once and its KV
+ *     cache copied into the other choices' slots; one record charges all of them. Choice 0 draws
+ *     from {@code seed} as a request with {@code n = 1} does; choice {@code i} from its own stream
+ *     derived from {@code seed} and {@code i}.
  */
 public record GenerationRequest(
     String requestId,
@@ -27,7 +31,34 @@ public record GenerationRequest(
     long seed,
     long timeoutNanos,
     TokenListener listener,
-    SamplingOptions sampling) {
+    SamplingOptions sampling,
+    int n) {
+
+  /** A request for one choice. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      SamplingOptions sampling) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        sampling,
+        1);
+  }
 
   /** A request with no sampling option beyond temperature. */
   public GenerationRequest(
@@ -50,7 +81,8 @@ public record GenerationRequest(
         seed,
         timeoutNanos,
         listener,
-        SamplingOptions.NONE);
+        SamplingOptions.NONE,
+        1);
   }
 
   public GenerationRequest {
@@ -66,6 +98,9 @@ public record GenerationRequest(
     }
     if (!(temperature >= 0 && temperature <= 2)) {
       throw new IllegalArgumentException("temperature must be in [0, 2], was " + temperature);
+    }
+    if (n < 1) {
+      throw new IllegalArgumentException("n must be >= 1, was " + n);
     }
     if (timeoutNanos < 0) {
       throw new IllegalArgumentException("timeoutNanos must be >= 0, was " + timeoutNanos);
