@@ -41,7 +41,7 @@ public class SamplingStepBenchmark extends SchedulerStepBenchmark {
                 0.5,
                 0.5,
                 new int[] {NoopLanguageModel.EOS, 10, 32, 101},
-                new float[] {-100, -5, 1.5, 2})
+                new float[] {-100, -5, 1.5f, 2})
             : new SamplingOptions(
                 1, 0, 0, 0, new int[] {NoopLanguageModel.EOS}, new float[] {-100});
     return new GenerationRequest(
