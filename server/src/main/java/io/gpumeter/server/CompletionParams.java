@@ -14,15 +14,16 @@ import java.util.Set;
  * A validated {@code POST /v1/completions} body. Every rule names the offending parameter in the
  * error, as OpenAI does.
  *
- * <p>Accepted: {@code model}, {@code prompt} (a string, or an array holding one string), {@code
- * max_tokens}, {@code temperature}, {@code seed}, {@code user} (ignored). Parameters this server
- * does not implement are accepted only with their neutral value ({@code n: 1}, {@code echo: false},
+ * <p>Accepted: {@code model}, {@code prompt} (a string, an array holding one string, or token ids:
+ * then {@code prompt} here is null and {@link CompletionOptions} reads them), {@code max_tokens},
+ * {@code temperature}, {@code seed}, {@code user} (ignored). Parameters this server does not
+ * implement are accepted only with their neutral value ({@code best_of: 1}, {@code logprobs: null},
  * {@code stream: false}, ...), so a client never silently gets something else than it asked for;
  * any other parameter is refused.
  *
  * <p>The sampling parameters ({@code top_p}, {@code top_k}, the penalties, {@code logit_bias}) are
- * accepted here by name and read by {@link SamplingParams} from {@code body} once the model (and so
- * the vocabulary) is known.
+ * accepted here by name and read by {@link SamplingParams} (and {@code n}, {@code echo} by {@link
+ * CompletionOptions}) from {@code body} once the model (and so the vocabulary) is known.
  *
  * @param seed the sampling seed, or null for a random one
  * @param body the whole request body, for the parameters read after the model is known
@@ -33,9 +34,7 @@ record CompletionParams(
   /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
   private static final Map<String, String> NEUTRAL =
       Map.ofEntries(
-          Map.entry("n", "1"),
           Map.entry("best_of", "1"),
-          Map.entry("echo", "false"),
           Map.entry("logprobs", "null"),
           Map.entry("stop", "null"),
           Map.entry("suffix", "null"),
@@ -81,7 +80,8 @@ record CompletionParams(
       String name = it.next();
       if (!KNOWN.contains(name)
           && !NEUTRAL.containsKey(name)
-          && !SamplingParams.NAMES.contains(name)) {
+          && !SamplingParams.NAMES.contains(name)
+          && !CompletionOptions.NAMES.contains(name)) {
         throw ApiException.invalid(name, "Unrecognized request argument supplied: " + name);
       }
     }
@@ -198,6 +198,9 @@ record CompletionParams(
     if (p.isTextual()) {
       return p.textValue();
     }
+    if (CompletionOptions.isTokenPrompt(p)) {
+      return null; // token ids: read by CompletionOptions once the vocabulary is known
+    }
     if (p.isArray()) {
       if (p.size() == 1 && p.get(0).isTextual()) {
         return p.get(0).textValue();
@@ -211,8 +214,8 @@ record CompletionParams(
       }
       throw ApiException.invalid(
           "prompt",
-          "prompt must be a string or an array holding one"
-              + " string (token arrays are not supported).");
+          "prompt must be a string, an array holding one string, or token ids (an array of"
+              + " integers, or an array holding one).");
     }
     throw ApiException.wrongType("prompt", "a string", describe(p));
   }

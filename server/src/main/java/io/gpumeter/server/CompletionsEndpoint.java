@@ -2,6 +2,7 @@ package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.batching.AdmissionRejectedException;
+import io.gpumeter.batching.Choice;
 import io.gpumeter.batching.FinishReason;
 import io.gpumeter.batching.Generation;
 import io.gpumeter.batching.GenerationRequest;
@@ -18,6 +19,8 @@ import io.gpumeter.metering.UsageRecord;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
@@ -95,8 +98,14 @@ final class CompletionsEndpoint {
           "model",
           "model_not_found");
     }
-    SamplingOptions sampling = SamplingParams.parse(p.body(), m.model().config().vocabSize());
-    int[] prompt = m.model().tokenizer().encode(p.prompt());
+    int vocab = m.model().config().vocabSize();
+    SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
+    CompletionOptions options =
+        CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning(), vocab);
+    int[] prompt =
+        options.promptTokens() != null
+            ? options.promptTokens()
+            : m.model().tokenizer().encode(p.prompt());
     if (prompt.length == 0) {
       // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
       prompt = new int[] {m.model().config().eosId()};
@@ -122,7 +131,8 @@ final class CompletionsEndpoint {
             seed,
             0L,
             observer,
-            sampling);
+            sampling,
+            options.n());
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
@@ -145,15 +155,23 @@ final class CompletionsEndpoint {
                 }
               });
         });
+    int[] promptTokens = prompt;
     ex.then(
         observed,
         result ->
             ex.then(
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),
-                durableError -> finish(ex, m, result, durableError.orElse(null))));
+                durableError ->
+                    finish(ex, m, options, promptTokens, result, durableError.orElse(null))));
   }
 
-  private void finish(Exchange ex, ModelEndpoint m, GenerationResult result, Throwable notDurable) {
+  private void finish(
+      Exchange ex,
+      ModelEndpoint m,
+      CompletionOptions options,
+      int[] prompt,
+      GenerationResult result,
+      Throwable notDurable) {
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
@@ -193,9 +211,13 @@ final class CompletionsEndpoint {
     }
     switch (reason) {
       case STOP, LENGTH -> {
-        String text = m.model().tokenizer().decode(result.tokens());
+        String echoed = options.echo() ? m.model().tokenizer().decode(prompt) : "";
+        List<String> texts = new ArrayList<>(result.choices().size());
+        for (Choice c : result.choices()) {
+          texts.add(echoed + m.model().tokenizer().decode(c.tokens()));
+        }
         ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
-        ex.respondJson(HttpResponseStatus.OK, g -> writeCompletion(g, m.name(), text, result));
+        ex.respondJson(HttpResponseStatus.OK, g -> writeCompletion(g, m.name(), texts, result));
       }
       case CANCELLED ->
           throw new ApiException(
@@ -290,7 +312,8 @@ final class CompletionsEndpoint {
   }
 
   private static void writeCompletion(
-      JsonGenerator g, String model, String text, GenerationResult result) throws IOException {
+      JsonGenerator g, String model, List<String> texts, GenerationResult result)
+      throws IOException {
     UsageRecord u = result.usage();
     TimerInfo timer = u.timer();
     g.writeStartObject();
@@ -299,12 +322,14 @@ final class CompletionsEndpoint {
     g.writeNumberField("created", u.startedAt().getEpochSecond());
     g.writeStringField("model", model);
     g.writeArrayFieldStart("choices");
-    g.writeStartObject();
-    g.writeStringField("text", text);
-    g.writeNumberField("index", 0);
-    g.writeNullField("logprobs");
-    g.writeStringField("finish_reason", result.finishReason().openAiName());
-    g.writeEndObject();
+    for (Choice c : result.choices()) {
+      g.writeStartObject();
+      g.writeStringField("text", texts.get(c.index()));
+      g.writeNumberField("index", c.index());
+      g.writeNullField("logprobs");
+      g.writeStringField("finish_reason", c.finishReason().openAiName());
+      g.writeEndObject();
+    }
     g.writeEndArray();
     g.writeObjectFieldStart("usage");
     g.writeNumberField("prompt_tokens", u.promptTokens());
