@@ -15,7 +15,9 @@ import io.gpumeter.model.KvFootprint;
 import io.gpumeter.model.LanguageModel;
 import io.gpumeter.model.StepBatch;
 import java.time.Clock;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Objects;
 import java.util.SplittableRandom;
 import java.util.concurrent.CompletableFuture;
@@ -61,6 +63,16 @@ import org.slf4j.LoggerFactory;
  * turns at admission. A key flooding the server therefore gets one admission per turn, like any
  * other key with work waiting; a key with one request waits at most one turn per free slot.
  *
+ * <p><b>Choices ({@code n > 1}):</b> a request for {@code n} choices is admitted only when {@code
+ * n} slots are free (until then it waits at the head of the line, so the slots it needs are not
+ * taken by later arrivals). Its prompt is prefilled once, by choice 0, in its own slot; when the
+ * prompt is done, its keys and values are copied on the device into the other choices' slots
+ * ({@link LanguageModel#copyPrefix}), each other choice draws its first token from the same last
+ * logits with its own seeded generator, and all {@code n} then decode as ordinary sequences. The
+ * copy is timed like a step and reported as a step of its own with one row, choice 0's, as prefill
+ * time. The request ends when its last choice ends, with one {@link UsageRecord}: the sum of every
+ * choice's shares (the one prefill and the copy included), all choices' tokens, all their steps.
+ *
  * <p><b>Accounting:</b> the step timer's span is closed in {@code finally}, so a failing step is
  * still measured and split among its sequences (which then fail with their time on the record).
  * Each step fills in the one reused {@link MutableStepReport} (measured time, the shares, their
@@ -77,6 +89,9 @@ import org.slf4j.LoggerFactory;
 public final class ContinuousScheduler implements GenerationService, AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(ContinuousScheduler.class);
   private static final long IDLE_PARK_NANOS = TimeUnit.MILLISECONDS.toNanos(50);
+
+  /** Choice i of a request draws from seed + i * this (the golden ratio, as SplittableRandom). */
+  private static final long CHOICE_SEED_STRIDE = 0x9E3779B97F4A7C15L;
 
   private final LanguageModel model;
   private final StepTimer timer;
@@ -122,6 +137,17 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final long[] shares;
   private final long[] scratch;
   private final MutableStepReport report;
+  private final Sampler sampler;
+
+  /**
+   * A request of {@code n > 1} choices taken from the queue that waits for {@code n} free slots.
+   */
+  private Seq held;
+
+  /** The one share of a prefix copy (n > 1), and the row a forked choice samples its first from. */
+  private final long[] forkShare = new long[1];
+
+  private final float[] forkScratch;
 
   // ---- figures, written by the scheduler thread ----
   private volatile int runningFigure;
@@ -175,6 +201,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.shares = new long[slots];
     this.scratch = new long[2 * slots];
     this.report = new MutableStepReport(modelName, timer.info().device(), slots);
+    this.sampler = new Sampler(vocabSize);
+    this.forkScratch = new float[vocabSize];
     this.thread = new Thread(this::loop, "scheduler-" + modelName);
     this.thread.setDaemon(true);
     this.thread.start();
@@ -233,6 +261,23 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     for (int t : request.promptTokens()) {
       if (t < 0 || t >= vocabSize) {
         throw new IllegalArgumentException("token id " + t + " outside vocabulary of " + vocabSize);
+      }
+    }
+    if (request.n() > config.maxRunning()) {
+      rejected.incrementAndGet();
+      throw new IllegalArgumentException(
+          "n is "
+              + request.n()
+              + " but model "
+              + modelName
+              + " runs at most "
+              + config.maxRunning()
+              + " sequences at a time");
+    }
+    for (int t : request.sampling().biasTokens()) {
+      if (t >= vocabSize) {
+        throw new IllegalArgumentException(
+            "logit bias token id " + t + " outside vocabulary of " + vocabSize);
       }
     }
     if (!acquireKeyShare(request.apiKeyId())) {
@@ -370,6 +415,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       for (int i = runningCount - 1; i >= 0; i--) {
         finish(running[i], FinishReason.CANCELLED, null);
       }
+      if (held != null) {
+        cancelWaiting(held);
+        held = null;
+      }
       waiting.drain(cancelWaiting);
       runningFigure = 0;
       cache.close();
@@ -377,7 +426,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   }
 
   private boolean idle() {
-    return runningCount == 0 && waiting.isEmpty() && inbox.isEmpty();
+    return runningCount == 0 && held == null && waiting.isEmpty() && inbox.isEmpty();
   }
 
   private void drainInbox() {
@@ -391,16 +440,21 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private void retireExpired(long now) {
     for (int i = runningCount - 1; i >= 0; i--) {
       Seq s = running[i];
-      if (s.cancelled) {
+      if (s.cancelled || (s.parent != null && s.parent.cancelled)) {
         finish(s, FinishReason.CANCELLED, null);
       } else if (now - s.deadline >= 0) {
         finish(s, FinishReason.TIMEOUT, null);
       }
     }
+    retireNow = now;
+    if (held != null && expiredWhileWaiting(held)) {
+      Seq h = held;
+      held = null;
+      retireWaiting(h);
+    }
     if (waiting.isEmpty()) {
       return;
     }
-    retireNow = now;
     waiting.removeIf(expiredWhileWaiting, retireWaiting);
   }
 
@@ -422,14 +476,25 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   private void admit() {
     while (freeSlotCount > 0) {
-      Seq s = waiting.poll();
+      Seq s = held != null ? held : waiting.poll();
       if (s == null) {
         break;
       }
+      if (s.request.n() > freeSlotCount) {
+        // n choices need n slots at once: wait at the head of the line until they are free
+        held = s;
+        break;
+      }
+      held = null;
       queued.decrementAndGet();
       releaseKeyShare(s.request.apiKeyId());
       s.slot = freeSlots[--freeSlotCount];
       running[runningCount++] = s;
+      if (s.children != null) {
+        for (Seq c : s.children) {
+          c.slot = freeSlots[--freeSlotCount]; // reserved; running once the prompt is copied
+        }
+      }
     }
     runningFigure = runningCount;
   }
@@ -518,31 +583,114 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       if (s.cached < s.length) {
         continue; // a prompt chunk that did not reach the end of the prompt
       }
-      int token = Sampler.sample(logits[row], vocabSize, s.request.temperature(), s.rng);
-      if (token == eosId) {
-        finish(s, FinishReason.STOP, null);
+      if (s.children != null && !s.forked && !fork(s, logits[row])) {
         continue;
       }
-      s.tokens[s.length++] = token;
-      s.generated++;
-      s.request.listener().onToken(token);
-      if (s.generated >= s.request.maxTokens() || s.length >= contextLength) {
-        finish(s, FinishReason.LENGTH, null);
-      }
+      int token =
+          sampler.sample(
+              logits[row],
+              s.request.temperature(),
+              s.request.sampling(),
+              s.counts,
+              s.seen,
+              s.seenCount,
+              s.rng);
+      emit(s, token);
     }
     clearStepRefs(n);
+  }
+
+  private void emit(Seq s, int token) {
+    if (token == eosId) {
+      finish(s, FinishReason.STOP, null);
+      return;
+    }
+    s.tokens[s.length++] = token;
+    s.generated++;
+    if (s.counts != null && s.counts[token]++ == 0) {
+      s.seen[s.seenCount++] = token;
+    }
+    if (s.index == 0) {
+      s.request.listener().onToken(token);
+    }
+    if (s.generated >= s.request.maxTokens() || s.length >= contextLength) {
+      finish(s, FinishReason.LENGTH, null);
+    }
+  }
+
+  /**
+   * The prompt of a request with {@code n > 1} choices is prefilled (in {@code parent}'s slot):
+   * copy its keys and values into the other choices' reserved slots, as a timed step of its own
+   * charged to the request (one report with one row, prefill time), then start each other choice
+   * with its first token drawn from the prompt's last logits ({@code row}, left as it is for the
+   * parent).
+   *
+   * @return false if the copy failed (the request has then failed, with its time)
+   */
+  private boolean fork(Seq parent, float[] row) {
+    parent.forked = true;
+    Throwable failure = null;
+    long measured;
+    StepTimer.Span span = timer.begin();
+    try {
+      for (Seq c : parent.children) {
+        model.copyPrefix(cache, parent.slot, c.slot, parent.promptLen);
+      }
+    } catch (RuntimeException | Error e) {
+      failure = e;
+    } finally {
+      measured = span.end();
+    }
+    forkShare[0] = measured;
+    StepReport copy = report.fillCharged(measured, forkShare, 1, 0, failure != null);
+    parent.prefillNs += copy.share(0);
+    parent.steps++;
+    counters.record(copy);
+    stepsFigure++;
+    stepListener.onStep(copy);
+    if (failure != null) {
+      log.error(
+          "KV prefix copy failed for {} ({} choices)", modelName, parent.request.n(), failure);
+      parent.forked = false; // finish() gives up the reserved slots
+      finish(parent, FinishReason.ERROR, failure);
+      return false;
+    }
+    for (Seq c : parent.children) {
+      c.cached = parent.promptLen;
+      c.firstStepNanos = parent.firstStepNanos;
+      running[runningCount++] = c;
+    }
+    runningFigure = runningCount;
+    for (Seq c : parent.children) {
+      System.arraycopy(row, 0, forkScratch, 0, vocabSize);
+      emit(
+          c,
+          sampler.sample(
+              forkScratch,
+              c.request.temperature(),
+              c.request.sampling(),
+              c.counts,
+              c.seen,
+              c.seenCount,
+              c.rng));
+    }
+    return true;
   }
 
   private void clearStepRefs(int n) {
     Arrays.fill(stepSeqs, 0, n, null);
   }
 
-  /** Removes a sequence from wherever it is and publishes its one record. */
+  /**
+   * Removes a sequence from wherever it is; when it is the last of its request's choices to end,
+   * publishes the request's one record.
+   */
   private void finish(Seq s, FinishReason reason, Throwable error) {
     if (s.done) {
       return;
     }
     s.done = true;
+    s.reason = reason;
     if (s.slot >= 0) {
       int idx = -1;
       for (int i = 0; i < runningCount; i++) {
@@ -558,6 +706,50 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       }
       freeSlots[freeSlotCount++] = s.slot;
       s.slot = -1;
+    }
+    Seq g = s.parent != null ? s.parent : s;
+    if (error != null && g.error == null) {
+      g.error = error;
+    }
+    g.membersLeft--;
+    if (s == g && s.children != null && !s.forked) {
+      // ended before its prompt was copied: the other choices never ran
+      s.forked = true;
+      for (Seq c : s.children) {
+        c.done = true;
+        c.reason = reason;
+        if (c.slot >= 0) {
+          freeSlots[freeSlotCount++] = c.slot;
+          c.slot = -1;
+        }
+        g.membersLeft--;
+      }
+    }
+    if (g.membersLeft == 0) {
+      publish(g);
+    }
+  }
+
+  /** The request's one record: every choice's shares, prefill and copy included, summed. */
+  private void publish(Seq s) {
+    long prefillNs = s.prefillNs;
+    long decodeNs = s.decodeNs;
+    int steps = s.steps;
+    int generated = s.generated;
+    FinishReason reason = s.reason;
+    List<Choice> choices = new ArrayList<>(s.request.n());
+    choices.add(new Choice(0, s.generatedTokens(), s.reason));
+    if (s.children != null) {
+      for (Seq c : s.children) {
+        prefillNs += c.prefillNs;
+        decodeNs += c.decodeNs;
+        steps += c.steps;
+        generated += c.generated;
+        if (severity(c.reason) > severity(reason)) {
+          reason = c.reason;
+        }
+        choices.add(new Choice(c.index, c.generatedTokens(), c.reason));
+      }
     }
     long end = ticker.read();
     long queueNs = Math.max(0, (s.firstStepNanos >= 0 ? s.firstStepNanos : end) - s.submitNanos);
@@ -582,13 +774,13 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             modelName,
             timer.info(),
             policyName,
-            s.prefillNs + s.decodeNs,
-            s.prefillNs,
-            s.decodeNs,
+            prefillNs + decodeNs,
+            prefillNs,
+            decodeNs,
             s.promptLen,
-            s.generated,
+            generated,
             queueNs,
-            s.steps,
+            steps,
             status,
             s.startedAt,
             clock.instant(),
@@ -602,8 +794,19 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       durable = CompletableFuture.failedFuture(e);
     }
     completed.incrementAndGet();
-    int[] out = Arrays.copyOfRange(s.tokens, s.promptLen, s.promptLen + s.generated);
-    s.future.complete(new GenerationResult(out, reason, record, durable, error));
+    s.future.complete(
+        new GenerationResult(
+            choices.get(0).tokens(), reason, record, durable, s.error, List.copyOf(choices)));
+  }
+
+  /** Which reason a request with several choices reports: the worst of them. */
+  private static int severity(FinishReason r) {
+    return switch (r) {
+      case STOP, LENGTH -> 0;
+      case CANCELLED -> 1;
+      case TIMEOUT -> 2;
+      case ERROR -> 3;
+    };
   }
 
   private static long saturatedAdd(long a, long b) {
@@ -626,6 +829,32 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     final long deadline;
     final java.time.Instant startedAt;
     final SplittableRandom rng;
+
+    /** The request's choice 0 for another choice, else null. */
+    final Seq parent;
+
+    /** This choice's index in its request. */
+    final int index;
+
+    /** Choices 1 to n - 1 (on choice 0 of a request with n > 1), else null. */
+    final Seq[] children;
+
+    /** Whether the prompt was copied to the children (or they were given up). */
+    boolean forked;
+
+    /** Choices of the request not ended yet (on choice 0). */
+    int membersLeft;
+
+    FinishReason reason;
+    Throwable error;
+
+    /** Times each token was generated (penalties only, else null). */
+    final int[] counts;
+
+    /** The distinct generated tokens, {@code seenCount} of them (penalties only, else null). */
+    final int[] seen;
+
+    int seenCount;
     volatile boolean cancelled;
     boolean done;
     int length;
@@ -644,15 +873,51 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         long submitNanos,
         long deadline,
         java.time.Instant startedAt) {
+      this(owner, request, submitNanos, deadline, startedAt, null, 0);
+    }
+
+    /** Choice {@code index} of {@code request}; choice 0 makes the others. */
+    Seq(
+        ContinuousScheduler owner,
+        GenerationRequest request,
+        long submitNanos,
+        long deadline,
+        java.time.Instant startedAt,
+        Seq parent,
+        int index) {
       this.owner = owner;
       this.request = request;
+      this.parent = parent;
+      this.index = index;
       this.promptLen = request.promptTokens().length;
       this.tokens = Arrays.copyOf(request.promptTokens(), promptLen + request.maxTokens());
       this.length = promptLen;
       this.submitNanos = submitNanos;
       this.deadline = deadline;
       this.startedAt = startedAt;
-      this.rng = new SplittableRandom(request.seed());
+      this.rng = new SplittableRandom(request.seed() + CHOICE_SEED_STRIDE * index);
+      if (request.sampling().penalized()) {
+        int vocab = owner.vocabSize;
+        this.counts = new int[vocab];
+        this.seen = new int[Math.min(vocab, request.maxTokens())];
+      } else {
+        this.counts = null;
+        this.seen = null;
+      }
+      int n = request.n();
+      this.membersLeft = parent == null ? n : 0;
+      if (parent == null && n > 1) {
+        this.children = new Seq[n - 1];
+        for (int i = 1; i < n; i++) {
+          children[i - 1] = new Seq(owner, request, submitNanos, deadline, startedAt, this, i);
+        }
+      } else {
+        this.children = null;
+      }
+    }
+
+    int[] generatedTokens() {
+      return Arrays.copyOfRange(tokens, promptLen, promptLen + generated);
     }
 
     @Override

@@ -16,6 +16,11 @@ import java.util.Objects;
  * @param listener receives tokens as they are generated (streaming); may be {@link
  *     TokenListener#NONE}
  * @param sessionId the session it belongs to, copied into its {@code UsageRecord}; not blank
+ * @param sampling top-p, top-k, penalties and logit bias ({@link SamplingOptions#NONE} for none)
+ * @param n choices to generate from the prompt, at least 1: the prompt is prefilled once and its KV
+ *     cache copied into the other choices' slots; one record charges all of them. Choice 0 draws
+ *     from {@code seed} as a request with {@code n = 1} does; choice {@code i} from its own stream
+ *     derived from {@code seed} and {@code i}.
  */
 public record GenerationRequest(
     String requestId,
@@ -27,9 +32,93 @@ public record GenerationRequest(
     long seed,
     long timeoutNanos,
     TokenListener listener,
-    String sessionId) {
+    String sessionId,
+    SamplingOptions sampling,
+    int n) {
 
-  /** A request that is its own session (its session id is its request id). */
+  /** A request for n choices that is its own session. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      SamplingOptions sampling,
+      int n) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        requestId,
+        sampling,
+        n);
+  }
+
+  /** A request for one choice that is its own session. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      SamplingOptions sampling) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        requestId,
+        sampling,
+        1);
+  }
+
+  /** A request for one choice, with no sampling option beyond temperature, in a given session. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      String sessionId) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        sessionId,
+        SamplingOptions.NONE,
+        1);
+  }
+
+  /** A request for one choice, no sampling option beyond temperature, its own session. */
   public GenerationRequest(
       String requestId,
       long apiKeyId,
@@ -50,7 +139,9 @@ public record GenerationRequest(
         seed,
         timeoutNanos,
         listener,
-        requestId);
+        requestId,
+        SamplingOptions.NONE,
+        1);
   }
 
   public GenerationRequest {
@@ -61,6 +152,7 @@ public record GenerationRequest(
     if (sessionId.isBlank()) {
       throw new IllegalArgumentException("blank session id in request " + requestId);
     }
+    Objects.requireNonNull(sampling, "sampling");
     if (promptTokens.length == 0) {
       throw new IllegalArgumentException("prompt must have at least one token");
     }
@@ -69,6 +161,9 @@ public record GenerationRequest(
     }
     if (!(temperature >= 0 && temperature <= 2)) {
       throw new IllegalArgumentException("temperature must be in [0, 2], was " + temperature);
+    }
+    if (n < 1) {
+      throw new IllegalArgumentException("n must be >= 1, was " + n);
     }
     if (timeoutNanos < 0) {
       throw new IllegalArgumentException("timeoutNanos must be >= 0, was " + timeoutNanos);

@@ -427,6 +427,11 @@ class ContinuousSchedulerTest {
     }
 
     @Override
+    public void copyPrefix(KvCache cache, int fromSlot, int toSlot, int positions) {
+      delegate.copyPrefix(cache, fromSlot, toSlot, positions);
+    }
+
+    @Override
     public float[] forwardLast(int[] tokens) {
       return delegate.forwardLast(tokens);
     }

@@ -75,6 +75,11 @@ public final class NoopLanguageModel implements LanguageModel {
   }
 
   @Override
+  public void copyPrefix(KvCache cache, int fromSlot, int toSlot, int positions) {
+    // nothing: the cache holds no keys or values (see the class comment)
+  }
+
+  @Override
   public float[] forwardLast(int[] tokens) {
     return new float[VOCAB];
   }

@@ -82,20 +82,23 @@ public class SchedulerStepBenchmark extends AbstractMicrobenchmark {
     }
     generations = new Generation[sequences];
     for (int i = 0; i < sequences; i++) {
-      generations[i] =
-          scheduler.submit(
-              new GenerationRequest(
-                  "step-bench-" + i,
-                  i + 1,
-                  1,
-                  prompt,
-                  maxTokens,
-                  0.0,
-                  i,
-                  TimeUnit.HOURS.toNanos(1),
-                  TokenListener.NONE));
+      generations[i] = scheduler.submit(request(i, prompt, maxTokens));
     }
     counter.awaitSteady(TimeUnit.SECONDS.toNanos(30));
+  }
+
+  /** The request of sequence {@code i}: greedy, no sampling option. */
+  GenerationRequest request(int i, int[] prompt, int maxTokens) {
+    return new GenerationRequest(
+        "step-bench-" + i,
+        i + 1,
+        1,
+        prompt,
+        maxTokens,
+        0.0,
+        i,
+        TimeUnit.HOURS.toNanos(1),
+        TokenListener.NONE);
   }
 
   @Setup(Level.Iteration)

@@ -6,6 +6,7 @@ import ai.djl.engine.Engine;
 import ai.djl.engine.EngineException;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Block;
@@ -280,6 +281,51 @@ public final class DjlLanguageModel implements LanguageModel {
               + " sequences, "
               + n
               + " tokens failed: "
+              + e.getMessage(),
+          e);
+    }
+  }
+
+  @Override
+  public void copyPrefix(KvCache cache, int fromSlot, int toSlot, int positions) {
+    ensureOpen();
+    Cache kv = own(cache);
+    if (fromSlot < 0 || fromSlot >= kv.slots || toSlot < 0 || toSlot >= kv.slots) {
+      throw new IllegalArgumentException(
+          "slots " + fromSlot + " -> " + toSlot + " outside cache of " + kv.slots + " slots");
+    }
+    if (fromSlot == toSlot) {
+      throw new IllegalArgumentException("cannot copy slot " + fromSlot + " onto itself");
+    }
+    if (positions < 1 || positions > config.contextLength()) {
+      throw new IllegalArgumentException(
+          "positions must be in [1, " + config.contextLength() + "], was " + positions);
+    }
+    NDIndex from = new NDIndex(":, {}, :{}", fromSlot, positions);
+    NDIndex to = new NDIndex(":, {}, :{}", toSlot, positions);
+    try {
+      for (PtNDArray t : new PtNDArray[] {kv.k, kv.v}) {
+        try (NDArray src = t.get(from)) {
+          t.set(to, src);
+        }
+      }
+      if (device.startsWith("cuda")) {
+        // like a step, return once the device work is done, so the caller's timer covers it
+        try (NDArray probe = kv.k.get(new NDIndex("0, {}, 0, 0, 0", toSlot))) {
+          probe.toFloatArray();
+        }
+      }
+    } catch (EngineException e) {
+      throw new ModelException(
+          "model "
+              + config.name()
+              + ": copying "
+              + positions
+              + " positions of slot "
+              + fromSlot
+              + " to slot "
+              + toSlot
+              + " failed: "
               + e.getMessage(),
           e);
     }

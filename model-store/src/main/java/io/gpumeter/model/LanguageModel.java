@@ -32,6 +32,19 @@ public interface LanguageModel extends AutoCloseable {
   void step(StepBatch batch, KvCache cache, float[][] logits);
 
   /**
+   * Copies the keys and values of positions {@code [0, positions)} of slot {@code fromSlot} into
+   * slot {@code toSlot} of {@code cache}, on the device. A sequence forked from another (the {@code
+   * n} choices of one prompt) then continues from the copy exactly as if it had been prefilled
+   * itself; the other positions of {@code toSlot} are left as they are (masked, as for any reused
+   * slot). Returns once the copy is done (the caller times it like a step).
+   *
+   * @throws IllegalArgumentException if a slot is outside the cache, the slots are the same, or
+   *     {@code positions} is not in [1, context length]
+   * @throws ModelException if the engine fails
+   */
+  void copyPrefix(KvCache cache, int fromSlot, int toSlot, int positions);
+
+  /**
    * Full recomputation without a cache: the logits of the last position of {@code tokens}. Used to
    * check that the cached path generates the same tokens.
    */

@@ -169,6 +169,11 @@ class ModelStoreTest {
     }
 
     @Override
+    public void copyPrefix(KvCache cache, int fromSlot, int toSlot, int positions) {
+      // holds no keys or values: nothing to copy
+    }
+
+    @Override
     public float[] forwardLast(int[] tokens) {
       return new float[config.vocabSize()];
     }

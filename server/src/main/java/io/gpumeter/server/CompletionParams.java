@@ -14,32 +14,38 @@ import java.util.Set;
  * A validated {@code POST /v1/completions} body. Every rule names the offending parameter in the
  * error, as OpenAI does.
  *
- * <p>Accepted: {@code model}, {@code prompt} (a string, or an array holding one string), {@code
- * max_tokens}, {@code temperature}, {@code seed}, {@code user} (the session when no {@code
- * X-Session-Id} header is given: {@link SessionIds}). Parameters this server does not implement are
- * accepted only with their neutral value ({@code n: 1}, {@code top_p: 1}, {@code stream: false},
- * ...), so a client never silently gets something else than it asked for; any other parameter is
- * refused.
+ * <p>Accepted: {@code model}, {@code prompt} (a string, an array holding one string, or token ids:
+ * then {@code prompt} here is null and {@link CompletionOptions} reads them), {@code max_tokens},
+ * {@code temperature}, {@code seed}, {@code user} (the session when no {@code
+ * X-Session-Id} header is given: {@link SessionIds}). Parameters this server does not
+ * implement are accepted only with their neutral value ({@code best_of: 1}, {@code logprobs: null},
+ * {@code stream: false}, ...), so a client never silently gets something else than it asked for;
+ * any other parameter is refused.
+ *
+ * <p>The sampling parameters ({@code top_p}, {@code top_k}, the penalties, {@code logit_bias}) are
+ * accepted here by name and read by {@link SamplingParams} (and {@code n}, {@code echo} by {@link
+ * CompletionOptions}) from {@code body} once the model (and so the vocabulary) is known.
  *
  * @param seed the sampling seed, or null for a random one
  * @param user OpenAI's {@code user} field as sent (not yet validated as a session id), or null
+ * @param body the whole request body, for the parameters read after the model is known
  */
 record CompletionParams(
-    String model, String prompt, int maxTokens, double temperature, Long seed, String user) {
+    String model,
+    String prompt,
+    int maxTokens,
+    double temperature,
+    Long seed,
+    String user,
+    JsonNode body) {
 
   /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
   private static final Map<String, String> NEUTRAL =
       Map.ofEntries(
-          Map.entry("n", "1"),
           Map.entry("best_of", "1"),
-          Map.entry("echo", "false"),
           Map.entry("logprobs", "null"),
           Map.entry("stop", "null"),
           Map.entry("suffix", "null"),
-          Map.entry("top_p", "1"),
-          Map.entry("presence_penalty", "0"),
-          Map.entry("frequency_penalty", "0"),
-          Map.entry("logit_bias", "{}"),
           Map.entry("stream_options", "null"));
 
   private static final Set<String> KNOWN =
@@ -80,7 +86,10 @@ record CompletionParams(
     }
     for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
       String name = it.next();
-      if (!KNOWN.contains(name) && !NEUTRAL.containsKey(name)) {
+      if (!KNOWN.contains(name)
+          && !NEUTRAL.containsKey(name)
+          && !SamplingParams.NAMES.contains(name)
+          && !CompletionOptions.NAMES.contains(name)) {
         throw ApiException.invalid(name, "Unrecognized request argument supplied: " + name);
       }
     }
@@ -142,7 +151,7 @@ record CompletionParams(
       }
     }
     return new CompletionParams(
-        model, prompt, maxTokens, temperature, seed, user == null ? null : user.textValue());
+        model, prompt, maxTokens, temperature, seed, user == null ? null : user.textValue(), root);
   }
 
   /**
@@ -198,6 +207,9 @@ record CompletionParams(
     if (p.isTextual()) {
       return p.textValue();
     }
+    if (CompletionOptions.isTokenPrompt(p)) {
+      return null; // token ids: read by CompletionOptions once the vocabulary is known
+    }
     if (p.isArray()) {
       if (p.size() == 1 && p.get(0).isTextual()) {
         return p.get(0).textValue();
@@ -211,8 +223,8 @@ record CompletionParams(
       }
       throw ApiException.invalid(
           "prompt",
-          "prompt must be a string or an array holding one"
-              + " string (token arrays are not supported).");
+          "prompt must be a string, an array holding one string, or token ids (an array of"
+              + " integers, or an array holding one).");
     }
     throw ApiException.wrongType("prompt", "a string", describe(p));
   }
@@ -234,7 +246,7 @@ record CompletionParams(
     return v == null || v.isNull() ? null : v;
   }
 
-  private static String describe(JsonNode v) {
+  static String describe(JsonNode v) {
     JsonNodeType type = v.getNodeType();
     return switch (type) {
       case STRING -> "a string";

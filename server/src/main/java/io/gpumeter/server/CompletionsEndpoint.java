@@ -2,10 +2,12 @@ package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.batching.AdmissionRejectedException;
+import io.gpumeter.batching.Choice;
 import io.gpumeter.batching.FinishReason;
 import io.gpumeter.batching.Generation;
 import io.gpumeter.batching.GenerationRequest;
 import io.gpumeter.batching.GenerationResult;
+import io.gpumeter.batching.SamplingOptions;
 import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerFullException;
@@ -18,6 +20,8 @@ import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.util.AsciiString;
 import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
@@ -100,13 +104,20 @@ final class CompletionsEndpoint {
           "model",
           "model_not_found");
     }
-    int[] prompt = m.model().tokenizer().encode(p.prompt());
+    int vocab = m.model().config().vocabSize();
+    SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
+    CompletionOptions options =
+        CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning(), vocab);
+    int[] prompt =
+        options.promptTokens() != null
+            ? options.promptTokens()
+            : m.model().tokenizer().encode(p.prompt());
     if (prompt.length == 0) {
       // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
       prompt = new int[] {m.model().config().eosId()};
     }
     if (ticket == null) {
-      generate(ex, requestId, principal, p, m, prompt, null);
+      generate(ex, requestId, principal, p, m, prompt, sampling, options, null);
       return;
     }
     int[] tokens = prompt;
@@ -114,7 +125,7 @@ final class CompletionsEndpoint {
         idempotency.claim(ex, ticket),
         claimed -> {
           if (claimed) {
-            generate(ex, requestId, principal, p, m, tokens, ticket);
+            generate(ex, requestId, principal, p, m, tokens, sampling, options, ticket);
           }
         });
   }
@@ -130,6 +141,8 @@ final class CompletionsEndpoint {
       CompletionParams p,
       ModelEndpoint m,
       int[] prompt,
+      SamplingOptions sampling,
+      CompletionOptions options,
       IdempotencyGate.Ticket ticket) {
     if (!billing.canAcceptWork()) {
       // Nothing unmetered is served: if the charge could not be made durable, do not start.
@@ -155,7 +168,9 @@ final class CompletionsEndpoint {
             seed,
             0L,
             observer,
-            session);
+            session,
+            sampling,
+            options.n());
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
@@ -186,17 +201,22 @@ final class CompletionsEndpoint {
                 }
               });
         });
+    int[] promptTokens = prompt;
     ex.then(
         observed,
         result ->
             ex.then(
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),
-                durableError -> finish(ex, m, result, durableError.orElse(null), ticket)));
+                durableError ->
+                    finish(
+                        ex, m, options, promptTokens, result, durableError.orElse(null), ticket)));
   }
 
   private void finish(
       Exchange ex,
       ModelEndpoint m,
+      CompletionOptions options,
+      int[] prompt,
       GenerationResult result,
       Throwable notDurable,
       IdempotencyGate.Ticket ticket) {
@@ -239,8 +259,12 @@ final class CompletionsEndpoint {
     }
     switch (reason) {
       case STOP, LENGTH -> {
-        String text = m.model().tokenizer().decode(result.tokens());
-        Json.Writer answer = g -> writeCompletion(g, m.name(), text, result);
+        String echoed = options.echo() ? m.model().tokenizer().decode(prompt) : "";
+        List<String> texts = new ArrayList<>(result.choices().size());
+        for (Choice c : result.choices()) {
+          texts.add(echoed + m.model().tokenizer().decode(c.tokens()));
+        }
+        Json.Writer answer = g -> writeCompletion(g, m.name(), texts, result);
         // The receipt: the device time charged, equal to the stored charge (invariant 8).
         String deviceNs = Long.toString(usage.deviceNs());
         if (ticket == null) {
@@ -360,7 +384,8 @@ final class CompletionsEndpoint {
   }
 
   private static void writeCompletion(
-      JsonGenerator g, String model, String text, GenerationResult result) throws IOException {
+      JsonGenerator g, String model, List<String> texts, GenerationResult result)
+      throws IOException {
     UsageRecord u = result.usage();
     TimerInfo timer = u.timer();
     g.writeStartObject();
@@ -369,12 +394,14 @@ final class CompletionsEndpoint {
     g.writeNumberField("created", u.startedAt().getEpochSecond());
     g.writeStringField("model", model);
     g.writeArrayFieldStart("choices");
-    g.writeStartObject();
-    g.writeStringField("text", text);
-    g.writeNumberField("index", 0);
-    g.writeNullField("logprobs");
-    g.writeStringField("finish_reason", result.finishReason().openAiName());
-    g.writeEndObject();
+    for (Choice c : result.choices()) {
+      g.writeStartObject();
+      g.writeStringField("text", texts.get(c.index()));
+      g.writeNumberField("index", c.index());
+      g.writeNullField("logprobs");
+      g.writeStringField("finish_reason", c.finishReason().openAiName());
+      g.writeEndObject();
+    }
     g.writeEndArray();
     g.writeObjectFieldStart("usage");
     g.writeNumberField("prompt_tokens", u.promptTokens());

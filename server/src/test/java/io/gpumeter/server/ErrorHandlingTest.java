@@ -135,7 +135,7 @@ class ErrorHandlingTest {
         "prompt",
         "invalid_type");
     error(
-        complete("{\"model\": \"demo-byte-lm\", \"prompt\": [1, 2, 3]}"),
+        complete("{\"model\": \"demo-byte-lm\", \"prompt\": [1, 2, 300]}"),
         400,
         "invalid_request_error",
         "prompt",
@@ -165,7 +165,7 @@ class ErrorHandlingTest {
         "seed",
         "invalid_type");
     error(
-        complete("{\"model\": \"demo-byte-lm\", \"prompt\": \"x\", \"n\": 3}"),
+        complete("{\"model\": \"demo-byte-lm\", \"prompt\": \"x\", \"n\": 0}"),
         400,
         "invalid_request_error",
         "n",
