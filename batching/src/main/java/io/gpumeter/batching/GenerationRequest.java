@@ -15,6 +15,8 @@ import java.util.Objects;
  * @param timeoutNanos time budget from submission, or 0 for the scheduler's default
  * @param listener receives tokens as they are generated (streaming); may be {@link
  *     TokenListener#NONE}
+ * @param stop ends the generation when its text reaches a stop string; may be {@link
+ *     StopCondition#NONE}
  */
 public record GenerationRequest(
     String requestId,
@@ -25,12 +27,38 @@ public record GenerationRequest(
     double temperature,
     long seed,
     long timeoutNanos,
-    TokenListener listener) {
+    TokenListener listener,
+    StopCondition stop) {
+
+  /** A request without stop strings. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        StopCondition.NONE);
+  }
 
   public GenerationRequest {
     Objects.requireNonNull(requestId, "requestId");
     Objects.requireNonNull(promptTokens, "promptTokens");
     Objects.requireNonNull(listener, "listener");
+    Objects.requireNonNull(stop, "stop");
     if (promptTokens.length == 0) {
       throw new IllegalArgumentException("prompt must have at least one token");
     }

@@ -15,14 +15,24 @@ import java.util.Set;
  * error, as OpenAI does.
  *
  * <p>Accepted: {@code model}, {@code prompt} (a string, or an array holding one string), {@code
- * max_tokens}, {@code temperature}, {@code seed}, {@code user} (ignored). Parameters this server
- * does not implement are accepted only with their neutral value ({@code n: 1}, {@code top_p: 1},
- * {@code stream: false}, ...), so a client never silently gets something else than it asked for;
- * any other parameter is refused.
+ * max_tokens}, {@code temperature}, {@code seed}, {@code user} (ignored), {@code stream} and {@code
+ * stream_options} ({@link StreamParams}), {@code stop} ({@link StopStrings}). Parameters this
+ * server does not implement are accepted only with their neutral value ({@code n: 1}, {@code top_p:
+ * 1}, ...), so a client never silently gets something else than it asked for; any other parameter
+ * is refused.
  *
  * @param seed the sampling seed, or null for a random one
+ * @param stream whether and how to stream
+ * @param stop the stop strings
  */
-record CompletionParams(String model, String prompt, int maxTokens, double temperature, Long seed) {
+record CompletionParams(
+    String model,
+    String prompt,
+    int maxTokens,
+    double temperature,
+    Long seed,
+    StreamParams stream,
+    StopStrings stop) {
 
   /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
   private static final Map<String, String> NEUTRAL =
@@ -31,16 +41,23 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
           Map.entry("best_of", "1"),
           Map.entry("echo", "false"),
           Map.entry("logprobs", "null"),
-          Map.entry("stop", "null"),
           Map.entry("suffix", "null"),
           Map.entry("top_p", "1"),
           Map.entry("presence_penalty", "0"),
           Map.entry("frequency_penalty", "0"),
-          Map.entry("logit_bias", "{}"),
-          Map.entry("stream_options", "null"));
+          Map.entry("logit_bias", "{}"));
 
   private static final Set<String> KNOWN =
-      Set.of("model", "prompt", "max_tokens", "temperature", "seed", "user", "stream");
+      Set.of(
+          "model",
+          "prompt",
+          "max_tokens",
+          "temperature",
+          "seed",
+          "user",
+          "stream",
+          "stream_options",
+          "stop");
 
   /**
    * @throws ApiException 400 naming the parameter for every invalid request
@@ -115,16 +132,8 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
       throw ApiException.wrongType("user", "a string", describe(user));
     }
 
-    JsonNode stream = present(root, "stream");
-    if (stream != null) {
-      if (!stream.isBoolean()) {
-        throw ApiException.wrongType("stream", "a boolean", describe(stream));
-      }
-      if (stream.booleanValue()) {
-        throw ApiException.invalid(
-            "stream", "streaming is not supported yet; omit 'stream'" + " or set it to false.");
-      }
-    }
+    StreamParams stream = StreamParams.parse(root);
+    StopStrings stop = StopStrings.parse(root.get("stop"));
 
     for (Map.Entry<String, String> e : NEUTRAL.entrySet()) {
       JsonNode v = present(root, e.getKey());
@@ -138,7 +147,7 @@ record CompletionParams(String model, String prompt, int maxTokens, double tempe
                 + ".");
       }
     }
-    return new CompletionParams(model, prompt, maxTokens, temperature, seed);
+    return new CompletionParams(model, prompt, maxTokens, temperature, seed, stream, stop);
   }
 
   /**

@@ -14,6 +14,7 @@ import io.gpumeter.billing.LedgerUnavailableException;
 import io.gpumeter.billing.VoidReason;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
+import io.gpumeter.model.IncrementalDecoder;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
@@ -57,6 +58,7 @@ final class CompletionsEndpoint {
   private final ServerMetrics metrics;
   private final int maxTokensDefault;
   private final int maxTokensCap;
+  private final long streamBufferBytes;
 
   CompletionsEndpoint(
       Map<String, ModelEndpoint> models,
@@ -64,13 +66,15 @@ final class CompletionsEndpoint {
       Billing billing,
       ServerMetrics metrics,
       int maxTokensDefault,
-      int maxTokensCap) {
+      int maxTokensCap,
+      long streamBufferBytes) {
     this.models = models;
     this.auth = auth;
     this.billing = billing;
     this.metrics = metrics;
     this.maxTokensDefault = maxTokensDefault;
     this.maxTokensCap = maxTokensCap;
+    this.streamBufferBytes = streamBufferBytes;
   }
 
   void handle(Exchange ex) {
@@ -81,24 +85,84 @@ final class CompletionsEndpoint {
 
   private void submit(Exchange ex, String requestId, ApiKeyPrincipal principal) {
     CompletionParams p = CompletionParams.parse(ex.body(), maxTokensDefault, maxTokensCap);
-    ModelEndpoint m = models.get(p.model());
+    ModelEndpoint m = model(p.model());
+    int[] prompt = m.model().tokenizer().encode(p.prompt());
+    if (prompt.length == 0) {
+      // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
+      prompt = new int[] {m.model().config().eosId()};
+    }
+    generate(
+        ex,
+        requestId,
+        principal,
+        m,
+        prompt,
+        p.maxTokens(),
+        p.temperature(),
+        p.seed(),
+        p.stream(),
+        p.stop(),
+        COMPLETION);
+  }
+
+  /**
+   * The model named {@code name}.
+   *
+   * @throws ApiException 404 {@code model_not_found}
+   */
+  ModelEndpoint model(String name) {
+    ModelEndpoint m = models.get(name);
     if (m == null) {
       throw new ApiException(
           HttpResponseStatus.NOT_FOUND,
           ApiException.INVALID_REQUEST,
           "The model '"
-              + p.model()
+              + name
               + "' does not exist. Available models: "
               + models.keySet()
               + " (GET /v1/models).",
           "model",
           "model_not_found");
     }
-    int[] prompt = m.model().tokenizer().encode(p.prompt());
-    if (prompt.length == 0) {
-      // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
-      prompt = new int[] {m.model().config().eosId()};
-    }
+    return m;
+  }
+
+  /** How one endpoint writes its answer: whole, or as a stream of chunks. */
+  interface Answer {
+    Json.Writer whole(String model, String text, GenerationResult result);
+
+    SseStream.Format stream(String model, String requestId, long created);
+  }
+
+  static final Answer COMPLETION =
+      new Answer() {
+        @Override
+        public Json.Writer whole(String model, String text, GenerationResult result) {
+          return g -> writeCompletion(g, model, text, result);
+        }
+
+        @Override
+        public SseStream.Format stream(String model, String requestId, long created) {
+          return new CompletionChunks(model, requestId, created);
+        }
+      };
+
+  /**
+   * Admission, submission, cancellation on disconnect, the durability wait and the answer; shared
+   * by {@code /v1/completions} and {@code /v1/chat/completions}. Runs on the event loop.
+   */
+  void generate(
+      Exchange ex,
+      String requestId,
+      ApiKeyPrincipal principal,
+      ModelEndpoint m,
+      int[] prompt,
+      int maxTokens,
+      double temperature,
+      Long seedOrNull,
+      StreamParams stream,
+      StopStrings stop,
+      Answer answer) {
     if (!billing.canAcceptWork()) {
       // Nothing unmetered is served: if the charge could not be made durable, do not start.
       LedgerHealth health = billing.health(); // the reason (and a second look)
@@ -106,20 +170,30 @@ final class CompletionsEndpoint {
         throw billingRefuses(health.reason());
       }
     }
-    long seed = p.seed() != null ? p.seed() : ThreadLocalRandom.current().nextLong();
+    long seed = seedOrNull != null ? seedOrNull : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
+    SseStream sse =
+        stream.stream()
+            ? new SseStream(
+                ex,
+                answer.stream(m.name(), requestId, System.currentTimeMillis() / 1000),
+                new IncrementalDecoder(m.model().tokenizer()),
+                stop.holdback(),
+                streamBufferBytes)
+            : null;
     GenerationRequest request =
         new GenerationRequest(
             requestId,
             principal.keyId(),
             principal.accountId(),
             prompt,
-            p.maxTokens(),
-            p.temperature(),
+            maxTokens,
+            temperature,
             seed,
             0L,
-            observer);
+            sse != null ? sse.listener(observer) : observer,
+            stop.condition(m.model().tokenizer()));
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
@@ -134,23 +208,74 @@ final class CompletionsEndpoint {
           // Left after the whole answer existed: it was never delivered, so it is not paid for
           // (invariant 15). Left while it was being generated: charged for the steps it ran
           // (invariant 2), since the client asked for that work and a partial answer existed.
-          observed.thenAccept(
+          // A stream whose whole text was handed to the kernel was delivered, even if the
+          // client left before the usage event or [DONE].
+          observed.thenAcceptAsync(
               r -> {
-                if (r.finishReason() == FinishReason.STOP
-                    || r.finishReason() == FinishReason.LENGTH) {
+                if (SseStream.finished(r) && (sse == null || !sse.delivered())) {
                   voidCharge(requestId, VoidReason.CLIENT_GONE);
                 }
-              });
+              },
+              ex.loop());
         });
+    if (sse != null) {
+      sse.start(generation);
+      ex.then(
+          observed,
+          result -> {
+            if (!SseStream.finished(result)) {
+              throw unfinished(result);
+            }
+            sse.finish(result);
+            ex.then(
+                result.durable().handle((ok, err) -> Optional.ofNullable(err)),
+                durableError -> {
+                  if (durableError.isPresent()) {
+                    throw streamNotDurable(result, durableError.get());
+                  }
+                  sse.close(result, stream.includeUsage());
+                });
+          });
+      return;
+    }
     ex.then(
         observed,
         result ->
             ex.then(
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),
-                durableError -> finish(ex, m, result, durableError.orElse(null))));
+                durableError -> finish(ex, m, result, durableError.orElse(null), stop, answer)));
   }
 
-  private void finish(Exchange ex, ModelEndpoint m, GenerationResult result, Throwable notDurable) {
+  /**
+   * A streamed answer's text is out before its charge is durable (that is what streaming is); when
+   * the charge then cannot be made durable the stream ends with this error instead of the usage
+   * event and {@code [DONE]}. The charge is not voided: the client got the text.
+   */
+  private ApiException streamNotDurable(GenerationResult result, Throwable error) {
+    Throwable cause = Exchange.unwrap(error);
+    log.error(
+        "charge for streamed {} ({} ns) could not be made durable",
+        result.usage().requestId(),
+        result.usage().deviceNs(),
+        cause);
+    return new ApiException(
+            HttpResponseStatus.SERVICE_UNAVAILABLE,
+            ApiException.SERVER,
+            "The completion was streamed but its charge could not be recorded durably ("
+                + cause.getMessage()
+                + ").",
+            null,
+            BILLING_UNAVAILABLE)
+        .withHeader(HttpHeaderNames.RETRY_AFTER, RETRY_AFTER_SECONDS);
+  }
+
+  private void finish(
+      Exchange ex,
+      ModelEndpoint m,
+      GenerationResult result,
+      Throwable notDurable,
+      StopStrings stop,
+      Answer answer) {
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
@@ -188,36 +313,45 @@ final class CompletionsEndpoint {
             .withHeader(HttpHeaderNames.RETRY_AFTER, RETRY_AFTER_SECONDS);
       }
     }
+    if (!SseStream.finished(result)) {
+      throw unfinished(result);
+    }
+    String text = stop.cut(m.model().tokenizer().decode(result.tokens()));
+    ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
+    ex.respondJson(HttpResponseStatus.OK, answer.whole(m.name(), text, result));
+  }
+
+  /** The error for a generation that ended without its answer (cancelled, timed out, failed). */
+  private static ApiException unfinished(GenerationResult result) {
+    UsageRecord usage = result.usage();
+    FinishReason reason = result.finishReason();
     switch (reason) {
-      case STOP, LENGTH -> {
-        String text = m.model().tokenizer().decode(result.tokens());
-        ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
-        ex.respondJson(HttpResponseStatus.OK, g -> writeCompletion(g, m.name(), text, result));
+      case CANCELLED -> {
+        return new ApiException(
+            HttpResponseStatus.SERVICE_UNAVAILABLE,
+            ApiException.SERVER,
+            "The server is shutting down; the generation was stopped after "
+                + usage.completionTokens()
+                + " tokens (device time used so far is charged)."
+                + " Retry on another replica or later.",
+            null,
+            "shutting_down");
       }
-      case CANCELLED ->
-          throw new ApiException(
-              HttpResponseStatus.SERVICE_UNAVAILABLE,
-              ApiException.SERVER,
-              "The server is shutting down; the generation was stopped after "
-                  + usage.completionTokens()
-                  + " tokens (device time used so far is charged)."
-                  + " Retry on another replica or later.",
-              null,
-              "shutting_down");
-      case TIMEOUT ->
-          throw new ApiException(
-              HttpResponseStatus.GATEWAY_TIMEOUT,
-              ApiException.SERVER,
-              "The generation did not finish within the server's request timeout; it was"
-                  + " stopped after "
-                  + usage.completionTokens()
-                  + " tokens (device time used"
-                  + " is charged). Ask for fewer max_tokens or retry later.",
-              null,
-              "timeout");
+      case TIMEOUT -> {
+        return new ApiException(
+            HttpResponseStatus.GATEWAY_TIMEOUT,
+            ApiException.SERVER,
+            "The generation did not finish within the server's request timeout; it was"
+                + " stopped after "
+                + usage.completionTokens()
+                + " tokens (device time used"
+                + " is charged). Ask for fewer max_tokens or retry later.",
+            null,
+            "timeout");
+      }
       case ERROR -> {
         log.error("generation {} failed in the model", usage.requestId(), result.error());
-        throw new ApiException(
+        return new ApiException(
             HttpResponseStatus.INTERNAL_SERVER_ERROR,
             ApiException.SERVER,
             "The model failed while generating (request id "
@@ -227,7 +361,7 @@ final class CompletionsEndpoint {
             null,
             "model_error");
       }
-      default -> throw new IllegalStateException("unknown finish reason " + reason);
+      default -> throw new IllegalStateException("not an unfinished generation: " + reason);
     }
   }
 
@@ -289,7 +423,6 @@ final class CompletionsEndpoint {
   private static void writeCompletion(
       JsonGenerator g, String model, String text, GenerationResult result) throws IOException {
     UsageRecord u = result.usage();
-    TimerInfo timer = u.timer();
     g.writeStartObject();
     g.writeStringField("id", u.requestId());
     g.writeStringField("object", "text_completion");
@@ -303,6 +436,13 @@ final class CompletionsEndpoint {
     g.writeStringField("finish_reason", result.finishReason().openAiName());
     g.writeEndObject();
     g.writeEndArray();
+    writeUsage(g, u);
+    g.writeEndObject();
+  }
+
+  /** The {@code usage} object: tokens and the device time charged (the stored record's figures). */
+  static void writeUsage(JsonGenerator g, UsageRecord u) throws IOException {
+    TimerInfo timer = u.timer();
     g.writeObjectFieldStart("usage");
     g.writeNumberField("prompt_tokens", u.promptTokens());
     g.writeNumberField("completion_tokens", u.completionTokens());
@@ -314,7 +454,6 @@ final class CompletionsEndpoint {
     g.writeStringField("device", timer.device());
     g.writeStringField("device_name", timer.deviceName());
     g.writeStringField("timer", timer.timerKind());
-    g.writeEndObject();
     g.writeEndObject();
   }
 

@@ -33,6 +33,7 @@ final class Routes {
   private final Map<String, ModelEndpoint> models;
   private final Authenticator auth;
   private final CompletionsEndpoint completions;
+  private final ChatCompletionsEndpoint chat;
   private final UsageEndpoint usage;
   private final AdminEndpoint admin;
   private final MetricsWriter metrics;
@@ -52,7 +53,16 @@ final class Routes {
     this.auth = new Authenticator(billing.apiKeys(), blocking, throttle);
     this.completions =
         new CompletionsEndpoint(
-            models, auth, billing, serverMetrics, config.maxTokensDefault(), config.maxTokensCap());
+            models,
+            auth,
+            billing,
+            serverMetrics,
+            config.maxTokensDefault(),
+            config.maxTokensCap(),
+            config.streamBufferBytes());
+    this.chat =
+        new ChatCompletionsEndpoint(
+            models, auth, completions, config.maxTokensDefault(), config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
     this.admin =
         new AdminEndpoint(
@@ -75,6 +85,10 @@ final class Routes {
       case "/v1/completions" -> {
         allow(ex, HttpMethod.POST, "POST");
         completions.handle(ex);
+      }
+      case "/v1/chat/completions" -> {
+        allow(ex, HttpMethod.POST, "POST");
+        chat.handle(ex);
       }
       case "/v1/usage" -> {
         allow(ex, HttpMethod.GET, "GET");

@@ -77,6 +77,7 @@ public final class ServerConfig {
     k.put("scheduler.batch_window", "0ms");
     k.put("completions.max_tokens_default", "16");
     k.put("completions.max_tokens_cap", "1024");
+    k.put("completions.stream_buffer_bytes", "1m");
     k.put("shutdown.grace", "30s");
     KEYS = Collections.unmodifiableMap(k);
   }
@@ -123,6 +124,7 @@ public final class ServerConfig {
   private final Duration batchWindow;
   private final int maxTokensDefault;
   private final int maxTokensCap;
+  private final long streamBufferBytes;
   private final Duration shutdownGrace;
 
   private ServerConfig(ConfigValues v) {
@@ -197,6 +199,7 @@ public final class ServerConfig {
     batchWindow = v.duration("scheduler.batch_window", Duration.ZERO);
     maxTokensDefault = v.intIn("completions.max_tokens_default", 1, 1 << 20);
     maxTokensCap = v.intIn("completions.max_tokens_cap", 1, 1 << 20);
+    streamBufferBytes = v.bytes("completions.stream_buffer_bytes", 1);
     shutdownGrace = v.duration("shutdown.grace", Duration.ZERO);
 
     if (!DEVICE.matcher(device).matches()) {
@@ -504,6 +507,14 @@ public final class ServerConfig {
 
   public int maxTokensCap() {
     return maxTokensCap;
+  }
+
+  /**
+   * Most bytes of a streamed response that may wait in the server for a slow reader; past it the
+   * connection is dropped and the generation cancelled (charged for the steps it ran).
+   */
+  public long streamBufferBytes() {
+    return streamBufferBytes;
   }
 
   /** How long shutdown lets running generations finish before cancelling them. */
