@@ -65,7 +65,11 @@ class OpenAiClientTest {
   static void start() throws Exception {
     server =
         GpumeterServer.start(
-            TestServers.config("openai").set("completions.stream_buffer_bytes", "4k").build(),
+            TestServers.config("openai")
+                // small kernel and server buffers, so a reader that stops reading fills them
+                .set("completions.stream_buffer_bytes", "4k")
+                .set("http.socket_send_buffer", "4k")
+                .build(),
             report -> {});
     db = Database.start(server.config().toolDatabaseConfig());
     http = new Client(server.port());
