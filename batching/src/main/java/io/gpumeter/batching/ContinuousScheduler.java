@@ -53,11 +53,13 @@ import org.slf4j.LoggerFactory;
  * most {@code prefillChunk} tokens in admission order while the step's token budget lasts (so a
  * long prompt never stalls decoding), (5) runs and times the step, (6) splits the measured time
  * with the {@link Apportioner} by the {@link WeightPolicy} and fills in the step's {@link
- * StepReport}, (7) samples, emits and finishes. The batch is rebuilt at every step: new requests
- * join at the next step and finished ones leave at once. When idle the thread parks; the first
- * arrival's step runs at once (with continuous batching a request arriving a moment later joins at
- * the next step, so waiting for company only adds latency), unless {@code batchWindowNanos} is set
- * (default 0), in which case the first arrival after idle waits that long for company.
+ * StepReport}, (7) samples, emits (the request's {@link TokenListener}, on this thread) and
+ * finishes (end-of-sequence, a stop string by the request's {@link StopCondition}, or the length
+ * limit). The batch is rebuilt at every step: new requests join at the next step and finished ones
+ * leave at once. When idle the thread parks; the first arrival's step runs at once (with continuous
+ * batching a request arriving a moment later joins at the next step, so waiting for company only
+ * adds latency), unless {@code batchWindowNanos} is set (default 0), in which case the first
+ * arrival after idle waits that long for company.
  *
  * <p><b>Fairness:</b> waiting requests are queued per API key in a {@link FairQueue}, and keys take
  * turns at admission. A key flooding the server therefore gets one admission per turn, like any
@@ -613,7 +615,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     if (s.index == 0) {
       s.request.listener().onToken(token);
     }
-    if (s.generated >= s.request.maxTokens() || s.length >= contextLength) {
+    // Stop strings apply to choice 0 only; the server refuses stop strings with n > 1.
+    if (s.index == 0 && s.request.stop().stopsAfter(token)) {
+      finish(s, FinishReason.STOP, null); // a stop string: no step runs past it
+    } else if (s.generated >= s.request.maxTokens() || s.length >= contextLength) {
       finish(s, FinishReason.LENGTH, null);
     }
   }

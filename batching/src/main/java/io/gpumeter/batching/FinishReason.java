@@ -2,7 +2,9 @@ package io.gpumeter.batching;
 
 /** Why a generation ended; {@code STOP} and {@code LENGTH} are OpenAI's finish reasons. */
 public enum FinishReason {
-  /** The model produced end-of-sequence. */
+  /**
+   * The model produced end-of-sequence, or the text reached a stop string ({@link StopCondition}).
+   */
   STOP,
   /** {@code max_tokens} or the context length was reached. */
   LENGTH,

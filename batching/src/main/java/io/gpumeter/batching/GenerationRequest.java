@@ -21,6 +21,8 @@ import java.util.Objects;
  *     cache copied into the other choices' slots; one record charges all of them. Choice 0 draws
  *     from {@code seed} as a request with {@code n = 1} does; choice {@code i} from its own stream
  *     derived from {@code seed} and {@code i}.
+ * @param stop ends the generation when its text reaches a stop string (choice 0; the server
+ *     refuses stop strings with {@code n > 1}); may be {@link StopCondition#NONE}
  */
 public record GenerationRequest(
     String requestId,
@@ -34,7 +36,66 @@ public record GenerationRequest(
     TokenListener listener,
     String sessionId,
     SamplingOptions sampling,
-    int n) {
+    int n,
+    StopCondition stop) {
+
+  /** A request without stop strings. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      String sessionId,
+      SamplingOptions sampling,
+      int n) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        sessionId,
+        sampling,
+        n,
+        StopCondition.NONE);
+  }
+
+  /** A request for one choice with stop strings, its own session. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      StopCondition stop) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        requestId,
+        SamplingOptions.NONE,
+        1,
+        stop);
+  }
 
   /** A request for n choices that is its own session. */
   public GenerationRequest(
@@ -153,6 +214,7 @@ public record GenerationRequest(
       throw new IllegalArgumentException("blank session id in request " + requestId);
     }
     Objects.requireNonNull(sampling, "sampling");
+    Objects.requireNonNull(stop, "stop");
     if (promptTokens.length == 0) {
       throw new IllegalArgumentException("prompt must have at least one token");
     }

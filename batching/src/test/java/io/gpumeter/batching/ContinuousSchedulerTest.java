@@ -439,4 +439,35 @@ class ContinuousSchedulerTest {
     @Override
     public void close() {}
   }
+
+  @Test
+  void aStopConditionEndsTheSequenceAtTheTokenThatMetIt() throws Exception {
+    start(model, HostStepTimer.cpu(), SchedulerConfig.defaults());
+    List<Integer> seen = new CopyOnWriteArrayList<>();
+    AtomicInteger asked = new AtomicInteger();
+    GenerationRequest r =
+        new GenerationRequest(
+            "req-stop",
+            1,
+            1,
+            tok.encode("The history of the"),
+            200,
+            0,
+            42,
+            0,
+            seen::add,
+            token -> asked.incrementAndGet() == 5);
+    GenerationResult result = scheduler.submit(r).result().get(60, TimeUnit.SECONDS);
+    assertThat(result.finishReason()).isEqualTo(FinishReason.STOP);
+    assertThat(result.tokens()).hasSize(5);
+    assertThat(seen).hasSize(5);
+    assertThat(asked).hasValue(5);
+    // no step ran past the stop: as many steps as a run limited to 5 tokens
+    GenerationResult limited =
+        scheduler.submit(request(1, "The history of the", 5)).result().get(60, TimeUnit.SECONDS);
+    assertThat(limited.finishReason()).isEqualTo(FinishReason.LENGTH);
+    assertThat(result.usage().steps()).isEqualTo(limited.usage().steps());
+    assertThat(result.tokens()).isEqualTo(limited.tokens());
+    assertConservation();
+  }
 }

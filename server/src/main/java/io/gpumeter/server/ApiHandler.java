@@ -1,12 +1,15 @@
 package io.gpumeter.server;
 
+import io.netty.buffer.ByteBuf;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelFuture;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.ChannelOutboundBuffer;
 import io.netty.channel.socket.ChannelInputShutdownEvent;
 import io.netty.channel.socket.SocketChannel;
 import io.netty.handler.codec.PrematureChannelClosureException;
+import io.netty.handler.codec.http.DefaultHttpContent;
 import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpHeaderNames;
@@ -15,9 +18,12 @@ import io.netty.handler.codec.http.HttpResponse;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.HttpUtil;
 import io.netty.handler.codec.http.HttpVersion;
+import io.netty.handler.codec.http.LastHttpContent;
 import io.netty.handler.timeout.IdleStateEvent;
+import io.netty.util.AsciiString;
 import io.netty.util.ReferenceCountUtil;
 import java.io.IOException;
+import java.nio.channels.ClosedChannelException;
 import java.util.ArrayDeque;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
@@ -79,6 +85,7 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
   private boolean inputShutdown;
   private boolean readPaused;
   private boolean dispatching;
+  private boolean streamKeepAlive;
 
   /**
    * @param routes answers each exchange, at once or later ({@link Routes#dispatch}); what it throws
@@ -217,6 +224,7 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
     // After a half-close the last queued request's response ends the connection.
     boolean keepAlive = ex.keepAlive() && !closing && !(inputShutdown && pending.isEmpty());
     resp.headers().setInt(HttpHeaderNames.CONTENT_LENGTH, resp.content().readableBytes());
+    processingTime(ex, resp);
     int code = resp.status().code();
     if ((code == 429 || code == 503) && !resp.headers().contains(HttpHeaderNames.RETRY_AFTER)) {
       resp.headers()
@@ -260,6 +268,82 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
       return;
     }
     next();
+  }
+
+  static final AsciiString OPENAI_PROCESSING_MS = AsciiString.cached("openai-processing-ms");
+
+  /**
+   * {@code openai-processing-ms} on API responses ({@code /v1/...}): whole milliseconds from the
+   * request's dispatch to its response (for a stream, to its head).
+   */
+  private void processingTime(Exchange ex, HttpResponse resp) {
+    if (ex.path().startsWith("/v1/")) {
+      long ms = Math.max(0, metrics.now() - ex.startNanos()) / 1_000_000;
+      resp.headers().set(OPENAI_PROCESSING_MS, Long.toString(ms));
+    }
+  }
+
+  // ---- streamed responses (server-sent events): head, chunks, end; see SseStream ----
+
+  /**
+   * Sends the head of a streamed (chunked) response for the exchange in flight; the exchange stays
+   * in flight, so a disconnect still abandons it. False when the connection went away first.
+   */
+  boolean sendStreamHead(Exchange ex, HttpResponse head) {
+    if (ex != current) {
+      return false;
+    }
+    streamKeepAlive = ex.keepAlive() && !closing && !(inputShutdown && pending.isEmpty());
+    HttpUtil.setTransferEncodingChunked(head, true);
+    processingTime(ex, head);
+    if (!streamKeepAlive) {
+      head.headers().set(HttpHeaderNames.CONNECTION, HttpHeaderValues.CLOSE);
+    } else if (ex.request().protocolVersion() == HttpVersion.HTTP_1_0) {
+      head.headers().set(HttpHeaderNames.CONNECTION, HttpHeaderValues.KEEP_ALIVE);
+    }
+    ctx.writeAndFlush(head);
+    return true;
+  }
+
+  /** Writes and flushes one chunk of a streamed response; takes ownership of {@code content}. */
+  ChannelFuture sendStreamChunk(Exchange ex, ByteBuf content) {
+    if (ex != current) {
+      content.release();
+      return ctx.newFailedFuture(new ClosedChannelException());
+    }
+    return ctx.writeAndFlush(new DefaultHttpContent(content));
+  }
+
+  /** Bytes written to this connection that the client has not yet taken (Netty's buffer). */
+  long unsentBytes() {
+    ChannelOutboundBuffer out = ctx.channel().unsafe().outboundBuffer();
+    return out == null ? 0 : out.totalPendingWriteBytes();
+  }
+
+  /** Ends a streamed response; the next pipelined request begins (or the connection closes). */
+  void sendStreamEnd(Exchange ex) {
+    if (ex != current) {
+      return;
+    }
+    current = null;
+    metrics.responded(ex.path(), HttpResponseStatus.OK.code(), ex.startNanos());
+    ChannelFuture written = ctx.writeAndFlush(LastHttpContent.EMPTY_LAST_CONTENT);
+    ex.release();
+    if (!streamKeepAlive) {
+      closing = true;
+      releasePending();
+      written.addListener(f -> lingeringClose(f.isSuccess()));
+      return;
+    }
+    next();
+  }
+
+  /**
+   * Drops the connection under a streamed response (a reader too slow for the stream's buffer): the
+   * channel goes inactive and the exchange is abandoned as if the client had left.
+   */
+  void dropConnection() {
+    ctx.close();
   }
 
   /**

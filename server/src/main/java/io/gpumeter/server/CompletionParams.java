@@ -16,11 +16,11 @@ import java.util.Set;
  *
  * <p>Accepted: {@code model}, {@code prompt} (a string, an array holding one string, or token ids:
  * then {@code prompt} here is null and {@link CompletionOptions} reads them), {@code max_tokens},
- * {@code temperature}, {@code seed}, {@code user} (the session when no {@code
- * X-Session-Id} header is given: {@link SessionIds}). Parameters this server does not
- * implement are accepted only with their neutral value ({@code best_of: 1}, {@code logprobs: null},
- * {@code stream: false}, ...), so a client never silently gets something else than it asked for;
- * any other parameter is refused.
+ * {@code temperature}, {@code seed}, {@code user} (the session when no {@code X-Session-Id} header
+ * is given: {@link SessionIds}), {@code stream} and {@code stream_options} ({@link
+ * StreamParams}), {@code stop} ({@link StopStrings}). Parameters this server does not implement
+ * are accepted only with their neutral value ({@code best_of: 1}, {@code logprobs: null}, ...), so
+ * a client never silently gets something else than it asked for; any other parameter is refused.
  *
  * <p>The sampling parameters ({@code top_p}, {@code top_k}, the penalties, {@code logit_bias}) are
  * accepted here by name and read by {@link SamplingParams} (and {@code n}, {@code echo} by {@link
@@ -29,6 +29,8 @@ import java.util.Set;
  * @param seed the sampling seed, or null for a random one
  * @param user OpenAI's {@code user} field as sent (not yet validated as a session id), or null
  * @param body the whole request body, for the parameters read after the model is known
+ * @param stream whether and how to stream
+ * @param stop the stop strings
  */
 record CompletionParams(
     String model,
@@ -37,19 +39,28 @@ record CompletionParams(
     double temperature,
     Long seed,
     String user,
-    JsonNode body) {
+    JsonNode body,
+    StreamParams stream,
+    StopStrings stop) {
 
   /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
   private static final Map<String, String> NEUTRAL =
       Map.ofEntries(
           Map.entry("best_of", "1"),
           Map.entry("logprobs", "null"),
-          Map.entry("stop", "null"),
-          Map.entry("suffix", "null"),
-          Map.entry("stream_options", "null"));
+          Map.entry("suffix", "null"));
 
   private static final Set<String> KNOWN =
-      Set.of("model", "prompt", "max_tokens", "temperature", "seed", "user", "stream");
+      Set.of(
+          "model",
+          "prompt",
+          "max_tokens",
+          "temperature",
+          "seed",
+          "user",
+          "stream",
+          "stream_options",
+          "stop");
 
   /**
    * @throws ApiException 400 naming the parameter for every invalid request
@@ -127,16 +138,8 @@ record CompletionParams(
       throw ApiException.wrongType("user", "a string", describe(user));
     }
 
-    JsonNode stream = present(root, "stream");
-    if (stream != null) {
-      if (!stream.isBoolean()) {
-        throw ApiException.wrongType("stream", "a boolean", describe(stream));
-      }
-      if (stream.booleanValue()) {
-        throw ApiException.invalid(
-            "stream", "streaming is not supported yet; omit 'stream'" + " or set it to false.");
-      }
-    }
+    StreamParams stream = StreamParams.parse(root);
+    StopStrings stop = StopStrings.parse(root.get("stop"));
 
     for (Map.Entry<String, String> e : NEUTRAL.entrySet()) {
       JsonNode v = present(root, e.getKey());
@@ -151,7 +154,15 @@ record CompletionParams(
       }
     }
     return new CompletionParams(
-        model, prompt, maxTokens, temperature, seed, user == null ? null : user.textValue(), root);
+        model,
+        prompt,
+        maxTokens,
+        temperature,
+        seed,
+        user == null ? null : user.textValue(),
+        root,
+        stream,
+        stop);
   }
 
   /**

@@ -16,6 +16,7 @@ import io.gpumeter.billing.LedgerUnavailableException;
 import io.gpumeter.billing.VoidReason;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
+import io.gpumeter.model.IncrementalDecoder;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.util.AsciiString;
@@ -27,6 +28,7 @@ import java.util.Optional;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -62,6 +64,7 @@ final class CompletionsEndpoint {
   private final ServerMetrics metrics;
   private final int maxTokensDefault;
   private final int maxTokensCap;
+  private final long streamBufferBytes;
   private final IdempotencyGate idempotency;
 
   CompletionsEndpoint(
@@ -71,6 +74,7 @@ final class CompletionsEndpoint {
       ServerMetrics metrics,
       int maxTokensDefault,
       int maxTokensCap,
+      long streamBufferBytes,
       IdempotencyGate idempotency) {
     this.models = models;
     this.idempotency = idempotency;
@@ -79,6 +83,7 @@ final class CompletionsEndpoint {
     this.metrics = metrics;
     this.maxTokensDefault = maxTokensDefault;
     this.maxTokensCap = maxTokensCap;
+    this.streamBufferBytes = streamBufferBytes;
   }
 
   void handle(Exchange ex) {
@@ -88,26 +93,23 @@ final class CompletionsEndpoint {
   }
 
   private void submit(Exchange ex, String requestId, ApiKeyPrincipal principal) {
-    IdempotencyGate.Ticket ticket =
-        idempotency.prepare(ex, principal, requestId, "/v1/completions");
+    // Before the body is parsed, so that an Idempotency-Key with stream: true is refused first.
+    IdempotencyGate.Ticket ticket = prepareIdempotency(ex, principal, requestId, "/v1/completions");
     CompletionParams p = CompletionParams.parse(ex.body(), maxTokensDefault, maxTokensCap);
-    ModelEndpoint m = models.get(p.model());
-    if (m == null) {
-      throw new ApiException(
-          HttpResponseStatus.NOT_FOUND,
-          ApiException.INVALID_REQUEST,
-          "The model '"
-              + p.model()
-              + "' does not exist. Available models: "
-              + models.keySet()
-              + " (GET /v1/models).",
-          "model",
-          "model_not_found");
-    }
+    ModelEndpoint m = model(p.model());
     int vocab = m.model().config().vocabSize();
     SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
     CompletionOptions options =
         CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning(), vocab);
+    if (options.n() > 1 && p.stream().stream()) {
+      throw ApiException.invalid("n", "n > 1 cannot be streamed yet; stream with n: 1.");
+    }
+    if (options.n() > 1 && !p.stop().isEmpty()) {
+      throw ApiException.invalid("stop", "stop strings with n > 1 are not supported yet.");
+    }
+    if (options.echo() && p.stream().stream()) {
+      throw ApiException.invalid("echo", "echo cannot be streamed yet; omit it or do not stream.");
+    }
     int[] prompt =
         options.promptTokens() != null
             ? options.promptTokens()
@@ -116,34 +118,133 @@ final class CompletionsEndpoint {
       // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
       prompt = new int[] {m.model().config().eosId()};
     }
+    String session = session(ex, p.user(), requestId);
+    int[] tokens = prompt;
+    withTicket(
+        ex,
+        ticket,
+        t ->
+            generate(
+                ex,
+                requestId,
+                principal,
+                m,
+                tokens,
+                p.maxTokens(),
+                p.temperature(),
+                p.seed(),
+                p.stream(),
+                p.stop(),
+                COMPLETION,
+                new Extras(session, sampling, options.n(), options.echo(), t)));
+  }
+
+  /**
+   * What a request asks beyond the shared basics.
+   *
+   * @param session its session (validated: {@link SessionIds})
+   * @param sampling its sampling options
+   * @param n its number of choices
+   * @param echo whether the prompt's text is put before each choice's
+   * @param ticket its Idempotency-Key's claim, or null without one
+   */
+  record Extras(
+      String session,
+      SamplingOptions sampling,
+      int n,
+      boolean echo,
+      IdempotencyGate.Ticket ticket) {}
+
+  /** The request's session: {@code X-Session-Id}, else {@code user}, else the request id. */
+  static String session(Exchange ex, String user, String requestId) {
+    return SessionIds.resolve(
+        ex.request().headers().get(SessionIds.X_SESSION_ID), user, requestId);
+  }
+
+  /** The request's Idempotency-Key, validated (null without one); see {@link IdempotencyGate}. */
+  IdempotencyGate.Ticket prepareIdempotency(
+      Exchange ex, ApiKeyPrincipal principal, String requestId, String path) {
+    return idempotency.prepare(ex, principal, requestId, path);
+  }
+
+  /**
+   * Runs {@code then} at once without a key; with one, once the key is claimed (a stored answer is
+   * replayed, a key in use is refused, and {@code then} does not run).
+   */
+  void withTicket(Exchange ex, IdempotencyGate.Ticket ticket, Consumer<IdempotencyGate.Ticket> then) {
     if (ticket == null) {
-      generate(ex, requestId, principal, p, m, prompt, sampling, options, null);
+      then.accept(null);
       return;
     }
-    int[] tokens = prompt;
     ex.then(
         idempotency.claim(ex, ticket),
         claimed -> {
           if (claimed) {
-            generate(ex, requestId, principal, p, m, tokens, sampling, options, ticket);
+            then.accept(ticket);
           }
         });
   }
 
   /**
-   * Admits and submits the generation; {@code ticket} holds the request's Idempotency-Key, or is
-   * null without one.
+   * The model named {@code name}.
+   *
+   * @throws ApiException 404 {@code model_not_found}
    */
-  private void generate(
+  ModelEndpoint model(String name) {
+    ModelEndpoint m = models.get(name);
+    if (m == null) {
+      throw new ApiException(
+          HttpResponseStatus.NOT_FOUND,
+          ApiException.INVALID_REQUEST,
+          "The model '"
+              + name
+              + "' does not exist. Available models: "
+              + models.keySet()
+              + " (GET /v1/models).",
+          "model",
+          "model_not_found");
+    }
+    return m;
+  }
+
+  /** How one endpoint writes its answer: whole, or as a stream of chunks. */
+  interface Answer {
+    /** The whole answer; {@code texts} holds each choice's text, by index. */
+    Json.Writer whole(String model, List<String> texts, GenerationResult result);
+
+    SseStream.Format stream(String model, String requestId, long created);
+  }
+
+  static final Answer COMPLETION =
+      new Answer() {
+        @Override
+        public Json.Writer whole(String model, List<String> texts, GenerationResult result) {
+          return g -> writeCompletion(g, model, texts, result);
+        }
+
+        @Override
+        public SseStream.Format stream(String model, String requestId, long created) {
+          return new CompletionChunks(model, requestId, created);
+        }
+      };
+
+  /**
+   * Admission, submission, cancellation on disconnect, the durability wait and the answer; shared
+   * by {@code /v1/completions} and {@code /v1/chat/completions}. Runs on the event loop.
+   */
+  void generate(
       Exchange ex,
       String requestId,
       ApiKeyPrincipal principal,
-      CompletionParams p,
       ModelEndpoint m,
       int[] prompt,
-      SamplingOptions sampling,
-      CompletionOptions options,
-      IdempotencyGate.Ticket ticket) {
+      int maxTokens,
+      double temperature,
+      Long seedOrNull,
+      StreamParams stream,
+      StopStrings stop,
+      Answer answer,
+      Extras extras) {
     if (!billing.canAcceptWork()) {
       // Nothing unmetered is served: if the charge could not be made durable, do not start.
       LedgerHealth health = billing.health(); // the reason (and a second look)
@@ -151,26 +252,33 @@ final class CompletionsEndpoint {
         throw billingRefuses(health.reason());
       }
     }
-    String session =
-        SessionIds.resolve(
-            ex.request().headers().get(SessionIds.X_SESSION_ID), p.user(), requestId);
-    long seed = p.seed() != null ? p.seed() : ThreadLocalRandom.current().nextLong();
+    long seed = seedOrNull != null ? seedOrNull : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
+    SseStream sse =
+        stream.stream()
+            ? new SseStream(
+                ex,
+                answer.stream(m.name(), requestId, System.currentTimeMillis() / 1000),
+                new IncrementalDecoder(m.model().tokenizer()),
+                stop.holdback(),
+                streamBufferBytes)
+            : null;
     GenerationRequest request =
         new GenerationRequest(
             requestId,
             principal.keyId(),
             principal.accountId(),
             prompt,
-            p.maxTokens(),
-            p.temperature(),
+            maxTokens,
+            temperature,
             seed,
             0L,
-            observer,
-            session,
-            sampling,
-            options.n());
+            sse != null ? sse.listener(observer) : observer,
+            extras.session(),
+            extras.sampling(),
+            extras.n(),
+            stop.condition(m.model().tokenizer()));
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
@@ -185,13 +293,15 @@ final class CompletionsEndpoint {
           // Left after the whole answer existed: it was never delivered, so it is not paid for
           // (invariant 15). Left while it was being generated: charged for the steps it ran
           // (invariant 2), since the client asked for that work and a partial answer existed.
-          // An answer already stored for its Idempotency-Key counts as delivered: a retry gets it.
+          // A stream whose whole text was handed to the kernel was delivered, even if the
+          // client left before the usage event or [DONE]. An answer already stored for its
+          // Idempotency-Key counts as delivered: a retry gets it.
+          IdempotencyGate.Ticket ticket = extras.ticket();
           CompletableFuture<Boolean> stored =
               ticket == null ? CompletableFuture.completedFuture(false) : ticket.stored();
-          observed.thenAccept(
+          observed.thenAcceptAsync(
               r -> {
-                if (r.finishReason() == FinishReason.STOP
-                    || r.finishReason() == FinishReason.LENGTH) {
+                if (SseStream.finished(r) && (sse == null || !sse.delivered())) {
                   stored.thenAccept(
                       s -> {
                         if (!s) {
@@ -199,9 +309,29 @@ final class CompletionsEndpoint {
                         }
                       });
                 }
-              });
+              },
+              ex.loop());
         });
-    int[] promptTokens = prompt;
+    if (sse != null) {
+      sse.start(generation);
+      ex.then(
+          observed,
+          result -> {
+            if (!SseStream.finished(result)) {
+              throw unfinished(result);
+            }
+            sse.finish(result);
+            ex.then(
+                result.durable().handle((ok, err) -> Optional.ofNullable(err)),
+                durableError -> {
+                  if (durableError.isPresent()) {
+                    throw streamNotDurable(result, durableError.get());
+                  }
+                  sse.close(result, stream.includeUsage());
+                });
+          });
+      return;
+    }
     ex.then(
         observed,
         result ->
@@ -209,17 +339,41 @@ final class CompletionsEndpoint {
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),
                 durableError ->
                     finish(
-                        ex, m, options, promptTokens, result, durableError.orElse(null), ticket)));
+                        ex, m, prompt, result, durableError.orElse(null), stop, answer, extras)));
+  }
+
+  /**
+   * A streamed answer's text is out before its charge is durable (that is what streaming is); when
+   * the charge then cannot be made durable the stream ends with this error instead of the usage
+   * event and {@code [DONE]}. The charge is not voided: the client got the text.
+   */
+  private ApiException streamNotDurable(GenerationResult result, Throwable error) {
+    Throwable cause = Exchange.unwrap(error);
+    log.error(
+        "charge for streamed {} ({} ns) could not be made durable",
+        result.usage().requestId(),
+        result.usage().deviceNs(),
+        cause);
+    return new ApiException(
+            HttpResponseStatus.SERVICE_UNAVAILABLE,
+            ApiException.SERVER,
+            "The completion was streamed but its charge could not be recorded durably ("
+                + cause.getMessage()
+                + ").",
+            null,
+            BILLING_UNAVAILABLE)
+        .withHeader(HttpHeaderNames.RETRY_AFTER, RETRY_AFTER_SECONDS);
   }
 
   private void finish(
       Exchange ex,
       ModelEndpoint m,
-      CompletionOptions options,
       int[] prompt,
       GenerationResult result,
       Throwable notDurable,
-      IdempotencyGate.Ticket ticket) {
+      StopStrings stop,
+      Answer answer,
+      Extras extras) {
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
@@ -257,63 +411,73 @@ final class CompletionsEndpoint {
             .withHeader(HttpHeaderNames.RETRY_AFTER, RETRY_AFTER_SECONDS);
       }
     }
+    if (!SseStream.finished(result)) {
+      throw unfinished(result);
+    }
+    String echoed = extras.echo() ? m.model().tokenizer().decode(prompt) : "";
+    List<String> texts = new ArrayList<>(result.choices().size());
+    for (Choice c : result.choices()) {
+      texts.add(echoed + stop.cut(m.model().tokenizer().decode(c.tokens())));
+    }
+    Json.Writer whole = answer.whole(m.name(), texts, result);
+    // The receipt: the device time charged, equal to the stored charge (invariant 8).
+    String deviceNs = Long.toString(usage.deviceNs());
+    IdempotencyGate.Ticket ticket = extras.ticket();
+    if (ticket == null) {
+      ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
+      ex.respond(
+          HttpResponseStatus.OK,
+          Json.write(ex.alloc(), whole),
+          Exchange.APPLICATION_JSON,
+          X_DEVICE_TIME_NS,
+          deviceNs);
+    } else {
+      // Stored before it is sent; once stored it counts as delivered (a retry replays it).
+      ex.onUndelivered(
+          () ->
+              ticket
+                  .stored()
+                  .thenAccept(
+                      s -> {
+                        if (!s) {
+                          voidCharge(usage.requestId(), VoidReason.WRITE_FAILED);
+                        }
+                      }));
+      ticket.respond(ex, HttpResponseStatus.OK, whole, X_DEVICE_TIME_NS, deviceNs);
+    }
+  }
+
+  /** The error for a generation that ended without its answer (cancelled, timed out, failed). */
+  private static ApiException unfinished(GenerationResult result) {
+    UsageRecord usage = result.usage();
+    FinishReason reason = result.finishReason();
     switch (reason) {
-      case STOP, LENGTH -> {
-        String echoed = options.echo() ? m.model().tokenizer().decode(prompt) : "";
-        List<String> texts = new ArrayList<>(result.choices().size());
-        for (Choice c : result.choices()) {
-          texts.add(echoed + m.model().tokenizer().decode(c.tokens()));
-        }
-        Json.Writer answer = g -> writeCompletion(g, m.name(), texts, result);
-        // The receipt: the device time charged, equal to the stored charge (invariant 8).
-        String deviceNs = Long.toString(usage.deviceNs());
-        if (ticket == null) {
-          ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
-          ex.respond(
-              HttpResponseStatus.OK,
-              Json.write(ex.alloc(), answer),
-              Exchange.APPLICATION_JSON,
-              X_DEVICE_TIME_NS,
-              deviceNs);
-        } else {
-          // Stored before it is sent; once stored it counts as delivered (a retry replays it).
-          ex.onUndelivered(
-              () ->
-                  ticket
-                      .stored()
-                      .thenAccept(
-                          s -> {
-                            if (!s) {
-                              voidCharge(usage.requestId(), VoidReason.WRITE_FAILED);
-                            }
-                          }));
-          ticket.respond(ex, HttpResponseStatus.OK, answer, X_DEVICE_TIME_NS, deviceNs);
-        }
+      case CANCELLED -> {
+        return new ApiException(
+            HttpResponseStatus.SERVICE_UNAVAILABLE,
+            ApiException.SERVER,
+            "The server is shutting down; the generation was stopped after "
+                + usage.completionTokens()
+                + " tokens (device time used so far is charged)."
+                + " Retry on another replica or later.",
+            null,
+            "shutting_down");
       }
-      case CANCELLED ->
-          throw new ApiException(
-              HttpResponseStatus.SERVICE_UNAVAILABLE,
-              ApiException.SERVER,
-              "The server is shutting down; the generation was stopped after "
-                  + usage.completionTokens()
-                  + " tokens (device time used so far is charged)."
-                  + " Retry on another replica or later.",
-              null,
-              "shutting_down");
-      case TIMEOUT ->
-          throw new ApiException(
-              HttpResponseStatus.GATEWAY_TIMEOUT,
-              ApiException.SERVER,
-              "The generation did not finish within the server's request timeout; it was"
-                  + " stopped after "
-                  + usage.completionTokens()
-                  + " tokens (device time used"
-                  + " is charged). Ask for fewer max_tokens or retry later.",
-              null,
-              "timeout");
+      case TIMEOUT -> {
+        return new ApiException(
+            HttpResponseStatus.GATEWAY_TIMEOUT,
+            ApiException.SERVER,
+            "The generation did not finish within the server's request timeout; it was"
+                + " stopped after "
+                + usage.completionTokens()
+                + " tokens (device time used"
+                + " is charged). Ask for fewer max_tokens or retry later.",
+            null,
+            "timeout");
+      }
       case ERROR -> {
         log.error("generation {} failed in the model", usage.requestId(), result.error());
-        throw new ApiException(
+        return new ApiException(
             HttpResponseStatus.INTERNAL_SERVER_ERROR,
             ApiException.SERVER,
             "The model failed while generating (request id "
@@ -323,7 +487,7 @@ final class CompletionsEndpoint {
             null,
             "model_error");
       }
-      default -> throw new IllegalStateException("unknown finish reason " + reason);
+      default -> throw new IllegalStateException("not an unfinished generation: " + reason);
     }
   }
 
@@ -339,8 +503,8 @@ final class CompletionsEndpoint {
             });
   }
 
-  static final AsciiString X_DEVICE_TIME_NS = AsciiString.cached("x-gpumeter-device-time-ns");
   static final String BILLING_UNAVAILABLE = "billing_unavailable";
+  static final AsciiString X_DEVICE_TIME_NS = AsciiString.cached("x-gpumeter-device-time-ns");
   static final String RETRY_AFTER_SECONDS = "5";
 
   /** 503 before any work: the ledger cannot make a new charge durable now ({@code reason}). */
@@ -387,7 +551,6 @@ final class CompletionsEndpoint {
       JsonGenerator g, String model, List<String> texts, GenerationResult result)
       throws IOException {
     UsageRecord u = result.usage();
-    TimerInfo timer = u.timer();
     g.writeStartObject();
     g.writeStringField("id", u.requestId());
     g.writeStringField("object", "text_completion");
@@ -403,6 +566,13 @@ final class CompletionsEndpoint {
       g.writeEndObject();
     }
     g.writeEndArray();
+    writeUsage(g, u);
+    g.writeEndObject();
+  }
+
+  /** The {@code usage} object: tokens and the device time charged (the stored record's figures). */
+  static void writeUsage(JsonGenerator g, UsageRecord u) throws IOException {
+    TimerInfo timer = u.timer();
     g.writeObjectFieldStart("usage");
     g.writeNumberField("prompt_tokens", u.promptTokens());
     g.writeNumberField("completion_tokens", u.completionTokens());
@@ -414,7 +584,6 @@ final class CompletionsEndpoint {
     g.writeStringField("device", timer.device());
     g.writeStringField("device_name", timer.deviceName());
     g.writeStringField("timer", timer.timerKind());
-    g.writeEndObject();
     g.writeEndObject();
   }
 

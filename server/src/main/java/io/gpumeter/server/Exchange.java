@@ -4,12 +4,14 @@ import com.fasterxml.jackson.core.JsonGenerator;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.Unpooled;
+import io.netty.channel.ChannelFuture;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.EventLoop;
 import io.netty.handler.codec.http.DefaultFullHttpResponse;
 import io.netty.handler.codec.http.DefaultHttpResponse;
 import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpHeaderNames;
+import io.netty.handler.codec.http.HttpHeaderValues;
 import io.netty.handler.codec.http.HttpRequest;
 import io.netty.handler.codec.http.HttpResponse;
 import io.netty.handler.codec.http.HttpResponseStatus;
@@ -22,6 +24,7 @@ import java.io.IOException;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ThreadLocalRandom;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -52,6 +55,7 @@ final class Exchange {
   private Runnable onAbandon;
   private Runnable onUndelivered;
   private Runnable onFail;
+  private boolean streaming;
 
   Exchange(
       ApiHandler handler,
@@ -174,6 +178,21 @@ final class Exchange {
     this.requestId = id;
   }
 
+  /**
+   * The id sent back as {@code x-request-id}: the one an endpoint set, else one made now ({@code
+   * req_} and 96 random bits), so every response carries one.
+   */
+  String requestId() {
+    if (requestId == null) {
+      ThreadLocalRandom r = ThreadLocalRandom.current();
+      requestId =
+          "req_"
+              + Long.toHexString(r.nextLong() | Long.MIN_VALUE)
+              + Integer.toHexString(r.nextInt());
+    }
+    return requestId;
+  }
+
   /** Runs if the client disconnects before the response (cancels a generation). */
   void onAbandon(Runnable r) {
     this.onAbandon = r;
@@ -253,9 +272,7 @@ final class Exchange {
             status,
             content);
     resp.headers().set(HttpHeaderNames.CONTENT_TYPE, contentType);
-    if (requestId != null) {
-      resp.headers().set(X_REQUEST_ID, requestId);
-    }
+    resp.headers().set(X_REQUEST_ID, requestId());
     if (extraHeader != null) {
       resp.headers().set(extraHeader, extraValue);
     }
@@ -283,6 +300,57 @@ final class Exchange {
       head.headers().set(X_REQUEST_ID, requestId);
     }
     return handler.beginStream(this, head);
+  }
+
+  static final AsciiString TEXT_EVENT_STREAM = AsciiString.cached("text/event-stream");
+
+  /**
+   * Starts a streamed 200 response of server-sent events. The exchange stays open (not done) until
+   * {@link #endStream}: a disconnect meanwhile abandons it, and {@link #fail} ends the stream with
+   * an error event. False when the exchange was answered or the connection went away first.
+   */
+  boolean startStream() {
+    if (done || streaming) {
+      return false;
+    }
+    HttpVersion version =
+        request.protocolVersion() == HttpVersion.HTTP_1_0
+            ? HttpVersion.HTTP_1_0
+            : HttpVersion.HTTP_1_1;
+    DefaultHttpResponse head = new DefaultHttpResponse(version, HttpResponseStatus.OK);
+    head.headers().set(HttpHeaderNames.CONTENT_TYPE, TEXT_EVENT_STREAM);
+    head.headers().set(HttpHeaderNames.CACHE_CONTROL, HttpHeaderValues.NO_CACHE);
+    head.headers().set(X_REQUEST_ID, requestId());
+    streaming = handler.sendStreamHead(this, head);
+    return streaming;
+  }
+
+  boolean isStreaming() {
+    return streaming;
+  }
+
+  /** Writes one chunk of the stream (takes ownership of {@code content}). */
+  ChannelFuture writeStream(ByteBuf content) {
+    return handler.sendStreamChunk(this, content);
+  }
+
+  /** Bytes of this connection's responses the client has not taken yet. */
+  long unsentBytes() {
+    return handler.unsentBytes();
+  }
+
+  /** Ends the stream (the last, empty chunk); the exchange is done. */
+  void endStream() {
+    if (done) {
+      return;
+    }
+    done = true;
+    handler.sendStreamEnd(this);
+  }
+
+  /** Closes the connection under a stream; the exchange is then abandoned like a disconnect. */
+  void dropConnection() {
+    handler.dropConnection();
   }
 
   /** Answers with the OpenAI error body for {@code error}; anything unexpected is a logged 500. */
@@ -320,6 +388,13 @@ final class Exchange {
       } catch (RuntimeException hookError) {
         log.error("failure hook of {} failed", requestId, hookError);
       }
+    }
+    if (streaming) {
+      // The head (200) is out: the error goes as the stream's last event, without [DONE].
+      ByteBuf event = SseStream.event(alloc(), g -> writeError(g, err));
+      writeStream(event);
+      endStream();
+      return;
     }
     respond(
         err.status(),

@@ -252,6 +252,9 @@ public final class GpumeterServer implements AutoCloseable {
             .childOption(ChannelOption.TCP_NODELAY, true)
             // A client that shuts down its output after sending still gets its answers (ApiHandler)
             .childOption(ChannelOption.ALLOW_HALF_CLOSURE, true)
+            .childOption(
+                ChannelOption.SO_SNDBUF,
+                config.socketSendBuffer() > 0 ? config.socketSendBuffer() : null)
             .childHandler(
                 new ChannelInitializer<SocketChannel>() {
                   @Override

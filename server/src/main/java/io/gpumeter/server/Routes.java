@@ -33,6 +33,7 @@ final class Routes {
   private final Map<String, ModelEndpoint> models;
   private final Authenticator auth;
   private final CompletionsEndpoint completions;
+  private final ChatCompletionsEndpoint chat;
   private final UsageEndpoint usage;
   private final UsageCompletionsEndpoint usageCompletions;
   private final AdminEndpoint admin;
@@ -59,8 +60,12 @@ final class Routes {
             serverMetrics,
             config.maxTokensDefault(),
             config.maxTokensCap(),
+            config.streamBufferBytes(),
             new IdempotencyGate(
                 billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)));
+    this.chat =
+        new ChatCompletionsEndpoint(
+            models, auth, completions, config.maxTokensDefault(), config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
     this.usageCompletions =
         new UsageCompletionsEndpoint(
@@ -90,6 +95,10 @@ final class Routes {
       case "/v1/completions" -> {
         allow(ex, HttpMethod.POST, "POST");
         completions.handle(ex);
+      }
+      case "/v1/chat/completions" -> {
+        allow(ex, HttpMethod.POST, "POST");
+        chat.handle(ex);
       }
       case "/v1/usage" -> {
         allow(ex, HttpMethod.GET, "GET");

@@ -77,6 +77,8 @@ public final class ServerConfig {
     k.put("scheduler.batch_window", "0ms");
     k.put("completions.max_tokens_default", "16");
     k.put("completions.max_tokens_cap", "1024");
+    k.put("completions.stream_buffer_bytes", "1m");
+    k.put("http.socket_send_buffer", "0");
     k.put("shutdown.grace", "30s");
     KEYS = Collections.unmodifiableMap(k);
   }
@@ -123,6 +125,8 @@ public final class ServerConfig {
   private final Duration batchWindow;
   private final int maxTokensDefault;
   private final int maxTokensCap;
+  private final long streamBufferBytes;
+  private final long socketSendBuffer;
   private final Duration shutdownGrace;
 
   private ServerConfig(ConfigValues v) {
@@ -197,6 +201,11 @@ public final class ServerConfig {
     batchWindow = v.duration("scheduler.batch_window", Duration.ZERO);
     maxTokensDefault = v.intIn("completions.max_tokens_default", 1, 1 << 20);
     maxTokensCap = v.intIn("completions.max_tokens_cap", 1, 1 << 20);
+    streamBufferBytes = v.bytes("completions.stream_buffer_bytes", 1);
+    socketSendBuffer = v.bytes("http.socket_send_buffer", 0);
+    if (socketSendBuffer > Integer.MAX_VALUE) {
+      throw v.invalid("http.socket_send_buffer", "must be below 2 GiB");
+    }
     shutdownGrace = v.duration("shutdown.grace", Duration.ZERO);
 
     if (!DEVICE.matcher(device).matches()) {
@@ -504,6 +513,19 @@ public final class ServerConfig {
 
   public int maxTokensCap() {
     return maxTokensCap;
+  }
+
+  /**
+   * Most bytes of a streamed response that may wait in the server for a slow reader; past it the
+   * connection is dropped and the generation cancelled (charged for the steps it ran).
+   */
+  public long streamBufferBytes() {
+    return streamBufferBytes;
+  }
+
+  /** {@code SO_SNDBUF} of accepted connections, or 0 for the OS default (autotuned). */
+  public int socketSendBuffer() {
+    return (int) socketSendBuffer;
   }
 
   /** How long shutdown lets running generations finish before cancelling them. */

@@ -243,15 +243,15 @@ class ErrorHandlingTest {
 
   @Test
   @Order(7)
-  void streamingIsRefused() throws Exception {
+  void streamOfTheWrongTypeIsRefused() throws Exception {
     JsonNode e =
         error(
-            complete("{\"model\": \"demo-byte-lm\", \"prompt\": \"x\", \"stream\": true}"),
+            complete("{\"model\": \"demo-byte-lm\", \"prompt\": \"x\", \"stream\": \"true\"}"),
             400,
             "invalid_request_error",
             "stream",
-            null);
-    assertThat(e.get("message").asText()).contains("streaming is not supported yet");
+            "invalid_type");
+    assertThat(e.get("message").asText()).contains("must be a boolean");
   }
 
   @Test

@@ -1,0 +1,264 @@
+package io.gpumeter.benchmarks;
+
+import io.gpumeter.batching.StepListener;
+import io.gpumeter.server.GpumeterServer;
+import io.gpumeter.server.ServerConfig;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.Stream;
+
+/**
+ * Load tool for streaming (a plain main): the real server in-process on this machine's CPU, B = 1,
+ * 8, 32 clients each looping {@code POST /v1/completions} with {@code stream: true} (HTTP/1.1,
+ * keep-alive, one key per client). Per request it records the time to first token (send to the
+ * first {@code data:} event with text) and every inter-token gap (between successive text events);
+ * the table gives p50 and p99 over all requests of a slice. At 32 clients it then alternates
+ * streaming and non-streaming slices of the same length, side by side, {@code rounds} times, and
+ * reports generated tokens/s of each and their ratio (streaming / non-streaming) per round and in
+ * total.
+ *
+ * <p>Usage: {@code java -cp benchmarks.jar io.gpumeter.benchmarks.StreamingThroughput [--models
+ * DIR] [--seconds 10] [--rounds 3] [--max-tokens 64]}
+ */
+public final class StreamingThroughput {
+  private static final String BODY =
+      "{\"model\":\"%s\",\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":1,\"seed\":%d%s}";
+
+  private final Path modelsDir;
+  private final Duration slice;
+  private final int rounds;
+  private final int maxTokens;
+  private final AtomicLong seeds = new AtomicLong();
+
+  private StreamingThroughput(Path modelsDir, Duration slice, int rounds, int maxTokens) {
+    this.modelsDir = modelsDir;
+    this.slice = slice;
+    this.rounds = rounds;
+    this.maxTokens = maxTokens;
+  }
+
+  public static void main(String[] args) throws Exception {
+    Path models = Path.of("models");
+    int seconds = 10;
+    int rounds = 3;
+    int maxTokens = 64;
+    for (int i = 0; i + 1 < args.length; i += 2) {
+      switch (args[i]) {
+        case "--models" -> models = Path.of(args[i + 1]);
+        case "--seconds" -> seconds = Integer.parseInt(args[i + 1]);
+        case "--rounds" -> rounds = Integer.parseInt(args[i + 1]);
+        case "--max-tokens" -> maxTokens = Integer.parseInt(args[i + 1]);
+        default -> throw new IllegalArgumentException("unknown option " + args[i]);
+      }
+    }
+    new StreamingThroughput(models, Duration.ofSeconds(seconds), rounds, maxTokens).run();
+    System.exit(0);
+  }
+
+  /** What one slice measured. */
+  record Slice(long tokens, double seconds, long requests, long[] ttftNs, long[] gapNs) {
+    double tokensPerSecond() {
+      return tokens / seconds;
+    }
+  }
+
+  private void run() throws Exception {
+    Path data = Files.createTempDirectory("gpumeter-streaming-");
+    GpumeterServer server =
+        GpumeterServer.start(
+            ServerConfig.builder()
+                .host("127.0.0.1")
+                .port(0)
+                .modelsDir(modelsDir)
+                .dataDir(data)
+                .device("cpu")
+                .build(),
+            StepListener.NONE);
+    List<String> keys = new ArrayList<>();
+    for (int i = 0; i < 32; i++) {
+      keys.add(server.billing().apiKeys().create("stream-client-" + i).plaintext());
+    }
+    String model = server.schedulers().get(0).modelName();
+    System.out.printf(
+        Locale.ROOT,
+        "StreamingThroughput %s, %d cores, load %s, max_tokens %d, slices of %d s%n",
+        Instant.now(),
+        Runtime.getRuntime().availableProcessors(),
+        Files.readString(Path.of("/proc/loadavg")).trim(),
+        maxTokens,
+        slice.toSeconds());
+    try {
+      load(server, keys, model, 8, true, Duration.ofSeconds(3)); // warm-up, not counted
+      System.out.println();
+      System.out.println(
+          "| clients | requests | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |");
+      System.out.println("|---|---|---|---|---|---|---|");
+      for (int b : new int[] {1, 8, 32}) {
+        Slice s = load(server, keys, model, b, true, slice);
+        System.out.printf(
+            Locale.ROOT,
+            "| %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f |%n",
+            b,
+            s.requests(),
+            s.tokensPerSecond(),
+            pct(s.ttftNs(), 50) / 1e6,
+            pct(s.ttftNs(), 99) / 1e6,
+            pct(s.gapNs(), 50) / 1e6,
+            pct(s.gapNs(), 99) / 1e6);
+      }
+      System.out.println();
+      System.out.println("| round | streaming tokens/s | non-streaming tokens/s | ratio |");
+      System.out.println("|---|---|---|---|");
+      double st = 0;
+      double ns = 0;
+      for (int r = 1; r <= rounds; r++) {
+        Slice a = load(server, keys, model, 32, true, slice);
+        Slice b = load(server, keys, model, 32, false, slice);
+        st += a.tokens() / a.seconds();
+        ns += b.tokens() / b.seconds();
+        System.out.printf(
+            Locale.ROOT,
+            "| %d | %.1f | %.1f | %.3f |%n",
+            r,
+            a.tokensPerSecond(),
+            b.tokensPerSecond(),
+            a.tokensPerSecond() / b.tokensPerSecond());
+      }
+      System.out.printf(
+          Locale.ROOT, "| all | %.1f | %.1f | %.3f |%n", st / rounds, ns / rounds, st / ns);
+      System.out.printf(
+          Locale.ROOT, "load at the end: %s%n", Files.readString(Path.of("/proc/loadavg")).trim());
+    } finally {
+      server.close();
+    }
+  }
+
+  private static long pct(long[] sorted, int p) {
+    if (sorted.length == 0) {
+      return 0;
+    }
+    int i = (int) Math.min(sorted.length - 1, Math.ceil(p / 100.0 * sorted.length) - 1);
+    return sorted[Math.max(0, i)];
+  }
+
+  /**
+   * {@code clients} threads loop requests for {@code len}; tokens are counted for requests that
+   * finish inside the window (each client stops starting new ones at its end).
+   */
+  private Slice load(
+      GpumeterServer server,
+      List<String> keys,
+      String model,
+      int clients,
+      boolean stream,
+      Duration len)
+      throws Exception {
+    HttpClient http =
+        HttpClient.newBuilder()
+            .version(HttpClient.Version.HTTP_1_1)
+            .executor(Executors.newFixedThreadPool(4))
+            .build();
+    URI uri = URI.create("http://127.0.0.1:" + server.port() + "/v1/completions");
+    ConcurrentLinkedQueue<Long> ttft = new ConcurrentLinkedQueue<>();
+    ConcurrentLinkedQueue<Long> gaps = new ConcurrentLinkedQueue<>();
+    AtomicLong tokens = new AtomicLong();
+    AtomicLong requests = new AtomicLong();
+    ExecutorService pool = Executors.newFixedThreadPool(clients);
+    long start = System.nanoTime();
+    long end = start + len.toNanos();
+    List<Future<?>> fs = new ArrayList<>();
+    for (int c = 0; c < clients; c++) {
+      String key = keys.get(c);
+      fs.add(
+          pool.submit(
+              () -> {
+                while (System.nanoTime() < end) {
+                  String body =
+                      String.format(
+                          Locale.ROOT,
+                          BODY,
+                          model,
+                          ServerThroughput.PROMPTS[
+                              (int) (seeds.get() % ServerThroughput.PROMPTS.length)],
+                          maxTokens,
+                          seeds.incrementAndGet(),
+                          stream
+                              ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
+                              : "");
+                  HttpRequest req =
+                      HttpRequest.newBuilder(uri)
+                          .header("Authorization", "Bearer " + key)
+                          .header("Content-Type", "application/json")
+                          .POST(HttpRequest.BodyPublishers.ofString(body))
+                          .build();
+                  long t0 = System.nanoTime();
+                  if (stream) {
+                    HttpResponse<Stream<String>> r =
+                        http.send(req, HttpResponse.BodyHandlers.ofLines());
+                    long last = -1;
+                    long n = 0;
+                    try (Stream<String> lines = r.body()) {
+                      Iterator<String> it = lines.iterator();
+                      while (it.hasNext()) {
+                        String line = it.next();
+                        if (line.startsWith("data: {") && line.contains("\"usage\"")) {
+                          n = ServerThroughput.completionTokens(line.substring(6));
+                          continue;
+                        }
+                        if (!line.startsWith("data: {")
+                            || !line.contains("\"text\":\"")
+                            || line.contains("\"text\":\"\"")) {
+                          continue;
+                        }
+                        long now = System.nanoTime();
+                        if (last < 0) {
+                          ttft.add(now - t0);
+                        } else {
+                          gaps.add(now - last);
+                        }
+                        last = now;
+                      }
+                    }
+                    if (r.statusCode() != 200) {
+                      throw new IllegalStateException("status " + r.statusCode());
+                    }
+                    tokens.addAndGet(n);
+                  } else {
+                    HttpResponse<String> r = http.send(req, HttpResponse.BodyHandlers.ofString());
+                    if (r.statusCode() != 200) {
+                      throw new IllegalStateException("status " + r.statusCode() + " " + r.body());
+                    }
+                    tokens.addAndGet(ServerThroughput.completionTokens(r.body()));
+                  }
+                  requests.incrementAndGet();
+                }
+                return null;
+              }));
+    }
+    for (Future<?> f : fs) {
+      f.get();
+    }
+    double seconds = (System.nanoTime() - start) / 1e9;
+    pool.shutdown();
+    long[] t = ttft.stream().mapToLong(Long::longValue).sorted().toArray();
+    long[] g = gaps.stream().mapToLong(Long::longValue).sorted().toArray();
+    Arrays.sort(t);
+    return new Slice(tokens.get(), seconds, requests.get(), t, g);
+  }
+}

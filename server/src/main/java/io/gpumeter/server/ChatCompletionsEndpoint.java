@@ -1,0 +1,223 @@
+package io.gpumeter.server;
+
+import com.fasterxml.jackson.core.JsonGenerator;
+import io.gpumeter.batching.GenerationResult;
+import io.gpumeter.batching.SamplingOptions;
+import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.metering.UsageRecord;
+import io.gpumeter.model.ModelException;
+import io.netty.handler.codec.http.HttpResponseStatus;
+import java.io.IOException;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+
+/**
+ * {@code POST /v1/chat/completions}: the messages are rendered into a prompt by the model's {@link
+ * ChatTemplate}, then generated, charged and answered exactly as a completion ({@link
+ * CompletionsEndpoint#generate}: admission, cancellation on disconnect, the durability wait, voids,
+ * streaming). The answer is a {@code chat.completion} (or {@code chat.completion.chunk} events, the
+ * first carrying {@code delta.role}) whose {@code usage} carries the device time charged.
+ */
+final class ChatCompletionsEndpoint {
+  private final Map<String, ModelEndpoint> models;
+  private final Authenticator auth;
+  private final CompletionsEndpoint completions;
+  private final Map<String, ChatTemplate> templates = new HashMap<>();
+  private final int maxTokensDefault;
+  private final int maxTokensCap;
+
+  /**
+   * @throws ModelException if a model's chat template cannot be read or does not render
+   */
+  ChatCompletionsEndpoint(
+      Map<String, ModelEndpoint> models,
+      Authenticator auth,
+      CompletionsEndpoint completions,
+      int maxTokensDefault,
+      int maxTokensCap) {
+    this.models = models;
+    this.auth = auth;
+    this.completions = completions;
+    this.maxTokensDefault = maxTokensDefault;
+    this.maxTokensCap = maxTokensCap;
+    for (ModelEndpoint m : models.values()) {
+      ChatTemplate t = ChatTemplate.load(m.model().config().directory());
+      if (t != null) {
+        templates.put(m.name(), t);
+      }
+    }
+  }
+
+  void handle(Exchange ex) {
+    String requestId = "chatcmpl-" + newId();
+    ex.requestId(requestId);
+    ex.then(auth.authenticate(ex), principal -> submit(ex, requestId, principal));
+  }
+
+  private void submit(Exchange ex, String requestId, ApiKeyPrincipal principal) {
+    // Before the body is parsed, so that an Idempotency-Key with stream: true is refused first.
+    IdempotencyGate.Ticket ticket =
+        completions.prepareIdempotency(ex, principal, requestId, "/v1/chat/completions");
+    ChatParams p = ChatParams.parse(ex.body(), maxTokensDefault, maxTokensCap);
+    ModelEndpoint m = completions.model(p.model());
+    ChatTemplate template = templates.get(m.name());
+    if (template == null) {
+      throw new ApiException(
+          HttpResponseStatus.BAD_REQUEST,
+          ApiException.INVALID_REQUEST,
+          "The model '"
+              + m.name()
+              + "' has no chat template ("
+              + ChatTemplate.FILE_NAME
+              + " with chat_template in its directory); use /v1/completions with it.",
+          "model",
+          "no_chat_template");
+    }
+    String prompt;
+    try {
+      prompt = template.render(p.messages());
+    } catch (ModelException e) {
+      throw ApiException.invalid(
+          "messages", "The model's chat template refused the messages: " + e.getMessage());
+    }
+    int[] tokens = m.model().tokenizer().encode(prompt);
+    if (tokens.length == 0) {
+      tokens = new int[] {m.model().config().eosId()};
+    }
+    int[] prompt = tokens;
+    String session = CompletionsEndpoint.session(ex, p.user(), requestId);
+    completions.withTicket(
+        ex,
+        ticket,
+        t ->
+            completions.generate(
+                ex,
+                requestId,
+                principal,
+                m,
+                prompt,
+                p.maxTokens(),
+                p.temperature(),
+                p.seed(),
+                p.stream(),
+                p.stop(),
+                CHAT,
+                new CompletionsEndpoint.Extras(session, SamplingOptions.NONE, 1, false, t)));
+  }
+
+  static final CompletionsEndpoint.Answer CHAT =
+      new CompletionsEndpoint.Answer() {
+        @Override
+        public Json.Writer whole(String model, List<String> texts, GenerationResult result) {
+          return g -> writeChat(g, model, texts.get(0), result);
+        }
+
+        @Override
+        public SseStream.Format stream(String model, String requestId, long created) {
+          return new ChatChunks(model, requestId, created);
+        }
+      };
+
+  private static void writeChat(JsonGenerator g, String model, String text, GenerationResult r)
+      throws IOException {
+    UsageRecord u = r.usage();
+    g.writeStartObject();
+    g.writeStringField("id", u.requestId());
+    g.writeStringField("object", "chat.completion");
+    g.writeNumberField("created", u.startedAt().getEpochSecond());
+    g.writeStringField("model", model);
+    g.writeArrayFieldStart("choices");
+    g.writeStartObject();
+    g.writeNumberField("index", 0);
+    g.writeObjectFieldStart("message");
+    g.writeStringField("role", "assistant");
+    g.writeStringField("content", text);
+    g.writeNullField("refusal");
+    g.writeEndObject();
+    g.writeNullField("logprobs");
+    g.writeStringField("finish_reason", r.finishReason().openAiName());
+    g.writeEndObject();
+    g.writeEndArray();
+    CompletionsEndpoint.writeUsage(g, u);
+    g.writeEndObject();
+  }
+
+  /** {@code chat.completion.chunk} events: the role first, then content deltas, then usage. */
+  static final class ChatChunks implements SseStream.Format {
+    private final String model;
+    private final String id;
+    private final long created;
+
+    ChatChunks(String model, String id, long created) {
+      this.model = model;
+      this.id = id;
+      this.created = created;
+    }
+
+    private void head(JsonGenerator g) throws IOException {
+      g.writeStartObject();
+      g.writeStringField("id", id);
+      g.writeStringField("object", "chat.completion.chunk");
+      g.writeNumberField("created", created);
+      g.writeStringField("model", model);
+    }
+
+    @Override
+    public Json.Writer opening() {
+      return g -> {
+        head(g);
+        g.writeArrayFieldStart("choices");
+        g.writeStartObject();
+        g.writeNumberField("index", 0);
+        g.writeObjectFieldStart("delta");
+        g.writeStringField("role", "assistant");
+        g.writeStringField("content", "");
+        g.writeEndObject();
+        g.writeNullField("logprobs");
+        g.writeNullField("finish_reason");
+        g.writeEndObject();
+        g.writeEndArray();
+        g.writeEndObject();
+      };
+    }
+
+    @Override
+    public Json.Writer text(String text, String finishReason) {
+      return g -> {
+        head(g);
+        g.writeArrayFieldStart("choices");
+        g.writeStartObject();
+        g.writeNumberField("index", 0);
+        g.writeObjectFieldStart("delta");
+        if (!text.isEmpty() || finishReason == null) {
+          g.writeStringField("content", text);
+        }
+        g.writeEndObject();
+        g.writeNullField("logprobs");
+        g.writeStringField("finish_reason", finishReason);
+        g.writeEndObject();
+        g.writeEndArray();
+        g.writeEndObject();
+      };
+    }
+
+    @Override
+    public Json.Writer usage(GenerationResult result) {
+      return g -> {
+        head(g);
+        g.writeArrayFieldStart("choices");
+        g.writeEndArray();
+        CompletionsEndpoint.writeUsage(g, result.usage());
+        g.writeEndObject();
+      };
+    }
+  }
+
+  private static String newId() {
+    UUID u = UUID.randomUUID();
+    return Long.toHexString(u.getMostSignificantBits() | Long.MIN_VALUE)
+        + Long.toHexString(u.getLeastSignificantBits() | Long.MIN_VALUE);
+  }
+}

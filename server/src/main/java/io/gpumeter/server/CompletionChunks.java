@@ -1,0 +1,60 @@
+package io.gpumeter.server;
+
+import io.gpumeter.batching.GenerationResult;
+
+/**
+ * The events of a streamed {@code /v1/completions} answer: {@code text_completion} chunks with one
+ * choice each, and (with {@code stream_options.include_usage}) a last chunk with no choices and the
+ * {@code usage} object the non-streaming answer has, device time included.
+ */
+final class CompletionChunks implements SseStream.Format {
+  private final String model;
+  private final String id;
+  private final long created;
+
+  CompletionChunks(String model, String id, long created) {
+    this.model = model;
+    this.id = id;
+    this.created = created;
+  }
+
+  @Override
+  public Json.Writer opening() {
+    return null;
+  }
+
+  @Override
+  public Json.Writer text(String text, String finishReason) {
+    return g -> {
+      g.writeStartObject();
+      g.writeStringField("id", id);
+      g.writeStringField("object", "text_completion");
+      g.writeNumberField("created", created);
+      g.writeStringField("model", model);
+      g.writeArrayFieldStart("choices");
+      g.writeStartObject();
+      g.writeStringField("text", text);
+      g.writeNumberField("index", 0);
+      g.writeNullField("logprobs");
+      g.writeStringField("finish_reason", finishReason);
+      g.writeEndObject();
+      g.writeEndArray();
+      g.writeEndObject();
+    };
+  }
+
+  @Override
+  public Json.Writer usage(GenerationResult result) {
+    return g -> {
+      g.writeStartObject();
+      g.writeStringField("id", id);
+      g.writeStringField("object", "text_completion");
+      g.writeNumberField("created", created);
+      g.writeStringField("model", model);
+      g.writeArrayFieldStart("choices");
+      g.writeEndArray();
+      CompletionsEndpoint.writeUsage(g, result.usage());
+      g.writeEndObject();
+    };
+  }
+}
