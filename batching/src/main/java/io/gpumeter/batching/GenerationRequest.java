@@ -21,8 +21,8 @@ import java.util.Objects;
  *     cache copied into the other choices' slots; one record charges all of them. Choice 0 draws
  *     from {@code seed} as a request with {@code n = 1} does; choice {@code i} from its own stream
  *     derived from {@code seed} and {@code i}.
- * @param stop ends the generation when its text reaches a stop string (choice 0; the server
- *     refuses stop strings with {@code n > 1}); may be {@link StopCondition#NONE}
+ * @param stop ends the generation when its text reaches a stop string (choice 0; the server refuses
+ *     stop strings with {@code n > 1}); may be {@link StopCondition#NONE}
  */
 public record GenerationRequest(
     String requestId,

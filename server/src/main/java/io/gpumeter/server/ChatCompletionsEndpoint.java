@@ -86,7 +86,7 @@ final class ChatCompletionsEndpoint {
     if (tokens.length == 0) {
       tokens = new int[] {m.model().config().eosId()};
     }
-    int[] prompt = tokens;
+    int[] promptTokens = tokens;
     String session = CompletionsEndpoint.session(ex, p.user(), requestId);
     completions.withTicket(
         ex,
@@ -97,7 +97,7 @@ final class ChatCompletionsEndpoint {
                 requestId,
                 principal,
                 m,
-                prompt,
+                promptTokens,
                 p.maxTokens(),
                 p.temperature(),
                 p.seed(),

@@ -157,8 +157,7 @@ final class CompletionsEndpoint {
 
   /** The request's session: {@code X-Session-Id}, else {@code user}, else the request id. */
   static String session(Exchange ex, String user, String requestId) {
-    return SessionIds.resolve(
-        ex.request().headers().get(SessionIds.X_SESSION_ID), user, requestId);
+    return SessionIds.resolve(ex.request().headers().get(SessionIds.X_SESSION_ID), user, requestId);
   }
 
   /** The request's Idempotency-Key, validated (null without one); see {@link IdempotencyGate}. */
@@ -171,7 +170,8 @@ final class CompletionsEndpoint {
    * Runs {@code then} at once without a key; with one, once the key is claimed (a stored answer is
    * replayed, a key in use is refused, and {@code then} does not run).
    */
-  void withTicket(Exchange ex, IdempotencyGate.Ticket ticket, Consumer<IdempotencyGate.Ticket> then) {
+  void withTicket(
+      Exchange ex, IdempotencyGate.Ticket ticket, Consumer<IdempotencyGate.Ticket> then) {
     if (ticket == null) {
       then.accept(null);
       return;
