@@ -87,7 +87,9 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final String policyName;
   private final int contextLength;
   private final int vocabSize;
-  private final int eosId;
+
+  /** {@code eos[id]}: the id ends a sequence (a model may have several eos ids). */
+  private final boolean[] eos;
 
   private final ConcurrentLinkedQueue<Seq> inbox = new ConcurrentLinkedQueue<>();
   private final AtomicInteger queued = new AtomicInteger();
@@ -152,7 +154,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.policyName = config.weightPolicy().describe();
     this.contextLength = model.config().contextLength();
     this.vocabSize = model.config().vocabSize();
-    this.eosId = model.config().eosId();
+    this.eos = new boolean[vocabSize];
+    for (int id : model.config().eosIds()) {
+      eos[id] = true;
+    }
     int slots = config.maxRunning();
     this.running = new Seq[slots];
     this.freeSlots = new int[slots];
@@ -513,7 +518,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         continue; // a prompt chunk that did not reach the end of the prompt
       }
       int token = Sampler.sample(logits[row], vocabSize, s.request.temperature(), s.rng);
-      if (token == eosId) {
+      if (eos[token]) {
         finish(s, FinishReason.STOP, null);
         continue;
       }

@@ -56,6 +56,7 @@ public final class DjlLanguageModel implements LanguageModel {
   private final PtNDManager manager;
   private final String device;
   private final long bytesPerSlot;
+  private final Parameters parameters;
   private final InputBuffer tokensIn = new InputBuffer();
   private final InputBuffer slotsIn = new InputBuffer();
   private final InputBuffer positionsIn = new InputBuffer();
@@ -76,11 +77,17 @@ public final class DjlLanguageModel implements LanguageModel {
 
   private DjlLanguageModel(ModelConfig config, ZooModel<NDList, NDList> model, String device) {
     this.config = config;
-    this.tokenizer = ModelConfigs.tokenizer(config);
+    try {
+      this.tokenizer = ModelConfigs.tokenizer(config);
+    } catch (RuntimeException e) {
+      model.close();
+      throw e;
+    }
     this.model = model;
     Block b = model.getBlock();
     if (!(b instanceof PtSymbolBlock)) {
       model.close();
+      closeTokenizer();
       throw new ModelException(
           "model " + config.name() + ": expected a TorchScript module, DJL gave " + b);
     }
@@ -89,6 +96,37 @@ public final class DjlLanguageModel implements LanguageModel {
     this.device = device;
     this.bytesPerSlot =
         2L * config.layers() * config.contextLength() * config.kvHeads() * config.headDim() * 4L;
+    this.parameters = countParameters(block);
+  }
+
+  /**
+   * Parameter tensors of the TorchScript module, counted once each (tensors that share storage,
+   * such as tied embeddings, are counted once).
+   *
+   * @param count parameter values
+   * @param bytes bytes those values take in memory on the model's device
+   */
+  public record Parameters(long count, long bytes) {}
+
+  private static Parameters countParameters(PtSymbolBlock block) {
+    long count = 0;
+    long bytes = 0;
+    java.util.Set<Long> seen = new java.util.HashSet<>();
+    for (ai.djl.util.Pair<String, ai.djl.nn.Parameter> p : block.getParameters()) {
+      ai.djl.ndarray.NDArray a = p.getValue().getArray();
+      // tied weights: one storage under two names
+      if (a instanceof ai.djl.pytorch.engine.PtNDArray pt && !seen.add(pt.getHandle())) {
+        continue;
+      }
+      count += a.size();
+      bytes += a.size() * a.getDataType().getNumOfBytes();
+    }
+    return new Parameters(count, bytes);
+  }
+
+  /** The module's parameters: how many, and their bytes in memory. */
+  public Parameters parameters() {
+    return parameters;
   }
 
   /**
@@ -338,7 +376,18 @@ public final class DjlLanguageModel implements LanguageModel {
     if (!closed) {
       closed = true;
       model.close(); // closes the model's NDManager: weights, and any KV cache still open
+      closeTokenizer();
       log.info("closed model {} on {}", config.name(), device);
+    }
+  }
+
+  private void closeTokenizer() {
+    if (tokenizer instanceof AutoCloseable c) {
+      try {
+        c.close();
+      } catch (Exception e) {
+        log.warn("closing the tokenizer of model {} failed", config.name(), e);
+      }
     }
   }
 

@@ -18,7 +18,9 @@ class ModelStoreTest {
   @Test
   void loadAndWarmUpAreRecordedAsSystemTimeAndNothingIsCharged() {
     ModelStore store = TestModels.store();
-    assertThat(store.models()).extracting(ServedModel::name).containsExactly("demo-byte-lm");
+    assertThat(store.models())
+        .extracting(ServedModel::name)
+        .containsExactly("demo-byte-lm", "tiny-llama-bpe");
     ServedModel served = store.get("demo-byte-lm").orElseThrow();
     assertThat(store.get("nope")).isEmpty();
     assertThat(served.model().device()).isEqualTo("cpu");
