@@ -46,6 +46,7 @@ import picocli.CommandLine.ParseResult;
       KeyCommand.class,
       ReconcileCommand.class,
       ReplayCommand.class,
+      ModelCommand.class,
       HelpCommand.class
     },
     footer = {
