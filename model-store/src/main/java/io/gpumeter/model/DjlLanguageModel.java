@@ -100,8 +100,9 @@ public final class DjlLanguageModel implements LanguageModel {
   }
 
   /**
-   * Parameter tensors of the TorchScript module, counted once each (tensors that share storage,
-   * such as tied embeddings, are counted once).
+   * Parameter tensors of the TorchScript module as loaded, tied matrices (equal contents, such as
+   * an output layer sharing the embedding) counted once; zero-size tensors and biases the exporter
+   * materialises as zeros count as what they take in memory.
    *
    * @param count parameter values
    * @param bytes bytes those values take in memory on the model's device
@@ -111,17 +112,27 @@ public final class DjlLanguageModel implements LanguageModel {
   private static Parameters countParameters(PtSymbolBlock block) {
     long count = 0;
     long bytes = 0;
-    java.util.Set<Long> seen = new java.util.HashSet<>();
+    java.util.List<ai.djl.ndarray.NDArray> matrices = new java.util.ArrayList<>();
     for (ai.djl.util.Pair<String, ai.djl.nn.Parameter> p : block.getParameters()) {
       ai.djl.ndarray.NDArray a = p.getValue().getArray();
-      // tied weights: one storage under two names
-      if (a instanceof ai.djl.pytorch.engine.PtNDArray pt && !seen.add(pt.getHandle())) {
+      // tied weights (an output layer sharing the embedding) come back as two tensors with equal
+      // contents; two independently trained matrices are never exactly equal
+      if (a.getShape().dimension() >= 2 && matrices.stream().anyMatch(m -> sameTensor(m, a))) {
         continue;
+      }
+      if (a.getShape().dimension() >= 2) {
+        matrices.add(a);
       }
       count += a.size();
       bytes += a.size() * a.getDataType().getNumOfBytes();
     }
     return new Parameters(count, bytes);
+  }
+
+  private static boolean sameTensor(ai.djl.ndarray.NDArray a, ai.djl.ndarray.NDArray b) {
+    return a.getShape().equals(b.getShape())
+        && a.getDataType() == b.getDataType()
+        && a.contentEquals(b);
   }
 
   /** The module's parameters: how many, and their bytes in memory. */
