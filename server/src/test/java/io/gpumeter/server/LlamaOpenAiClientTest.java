@@ -93,7 +93,7 @@ class LlamaOpenAiClientTest {
     Model m = openai.models().retrieve(MODEL);
     assertThat(m.id()).isEqualTo(MODEL);
     assertThat(m._additionalProperties().get("parameters").convert(Long.class))
-        .isEqualTo(1_049_728L);
+        .isEqualTo(1_054_848L);
   }
 
   /** device_ns of the request's one usage record (the response waited for it to be durable). */
