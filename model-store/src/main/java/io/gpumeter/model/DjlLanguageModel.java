@@ -387,7 +387,9 @@ public final class DjlLanguageModel implements LanguageModel {
     if (!closed) {
       closed = true;
       model.close(); // closes the model's NDManager: weights, and any KV cache still open
-      closeTokenizer();
+      // not the tokenizer: a response of the model's last sequences may still be decoding its
+      // text on an event loop after the model was unloaded; DJL frees a Hugging Face tokenizer's
+      // native memory when it is garbage-collected
       log.info("closed model {} on {}", config.name(), device);
     }
   }

@@ -158,8 +158,9 @@ public final class ModelConfigs {
   }
 
   /**
-   * The tokenizer a config names. An {@code hf} tokenizer holds native memory: close it (it is
-   * {@link AutoCloseable}) when its model is closed.
+   * The tokenizer a config names. An {@code hf} tokenizer holds native memory, freed by {@link
+   * HfTokenizer#close} or when it is garbage-collected ({@link DjlLanguageModel#close} leaves it to
+   * the collector: a response may still be decoding with it after its model was unloaded).
    */
   public static Tokenizer tokenizer(ModelConfig config) {
     if (config.tokenizer().equals("byte")) {

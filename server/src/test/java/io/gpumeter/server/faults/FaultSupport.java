@@ -57,6 +57,7 @@ final class FaultSupport {
     }
     throw new AssertionError("no reconciliation line for " + model + " in " + report);
   }
+
   static final ObjectMapper MAPPER = new ObjectMapper();
 
   static int freePort() throws IOException {
