@@ -251,7 +251,7 @@ def export(src: str, out: str, name: str, dtype: str = "float32",
     model_json = {"name": name, "file": "model.pt", "tokenizer": tokenizer,
                   "vocabSize": info["vocabSize"], "contextLength": info["contextLength"],
                   "eosId": eos[0], "dtype": dtype, "layers": info["layers"],
-                  "kvHeads": info["kvHeads"], "headDim": info["headDim"]}
+                  "kvHeads": info["kvHeads"], "headDim": info["headDim"], "eosIds": eos}
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(model_json, f, indent=1)
         f.write("\n")

@@ -87,7 +87,7 @@ class ExportExactnessTest(unittest.TestCase):
         self.assertEqual(mj, {"name": "test-llama3-sharded-untied", "file": "model.pt",
                               "tokenizer": "hf", "vocabSize": 1000, "contextLength": 128,
                               "eosId": 2, "dtype": "float32", "layers": 2, "kvHeads": 2,
-                              "headDim": 16})
+                              "headDim": 16, "eosIds": [2, 7]})
         with open(os.path.join(out, "export.json")) as f:
             ej = json.load(f)
         self.assertEqual(ej["eosIds"], [2, 7])

@@ -107,7 +107,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final String policyName;
   private final int contextLength;
   private final int vocabSize;
-  private final int eosId;
+
+  /** {@code eos[id]}: the id ends a sequence (a model may have several eos ids). */
+  private final boolean[] eos;
+
   private final long kvBytesPerToken;
 
   private final ConcurrentLinkedQueue<Seq> inbox = new ConcurrentLinkedQueue<>();
@@ -184,7 +187,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.policyName = config.weightPolicy().describe();
     this.contextLength = model.config().contextLength();
     this.vocabSize = model.config().vocabSize();
-    this.eosId = model.config().eosId();
+    this.eos = new boolean[vocabSize];
+    for (int id : model.config().eosIds()) {
+      eos[id] = true;
+    }
     this.kvBytesPerToken = KvFootprint.bytesPerToken(model.config());
     int slots = config.maxRunning();
     this.running = new Seq[slots];
@@ -603,7 +609,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   }
 
   private void emit(Seq s, int token) {
-    if (token == eosId) {
+    if (eos[token]) {
       finish(s, FinishReason.STOP, null);
       return;
     }

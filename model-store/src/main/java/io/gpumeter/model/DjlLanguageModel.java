@@ -57,6 +57,7 @@ public final class DjlLanguageModel implements LanguageModel {
   private final PtNDManager manager;
   private final String device;
   private final long bytesPerSlot;
+  private final Parameters parameters;
   private final InputBuffer tokensIn = new InputBuffer();
   private final InputBuffer slotsIn = new InputBuffer();
   private final InputBuffer positionsIn = new InputBuffer();
@@ -77,11 +78,17 @@ public final class DjlLanguageModel implements LanguageModel {
 
   private DjlLanguageModel(ModelConfig config, ZooModel<NDList, NDList> model, String device) {
     this.config = config;
-    this.tokenizer = ModelConfigs.tokenizer(config);
+    try {
+      this.tokenizer = ModelConfigs.tokenizer(config);
+    } catch (RuntimeException e) {
+      model.close();
+      throw e;
+    }
     this.model = model;
     Block b = model.getBlock();
     if (!(b instanceof PtSymbolBlock)) {
       model.close();
+      closeTokenizer();
       throw new ModelException(
           "model " + config.name() + ": expected a TorchScript module, DJL gave " + b);
     }
@@ -90,6 +97,48 @@ public final class DjlLanguageModel implements LanguageModel {
     this.device = device;
     this.bytesPerSlot =
         2L * config.layers() * config.contextLength() * config.kvHeads() * config.headDim() * 4L;
+    this.parameters = countParameters(block);
+  }
+
+  /**
+   * Parameter tensors of the TorchScript module as loaded, tied matrices (equal contents, such as
+   * an output layer sharing the embedding) counted once; zero-size tensors and biases the exporter
+   * materialises as zeros count as what they take in memory.
+   *
+   * @param count parameter values
+   * @param bytes bytes those values take in memory on the model's device
+   */
+  public record Parameters(long count, long bytes) {}
+
+  private static Parameters countParameters(PtSymbolBlock block) {
+    long count = 0;
+    long bytes = 0;
+    java.util.List<ai.djl.ndarray.NDArray> matrices = new java.util.ArrayList<>();
+    for (ai.djl.util.Pair<String, ai.djl.nn.Parameter> p : block.getParameters()) {
+      ai.djl.ndarray.NDArray a = p.getValue().getArray();
+      // tied weights (an output layer sharing the embedding) come back as two tensors with equal
+      // contents; two independently trained matrices are never exactly equal
+      if (a.getShape().dimension() >= 2 && matrices.stream().anyMatch(m -> sameTensor(m, a))) {
+        continue;
+      }
+      if (a.getShape().dimension() >= 2) {
+        matrices.add(a);
+      }
+      count += a.size();
+      bytes += a.size() * a.getDataType().getNumOfBytes();
+    }
+    return new Parameters(count, bytes);
+  }
+
+  private static boolean sameTensor(ai.djl.ndarray.NDArray a, ai.djl.ndarray.NDArray b) {
+    return a.getShape().equals(b.getShape())
+        && a.getDataType() == b.getDataType()
+        && a.contentEquals(b);
+  }
+
+  /** The module's parameters: how many, and their bytes in memory. */
+  public Parameters parameters() {
+    return parameters;
   }
 
   /**
@@ -384,7 +433,20 @@ public final class DjlLanguageModel implements LanguageModel {
     if (!closed) {
       closed = true;
       model.close(); // closes the model's NDManager: weights, and any KV cache still open
+      // not the tokenizer: a response of the model's last sequences may still be decoding its
+      // text on an event loop after the model was unloaded; DJL frees a Hugging Face tokenizer's
+      // native memory when it is garbage-collected
       log.info("closed model {} on {}", config.name(), device);
+    }
+  }
+
+  private void closeTokenizer() {
+    if (tokenizer instanceof AutoCloseable c) {
+      try {
+        c.close();
+      } catch (Exception e) {
+        log.warn("closing the tokenizer of model {} failed", config.name(), e);
+      }
     }
   }
 

@@ -1,6 +1,7 @@
 package io.gpumeter.model;
 
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Objects;
 
 /**
@@ -9,14 +10,16 @@ import java.util.Objects;
  * @param name served model name (the {@code model} field of requests)
  * @param directory the model directory
  * @param file TorchScript file name inside the directory
- * @param tokenizer tokenizer kind; {@code byte} is the only one so far
+ * @param tokenizer tokenizer kind: {@code byte}, or {@code hf} ({@code tokenizer.json} in the
+ *     directory)
  * @param vocabSize logits width
  * @param contextLength maximum positions per sequence (prompt + completion)
- * @param eosId end-of-sequence token id
+ * @param eosId end-of-sequence token id (the first of {@code eosIds})
  * @param dtype parameter dtype of the exported file ({@code float32})
  * @param layers transformer layers (KV cache shape)
  * @param kvHeads attention heads in the KV cache
  * @param headDim size of one head
+ * @param eosIds every id that ends a sequence, {@code eosId} first; the scheduler stops on any
  */
 public record ModelConfig(
     String name,
@@ -29,7 +32,8 @@ public record ModelConfig(
     String dtype,
     int layers,
     int kvHeads,
-    int headDim) {
+    int headDim,
+    List<Integer> eosIds) {
 
   public ModelConfig {
     Objects.requireNonNull(name, "name");
@@ -48,5 +52,49 @@ public record ModelConfig(
       throw new IllegalArgumentException(
           "model " + name + ": eosId " + eosId + " outside vocabulary of " + vocabSize);
     }
+    eosIds = List.copyOf(eosIds);
+    if (eosIds.isEmpty() || eosIds.get(0) != eosId) {
+      throw new IllegalArgumentException(
+          "model " + name + ": eosIds " + eosIds + " must start with eosId " + eosId);
+    }
+    for (int id : eosIds) {
+      if (id < 0 || id >= vocabSize) {
+        throw new IllegalArgumentException(
+            "model " + name + ": eos id " + id + " outside vocabulary of " + vocabSize);
+      }
+    }
+  }
+
+  /** A config with the single end-of-sequence id {@code eosId}. */
+  public ModelConfig(
+      String name,
+      Path directory,
+      String file,
+      String tokenizer,
+      int vocabSize,
+      int contextLength,
+      int eosId,
+      String dtype,
+      int layers,
+      int kvHeads,
+      int headDim) {
+    this(
+        name,
+        directory,
+        file,
+        tokenizer,
+        vocabSize,
+        contextLength,
+        eosId,
+        dtype,
+        layers,
+        kvHeads,
+        headDim,
+        List.of(eosId));
+  }
+
+  /** Whether {@code id} ends a sequence. */
+  public boolean isEos(int id) {
+    return eosIds.contains(id);
   }
 }

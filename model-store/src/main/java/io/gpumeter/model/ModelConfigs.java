@@ -7,7 +7,10 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.Iterator;
+import java.util.List;
 import java.util.Set;
 
 /**
@@ -19,7 +22,7 @@ public final class ModelConfigs {
   public static final String FILE_NAME = "model.json";
 
   /** Tokenizer kinds this build can serve. */
-  public static final Set<String> TOKENIZERS = Set.of("byte");
+  public static final Set<String> TOKENIZERS = Set.of("byte", "hf");
 
   /** Parameter dtypes this build can serve. */
   public static final Set<String> DTYPES = Set.of("float32");
@@ -35,7 +38,8 @@ public final class ModelConfigs {
           "dtype",
           "layers",
           "kvHeads",
-          "headDim");
+          "headDim",
+          "eosIds");
 
   private static final ObjectMapper MAPPER = new ObjectMapper();
 
@@ -80,6 +84,7 @@ public final class ModelConfigs {
     int layers = positive(file, root, "layers");
     int kvHeads = positive(file, root, "kvHeads");
     int headDim = positive(file, root, "headDim");
+    List<Integer> eosIds = eosIds(file, root, eosId);
 
     if (!name.matches("[A-Za-z0-9][A-Za-z0-9._:-]*")) {
       throw new ModelException(
@@ -109,6 +114,25 @@ public final class ModelConfigs {
             file + ": field 'eosId' is " + eosId + ", a byte id; the byte tokenizer needs >= 256");
       }
     }
+    for (int id : eosIds) {
+      if (id < 0 || id >= vocabSize) {
+        throw new ModelException(
+            file
+                + ": field 'eosIds' holds "
+                + id
+                + ", outside the vocabulary [0, "
+                + vocabSize
+                + ")");
+      }
+      if (tokenizer.equals("byte") && id < ByteTokenizer.BYTE_IDS) {
+        throw new ModelException(
+            file + ": field 'eosIds' holds " + id + ", a byte id; the byte tokenizer needs >= 256");
+      }
+    }
+    if (tokenizer.equals("hf") && !Files.isRegularFile(dir.resolve(HfTokenizer.FILE_NAME))) {
+      throw new ModelException(
+          file + ": field 'tokenizer' is 'hf' but " + dir + " has no " + HfTokenizer.FILE_NAME);
+    }
     Path weights = dir.resolve(modelFile).normalize();
     if (modelFile.contains("/") || modelFile.contains("\\") || !Files.isRegularFile(weights)) {
       throw new ModelException(
@@ -126,19 +150,55 @@ public final class ModelConfigs {
           dtype,
           layers,
           kvHeads,
-          headDim);
+          headDim,
+          eosIds);
     } catch (IllegalArgumentException e) {
       throw new ModelException(file + ": " + e.getMessage(), e);
     }
   }
 
-  /** The tokenizer a config names. */
+  /**
+   * The tokenizer a config names. An {@code hf} tokenizer holds native memory, freed by {@link
+   * HfTokenizer#close} or when it is garbage-collected ({@link DjlLanguageModel#close} leaves it to
+   * the collector: a response may still be decoding with it after its model was unloaded).
+   */
   public static Tokenizer tokenizer(ModelConfig config) {
     if (config.tokenizer().equals("byte")) {
       return new ByteTokenizer(config.vocabSize());
     }
+    if (config.tokenizer().equals("hf")) {
+      return HfTokenizer.open(
+          config.directory().resolve(HfTokenizer.FILE_NAME), config.vocabSize());
+    }
     throw new ModelException(
         "model " + config.name() + ": unsupported tokenizer '" + config.tokenizer() + "'");
+  }
+
+  /** {@code eosIds}: a non-empty list of ints starting with {@code eosId}; absent: [eosId]. */
+  private static List<Integer> eosIds(Path file, JsonNode root, int eosId) {
+    JsonNode node = root.get("eosIds");
+    if (node == null || node.isNull()) {
+      return List.of(eosId);
+    }
+    if (!node.isArray() || node.isEmpty()) {
+      throw new ModelException(
+          file + ": field 'eosIds' must be a non-empty list of integers, got " + node);
+    }
+    List<Integer> ids = new ArrayList<>();
+    for (JsonNode id : node) {
+      if (!id.isIntegralNumber() || !id.canConvertToInt()) {
+        throw new ModelException(file + ": field 'eosIds' must be a list of integers, got " + node);
+      }
+      ids.add(id.intValue());
+    }
+    if (ids.get(0) != eosId) {
+      throw new ModelException(
+          file + ": field 'eosIds' is " + ids + "; its first id must be eosId " + eosId);
+    }
+    if (new HashSet<>(ids).size() != ids.size()) {
+      throw new ModelException(file + ": field 'eosIds' is " + ids + ": an id appears twice");
+    }
+    return ids;
   }
 
   private static String text(Path file, JsonNode root, String field) {

@@ -8,7 +8,6 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -37,10 +36,19 @@ public final class ModelStore implements AutoCloseable {
   private static final int[] WARMUP_DECODE_BATCHES = {1, 4, WARMUP_SLOTS};
   private static final int WARMUP_PREFILL = 32;
 
+  /** Guarded by {@code this}; load order. */
   private final Map<String, ServedModel> models;
 
-  private ModelStore(Map<String, ServedModel> models) {
-    this.models = Collections.unmodifiableMap(models);
+  /** Directories that failed to load, with the reason; guarded by {@code this}. */
+  private final Map<Path, String> failures = new LinkedHashMap<>();
+
+  private final Loader loader;
+  private final StepTimerFactory timers;
+
+  private ModelStore(Map<String, ServedModel> models, Loader loader, StepTimerFactory timers) {
+    this.models = new LinkedHashMap<>(models);
+    this.loader = loader;
+    this.timers = timers;
   }
 
   /**
@@ -87,11 +95,121 @@ public final class ModelStore implements AutoCloseable {
       }
       throw e;
     }
-    return new ModelStore(served);
+    return new ModelStore(served, loader, timers);
+  }
+
+  /**
+   * Like {@link #open(Path, String, StepTimerFactory)}, but a model directory that fails (invalid
+   * {@code model.json}, duplicate name, load or warm-up failure) does not stop the others: it is
+   * left out, closed, logged and listed in {@link #failures()} with the reason. The store may end
+   * up with no model; the caller decides whether that is fatal.
+   *
+   * @throws ModelException if {@code modelsDir} does not exist or cannot be listed, or holds no
+   *     model directory at all
+   */
+  public static ModelStore openEach(Path modelsDir, String deviceOption, StepTimerFactory timers) {
+    ai.djl.Device device = DjlLanguageModel.resolveDevice(deviceOption);
+    String name = DjlLanguageModel.deviceName(device);
+    return openEach(
+        modelsDir, new Loader(name, config -> DjlLanguageModel.load(config, device)), timers);
+  }
+
+  /** As {@link #openEach(Path, String, StepTimerFactory)} with another loader. */
+  static ModelStore openEach(Path modelsDir, Loader loader, StepTimerFactory timers) {
+    Objects.requireNonNull(loader, "loader");
+    Objects.requireNonNull(timers, "timers");
+    ModelStore store = new ModelStore(Map.of(), loader, timers);
+    for (Path dir : modelDirs(modelsDir)) {
+      try {
+        store.load(dir);
+      } catch (RuntimeException e) {
+        log.error("model directory {} failed to load and is not served: {}", dir, e.getMessage());
+      }
+    }
+    return store;
+  }
+
+  /**
+   * Loads and warms one more model directory while the store is in use. Load and warm-up are system
+   * time, as at {@link #open}.
+   *
+   * @return the served model
+   * @throws ModelException if the directory is not a valid model, its name is already served, or
+   *     loading or warm-up fails; the failure is also listed in {@link #failures()} until the
+   *     directory loads
+   */
+  public ServedModel load(Path dir) {
+    Path key = dir.toAbsolutePath().normalize();
+    try {
+      ModelConfig config = ModelConfigs.read(dir);
+      synchronized (this) {
+        if (models.containsKey(config.name())) {
+          throw new ModelException(
+              "model '"
+                  + config.name()
+                  + "' is already served (from "
+                  + models.get(config.name()).model().config().directory()
+                  + "); unload it first");
+        }
+      }
+      ServedModel served = loadAndWarm(config, loader, timers);
+      synchronized (this) {
+        if (models.putIfAbsent(config.name(), served) != null) {
+          closeQuietly(served);
+          throw new ModelException(
+              "model '" + config.name() + "' was loaded concurrently by another request");
+        }
+        failures.remove(key);
+      }
+      return served;
+    } catch (RuntimeException e) {
+      synchronized (this) {
+        failures.put(key, String.valueOf(e.getMessage()));
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Stops serving a model: removes it from the store and returns it, still open. The caller stops
+   * using it (the server waits for its running sequences) and then closes it with {@link
+   * #close(ServedModel)}.
+   */
+  public synchronized Optional<ServedModel> remove(String name) {
+    return Optional.ofNullable(models.remove(name));
+  }
+
+  /** Model directories that failed to load, with the reason, in the order they failed. */
+  public synchronized Map<Path, String> failures() {
+    return Map.copyOf(new LinkedHashMap<>(failures));
+  }
+
+  /** Closes a model removed with {@link #remove}: its weights, caches, tokenizer and timer. */
+  public static void close(ServedModel model) {
+    closeQuietly(model);
   }
 
   /** Reads every {@code model.json} one level below {@code modelsDir}; checks names are unique. */
   static List<ModelConfig> readConfigs(Path modelsDir) {
+    Map<String, ModelConfig> byName = new LinkedHashMap<>();
+    for (Path dir : modelDirs(modelsDir)) {
+      ModelConfig c = ModelConfigs.read(dir);
+      ModelConfig previous = byName.putIfAbsent(c.name(), c);
+      if (previous != null) {
+        throw new ModelException(
+            "duplicate model name '"
+                + c.name()
+                + "' in "
+                + previous.directory()
+                + " and "
+                + c.directory());
+      }
+    }
+    return new ArrayList<>(byName.values());
+  }
+
+  /** The direct subdirectories of {@code modelsDir} holding a {@code model.json}, sorted. */
+  static List<Path> modelDirs(Path modelsDir) {
     if (!Files.isDirectory(modelsDir)) {
       throw new ModelException("models directory " + modelsDir + " does not exist");
     }
@@ -112,21 +230,7 @@ public final class ModelStore implements AutoCloseable {
               + ": expected subdirectories with a "
               + ModelConfigs.FILE_NAME);
     }
-    Map<String, ModelConfig> byName = new LinkedHashMap<>();
-    for (Path dir : dirs) {
-      ModelConfig c = ModelConfigs.read(dir);
-      ModelConfig previous = byName.putIfAbsent(c.name(), c);
-      if (previous != null) {
-        throw new ModelException(
-            "duplicate model name '"
-                + c.name()
-                + "' in "
-                + previous.directory()
-                + " and "
-                + c.directory());
-      }
-    }
-    return new ArrayList<>(byName.values());
+    return dirs;
   }
 
   private static ServedModel loadAndWarm(
@@ -264,18 +368,23 @@ public final class ModelStore implements AutoCloseable {
   }
 
   /** All served models, in load order. */
-  public List<ServedModel> models() {
+  public synchronized List<ServedModel> models() {
     return List.copyOf(models.values());
   }
 
   /** The served model of that name. */
-  public Optional<ServedModel> get(String name) {
+  public synchronized Optional<ServedModel> get(String name) {
     return Optional.ofNullable(models.get(name));
   }
 
   @Override
   public void close() {
-    for (ServedModel m : models.values()) {
+    List<ServedModel> all;
+    synchronized (this) {
+      all = List.copyOf(models.values());
+      models.clear();
+    }
+    for (ServedModel m : all) {
       closeQuietly(m);
     }
   }

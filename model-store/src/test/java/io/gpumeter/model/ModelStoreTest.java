@@ -18,7 +18,9 @@ class ModelStoreTest {
   @Test
   void loadAndWarmUpAreRecordedAsSystemTimeAndNothingIsCharged() {
     ModelStore store = TestModels.store();
-    assertThat(store.models()).extracting(ServedModel::name).containsExactly("demo-byte-lm");
+    assertThat(store.models())
+        .extracting(ServedModel::name)
+        .containsExactly("demo-byte-lm", "tiny-llama-bpe");
     ServedModel served = store.get("demo-byte-lm").orElseThrow();
     assertThat(store.get("nope")).isEmpty();
     assertThat(served.model().device()).isEqualTo("cpu");
@@ -118,6 +120,59 @@ class ModelStoreTest {
     assertThat(loaded).hasSize(1);
     assertThat(loaded.get(0).closed).isTrue();
     assertThat(loaded.get(0).steps).isPositive(); // it was warmed up before b failed
+  }
+
+  @Test
+  void openEachLeavesFailedDirectoriesOutAndModelsLoadAndUnloadWhileOpen() throws IOException {
+    String json = Files.readString(TestModels.demoDir().resolve("model.json"));
+    for (String name : new String[] {"a", "b", "c"}) {
+      Path dir = Files.createDirectory(tmp.resolve(name));
+      Files.writeString(
+          dir.resolve("model.json"),
+          name.equals("c") ? "{not json" : json.replace("demo-byte-lm", name));
+      Files.write(dir.resolve("model.pt"), new byte[] {0});
+    }
+    java.util.List<FakeModel> loaded = new java.util.ArrayList<>();
+    ModelStore.Loader loader =
+        new ModelStore.Loader(
+            "cpu",
+            config -> {
+              if (config.name().equals("b")) {
+                throw new ModelException("b does not load");
+              }
+              FakeModel m = new FakeModel(config);
+              loaded.add(m);
+              return m;
+            });
+    try (ModelStore store = ModelStore.openEach(tmp, loader, StepTimerFactory.hostOnly())) {
+      assertThat(store.models()).extracting(ServedModel::name).containsExactly("a");
+      assertThat(store.failures()).hasSize(2);
+      assertThat(store.failures().get(tmp.resolve("b").toAbsolutePath()))
+          .isEqualTo("b does not load");
+      assertThat(store.failures().get(tmp.resolve("c").toAbsolutePath()))
+          .contains("not valid JSON");
+
+      assertThatThrownBy(() -> store.load(tmp.resolve("a")))
+          .isInstanceOf(ModelException.class)
+          .hasMessageContaining("'a' is already served");
+      ServedModel a = store.remove("a").orElseThrow();
+      assertThat(store.models()).isEmpty();
+      assertThat(loaded.get(0).closed).isFalse(); // the caller closes it once it is idle
+      ModelStore.close(a);
+      assertThat(loaded.get(0).closed).isTrue();
+      assertThat(store.remove("a")).isEmpty();
+
+      // loaded again while the store is open: load and warm-up are system time, nothing charged
+      ServedModel again = store.load(tmp.resolve("a"));
+      assertThat(store.models()).containsExactly(again);
+      assertThat(loaded).hasSize(2);
+      assertThat(loaded.get(1).steps).isPositive();
+      assertThat(again.systemReports()).hasSizeGreaterThan(2);
+      assertThat(again.counters().snapshot().chargedNs()).isZero();
+      assertThat(again.counters().snapshot().systemNs())
+          .isEqualTo(again.loadNs() + again.warmupNs());
+    }
+    assertThat(loaded.get(1).closed).isTrue();
   }
 
   /** Counts warm-up calls; returns zero logits. */

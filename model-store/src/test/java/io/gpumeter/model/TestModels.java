@@ -7,6 +7,7 @@ import java.nio.file.Path;
 /** The real demo model of the repository, loaded once per test JVM. */
 final class TestModels {
   static final String DEMO = "demo-byte-lm";
+  static final String LLAMA = "tiny-llama-bpe";
 
   private static ModelStore store;
 

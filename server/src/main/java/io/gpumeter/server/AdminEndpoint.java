@@ -36,7 +36,8 @@ import org.slf4j.LoggerFactory;
  * idempotently; answers what was applied, already present and still refused); and API keys: {@code
  * GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}} and
  * optionally {@code "scope": "inference"|"account_admin"} (billing-api README, "Key scopes"),
- * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}.
+ * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}; models: {@code POST
+ * /admin/models/load}, {@code POST /admin/models/{id}/unload} ({@link ModelAdminEndpoint}).
  *
  * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
  * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token
@@ -68,6 +69,7 @@ final class AdminEndpoint {
   private final Supplier<SetAsideReplay> replay;
   private final Executor blocking;
   private final Clock clock;
+  private final ModelAdminEndpoint models;
 
   AdminEndpoint(
       String token,
@@ -76,7 +78,8 @@ final class AdminEndpoint {
       AuthThrottle throttle,
       Supplier<SetAsideReplay> replay,
       Executor blocking,
-      Clock clock) {
+      Clock clock,
+      ModelAdminEndpoint models) {
     this.tokenDigest = token == null ? null : sha256(token);
     this.reconciliation = reconciliation;
     this.keys = keys;
@@ -84,6 +87,7 @@ final class AdminEndpoint {
     this.replay = replay;
     this.blocking = blocking;
     this.clock = clock;
+    this.models = models;
   }
 
   boolean enabled() {
@@ -130,6 +134,12 @@ final class AdminEndpoint {
         }
         return;
       }
+    }
+    if (path.startsWith(ModelAdminEndpoint.PREFIX)) {
+      Routes.allow(ex, HttpMethod.POST, "POST");
+      authorize(ex);
+      models.handle(ex);
+      return;
     }
     if (path.equals("/admin/replay")) {
       Routes.allow(ex, HttpMethod.POST, "POST");

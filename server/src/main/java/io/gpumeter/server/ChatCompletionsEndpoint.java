@@ -8,7 +8,6 @@ import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.model.ModelException;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
@@ -24,7 +23,8 @@ final class ChatCompletionsEndpoint {
   private final Map<String, ModelEndpoint> models;
   private final Authenticator auth;
   private final CompletionsEndpoint completions;
-  private final Map<String, ChatTemplate> templates = new HashMap<>();
+  private final Map<java.nio.file.Path, ChatTemplate> templates =
+      new java.util.concurrent.ConcurrentHashMap<>();
   private final int maxTokensDefault;
   private final int maxTokensCap;
 
@@ -45,7 +45,7 @@ final class ChatCompletionsEndpoint {
     for (ModelEndpoint m : models.values()) {
       ChatTemplate t = ChatTemplate.load(m.model().config().directory());
       if (t != null) {
-        templates.put(m.name(), t);
+        templates.put(m.model().config().directory(), t);
       }
     }
   }
@@ -62,7 +62,14 @@ final class ChatCompletionsEndpoint {
         completions.prepareIdempotency(ex, principal, requestId, "/v1/chat/completions");
     ChatParams p = ChatParams.parse(ex.body(), maxTokensDefault, maxTokensCap);
     ModelEndpoint m = completions.model(p.model());
-    ChatTemplate template = templates.get(m.name());
+    // Models loaded while serving (admin API) get their template on first use.
+    ChatTemplate template;
+    try {
+      template = templates.computeIfAbsent(m.model().config().directory(), ChatTemplate::load);
+    } catch (ModelException e) {
+      throw ApiException.invalid(
+          "model", "The model's chat template cannot be used: " + e.getMessage());
+    }
     if (template == null) {
       throw new ApiException(
           HttpResponseStatus.BAD_REQUEST,

@@ -1,7 +1,6 @@
 package io.gpumeter.server;
 
 import io.gpumeter.batching.ContinuousScheduler;
-import io.gpumeter.batching.SchedulerConfig;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.Durability;
@@ -26,16 +25,17 @@ import io.netty.handler.codec.http.HttpServerCodec;
 import io.netty.handler.timeout.IdleStateHandler;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
 import java.net.InetSocketAddress;
+import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Instant;
-import java.util.ArrayList;
 import java.util.Collections;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentSkipListMap;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
@@ -75,8 +75,16 @@ public final class GpumeterServer implements AutoCloseable {
   private final ThreadPoolExecutor blocking;
   private Billing billing;
   private ModelStore store;
-  private final Map<String, ModelEndpoint> models = new LinkedHashMap<>();
-  private final List<ContinuousScheduler> schedulers = new ArrayList<>();
+
+  /** Served models by name; admin load/unload change it while requests read it. */
+  private final Map<String, ModelEndpoint> models = new ConcurrentSkipListMap<>();
+
+  private final List<ContinuousScheduler> schedulers = new CopyOnWriteArrayList<>();
+
+  /** Serialises admin loads and unloads with each other and with close. */
+  private final Object modelLock = new Object();
+
+  private StepListener stepListener = StepListener.NONE;
   private EventLoopGroup acceptGroup;
   private EventLoopGroup ioGroup;
   private Channel serverChannel;
@@ -136,7 +144,8 @@ public final class GpumeterServer implements AutoCloseable {
     try {
       StepTimerFactory timers =
           config.timer().equals("host") ? StepTimerFactory.hostOnly() : StepTimerFactory.auto();
-      store = ModelStore.open(config.modelsDir(), config.device(), timers);
+      // a model directory that fails is reported (readyz, /v1/models) and the others are served
+      store = ModelStore.openEach(config.modelsDir(), config.device(), timers);
     } catch (RuntimeException | Error e) {
       // Wait for the database anyway, so that close() stops it.
       try {
@@ -149,9 +158,11 @@ public final class GpumeterServer implements AutoCloseable {
     billing = joinBilling(db);
     if (store.models().isEmpty()) {
       throw new IllegalStateException(
-          "no models found in "
+          "no model could be served from "
               + config.modelsDir().toAbsolutePath()
-              + "; see model-store/README.md (tools/train_demo_model.py makes the demo model)");
+              + " (failures: "
+              + store.failures()
+              + "); see model-store/README.md (tools/train_demo_model.py makes the demo model)");
     }
     if (config.durability() == Durability.FAST) {
       log.warn(
@@ -159,53 +170,9 @@ public final class GpumeterServer implements AutoCloseable {
               + " or kill of this process loses the charges still queued (normally the last few"
               + " milliseconds of traffic)");
     }
-    SchedulerConfig schedulerConfig = config.schedulerConfig();
-    Instant loadedAt = Instant.now();
-    MeasuredTimeRecorder recorder = billing.measuredTime();
+    this.stepListener = stepListener;
     for (ServedModel served : store.models()) {
-      String name = served.model().config().name();
-      StepListener steps =
-          new ReconciliationListener(
-              recorder,
-              new StepMetricsListener(
-                  metrics.addModel(name, served.timer().info().device()), stepListener));
-      // Load and warm-up: measured, never charged (system time), in the minute the model is up.
-      // The model store already put these reports in the counters; this is their one way into
-      // reconciliation (and to the caller's listener).
-      for (StepReport system : served.systemReports()) {
-        steps.onStep(system);
-      }
-      ContinuousScheduler scheduler =
-          new ContinuousScheduler(
-              served.model(),
-              served.timer(),
-              served.counters(),
-              billing.ledger(),
-              CalibrateCommand.schedulerConfigFor(served, schedulerConfig),
-              Ticker.system(),
-              Clock.systemUTC(), // = the recorder's clock (BillingConfig default): same minutes
-              steps);
-      schedulers.add(scheduler);
-      models.put(
-          name,
-          new ModelEndpoint(
-              name,
-              served.model(),
-              served.timer().info(),
-              served.counters(),
-              scheduler,
-              loadedAt,
-              served.loadNs(),
-              served.warmupNs()));
-      log.info(
-          "Model {} on {} ({}, timer {}): load {} ms, warm-up {} ms of device time (system,"
-              + " not charged)",
-          name,
-          served.timer().info().device(),
-          served.timer().info().deviceName(),
-          served.timer().info().timerKind(),
-          served.loadNs() / 1_000_000,
-          served.warmupNs() / 1_000_000);
+      startModel(served);
     }
     bind();
     readiness.ready();
@@ -216,6 +183,115 @@ public final class GpumeterServer implements AutoCloseable {
         (System.nanoTime() - t0) / 1_000_000,
         models.keySet(),
         billing.isDatabaseEmbedded() ? "embedded" : billing.databaseUrl());
+  }
+
+  /**
+   * Starts serving a loaded model: hands its system reports (load, warm-up: measured, never
+   * charged) once to reconciliation and the caller's listener, starts its scheduler with the ledger
+   * as usage sink, and adds its endpoint.
+   */
+  private ModelEndpoint startModel(ServedModel served) {
+    String name = served.model().config().name();
+    MeasuredTimeRecorder recorder = billing.measuredTime();
+    StepListener steps =
+        new ReconciliationListener(
+            recorder,
+            new StepMetricsListener(
+                metrics.modelMetrics(name, served.timer().info().device()), stepListener));
+    // The model store already put these reports in the counters; this is their one way into
+    // reconciliation (and to the caller's listener).
+    for (StepReport system : served.systemReports()) {
+      steps.onStep(system);
+    }
+    ContinuousScheduler scheduler =
+        new ContinuousScheduler(
+            served.model(),
+            served.timer(),
+            served.counters(),
+            billing.ledger(),
+            // the model's calibrated weights (weights.json) when fitted on this device
+            CalibrateCommand.schedulerConfigFor(served, config.schedulerConfig()),
+            Ticker.system(),
+            Clock.systemUTC(), // = the recorder's clock (BillingConfig default): same minutes
+            steps);
+    schedulers.add(scheduler);
+    ModelEndpoint endpoint =
+        new ModelEndpoint(
+            name,
+            served.model(),
+            served.timer().info(),
+            served.counters(),
+            scheduler,
+            Instant.now(),
+            served.loadNs(),
+            served.warmupNs());
+    models.put(name, endpoint);
+    log.info(
+        "Model {} on {} ({}, timer {}): load {} ms, warm-up {} ms of device time (system,"
+            + " not charged)",
+        name,
+        served.timer().info().device(),
+        served.timer().info().deviceName(),
+        served.timer().info().timerKind(),
+        served.loadNs() / 1_000_000,
+        served.warmupNs() / 1_000_000);
+    return endpoint;
+  }
+
+  /** Admin: loads a model directory while serving; see {@link ModelAdmin#load}. */
+  ModelEndpoint loadModel(Path dir) {
+    synchronized (modelLock) {
+      if (closed.get()) {
+        throw new IllegalStateException("the server is shutting down");
+      }
+      ServedModel served = store.load(dir);
+      try {
+        return startModel(served);
+      } catch (RuntimeException | Error e) {
+        store.remove(served.model().config().name());
+        ModelStore.close(served);
+        throw e;
+      }
+    }
+  }
+
+  /** Admin: stops serving a model; see {@link ModelAdmin#unload}. */
+  boolean unloadModel(String name) {
+    synchronized (modelLock) {
+      ModelEndpoint endpoint = models.remove(name); // new requests: 404 model_not_found
+      if (endpoint == null) {
+        return false;
+      }
+      ContinuousScheduler scheduler = endpoint.scheduler();
+      try {
+        // stops admission, lets running sequences finish (and be charged) within the grace
+        scheduler.shutdown(config.shutdownGrace().toNanos(), TimeUnit.NANOSECONDS);
+      } finally {
+        schedulers.remove(scheduler);
+        store.remove(name).ifPresent(ModelStore::close);
+      }
+      log.info("Model {} unloaded", name);
+      return true;
+    }
+  }
+
+  private ModelAdmin modelAdmin() {
+    return new ModelAdmin() {
+      @Override
+      public ModelEndpoint load(Path dir) {
+        return loadModel(dir);
+      }
+
+      @Override
+      public boolean unload(String name) {
+        return unloadModel(name);
+      }
+
+      @Override
+      public Map<Path, String> failures() {
+        return store.failures();
+      }
+    };
   }
 
   private static Billing joinBilling(CompletableFuture<Billing> db) {
@@ -238,7 +314,13 @@ public final class GpumeterServer implements AutoCloseable {
     ioGroup = new MultiThreadIoEventLoopGroup(config.ioThreads(), NioIoHandler.newFactory());
     Routes routes =
         new Routes(
-            Collections.unmodifiableMap(models), billing, blocking, config, metrics, readiness);
+            Collections.unmodifiableMap(models),
+            modelAdmin(),
+            billing,
+            blocking,
+            config,
+            metrics,
+            readiness);
     int maxBody = config.maxBodyBytes();
     long idleNanos = config.idleTimeout().toNanos();
     ConnectionLimiter limiter =
@@ -315,11 +397,13 @@ public final class GpumeterServer implements AutoCloseable {
         serverChannel.close().syncUninterruptibly();
       }
       long deadline = System.nanoTime() + config.shutdownGrace().toNanos();
-      for (ContinuousScheduler s : schedulers) {
-        try {
-          s.shutdown(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
-        } catch (RuntimeException e) {
-          log.error("scheduler {} did not shut down cleanly", s.modelName(), e);
+      synchronized (modelLock) { // an admin load or unload in progress finishes first
+        for (ContinuousScheduler s : schedulers) {
+          try {
+            s.shutdown(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+          } catch (RuntimeException e) {
+            log.error("scheduler {} did not shut down cleanly", s.modelName(), e);
+          }
         }
       }
       if (billing != null) {

@@ -47,6 +47,7 @@ import picocli.CommandLine.ParseResult;
       ReconcileCommand.class,
       ReplayCommand.class,
       CalibrateCommand.class,
+      ModelCommand.class,
       HelpCommand.class
     },
     footer = {

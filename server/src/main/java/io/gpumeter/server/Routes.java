@@ -41,15 +41,18 @@ final class Routes {
   private final Readiness readiness;
   private final Billing billing;
   private final Executor blocking;
+  private final ModelAdmin modelAdmin;
 
   Routes(
       Map<String, ModelEndpoint> models,
+      ModelAdmin modelAdmin,
       Billing billing,
       Executor blocking,
       ServerConfig config,
       ServerMetrics serverMetrics,
       Readiness readiness) {
     this.models = models;
+    this.modelAdmin = modelAdmin;
     AuthThrottle throttle = new AuthThrottle(config.authMaxFailures(), config.authFailureWindow());
     this.auth = new Authenticator(billing.apiKeys(), blocking, throttle);
     this.completions =
@@ -82,7 +85,8 @@ final class Routes {
             throttle,
             billing::replaySetAside,
             blocking,
-            Clock.systemUTC());
+            Clock.systemUTC(),
+            new ModelAdminEndpoint(modelAdmin, blocking));
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;
@@ -191,6 +195,7 @@ final class Routes {
             writeModel(g, m);
           }
           g.writeEndArray();
+          writeFailures(g, modelAdmin.failures());
           g.writeEndObject();
         });
   }
@@ -198,24 +203,50 @@ final class Routes {
   private void retrieveModel(Exchange ex, String name) {
     ModelEndpoint m = models.get(name);
     if (m == null) {
-      throw new ApiException(
-          HttpResponseStatus.NOT_FOUND,
-          ApiException.INVALID_REQUEST,
-          "The model '" + name + "' does not exist.",
-          "model",
-          "model_not_found");
+      throw modelNotFound(name);
     }
     ex.respondJson(HttpResponseStatus.OK, g -> writeModel(g, m));
   }
 
-  private static void writeModel(com.fasterxml.jackson.core.JsonGenerator g, ModelEndpoint m)
-      throws java.io.IOException {
+  static ApiException modelNotFound(String name) {
+    return new ApiException(
+        HttpResponseStatus.NOT_FOUND,
+        ApiException.INVALID_REQUEST,
+        "The model '" + name + "' does not exist.",
+        "model",
+        "model_not_found");
+  }
+
+  /**
+   * {@code model_failures}: each model directory that failed to load, with the reason (empty when
+   * none did).
+   */
+  static void writeFailures(JsonGenerator g, Map<java.nio.file.Path, String> failures)
+      throws IOException {
+    g.writeArrayFieldStart("model_failures");
+    for (Map.Entry<java.nio.file.Path, String> f : failures.entrySet()) {
+      g.writeStartObject();
+      g.writeStringField("directory", f.getKey().toString());
+      g.writeStringField("reason", f.getValue());
+      g.writeEndObject();
+    }
+    g.writeEndArray();
+  }
+
+  static void writeModel(JsonGenerator g, ModelEndpoint m) throws IOException {
     g.writeStartObject();
     g.writeStringField("id", m.name());
     g.writeStringField("object", "model");
     g.writeNumberField("created", m.loadedAt().getEpochSecond());
     g.writeStringField("owned_by", "gpumeter");
     g.writeNumberField("context_length", m.model().config().contextLength());
+    g.writeStringField("dtype", m.model().config().dtype());
+    if (m.model() instanceof io.gpumeter.model.DjlLanguageModel djl) {
+      g.writeNumberField("parameters", djl.parameters().count());
+      g.writeNumberField("parameter_bytes", djl.parameters().bytes());
+      g.writeNumberField("kv_cache_bytes_per_slot", djl.bytesPerSlot());
+    }
+    g.writeStringField("tokenizer", m.model().config().tokenizer());
     g.writeStringField("device", m.timer().device());
     g.writeStringField("device_name", m.timer().deviceName());
     g.writeStringField("timer", m.timer().timerKind());
@@ -297,6 +328,7 @@ final class Routes {
             g.writeString(name);
           }
           g.writeEndArray();
+          writeFailures(g, modelAdmin.failures());
           writeLedger(g, h);
           writeDatabaseDurability(g, billing.databaseDurability());
           g.writeEndObject();

@@ -126,6 +126,15 @@ final class ServerMetrics {
   }
 
   /**
+   * The series of a model: added as by {@link #addModel} the first time, the same series again when
+   * a model of that name is loaded after being unloaded.
+   */
+  ModelMetrics modelMetrics(String model, String device) {
+    ModelMetrics m = models.get(model);
+    return m != null ? m : addModel(model, device);
+  }
+
+  /**
    * The series of a model added with {@link #addModel}.
    *
    * @throws IllegalArgumentException if it was not

@@ -256,8 +256,13 @@ class EndToEndTest {
     // the completions of the first test are answered, so the scheduler is quiet
     List<StepReport> charged =
         reports.stream().filter(r -> r.kind() == StepReport.Kind.CHARGED).toList();
+    // the other bundled model (tiny-llama-bpe) only loads and warms up: system time, no charge
+    assertThat(reports.stream().filter(r -> !r.model().equals("demo-byte-lm")))
+        .allSatisfy(r -> assertThat(r.kind()).isEqualTo(StepReport.Kind.SYSTEM));
     List<StepReport> system =
-        reports.stream().filter(r -> r.kind() == StepReport.Kind.SYSTEM).toList();
+        reports.stream()
+            .filter(r -> r.kind() == StepReport.Kind.SYSTEM && r.model().equals("demo-byte-lm"))
+            .toList();
     assertThat(charged).isNotEmpty();
     assertThat(system).as("load and warm-up passes").hasSizeGreaterThan(1);
     for (StepReport r : charged) {
@@ -290,8 +295,18 @@ class EndToEndTest {
         client.get("/admin/reconcile?from=" + startedAt + "&to=" + Instant.now(), ADMIN_TOKEN);
     assertThat(r.status()).as(r.toString()).isEqualTo(200);
     JsonNode lines = r.json().get("lines");
-    assertThat(lines).as(r.toString()).hasSize(1);
-    JsonNode line = lines.get(0);
+    // one line per served model (demo-byte-lm and tiny-llama-bpe); the requests went to the demo
+    assertThat(lines).as(r.toString()).hasSize(2);
+    JsonNode line = null;
+    for (JsonNode l : lines) {
+      if (l.get("model").asText().equals("demo-byte-lm")) {
+        line = l;
+      } else {
+        assertThat(l.get("charged_ns").asLong()).as(l.toString()).isZero();
+        assertThat(l.get("system_ns").asLong()).as(l.toString()).isPositive();
+      }
+    }
+    assertThat(line).as(r.toString()).isNotNull();
     assertThat(line.get("model").asText()).isEqualTo("demo-byte-lm");
     assertThat(line.get("device").asText()).isEqualTo("cpu");
     assertThat(line.get("system_ns").asLong())

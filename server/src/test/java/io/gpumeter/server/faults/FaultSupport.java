@@ -46,6 +46,18 @@ final class FaultSupport {
   private FaultSupport() {}
 
   static final String MODEL = "demo-byte-lm";
+
+  /** The reconciliation report's line of one model (the server serves every bundled model). */
+  static com.fasterxml.jackson.databind.JsonNode lineOf(
+      com.fasterxml.jackson.databind.JsonNode report, String model) {
+    for (com.fasterxml.jackson.databind.JsonNode line : report.get("lines")) {
+      if (line.get("model").asText().equals(model)) {
+        return line;
+      }
+    }
+    throw new AssertionError("no reconciliation line for " + model + " in " + report);
+  }
+
   static final ObjectMapper MAPPER = new ObjectMapper();
 
   static int freePort() throws IOException {
