@@ -48,6 +48,12 @@ import picocli.CommandLine.ParseResult;
       ReplayCommand.class,
       CalibrateCommand.class,
       ModelCommand.class,
+      MoneyCommands.AccountCommand.class,
+      MoneyCommands.PriceCommand.class,
+      MoneyCommands.PlanCommand.class,
+      MoneyCommands.CreditCommand.class,
+      MoneyCommands.BalanceCommand.class,
+      MoneyCommands.InvoiceCommand.class,
       HelpCommand.class
     },
     footer = {
