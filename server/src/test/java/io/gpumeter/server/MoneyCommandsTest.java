@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.db.Database;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
@@ -12,6 +13,8 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.sql.Connection;
+import java.sql.Statement;
 import java.time.Instant;
 import java.time.YearMonth;
 import java.time.ZoneOffset;
@@ -110,7 +113,8 @@ class MoneyCommandsTest {
     assertThat(ok("balance", "show", "--account", "acme").out())
         .contains("acme\tUSD\t7000\t0.007000\t" + 7000 * SECOND + "\t");
 
-    // usage: 2 s on cpu in March 2026 (1 s included, 1 s = 3000 from the earliest-expiring grant);
+    // usage: 2 s on cpu in March 2026 (1 s included; 1 s = 3000: 2000 from the earliest-expiring
+    // grant, 1000 from the top-up);
     // 1 s of beta's on a class no price covers
     try (Billing billing =
         Billing.start(ServerConfig.load(file, Map.of(), new Properties()).databaseConfig())) {
@@ -131,7 +135,7 @@ class MoneyCommandsTest {
     assertThat(ok("credit", "list", "--account", "acme").out())
         .contains("\tgrant\t2000\t0.002000\t0\t0.000000\t");
     assertThat(ok("balance", "show", "--account", "acme").out())
-        .contains("acme\tUSD\t5000\t0.005000\t" + 5000 * SECOND + "\t");
+        .contains("acme\tUSD\t4000\t0.004000\t" + 4000 * SECOND + "\t");
 
     // invoices
     Cli json = ok("invoice", "show", "--account", "acme", "--month", "2026-03");
@@ -147,9 +151,28 @@ class MoneyCommandsTest {
     Cli fin = ok("invoice", "finalize", "--account", "acme", "--month", "2026-03");
     assertThat(fin.out()).contains("2026-03\tUSD\t1\t0\t0.000000\t2");
     ok("invoice", "verify", "--account", "acme", "--month", "2026-03");
-    Cli mismatch = cli("invoice", "verify", "--account", "beta", "--month", "2026-03");
+    // beta's record no price covers: counted, not a mismatch
+    assertThat(ok("invoice", "verify", "--account", "beta", "--month", "2026-03").out())
+        .contains("unpriced records: 1");
+    // a stored invoice line altered behind the engine's back: exit status 3, the line named
+    try (Database db =
+        Database.start(ServerConfig.load(file, Map.of(), new Properties()).databaseConfig())) {
+      try (Connection c = db.maintenanceDataSource().getConnection();
+          Statement st = c.createStatement()) {
+        st.execute("ALTER TABLE invoice_lines DISABLE TRIGGER invoice_lines_append_only");
+        int changed =
+            st.executeUpdate(
+                "UPDATE invoice_lines SET amount_micros = amount_micros + 1,"
+                    + " due_micros = due_micros + 1 WHERE period = DATE '2026-03-01' AND"
+                    + " account_id = (SELECT id FROM accounts WHERE name = 'acme')");
+        st.execute("ALTER TABLE invoice_lines ENABLE TRIGGER invoice_lines_append_only");
+        assertThat(changed).isEqualTo(1);
+      }
+    }
+    Cli mismatch = cli("invoice", "verify", "--account", "acme", "--month", "2026-03");
     assertThat(mismatch.status()).as(mismatch.toString()).isEqualTo(Main.EXIT_DRIFT);
-    assertThat(mismatch.err()).contains("mismatch: request m-r3: no price version covers it");
+    assertThat(mismatch.err()).as(mismatch.toString()).contains("mismatch: ");
+    assertThat(mismatch.out()).contains("stated\t").contains("recomputed\t");
 
     // bad input: exit status 2, the reason on stderr, nothing changed
     bad(
