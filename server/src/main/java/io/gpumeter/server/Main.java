@@ -18,19 +18,22 @@ import picocli.CommandLine.ParseResult;
  * create-key --account NAME} (or {@code key create}) creates a key and prints it once; {@code key
  * list|revoke|rotate} lists, revokes and rotates keys; {@code reconcile --from ISO --to ISO} prints
  * the reconciliation report (exit status 3 on drift); {@code replay} re-applies the charges set
- * aside in the outbox (exit status 3 if some are refused again); {@code help [COMMAND]}. Every
- * command takes {@code --config FILE}, {@code --help} and {@code --version}; see server/README.md
- * for the settings. The tools open only the database ({@link io.gpumeter.billing.BillingAdmin}),
- * and close it; while a server runs on the embedded data folder they connect to its PostgreSQL
- * instead of starting one.
+ * aside in the outbox (exit status 3 if some are refused again); {@code account}, {@code price},
+ * {@code plan}, {@code credit}, {@code balance} and {@code invoice} run the money operations
+ * ({@link MoneyCommands}; {@code invoice verify} exits 3 on a mismatch); {@code help [COMMAND]}.
+ * Every command takes {@code --config FILE}, {@code --help} and {@code --version}; see
+ * server/README.md for the settings. The tools open only the database ({@link
+ * io.gpumeter.billing.BillingAdmin}), and close it; while a server runs on the embedded data folder
+ * they connect to its PostgreSQL instead of starting one.
  *
  * <p>A new command is a class annotated with {@code @Command}, with {@code @Mixin ConfigOption
  * config} when it reads settings, listed in {@code subcommands} below (or under a group command of
  * its own, as {@code key} has).
  *
  * <p>Exit status: 0 success, 1 failure (also: {@code key revoke|rotate} of an unknown or revoked
- * key), 2 bad arguments or settings (unknown options included; the message goes to stderr), 3
- * {@code reconcile} found drift or {@code replay} left records refused.
+ * key), 2 bad arguments or settings (unknown options included; the message goes to stderr; also
+ * input the money engine refuses), 3 {@code reconcile} found drift, {@code replay} left records
+ * refused or {@code invoice verify} found a mismatch.
  */
 @Command(
     name = "gpumeter-server",
@@ -48,6 +51,12 @@ import picocli.CommandLine.ParseResult;
       ReplayCommand.class,
       CalibrateCommand.class,
       ModelCommand.class,
+      MoneyCommands.AccountCommand.class,
+      MoneyCommands.PriceCommand.class,
+      MoneyCommands.PlanCommand.class,
+      MoneyCommands.CreditCommand.class,
+      MoneyCommands.BalanceCommand.class,
+      MoneyCommands.InvoiceCommand.class,
       HelpCommand.class
     },
     footer = {
