@@ -37,8 +37,10 @@ public final class Accounting {
   private final Plans plans;
   private final Credits credits;
   private final Invoices invoices;
+  private final Clock clock;
 
   public Accounting(DataSource dataSource, Clock clock) {
+    this.clock = clock;
     this.accounts = new Accounts(dataSource);
     this.prices = new PriceBook(dataSource);
     this.plans = new Plans(dataSource);
@@ -86,6 +88,11 @@ public final class Accounting {
 
   public List<Plan> listPlans() {
     return plans.list();
+  }
+
+  /** The plan {@code account} is on now (its allowance is {@link #balance}'s), if any. */
+  public Optional<Plan> currentPlan(String account) {
+    return plans.current(account, clock.instant());
   }
 
   public Subscription assignPlan(String account, String plan, Instant from) {

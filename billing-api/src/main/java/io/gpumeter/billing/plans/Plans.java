@@ -12,6 +12,7 @@ import java.sql.Timestamp;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import javax.sql.DataSource;
 
 /**
@@ -133,6 +134,31 @@ public final class Plans {
       }
     } catch (SQLException e) {
       throw new BillingException("could not assign plan '" + plan + "' to '" + account + "'", e);
+    }
+  }
+
+  /**
+   * The plan {@code account} is on at {@code at}, if any (the same subscription {@code
+   * Credits.balance} takes the allowance from).
+   *
+   * @throws IllegalArgumentException for an unknown account
+   */
+  public Optional<Plan> current(String account, Instant at) {
+    Account a = accounts.require(account);
+    try (Connection c = dataSource.getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT p.id, p.name, p.included_ns FROM subscriptions s JOIN plans p"
+                    + " ON p.id = s.plan_id WHERE s.account_id = ? AND s.active @> ?::timestamptz")) {
+      ps.setLong(1, a.id());
+      ps.setTimestamp(2, Timestamp.from(at));
+      try (ResultSet rs = ps.executeQuery()) {
+        return rs.next()
+            ? Optional.of(new Plan(rs.getLong(1), rs.getString(2), rs.getLong(3)))
+            : Optional.empty();
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not read the plan of '" + account + "'", e);
     }
   }
 }

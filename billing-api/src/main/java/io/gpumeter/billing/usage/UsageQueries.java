@@ -1,6 +1,7 @@
 package io.gpumeter.billing.usage;
 
 import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.ChargedRequest;
 import io.gpumeter.billing.HourlyUsage;
 import io.gpumeter.billing.KvUsage;
 import io.gpumeter.billing.StoredUsage;
@@ -38,9 +39,30 @@ public final class UsageQueries {
   private static final Duration HOUR = Duration.ofHours(1);
 
   private final DataSource dataSource;
+  private final RequestLog requestLog;
 
   public UsageQueries(DataSource dataSource) {
     this.dataSource = Objects.requireNonNull(dataSource, "dataSource");
+    this.requestLog = new RequestLog(dataSource);
+  }
+
+  /**
+   * The request log: up to {@code limit} charged requests of the account (of the key {@code
+   * onlyKey} alone when it is not null), newest first by {@code (finished_at, request_id)}, below
+   * the request {@code before} when it is not null (the cursor of the page before). Voided charges
+   * are listed with their void reason.
+   *
+   * @return empty when {@code before} names no request of this account (and key) that is still
+   *     stored
+   * @throws IllegalArgumentException if {@code limit} is not positive
+   * @throws BillingException if the database fails
+   */
+  public Optional<List<ChargedRequest>> requests(
+      long accountId, Long onlyKey, int limit, String before) {
+    if (limit < 1) {
+      throw new IllegalArgumentException("limit must be positive, was " + limit);
+    }
+    return requestLog.page(accountId, onlyKey, limit, before);
   }
 
   /**

@@ -1,0 +1,39 @@
+package io.gpumeter.billing;
+
+import java.math.BigInteger;
+import java.time.Instant;
+
+/**
+ * One charged request as the ledger holds it ({@code usage_records}, with its priced charge from
+ * {@code charge_prices} and its void from {@code charge_voids}), for the customer's request log.
+ *
+ * @param status how the generation ended, as stored: {@code ok}, {@code cancelled}, {@code timeout}
+ *     or {@code failed}
+ * @param steps the scheduler steps the request took part in
+ * @param currency the account's currency (every charge of the account is in it)
+ * @param costNanoMicros the exact priced cost (device_ns x unit price, 10<sup>-9</sup> micro-units,
+ *     unrounded); null when no price version covered the record (stored unpriced)
+ * @param costMicros {@code costNanoMicros} by the one rounding rule ({@code Money.roundToMicros});
+ *     null when unpriced
+ * @param priceVersionId the price version it was priced with; null when unpriced
+ * @param voidReason why the charge was voided ({@code charge_voids.reason}), null when it stands
+ */
+public record ChargedRequest(
+    String requestId,
+    long apiKeyId,
+    String model,
+    String sessionId,
+    String status,
+    Instant startedAt,
+    Instant finishedAt,
+    int promptTokens,
+    int completionTokens,
+    long deviceNs,
+    long prefillNs,
+    long decodeNs,
+    int steps,
+    String currency,
+    BigInteger costNanoMicros,
+    Long costMicros,
+    Long priceVersionId,
+    String voidReason) {}
