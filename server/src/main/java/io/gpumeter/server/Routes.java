@@ -36,6 +36,9 @@ final class Routes {
   private final ChatCompletionsEndpoint chat;
   private final UsageEndpoint usage;
   private final UsageCompletionsEndpoint usageCompletions;
+  private final RequestsEndpoint requests;
+  private final BalanceEndpoint balance;
+  private final InvoicesEndpoint invoices;
   private final AdminEndpoint admin;
   private final MetricsWriter metrics;
   private final Readiness readiness;
@@ -77,6 +80,9 @@ final class Routes {
             blocking,
             Clock.systemUTC(),
             config.retention() == null ? null : config.retention().retention());
+    this.requests = new RequestsEndpoint(auth, billing.usage(), blocking);
+    this.balance = new BalanceEndpoint(auth, billing.accounting(), blocking, Clock.systemUTC());
+    this.invoices = new InvoicesEndpoint(auth, billing.accounting(), blocking);
     this.admin =
         new AdminEndpoint(
             config.adminToken(),
@@ -112,6 +118,18 @@ final class Routes {
         allow(ex, HttpMethod.GET, "GET");
         usageCompletions.handle(ex);
       }
+      case RequestsEndpoint.PATH -> {
+        allow(ex, HttpMethod.GET, "GET");
+        requests.handle(ex);
+      }
+      case BalanceEndpoint.PATH -> {
+        allow(ex, HttpMethod.GET, "GET");
+        balance.handle(ex);
+      }
+      case InvoicesEndpoint.PATH -> {
+        allow(ex, HttpMethod.GET, "GET");
+        invoices.list(ex);
+      }
       case "/v1/models" -> {
         allow(ex, HttpMethod.GET, "GET");
         ex.then(auth.authenticate(ex), p -> listModels(ex));
@@ -144,6 +162,11 @@ final class Routes {
       default -> {
         if (path.startsWith("/admin/")) {
           admin.handle(ex);
+          return;
+        }
+        if (path.startsWith(InvoicesEndpoint.PREFIX)) {
+          allow(ex, HttpMethod.GET, "GET");
+          invoices.show(ex, path.substring(InvoicesEndpoint.PREFIX.length()));
           return;
         }
         if (path.startsWith("/v1/models/")) {

@@ -9,7 +9,6 @@ import io.gpumeter.billing.UsageRowSink;
 import io.gpumeter.billing.usage.UsageQueries;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
-import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.util.AsciiString;
 import java.io.IOException;
@@ -79,7 +78,6 @@ final class UsageCompletionsEndpoint {
 
   private void query(Exchange ex, ApiKeyPrincipal principal) {
     UsageCompletionsRequest r = UsageCompletionsRequest.parse(ex, clock.instant(), rawRetention);
-    Long onlyKey = null;
     if (principal.scope() == KeyScope.INFERENCE) {
       for (long k : r.apiKeyIds()) {
         if (k != principal.keyId()) {
@@ -95,8 +93,8 @@ final class UsageCompletionsEndpoint {
               "insufficient_scope");
         }
       }
-      onlyKey = principal.keyId();
     }
+    Long onlyKey = OrganizationReads.onlyKey(principal);
     UsageBucketQuery q =
         new UsageBucketQuery(
             principal.accountId(),
@@ -134,14 +132,7 @@ final class UsageCompletionsEndpoint {
     ex.then(
         done.exceptionally(
             e -> {
-              throw new ApiException(
-                      HttpResponseStatus.SERVICE_UNAVAILABLE,
-                      ApiException.SERVER,
-                      "Usage cannot be read right now (the billing database is unavailable); retry"
-                          + " later.",
-                      null,
-                      CompletionsEndpoint.BILLING_UNAVAILABLE)
-                  .withHeader(HttpHeaderNames.RETRY_AFTER, CompletionsEndpoint.RETRY_AFTER_SECONDS);
+              throw OrganizationReads.unavailable("Usage");
             }),
         v -> {});
   }

@@ -7,7 +7,6 @@ import io.gpumeter.billing.KvUsage;
 import io.gpumeter.billing.UsageReport;
 import io.gpumeter.billing.UsageTotals;
 import io.gpumeter.billing.usage.UsageQueries;
-import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.io.IOException;
 import java.math.BigInteger;
@@ -80,14 +79,7 @@ final class UsageEndpoint {
     ex.then(
         report.exceptionally(
             e -> {
-              throw new ApiException(
-                      HttpResponseStatus.SERVICE_UNAVAILABLE,
-                      ApiException.SERVER,
-                      "Usage cannot be read right now (the billing database is unavailable); retry"
-                          + " later.",
-                      null,
-                      "billing_unavailable")
-                  .withHeader(HttpHeaderNames.RETRY_AFTER, CompletionsEndpoint.RETRY_AFTER_SECONDS);
+              throw OrganizationReads.unavailable("Usage");
             }),
         r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r.report(), r.kv())));
   }
