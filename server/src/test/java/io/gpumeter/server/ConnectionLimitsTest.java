@@ -6,12 +6,15 @@ import static org.awaitility.Awaitility.await;
 import io.gpumeter.batching.StepListener;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
 import java.nio.charset.StandardCharsets;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
@@ -156,6 +159,52 @@ class ConnectionLimitsTest {
     assertThat(accepted).isEqualTo(TOTAL);
     assertThat(refusal).isNotNull();
     assertRefused(refusal);
+  }
+
+  /**
+   * A refused client that keeps sending (a request body still on its way, more pipelined requests)
+   * reads the whole 503, then end of stream, and the server closes the connection about {@link
+   * ConnectionLimiter#LINGER_MILLIS} after accepting it: the client's next write fails.
+   */
+  @Test
+  void aRefusedClientThatKeepsSendingReadsThe503AndIsClosedWithinTheLinger() throws Exception {
+    for (int i = 0; i < PER_ADDRESS; i++) {
+      assertThat(healthz(connect("127.0.0.4"))).startsWith("HTTP/1.1 200 ");
+    }
+    // paced pipelined requests, then a client that writes as fast as it can
+    for (boolean flood : new boolean[] {false, true}) {
+      Socket over = connect("127.0.0.4");
+      long connectedAt = System.nanoTime();
+      CompletableFuture<Long> refusedAt =
+          flood ? floodUntilRefused(over) : LingeringCloseTest.writeUntilRefused(over);
+      String response = LingeringCloseTest.readToEnd(over.getInputStream());
+      assertRefused(response);
+      assertThat(response).as("flood=%s", flood).endsWith("}");
+      long closedAfter = refusedAt.get(60, TimeUnit.SECONDS) - connectedAt;
+      assertThat(Duration.ofNanos(closedAfter))
+          .as("flood=%s: closed %d ms after accept", flood, ConnectionLimiter.LINGER_MILLIS)
+          .isLessThan(
+              Duration.ofMillis(ConnectionLimiter.LINGER_MILLIS).plus(LingeringCloseTest.SLACK));
+    }
+  }
+
+  /** Writes 64 KiB blocks without pause until a write fails; returns when, on nanoTime. */
+  private static CompletableFuture<Long> floodUntilRefused(Socket s) {
+    return CompletableFuture.supplyAsync(
+        () -> {
+          byte[] block = new byte[64 * 1024];
+          java.util.Arrays.fill(block, (byte) 'x');
+          long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+          try {
+            OutputStream out = s.getOutputStream();
+            while (System.nanoTime() < deadline) {
+              out.write(block);
+            }
+            throw new IllegalStateException("the server never closed the connection");
+          } catch (IOException e) {
+            return System.nanoTime();
+          }
+        });
   }
 
   @Test

@@ -1,6 +1,7 @@
 package io.gpumeter.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 import io.gpumeter.batching.StepListener;
 import java.io.ByteArrayOutputStream;
@@ -101,6 +102,64 @@ class LingeringCloseTest {
       assertThat(Duration.ofNanos(closedAfter))
           .as("closed after the %d ms linger, without the client's FIN", ApiHandler.LINGER_MILLIS)
           .isLessThan(Duration.ofMillis(ApiHandler.LINGER_MILLIS).plus(SLACK));
+    }
+  }
+
+  /**
+   * A client that half-closes (FIN) right after a keep-alive request, while the generation runs,
+   * gets the whole answer, then end of stream, and the server closes the connection: the FIN ended
+   * the keep-alive (the idle timeout, 120 s here, is not what closes it).
+   */
+  @Test
+  void aHalfClosedClientGetsItsAnswerAndTheFinEndsTheKeepAlive() throws Exception {
+    await().atMost(10, TimeUnit.SECONDS).until(() -> server.openConnections() == 0);
+    String key = server.billing().apiKeys().create("half-close").plaintext();
+    String body = "{\"model\":\"demo-byte-lm\",\"prompt\":\"Half \",\"max_tokens\":8}";
+    try (Socket s = connect("127.0.0.1")) {
+      s.getOutputStream()
+          .write(
+              ("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                      + key
+                      + "\r\nContent-Type: application/json\r\nContent-Length: "
+                      + body.length()
+                      + "\r\n\r\n"
+                      + body)
+                  .getBytes(StandardCharsets.US_ASCII));
+      s.shutdownOutput();
+      String response = readToEnd(s.getInputStream()); // soTimeout 30 s: far below the idle timeout
+      assertThat(response)
+          .startsWith("HTTP/1.1 200 ")
+          .contains("\"object\":\"text_completion\"")
+          .endsWith("}");
+      await("the server to close the half-closed connection")
+          .atMost(10, TimeUnit.SECONDS)
+          .until(() -> server.openConnections() == 0);
+    }
+  }
+
+  /**
+   * A FIN from the client ends the linger of a closing response at once: the server does not hold
+   * the connection for the rest of {@link ApiHandler#LINGER_MILLIS}. Measured from the FIN, the
+   * bound is half the linger (the linger started before the FIN, when the response was written, so
+   * a linger-timed close would come just under {@code LINGER_MILLIS} after it).
+   */
+  @Test
+  void aFinFromTheClientEndsTheLingerAtOnce() throws Exception {
+    await().atMost(10, TimeUnit.SECONDS).until(() -> server.openConnections() == 0);
+    try (Socket s = connect("127.0.0.1")) {
+      s.getOutputStream()
+          .write(
+              "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                  .getBytes(StandardCharsets.US_ASCII));
+      String response = readToEnd(s.getInputStream()); // the server shut down its output
+      assertThat(response).startsWith("HTTP/1.1 200 ").endsWith("{\"status\":\"ok\"}");
+      long fin = System.nanoTime();
+      s.shutdownOutput();
+      await("the server to close once the client's FIN arrives")
+          .atMost(Duration.ofSeconds(30))
+          .until(() -> server.openConnections() == 0);
+      assertThat(Duration.ofNanos(System.nanoTime() - fin))
+          .isLessThan(Duration.ofMillis(ApiHandler.LINGER_MILLIS / 2));
     }
   }
 }

@@ -17,10 +17,11 @@ import java.time.Instant;
 /**
  * A process that publishes usage records until it is killed (for {@link LedgerFailoverTest}): it
  * starts {@link Billing} on an external database URL with an explicit outbox folder, prints {@code
- * READY}, waits for {@code GO} on stdin, then publishes records {@code <prefix>-<n>} in DURABLE
- * mode and prints {@code DURABLE <id>} for every future that completed normally (the record is
- * committed or fsynced to the outbox) and {@code FAILED <id>} for the others. It never closes
- * Billing: the test kills it with SIGKILL.
+ * READY}, and for each line {@code GO <count>} on stdin publishes that many more records {@code
+ * <prefix>-<n>} in DURABLE mode. It prints {@code DURABLE <id>} for every future that completed
+ * normally (the record is committed or fsynced to the outbox) and {@code FAILED <id>} for the
+ * others. It never closes Billing: the test kills it with SIGKILL (and if its stdin ends, the test
+ * is gone, it halts).
  *
  * <p>Arguments: jdbc url, outbox folder, id prefix, api key id.
  */
@@ -55,26 +56,31 @@ public final class CrashingPublisher {
     }
     BufferedReader in =
         new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-    while (!"GO".equals(in.readLine())) {
-      // wait for the test
-    }
-    for (long n = 0; ; n++) {
-      String id = prefix + "-" + n;
-      UsageRecord r =
-          TestSupport.record(id, keyId, 77, "toy", Instant.now(), 700 + n % 13, 300, 7, 3);
-      billing
-          .ledger()
-          .publish(r)
-          .whenComplete(
-              (v, e) -> {
-                synchronized (out) {
-                  out.println((e == null ? "DURABLE " : "FAILED ") + id);
-                  out.flush();
-                }
-              });
-      if (n % 20 == 19) {
-        Thread.sleep(5);
+    long n = 0;
+    for (String line; (line = in.readLine()) != null; ) {
+      if (!line.startsWith("GO ")) {
+        continue;
+      }
+      long end = n + Long.parseLong(line.substring(3).trim());
+      for (; n < end; n++) {
+        String id = prefix + "-" + n;
+        UsageRecord r =
+            TestSupport.record(id, keyId, 77, "toy", Instant.now(), 700 + n % 13, 300, 7, 3);
+        billing
+            .ledger()
+            .publish(r)
+            .whenComplete(
+                (v, e) -> {
+                  synchronized (out) {
+                    out.println((e == null ? "DURABLE " : "FAILED ") + id);
+                    out.flush();
+                  }
+                });
+        if (n % 20 == 19) {
+          Thread.sleep(5);
+        }
       }
     }
+    Runtime.getRuntime().halt(1); // stdin ended: the test is gone
   }
 }

@@ -32,6 +32,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.BooleanSupplier;
@@ -176,11 +177,19 @@ class LedgerFailoverTest {
     return TestSupport.record(id, keyId, 77, "toy", Instant.now(), 700, 300, 7, 3);
   }
 
+  /** Records published in each phase of the kill test (see there). */
+  static final int PHASE = 400;
+
   @Test
   void sigkillOfPostgresDuringALoadLosesAndDoublesNothing() throws Exception {
     long key = 9101;
     Map<String, CompletableFuture<Void>> futures = new ConcurrentHashMap<>();
     AtomicBoolean stop = new AtomicBoolean();
+    // Each phase publishes a fixed number of records, so the work (and the outbox to replay) is
+    // the same on a loaded machine: unpaced, the publishers kept going while a slow machine
+    // restarted PostgreSQL, and the outbox to replay within the deadline grew with the load
+    // (21,000 records at load 20). 800 at first: the kill comes after 400, with more on the way.
+    Semaphore permits = new Semaphore(PHASE * 2);
     try (Billing billing = billing(fastFailover("outbox-kill").maxBatchSize(200).build())) {
       List<Thread> publishers = new ArrayList<>();
       for (int t = 0; t < 4; t++) {
@@ -189,6 +198,14 @@ class LedgerFailoverTest {
             new Thread(
                 () -> {
                   for (int i = 0; !stop.get(); i++) {
+                    try {
+                      if (!permits.tryAcquire(100, TimeUnit.MILLISECONDS)) {
+                        i--;
+                        continue; // this phase's records are all published: wait for the next
+                      }
+                    } catch (InterruptedException e) {
+                      return;
+                    }
                     String id = "kill-" + thread + "-" + i;
                     futures.put(id, billing.ledger().publish(record(id, key)));
                     if (i % 10 == 9) {
@@ -204,18 +221,20 @@ class LedgerFailoverTest {
         p.start();
         publishers.add(p);
       }
-      await(() -> futures.size() >= 400, Duration.ofSeconds(30), "load on the database");
+      await(() -> futures.size() >= PHASE, Duration.ofSeconds(30), "load on the database");
       killPostgres();
       int atKill = futures.size();
       // charges keep coming while the database is down: the breaker opens, the outbox fills
+      permits.release(PHASE);
       await(
-          () -> billing.health().degraded() && futures.size() >= atKill + 400,
+          () -> billing.health().degraded() && futures.size() >= atKill + PHASE,
           Duration.ofSeconds(30),
           "the breaker to open under load");
       assertThat(db.ensureEmbeddedRunning()).isTrue();
       int atRestart = futures.size();
+      permits.release(PHASE);
       await(
-          () -> futures.size() >= atRestart + 400,
+          () -> futures.size() >= atRestart + PHASE,
           Duration.ofSeconds(30),
           "load on the restarted database");
       stop.set(true);
@@ -413,19 +432,27 @@ class LedgerFailoverTest {
     reader.start();
     try {
       assertThat(ready.await(60, TimeUnit.SECONDS)).as("child started").isTrue();
-      child.getOutputStream().write("GO\n".getBytes(StandardCharsets.UTF_8));
+      // A fixed number of records per phase (the child publishes what it is told, then waits),
+      // so the outbox the next process must replay within its deadline does not grow with the
+      // time a loaded machine takes to notice the 500 below.
+      child.getOutputStream().write("GO 600\n".getBytes(StandardCharsets.UTF_8));
       child.getOutputStream().flush();
       await(() -> durable.size() >= 300, Duration.ofSeconds(30), "300 records in PostgreSQL");
       killPostgres();
       int beforeKill = durable.size();
+      child.getOutputStream().write("GO 800\n".getBytes(StandardCharsets.UTF_8));
+      child.getOutputStream().flush();
       await(
           () -> durable.size() >= beforeKill + 500,
           Duration.ofSeconds(30),
           "500 more durable records (in the outbox)");
     } finally {
       child.destroyForcibly(); // SIGKILL: no close, no drain
-      child.waitFor(10, TimeUnit.SECONDS);
-      reader.join(10_000);
+      // Gone for sure before the next process opens its outbox: the dead one's lock on it is
+      // released only when its files are closed at exit.
+      assertThat(child.waitFor(60, TimeUnit.SECONDS)).as("the child exited").isTrue();
+      reader.join(60_000);
+      assertThat(reader.isAlive()).as("the child's output read to its end").isFalse();
     }
     int durableAtCrash = durable.size();
     try (Stream<Path> s = Files.list(outbox)) {

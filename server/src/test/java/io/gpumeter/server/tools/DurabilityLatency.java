@@ -247,9 +247,30 @@ public final class DurabilityLatency {
         threads.add(th);
         th.start();
       }
+      // Server-side means over the measured window, from /metrics (histogram sums and counts
+      // before and after): where the milliseconds of a request go.
+      while (System.nanoTime() < measureFrom) {
+        java.util.concurrent.locks.LockSupport.parkNanos(measureFrom - System.nanoTime());
+      }
+      Map<String, double[]> before = histograms(http, server.port());
       for (Thread th : threads) {
         th.join();
       }
+      Map<String, double[]> after = histograms(http, server.port());
+      StringBuilder where = new StringBuilder("  where (" + mode + ", server means):");
+      for (String h : after.keySet()) {
+        double[] a = after.get(h);
+        double[] b = before.getOrDefault(h, new double[2]);
+        double n = a[1] - b[1];
+        where.append(
+            String.format(
+                Locale.ROOT,
+                "  %s %.3f ms (n %d)",
+                h,
+                n == 0 ? 0 : (a[0] - b[0]) / n * 1e3,
+                (long) n));
+      }
+      System.out.println(where);
       int total = 0;
       for (int c : counts) {
         total += c;
@@ -283,6 +304,28 @@ public final class DurabilityLatency {
           pct(overhead, 99),
           pct(devices, 50));
     }
+  }
+
+  private static final Pattern HISTOGRAM =
+      Pattern.compile(
+          "^gpumeter_(queue_wait|time_to_first_token|step_duration|http_request_duration)"
+              + "_seconds_(sum|count)(?:\\{[^}]*})? (\\S+)$",
+          Pattern.MULTILINE);
+
+  /** Histogram name → {sum of seconds, count}, summed over label sets, from {@code /metrics}. */
+  private static Map<String, double[]> histograms(HttpClient http, int port) throws Exception {
+    String text =
+        http.send(
+                HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/metrics")).build(),
+                HttpResponse.BodyHandlers.ofString())
+            .body();
+    Map<String, double[]> out = new LinkedHashMap<>();
+    Matcher m = HISTOGRAM.matcher(text);
+    while (m.find()) {
+      double[] v = out.computeIfAbsent(m.group(1), k -> new double[2]);
+      v[m.group(2).equals("sum") ? 0 : 1] += Double.parseDouble(m.group(3));
+    }
+    return out;
   }
 
   /** Nearest-rank percentile. */
