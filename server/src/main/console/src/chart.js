@@ -18,7 +18,7 @@ function timeLabel(t, bucket) {
  * `format` turns an integer (Number or BigInt) into text; `totalAttr` names the data attribute
  * that carries the exact total (for tests and scripts).
  */
-export function stackedChart(host, { title, series, bucket, format, totalAttr, unitNote }) {
+export function stackedChart(host, { title, series, bucket, format, axis, totalAttr, unitNote }) {
   host.replaceChildren();
   const id = 'c' + Math.random().toString(36).slice(2, 8);
   const groups = series.groups;
@@ -59,7 +59,7 @@ export function stackedChart(host, { title, series, bucket, format, totalAttr, u
       scales: { x: { time: true } },
       axes: [
         { stroke: '#475569', grid: { stroke: '#e2e8f0' } },
-        { stroke: '#475569', grid: { stroke: '#e2e8f0' }, size: 80, values: (u, vals) => vals.map((v) => format(BigInt(Math.round(v)))) },
+        { stroke: '#475569', grid: { stroke: '#e2e8f0' }, size: 70, values: (u, vals) => vals.map(axis) },
       ],
       series: [{}, ...order.map((i) => ({ label: groups[i], stroke: PALETTE[i % PALETTE.length], fill: PALETTE[i % PALETTE.length], paths: bars, points: { show: false } }))],
     };

@@ -5,7 +5,7 @@ import './style.css';
 import { ApiError, NotAvailable, allPages, call, get, post, setCsrf } from './api.js';
 import { el, table, time } from './dom.js';
 import { gauge, stackedChart } from './chart.js';
-import { BUCKET_SECONDS, formatMicros, formatNs, fractionUsed, mergePages, rangeFor, toSeries } from './shape.js';
+import { BUCKET_SECONDS, axisMicros, axisNs, formatMicros, formatNs, fractionUsed, mergePages, rangeFor, toSeries } from './shape.js';
 
 const $ = (id) => document.getElementById(id);
 let session = null;
@@ -182,7 +182,7 @@ function usage(view) {
     try {
       const pages = await allPages('/v1/organization/usage/completions', params);
       const s = toSeries(mergePages(pages), { groupBy: state.group, metric: 'device_time_ns' });
-      stackedChart(timeHost, { title: 'Device time', series: s, bucket: state.bucket, format: formatNs, totalAttr: 'data-total-ns', unitNote: 'device time' });
+      stackedChart(timeHost, { title: 'Device time', series: s, bucket: state.bucket, format: formatNs, axis: axisNs, totalAttr: 'data-total-ns', unitNote: 'device time' });
     } catch (e) {
       timeHost.replaceChildren();
       problem(timeHost, e);
@@ -191,7 +191,7 @@ function usage(view) {
       const pages = await allPages('/v1/organization/costs', params);
       const s = toSeries(mergePages(pages), { groupBy: state.group, metric: 'cost_micros' });
       const currency = firstCurrency(pages);
-      stackedChart(costHost, { title: 'Spend' + (currency ? ' (' + currency.toUpperCase() + ')' : ''), series: s, bucket: state.bucket, format: formatMicros, totalAttr: 'data-total-micros', unitNote: 'currency units, exact to the micro-unit' });
+      stackedChart(costHost, { title: 'Spend' + (currency ? ' (' + currency.toUpperCase() + ')' : ''), series: s, bucket: state.bucket, format: formatMicros, axis: axisMicros, totalAttr: 'data-total-micros', unitNote: 'currency units, exact to the micro-unit' });
     } catch (e) {
       costHost.replaceChildren(el('h3', {}, 'Spend'));
       problem(costHost, e);
@@ -294,7 +294,9 @@ async function printable(host, id) {
     doc.append(table('Lines', [
       { label: 'model', value: (l) => l.model || '' },
       { label: 'device class', value: (l) => l.device_class || '' },
+      { label: 'requests', value: (l) => (l.requests === undefined ? '' : String(l.requests)) },
       { label: 'device time', value: (l) => (l.device_ns === undefined ? '' : formatNs(l.device_ns)) },
+      { label: 'unit price / device-s', value: (l) => (l.unit_price_micros_per_device_second === undefined ? '' : formatMicros(l.unit_price_micros_per_device_second)) },
       { label: 'amount', value: (l) => (l.amount_micros === undefined ? '' : formatMicros(l.amount_micros)) },
       { label: 'credits', value: (l) => (l.credits_micros === undefined ? '' : formatMicros(l.credits_micros)) },
       { label: 'due', value: (l) => (l.due_micros === undefined ? '' : formatMicros(l.due_micros)) },
@@ -329,7 +331,7 @@ function form(label, fields, onSubmit) {
     const values = Object.fromEntries(Object.entries(inputs).map(([k, i]) => [k, i.value.trim()]));
     try {
       const msg = await onSubmit(values);
-      out.textContent = msg || 'Done.';
+      out.textContent = msg === undefined ? 'Done.' : msg;
     } catch (e) {
       out.className = 'result error';
       out.textContent = e instanceof NotAvailable ? 'Not available on this server (' + e.path + ').' : e.message;

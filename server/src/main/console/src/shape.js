@@ -134,3 +134,19 @@ export function fractionUsed(used, included) {
   if (u >= i) return 1;
   return Number((u * 10000n) / i) / 10000;
 }
+
+/** A short axis label for a plotted nanosecond value (a Number): "250 ms", "1.5 s", "0". */
+export function axisNs(v) {
+  const a = Math.abs(v);
+  const units = [[3.6e12, ' h'], [1e9, ' s'], [1e6, ' ms'], [1e3, ' µs'], [1, ' ns']];
+  for (const [scale, unit] of units) {
+    if (a >= scale) return Number((v / scale).toPrecision(3)) + unit;
+  }
+  return '0';
+}
+
+/** A short axis label for a plotted micro-unit value (a Number), in currency units. */
+export function axisMicros(v) {
+  if (v === 0) return '0';
+  return String(Number((v / 1e6).toPrecision(3)));
+}

@@ -116,3 +116,15 @@ describe('formatting', () => {
     expect(fractionUsed(1, 3)).toBe(0.3333);
   });
 });
+
+describe('axis labels', () => {
+  it('are short and keep three significant digits', async () => {
+    const { axisNs, axisMicros } = await import('../src/shape.js');
+    expect(axisNs(0)).toBe('0');
+    expect(axisNs(250000000)).toBe('250 ms');
+    expect(axisNs(1500000000)).toBe('1.5 s');
+    expect(axisNs(12345)).toBe('12.3 µs');
+    expect(axisMicros(1234567)).toBe('1.23');
+    expect(axisMicros(0)).toBe('0');
+  });
+});

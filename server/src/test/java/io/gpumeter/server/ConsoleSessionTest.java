@@ -63,7 +63,7 @@ class ConsoleSessionTest {
 
   private static HttpRequest.Builder req(String path) {
     return HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + server.port() + path))
-        .timeout(Duration.ofSeconds(120));
+        .timeout(Duration.ofMinutes(2));
   }
 
   private static Reply send(HttpRequest r) throws Exception {
