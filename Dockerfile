@@ -4,6 +4,10 @@
 FROM eclipse-temurin:17-jdk AS build
 WORKDIR /src
 COPY . .
+# The Maven build also builds the web console with node 20 and npm (server/README.md, "Web console").
+COPY --from=node:20-bookworm-slim /usr/local/bin/node /usr/local/bin/node
+COPY --from=node:20-bookworm-slim /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
 RUN ./mvnw -q -B install -Dmaven.test.skip=true
 
 FROM eclipse-temurin:17-jre

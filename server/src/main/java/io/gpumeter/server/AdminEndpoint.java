@@ -42,7 +42,10 @@ import org.slf4j.LoggerFactory;
  * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
  * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token
  * is compared by SHA-256 digest in constant time. API keys are not admin tokens. A missing or wrong
- * token counts as a failed authentication of the client's address ({@link AuthThrottle}).
+ * token counts as a failed authentication of the client's address ({@link AuthThrottle}). A request
+ * without an {@code Authorization} header may instead carry an operator console session cookie
+ * ({@link ConsoleSessions}); its state-changing requests need the session's CSRF token, checked by
+ * {@link Routes} before this endpoint runs.
  *
  * <p>Keys are shown by id, prefix, account and created/revoked time, never their secret; the secret
  * of a created or rotated key is in that one response only. A revocation (or rotation) made here
@@ -197,8 +200,63 @@ final class AdminEndpoint {
     }
   }
 
+  /**
+   * Whether {@code presented} is the admin token (SHA-256 digests compared in constant time); false
+   * when the admin API is disabled.
+   */
+  boolean tokenMatches(String presented) {
+    return tokenDigest != null
+        && presented != null
+        && MessageDigest.isEqual(tokenDigest, sha256(presented));
+  }
+
+  /**
+   * Checks an operator's console sign-in: throttled and counted as a failed authentication like a
+   * wrong bearer token.
+   *
+   * @throws ApiException 404 when the admin API is disabled, 429 while throttled, 401 for a wrong
+   *     token
+   */
+  void checkOperatorSignIn(Exchange ex, String presented) {
+    if (!enabled()) {
+      throw new ApiException(
+          HttpResponseStatus.NOT_FOUND,
+          ApiException.INVALID_REQUEST,
+          "Operator sign-in is off: this server has no admin.token.",
+          "admin_token",
+          "admin_disabled");
+    }
+    throttle.check(ex.remoteAddress());
+    if (!tokenMatches(presented)) {
+      throttle.recordFailure(ex.remoteAddress());
+      log.warn("console operator sign-in with a wrong token from {}", ex.remoteAddress());
+      throw new ApiException(
+          HttpResponseStatus.UNAUTHORIZED,
+          ApiException.INVALID_REQUEST,
+          "Incorrect admin token.",
+          "admin_token",
+          "invalid_admin_token");
+    }
+  }
+
   private void checkToken(Exchange ex) {
     String header = ex.request().headers().get(HttpHeaderNames.AUTHORIZATION);
+    if (header == null && ex.console().cookieSent()) {
+      // An operator console session stands for the token (ConsoleSessions; CSRF is checked by
+      // Routes before any endpoint runs).
+      ConsoleSessions.Session s = ex.console().session();
+      if (s != null && s.kind() == ConsoleSessions.Kind.OPERATOR) {
+        return;
+      }
+      throw new ApiException(
+          HttpResponseStatus.UNAUTHORIZED,
+          ApiException.INVALID_REQUEST,
+          s == null
+              ? "Your console session has expired or was signed out; sign in again."
+              : "A key console session cannot call the admin API; sign in with the admin token.",
+          null,
+          s == null ? "session_expired" : "not_operator_session");
+    }
     String presented =
         header != null && header.regionMatches(true, 0, "Bearer ", 0, 7)
             ? header.substring(7).trim()

@@ -18,6 +18,9 @@ import org.slf4j.LoggerFactory;
  * checked against the {@link AuthThrottle} first (429 while it is throttled), then the header, on
  * the event loop; the lookup (cached, but it may go to the database) runs on the blocking executor.
  * Every 401 counts as a failure of the client's address.
+ *
+ * <p>A request without an {@code Authorization} header but with a console session cookie ({@link
+ * ConsoleSessions}) is authenticated by the key its session holds, through the same lookup.
  */
 final class Authenticator {
   private static final Logger log = LoggerFactory.getLogger(Authenticator.class);
@@ -43,12 +46,59 @@ final class Authenticator {
     SocketAddress from = ex.remoteAddress();
     throttle.check(from);
     try {
+      if (!ex.request().headers().contains(HttpHeaderNames.AUTHORIZATION)
+          && ex.console().cookieSent()) {
+        return authenticateSession(ex.console(), from);
+      }
       return authenticate(ex.request(), from);
     } catch (ApiException e) {
       if (e.status().equals(HttpResponseStatus.UNAUTHORIZED)) {
         throttle.recordFailure(from);
       }
       throw e;
+    }
+  }
+
+  /**
+   * Checks {@code key} as a sign-in to the console: throttled and counted like a bearer key.
+   *
+   * @return the key's principal, or a future failed with 401 / 503 as {@link #authenticate}
+   */
+  CompletableFuture<ApiKeyPrincipal> authenticateKey(Exchange ex, String key) {
+    SocketAddress from = ex.remoteAddress();
+    throttle.check(from);
+    return lookupAsync(key, from);
+  }
+
+  /**
+   * A request with no {@code Authorization} header but a console session cookie: the key of a key
+   * session, looked up again (cached; a revoked key is refused as for a bearer request). An unknown
+   * or expired session, or an operator session, is a 401.
+   */
+  private CompletableFuture<ApiKeyPrincipal> authenticateSession(
+      ConsoleSessions.Lookup console, SocketAddress from) {
+    ConsoleSessions.Session s = console.session();
+    if (s == null) {
+      throw unauthorized(
+          "Your console session has expired or was signed out; sign in again.", "session_expired");
+    }
+    if (s.kind() != ConsoleSessions.Kind.KEY) {
+      throw unauthorized(
+          "An operator console session cannot call the customer API; sign in with an API key.",
+          "operator_session");
+    }
+    return lookupAsync(s.apiKey(), from);
+  }
+
+  private CompletableFuture<ApiKeyPrincipal> lookupAsync(String key, SocketAddress from) {
+    if (!ApiKeys.isWellFormed(key)) {
+      throttle.recordFailure(from);
+      return CompletableFuture.failedFuture(incorrect(key));
+    }
+    try {
+      return CompletableFuture.supplyAsync(() -> lookup(key, from), blocking);
+    } catch (RejectedExecutionException e) {
+      throw overloaded();
     }
   }
 
@@ -72,15 +122,7 @@ final class Authenticator {
           "You didn't provide an API key after 'Bearer' in the Authorization header.",
           "missing_api_key");
     }
-    if (!ApiKeys.isWellFormed(key)) {
-      throttle.recordFailure(from);
-      return CompletableFuture.failedFuture(incorrect(key));
-    }
-    try {
-      return CompletableFuture.supplyAsync(() -> lookup(key, from), blocking);
-    } catch (RejectedExecutionException e) {
-      throw overloaded();
-    }
+    return lookupAsync(key, from);
   }
 
   private ApiKeyPrincipal lookup(String key, SocketAddress from) {

@@ -56,6 +56,7 @@ final class Exchange {
   private Runnable onUndelivered;
   private Runnable onFail;
   private boolean streaming;
+  private ConsoleSessions.Lookup console = ConsoleSessions.Lookup.NONE;
 
   Exchange(
       ApiHandler handler,
@@ -193,6 +194,19 @@ final class Exchange {
     return requestId;
   }
 
+  /**
+   * What the request's console session cookie resolved to ({@link ConsoleSessions#resolve}); set by
+   * {@link Routes#dispatch} before any endpoint runs. {@link ConsoleSessions.Lookup#NONE} when the
+   * request carries an {@code Authorization} header or no cookie.
+   */
+  ConsoleSessions.Lookup console() {
+    return console;
+  }
+
+  void console(ConsoleSessions.Lookup lookup) {
+    this.console = lookup;
+  }
+
   /** Runs if the client disconnects before the response (cancels a generation). */
   void onAbandon(Runnable r) {
     this.onAbandon = r;
@@ -276,6 +290,30 @@ final class Exchange {
     if (extraHeader != null) {
       resp.headers().set(extraHeader, extraValue);
     }
+    handler.send(this, resp);
+  }
+
+  /** Sends the response with {@code headers} added; takes ownership of {@code content}. */
+  void respond(
+      HttpResponseStatus status,
+      ByteBuf content,
+      CharSequence contentType,
+      io.netty.handler.codec.http.HttpHeaders headers) {
+    if (done) {
+      content.release();
+      return;
+    }
+    done = true;
+    FullHttpResponse resp =
+        new DefaultFullHttpResponse(
+            request.protocolVersion() == HttpVersion.HTTP_1_0
+                ? HttpVersion.HTTP_1_0
+                : HttpVersion.HTTP_1_1,
+            status,
+            content);
+    resp.headers().set(headers);
+    resp.headers().set(HttpHeaderNames.CONTENT_TYPE, contentType);
+    resp.headers().set(X_REQUEST_ID, requestId());
     handler.send(this, resp);
   }
 

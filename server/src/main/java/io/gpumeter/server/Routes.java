@@ -24,7 +24,9 @@ import java.util.concurrent.TimeUnit;
  * <p>Order of checks: unknown path (404), then method (405), then the endpoint's own authentication
  * (401) and validation (400). {@code /healthz}, {@code /readyz} and {@code /metrics} need no key;
  * everything under {@code /v1} does; {@code /admin/} takes the admin token and is a 404 when none
- * is configured.
+ * is configured. {@code /console} is the web console ({@link ConsoleEndpoint}): a request without
+ * {@code Authorization} may be authenticated by its session cookie instead, and its CSRF token is
+ * checked here, before any endpoint runs.
  */
 final class Routes {
   /** Longest a readiness probe waits for the database before answering degraded. */
@@ -45,6 +47,8 @@ final class Routes {
   private final Billing billing;
   private final Executor blocking;
   private final ModelAdmin modelAdmin;
+  private final ConsoleSessions consoleSessions;
+  private final ConsoleEndpoint console;
 
   Routes(
       Map<String, ModelEndpoint> models,
@@ -93,6 +97,8 @@ final class Routes {
             blocking,
             Clock.systemUTC(),
             new ModelAdminEndpoint(modelAdmin, blocking));
+    this.consoleSessions = new ConsoleSessions(Clock.systemUTC(), config.consoleSessionTtl());
+    this.console = new ConsoleEndpoint(consoleSessions, auth, admin);
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;
@@ -101,6 +107,7 @@ final class Routes {
 
   void dispatch(Exchange ex) {
     String path = ex.path();
+    checkConsoleSession(ex);
     switch (path) {
       case "/v1/completions" -> {
         allow(ex, HttpMethod.POST, "POST");
@@ -160,6 +167,10 @@ final class Routes {
             null);
       }
       default -> {
+        if (path.equals(ConsoleEndpoint.PREFIX) || path.startsWith(ConsoleEndpoint.PREFIX + "/")) {
+          console.handle(ex);
+          return;
+        }
         if (path.startsWith("/admin/")) {
           admin.handle(ex);
           return;
@@ -178,6 +189,44 @@ final class Routes {
         throw unknownUrl(ex);
       }
     }
+  }
+
+  /**
+   * Resolves the console session cookie of a request without an {@code Authorization} header
+   * ({@link ConsoleSessions}), and refuses (403 {@code csrf_token_invalid}) a state-changing
+   * request that a live session would authenticate unless its {@code X-CSRF-Token} is the session's
+   * token. Only the sign-in itself ({@code POST /console/session}) needs none: it does not use the
+   * cookie.
+   */
+  private void checkConsoleSession(Exchange ex) {
+    ConsoleSessions.Lookup lookup = consoleSessions.resolve(ex.request());
+    ex.console(lookup);
+    ConsoleSessions.Session s = lookup.session();
+    if (s == null || !changesState(ex.request().method())) {
+      return;
+    }
+    if (ex.request().method().equals(HttpMethod.POST)
+        && ex.path().equals(ConsoleEndpoint.SESSION_PATH)) {
+      return;
+    }
+    if (!s.csrfMatches(ex.request().headers().get(ConsoleEndpoint.CSRF_HEADER))) {
+      throw new ApiException(
+          HttpResponseStatus.FORBIDDEN,
+          ApiException.INVALID_REQUEST,
+          "A request authenticated by the console session cookie that changes state must carry"
+              + " the session's X-CSRF-Token header (from the sign-in answer or GET"
+              + " /console/session).",
+          null,
+          "csrf_token_invalid");
+    }
+  }
+
+  /** Every method but GET, HEAD, OPTIONS and TRACE. */
+  static boolean changesState(HttpMethod m) {
+    return !(m.equals(HttpMethod.GET)
+        || m.equals(HttpMethod.HEAD)
+        || m.equals(HttpMethod.OPTIONS)
+        || m.equals(HttpMethod.TRACE));
   }
 
   static ApiException unknownUrl(Exchange ex) {

@@ -62,6 +62,7 @@ public final class ServerConfig {
     k.put("auth.key_cache_ttl", "10s");
     k.put("auth.max_failures", "20");
     k.put("auth.failure_window", "60s");
+    k.put("console.session_ttl", "8h");
     k.put("http.max_body_bytes", "1048576");
     k.put("http.io_threads", "0");
     k.put("http.blocking_threads", "4");
@@ -110,6 +111,7 @@ public final class ServerConfig {
   private final Duration keyCacheTtl;
   private final int authMaxFailures;
   private final Duration authFailureWindow;
+  private final Duration consoleSessionTtl;
   private final int maxBodyBytes;
   private final int ioThreads;
   private final int blockingThreads;
@@ -183,6 +185,7 @@ public final class ServerConfig {
     keyCacheTtl = v.duration("auth.key_cache_ttl", Duration.ZERO);
     authMaxFailures = v.intIn("auth.max_failures", 1, 1_000_000);
     authFailureWindow = v.duration("auth.failure_window", Duration.ofSeconds(1));
+    consoleSessionTtl = v.duration("console.session_ttl", Duration.ofSeconds(1));
     maxBodyBytes = v.intIn("http.max_body_bytes", 1024, 256 * 1024 * 1024);
     ioThreads = v.intIn("http.io_threads", 0, 1024);
     blockingThreads = v.intIn("http.blocking_threads", 1, 256);
@@ -404,6 +407,11 @@ public final class ServerConfig {
 
   public Duration authFailureWindow() {
     return authFailureWindow;
+  }
+
+  /** How long a web console sign-in lasts (from the sign-in; {@link ConsoleSessions}). */
+  public Duration consoleSessionTtl() {
+    return consoleSessionTtl;
   }
 
   /** When a completion's response may leave: once its charge is durable, or once queued. */
