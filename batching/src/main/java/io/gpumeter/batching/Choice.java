@@ -6,5 +6,13 @@ package io.gpumeter.batching;
  * @param index the choice's index within its request, 0 to n - 1
  * @param tokens the tokens it generated (end-of-sequence excluded)
  * @param finishReason why this choice ended
+ * @param logprobs one per generated token, in order, when the request asked for logprobs ({@link
+ *     GenerationRequest#topLogprobs()} &ge; 0), else null
  */
-public record Choice(int index, int[] tokens, FinishReason finishReason) {}
+public record Choice(
+    int index, int[] tokens, FinishReason finishReason, java.util.List<TokenLogprob> logprobs) {
+  /** A choice without logprobs. */
+  public Choice(int index, int[] tokens, FinishReason finishReason) {
+    this(index, tokens, finishReason, null);
+  }
+}

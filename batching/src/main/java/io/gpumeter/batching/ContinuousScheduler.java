@@ -143,6 +143,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   private final long[] scratch;
   private final MutableStepReport report;
   private final Sampler sampler;
+  private final LogSoftmax logSoftmax;
+
+  /** A step row's raw logits, kept for logprobs while the sampler overwrites the row. */
+  private final float[] logprobScratch;
 
   /**
    * A request of {@code n > 1} choices taken from the queue that waits for {@code n} free slots.
@@ -210,6 +214,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.scratch = new long[2 * slots];
     this.report = new MutableStepReport(modelName, timer.info().device(), slots);
     this.sampler = new Sampler(vocabSize);
+    this.logSoftmax = new LogSoftmax(vocabSize);
+    this.logprobScratch = new float[vocabSize];
     this.forkScratch = new float[vocabSize];
     this.thread = new Thread(this::loop, "scheduler-" + modelName);
     this.thread.setDaemon(true);
@@ -594,21 +600,33 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       if (s.children != null && !s.forked && !fork(s, logits[row])) {
         continue;
       }
+      float[] raw = logits[row];
+      if (s.logprobs != null) {
+        System.arraycopy(raw, 0, logprobScratch, 0, vocabSize); // the sampler overwrites raw
+      }
       int token =
           sampler.sample(
-              logits[row],
+              raw,
               s.request.temperature(),
               s.request.sampling(),
               s.counts,
               s.seen,
               s.seenCount,
               s.rng);
-      emit(s, token);
+      emit(s, token, logprob(s, logprobScratch, token));
     }
     clearStepRefs(n);
   }
 
-  private void emit(Seq s, int token) {
+  /** The token's logprob when its request asked for them, else null; {@code raw} is unsampled. */
+  private TokenLogprob logprob(Seq s, float[] raw, int token) {
+    if (s.logprobs == null || eos[token]) {
+      return null;
+    }
+    return logSoftmax.of(raw, token, s.request.topLogprobs());
+  }
+
+  private void emit(Seq s, int token, TokenLogprob logprob) {
     if (eos[token]) {
       finish(s, FinishReason.STOP, null);
       return;
@@ -618,9 +636,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     if (s.counts != null && s.counts[token]++ == 0) {
       s.seen[s.seenCount++] = token;
     }
-    if (s.index == 0) {
-      s.request.listener().onToken(token);
+    if (s.logprobs != null) {
+      s.logprobs.add(logprob);
     }
+    s.request.listener().onChoiceToken(s.index, token, logprob);
     // Stop strings apply to choice 0 only; the server refuses stop strings with n > 1.
     if (s.index == 0 && s.request.stop().stopsAfter(token)) {
       finish(s, FinishReason.STOP, null); // a stop string: no step runs past it
@@ -674,8 +693,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     runningFigure = runningCount;
     for (Seq c : parent.children) {
       System.arraycopy(row, 0, forkScratch, 0, vocabSize);
-      emit(
-          c,
+      int token =
           sampler.sample(
               forkScratch,
               c.request.temperature(),
@@ -683,7 +701,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
               c.counts,
               c.seen,
               c.seenCount,
-              c.rng));
+              c.rng);
+      emit(c, token, logprob(c, row, token)); // row is still raw: the parent samples after
     }
     return true;
   }
@@ -749,7 +768,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     int generated = s.generated;
     FinishReason reason = s.reason;
     List<Choice> choices = new ArrayList<>(s.request.n());
-    choices.add(new Choice(0, s.generatedTokens(), s.reason));
+    choices.add(new Choice(0, s.generatedTokens(), s.reason, s.logprobList()));
     if (s.children != null) {
       for (Seq c : s.children) {
         prefillNs += c.prefillNs;
@@ -759,7 +778,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         if (severity(c.reason) > severity(reason)) {
           reason = c.reason;
         }
-        choices.add(new Choice(c.index, c.generatedTokens(), c.reason));
+        choices.add(new Choice(c.index, c.generatedTokens(), c.reason, c.logprobList()));
       }
     }
     long end = ticker.read();
@@ -866,6 +885,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     final int[] seen;
 
     int seenCount;
+
+    /** One per generated token (when the request asked for logprobs, else null). */
+    final ArrayList<TokenLogprob> logprobs;
+
     volatile boolean cancelled;
     boolean done;
     int length;
@@ -915,6 +938,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         this.counts = null;
         this.seen = null;
       }
+      this.logprobs =
+          request.topLogprobs() >= 0 ? new ArrayList<>(Math.min(request.maxTokens(), 64)) : null;
       int n = request.n();
       this.membersLeft = parent == null ? n : 0;
       if (parent == null && n > 1) {
@@ -925,6 +950,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       } else {
         this.children = null;
       }
+    }
+
+    List<TokenLogprob> logprobList() {
+      return logprobs == null ? null : List.copyOf(logprobs);
     }
 
     int[] generatedTokens() {

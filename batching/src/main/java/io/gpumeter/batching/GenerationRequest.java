@@ -23,6 +23,9 @@ import java.util.Objects;
  *     derived from {@code seed} and {@code i}.
  * @param stop ends the generation when its text reaches a stop string (choice 0; the server refuses
  *     stop strings with {@code n > 1}); may be {@link StopCondition#NONE}
+ * @param topLogprobs -1 for no logprobs; else every choice's generated tokens carry their {@link
+ *     TokenLogprob} with this many alternatives (0 to 20): on its {@link Choice} and, as each token
+ *     is generated, to the listener's {@link TokenListener#onChoiceToken}
  */
 public record GenerationRequest(
     String requestId,
@@ -37,7 +40,40 @@ public record GenerationRequest(
     String sessionId,
     SamplingOptions sampling,
     int n,
-    StopCondition stop) {
+    StopCondition stop,
+    int topLogprobs) {
+
+  /** A request without logprobs. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      String sessionId,
+      SamplingOptions sampling,
+      int n,
+      StopCondition stop) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        sessionId,
+        sampling,
+        n,
+        stop,
+        -1);
+  }
 
   /** A request without stop strings. */
   public GenerationRequest(
@@ -226,6 +262,10 @@ public record GenerationRequest(
     }
     if (n < 1) {
       throw new IllegalArgumentException("n must be >= 1, was " + n);
+    }
+    if (topLogprobs < -1 || topLogprobs > LogSoftmax.MAX_TOP) {
+      throw new IllegalArgumentException(
+          "topLogprobs must be -1 (none) or 0 to " + LogSoftmax.MAX_TOP + ", was " + topLogprobs);
     }
     if (timeoutNanos < 0) {
       throw new IllegalArgumentException("timeoutNanos must be >= 0, was " + timeoutNanos);

@@ -8,5 +8,17 @@ package io.gpumeter.batching;
 public interface TokenListener {
   TokenListener NONE = token -> {};
 
+  /** A token of choice 0, the only choice of most requests. */
   void onToken(int token);
+
+  /**
+   * A token of any choice, with its logprob when the request asked for logprobs (else null). The
+   * scheduler calls this for every generated token; by default choice 0's go to {@link #onToken}
+   * and the others are dropped.
+   */
+  default void onChoiceToken(int choice, int token, TokenLogprob logprob) {
+    if (choice == 0) {
+      onToken(token);
+    }
+  }
 }

@@ -2,6 +2,7 @@ package io.gpumeter.benchmarks;
 
 import io.gpumeter.batching.GenerationRequest;
 import io.gpumeter.batching.SamplingOptions;
+import io.gpumeter.batching.StopCondition;
 import io.gpumeter.batching.TokenListener;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Param;
@@ -16,7 +17,9 @@ import org.openjdk.jmh.annotations.Param;
  *   <li>{@code temperature}: temperature 0.8 and only end-of-sequence banned (so no generation
  *       ends): a softmax over the 257 logits and one draw per sequence;
  *   <li>{@code all}: temperature 0.8, {@code top_p} 0.9, {@code top_k} 40, both penalties, and a
- *       {@code logit_bias} of four tokens (end-of-sequence banned among them).
+ *       {@code logit_bias} of four tokens (end-of-sequence banned among them);
+ *   <li>{@code logprobs}: {@code temperature} plus logprobs with 5 alternatives per token (a copy
+ *       of the row, a log-sum-exp and a top-5 pass per sequence): compare with {@code temperature}.
  * </ul>
  *
  * The {@link NoopLanguageModel} writes no logits, so each row holds what the sampler left in it at
@@ -25,7 +28,7 @@ import org.openjdk.jmh.annotations.Param;
  * the distribution differs.
  */
 public class SamplingStepBenchmark extends SchedulerStepBenchmark {
-  @Param({"greedy", "temperature", "all"})
+  @Param({"greedy", "temperature", "all", "logprobs"})
   String sampling;
 
   @Override
@@ -44,8 +47,9 @@ public class SamplingStepBenchmark extends SchedulerStepBenchmark {
                 new float[] {-100, -5, 1.5f, 2})
             : new SamplingOptions(
                 1, 0, 0, 0, new int[] {NoopLanguageModel.EOS}, new float[] {-100});
+    String id = "sampling-bench-" + i;
     return new GenerationRequest(
-        "sampling-bench-" + i,
+        id,
         i + 1,
         1,
         prompt,
@@ -54,6 +58,10 @@ public class SamplingStepBenchmark extends SchedulerStepBenchmark {
         i,
         TimeUnit.HOURS.toNanos(1),
         TokenListener.NONE,
-        o);
+        id,
+        o,
+        1,
+        StopCondition.NONE,
+        sampling.equals("logprobs") ? 5 : -1);
   }
 }

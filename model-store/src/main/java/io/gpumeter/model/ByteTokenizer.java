@@ -92,6 +92,16 @@ public final class ByteTokenizer implements Tokenizer {
     return to;
   }
 
+  /** The byte itself for ids 0 to 255, nothing for a special id. */
+  @Override
+  public byte[] tokenBytes(int token) {
+    if (token < 0 || token >= vocabSize) {
+      throw new IllegalArgumentException(
+          "token id " + token + " outside vocabulary of " + vocabSize);
+    }
+    return token < BYTE_IDS ? new byte[] {(byte) token} : new byte[0];
+  }
+
   @Override
   public int vocabSize() {
     return vocabSize;

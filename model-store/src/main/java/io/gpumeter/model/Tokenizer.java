@@ -25,4 +25,13 @@ public interface Tokenizer {
   }
 
   int vocabSize();
+
+  /**
+   * The bytes of one token's text (UTF-8), as logprobs report them; empty for a special token. A
+   * token that holds only part of a character gives just its own bytes where the tokenizer knows
+   * them (byte-level tokenizers); the default decodes the token alone.
+   */
+  default byte[] tokenBytes(int token) {
+    return decode(new int[] {token}).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+  }
 }

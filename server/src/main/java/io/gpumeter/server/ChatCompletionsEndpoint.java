@@ -1,6 +1,7 @@
 package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
+import io.gpumeter.batching.Choice;
 import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.SamplingOptions;
 import io.gpumeter.billing.ApiKeyPrincipal;
@@ -94,6 +95,14 @@ final class ChatCompletionsEndpoint {
       tokens = new int[] {m.model().config().eosId()};
     }
     int[] promptTokens = tokens;
+    // The same sampling options, n and stop rules as /v1/completions.
+    int vocab = m.model().config().vocabSize();
+    SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
+    int n = CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning(), vocab).n();
+    int logprobs = LogprobParams.chat(p.body());
+    if (n > 1 && !p.stop().isEmpty()) {
+      throw ApiException.invalid("stop", "stop strings with n > 1 are not supported yet.");
+    }
     String session = CompletionsEndpoint.session(ex, p.user(), requestId);
     completions.withTicket(
         ex,
@@ -111,23 +120,35 @@ final class ChatCompletionsEndpoint {
                 p.stream(),
                 p.stop(),
                 CHAT,
-                new CompletionsEndpoint.Extras(session, SamplingOptions.NONE, 1, false, t)));
+                new CompletionsEndpoint.Extras(session, sampling, n, false, t, logprobs)));
   }
 
   static final CompletionsEndpoint.Answer CHAT =
       new CompletionsEndpoint.Answer() {
         @Override
-        public Json.Writer whole(String model, List<String> texts, GenerationResult result) {
-          return g -> writeChat(g, model, texts.get(0), result);
+        public Json.Writer whole(
+            String model,
+            List<String> texts,
+            GenerationResult result,
+            LogprobsJson logprobs,
+            List<LogprobsJson.Span> spans) {
+          return g -> writeChat(g, model, texts, result, logprobs, spans);
         }
 
         @Override
-        public SseStream.Format stream(String model, String requestId, long created) {
-          return new ChatChunks(model, requestId, created);
+        public SseStream.Format stream(
+            String model, String requestId, long created, LogprobsJson logprobs) {
+          return new ChatChunks(model, requestId, created, logprobs);
         }
       };
 
-  private static void writeChat(JsonGenerator g, String model, String text, GenerationResult r)
+  private static void writeChat(
+      JsonGenerator g,
+      String model,
+      List<String> texts,
+      GenerationResult r,
+      LogprobsJson logprobs,
+      List<LogprobsJson.Span> spans)
       throws IOException {
     UsageRecord u = r.usage();
     g.writeStartObject();
@@ -136,31 +157,45 @@ final class ChatCompletionsEndpoint {
     g.writeNumberField("created", u.startedAt().getEpochSecond());
     g.writeStringField("model", model);
     g.writeArrayFieldStart("choices");
-    g.writeStartObject();
-    g.writeNumberField("index", 0);
-    g.writeObjectFieldStart("message");
-    g.writeStringField("role", "assistant");
-    g.writeStringField("content", text);
-    g.writeNullField("refusal");
-    g.writeEndObject();
-    g.writeNullField("logprobs");
-    g.writeStringField("finish_reason", r.finishReason().openAiName());
-    g.writeEndObject();
+    for (Choice c : r.choices()) {
+      g.writeStartObject();
+      g.writeNumberField("index", c.index());
+      g.writeObjectFieldStart("message");
+      g.writeStringField("role", "assistant");
+      g.writeStringField("content", texts.get(c.index()));
+      g.writeNullField("refusal");
+      g.writeEndObject();
+      if (logprobs != null) {
+        logprobs.writeChat(g, "logprobs", spans.get(c.index()));
+      } else {
+        g.writeNullField("logprobs");
+      }
+      g.writeStringField("finish_reason", c.finishReason().openAiName());
+      g.writeEndObject();
+    }
     g.writeEndArray();
     CompletionsEndpoint.writeUsage(g, u);
     g.writeEndObject();
   }
 
-  /** {@code chat.completion.chunk} events: the role first, then content deltas, then usage. */
+  /**
+   * {@code chat.completion.chunk} events: the role first (for each choice), then content deltas
+   * (with their logprobs when asked for), then usage.
+   */
   static final class ChatChunks implements SseStream.Format {
     private final String model;
     private final String id;
     private final long created;
+    private final LogprobsJson logprobs;
 
-    ChatChunks(String model, String id, long created) {
+    /**
+     * @param logprobs writes the chunks' logprobs; null when the request did not ask for them
+     */
+    ChatChunks(String model, String id, long created, LogprobsJson logprobs) {
       this.model = model;
       this.id = id;
       this.created = created;
+      this.logprobs = logprobs;
     }
 
     private void head(JsonGenerator g) throws IOException {
@@ -172,12 +207,12 @@ final class ChatCompletionsEndpoint {
     }
 
     @Override
-    public Json.Writer opening() {
+    public Json.Writer opening(int index) {
       return g -> {
         head(g);
         g.writeArrayFieldStart("choices");
         g.writeStartObject();
-        g.writeNumberField("index", 0);
+        g.writeNumberField("index", index);
         g.writeObjectFieldStart("delta");
         g.writeStringField("role", "assistant");
         g.writeStringField("content", "");
@@ -191,18 +226,22 @@ final class ChatCompletionsEndpoint {
     }
 
     @Override
-    public Json.Writer text(String text, String finishReason) {
+    public Json.Writer text(int index, String text, String finishReason, LogprobsJson.Span lp) {
       return g -> {
         head(g);
         g.writeArrayFieldStart("choices");
         g.writeStartObject();
-        g.writeNumberField("index", 0);
+        g.writeNumberField("index", index);
         g.writeObjectFieldStart("delta");
         if (!text.isEmpty() || finishReason == null) {
           g.writeStringField("content", text);
         }
         g.writeEndObject();
-        g.writeNullField("logprobs");
+        if (lp != null && logprobs != null) {
+          logprobs.writeChat(g, "logprobs", lp);
+        } else {
+          g.writeNullField("logprobs");
+        }
         g.writeStringField("finish_reason", finishReason);
         g.writeEndObject();
         g.writeEndArray();

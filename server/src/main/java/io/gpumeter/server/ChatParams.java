@@ -20,6 +20,12 @@ import java.util.Set;
  * max_tokens} (not both), {@code temperature}, {@code seed}, {@code stop}, {@code stream}, {@code
  * stream_options}, {@code user} (ignored). Parameters this server does not implement are accepted
  * only with their neutral value, as for completions; any other parameter is refused.
+ *
+ * <p>Read later from {@code body}, once the model is known, through the same classes as for
+ * completions: the sampling parameters ({@link SamplingParams}), {@code n} ({@link
+ * CompletionOptions}), {@code logprobs} and {@code top_logprobs} ({@link LogprobParams#chat}).
+ *
+ * @param body the whole request body, for the parameters read after the model is known
  */
 record ChatParams(
     String model,
@@ -29,7 +35,8 @@ record ChatParams(
     Long seed,
     StreamParams stream,
     StopStrings stop,
-    String user) {
+    String user,
+    JsonNode body) {
 
   /** One message, its content already joined from its text parts. */
   record Message(String role, String content) {}
@@ -38,13 +45,6 @@ record ChatParams(
 
   private static final Map<String, String> NEUTRAL =
       Map.ofEntries(
-          Map.entry("n", "1"),
-          Map.entry("top_p", "1"),
-          Map.entry("presence_penalty", "0"),
-          Map.entry("frequency_penalty", "0"),
-          Map.entry("logprobs", "false"),
-          Map.entry("top_logprobs", "null"),
-          Map.entry("logit_bias", "{}"),
           Map.entry("tools", "null"),
           Map.entry("tool_choice", "null"),
           Map.entry("parallel_tool_calls", "null"),
@@ -63,7 +63,10 @@ record ChatParams(
           "user",
           "stream",
           "stream_options",
-          "stop");
+          "stop",
+          "n",
+          "logprobs",
+          "top_logprobs");
 
   /**
    * @throws ApiException 400 naming the parameter for every invalid request
@@ -91,7 +94,9 @@ record ChatParams(
     }
     for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
       String name = it.next();
-      if (!KNOWN.contains(name) && !NEUTRAL.containsKey(name)) {
+      if (!KNOWN.contains(name)
+          && !NEUTRAL.containsKey(name)
+          && !SamplingParams.NAMES.contains(name)) {
         throw ApiException.invalid(name, "Unrecognized request argument supplied: " + name);
       }
     }
@@ -155,7 +160,8 @@ record ChatParams(
         seed,
         stream,
         stop,
-        user == null ? null : user.textValue());
+        user == null ? null : user.textValue(),
+        root);
   }
 
   private static List<Message> messages(JsonNode root) {

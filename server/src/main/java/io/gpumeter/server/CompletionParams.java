@@ -18,9 +18,10 @@ import java.util.Set;
  * then {@code prompt} here is null and {@link CompletionOptions} reads them), {@code max_tokens},
  * {@code temperature}, {@code seed}, {@code user} (the session when no {@code X-Session-Id} header
  * is given: {@link SessionIds}), {@code stream} and {@code stream_options} ({@link StreamParams}),
- * {@code stop} ({@link StopStrings}). Parameters this server does not implement are accepted only
- * with their neutral value ({@code best_of: 1}, {@code logprobs: null}, ...), so a client never
- * silently gets something else than it asked for; any other parameter is refused.
+ * {@code stop} ({@link StopStrings}), {@code logprobs} ({@link LogprobParams}). Parameters this
+ * server does not implement are accepted only with their neutral value ({@code best_of: 1}, {@code
+ * suffix: null}), so a client never silently gets something else than it asked for; any other
+ * parameter is refused.
  *
  * <p>The sampling parameters ({@code top_p}, {@code top_k}, the penalties, {@code logit_bias}) are
  * accepted here by name and read by {@link SamplingParams} (and {@code n}, {@code echo} by {@link
@@ -45,8 +46,7 @@ record CompletionParams(
 
   /** Parameters accepted only with a neutral value: absent, null, or the value shown. */
   private static final Map<String, String> NEUTRAL =
-      Map.ofEntries(
-          Map.entry("best_of", "1"), Map.entry("logprobs", "null"), Map.entry("suffix", "null"));
+      Map.ofEntries(Map.entry("best_of", "1"), Map.entry("suffix", "null"));
 
   private static final Set<String> KNOWN =
       Set.of(
@@ -58,7 +58,8 @@ record CompletionParams(
           "user",
           "stream",
           "stream_options",
-          "stop");
+          "stop",
+          "logprobs");
 
   /**
    * @throws ApiException 400 naming the parameter for every invalid request

@@ -101,14 +101,18 @@ final class CompletionsEndpoint {
     SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
     CompletionOptions options =
         CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning(), vocab);
-    if (options.n() > 1 && p.stream().stream()) {
-      throw ApiException.invalid("n", "n > 1 cannot be streamed yet; stream with n: 1.");
-    }
     if (options.n() > 1 && !p.stop().isEmpty()) {
       throw ApiException.invalid("stop", "stop strings with n > 1 are not supported yet.");
     }
     if (options.echo() && p.stream().stream()) {
       throw ApiException.invalid("echo", "echo cannot be streamed yet; omit it or do not stream.");
+    }
+    int logprobs = LogprobParams.completion(p.body());
+    if (logprobs >= 0 && options.echo()) {
+      throw ApiException.invalid(
+          "logprobs",
+          "logprobs with echo would need the prompt's logprobs, which are not computed; omit one"
+              + " of them.");
     }
     int[] prompt =
         options.promptTokens() != null
@@ -136,7 +140,7 @@ final class CompletionsEndpoint {
                 p.stream(),
                 p.stop(),
                 COMPLETION,
-                new Extras(session, sampling, options.n(), options.echo(), t)));
+                new Extras(session, sampling, options.n(), options.echo(), t, logprobs)));
   }
 
   /**
@@ -147,13 +151,25 @@ final class CompletionsEndpoint {
    * @param n its number of choices
    * @param echo whether the prompt's text is put before each choice's
    * @param ticket its Idempotency-Key's claim, or null without one
+   * @param logprobs alternatives per token for logprobs, 0 to 20, or -1 for no logprobs
    */
   record Extras(
       String session,
       SamplingOptions sampling,
       int n,
       boolean echo,
-      IdempotencyGate.Ticket ticket) {}
+      IdempotencyGate.Ticket ticket,
+      int logprobs) {
+    /** Without logprobs. */
+    Extras(
+        String session,
+        SamplingOptions sampling,
+        int n,
+        boolean echo,
+        IdempotencyGate.Ticket ticket) {
+      this(session, sampling, n, echo, ticket, LogprobParams.NONE);
+    }
+  }
 
   /** The request's session: {@code X-Session-Id}, else {@code user}, else the request id. */
   static String session(Exchange ex, String user, String requestId) {
@@ -209,22 +225,37 @@ final class CompletionsEndpoint {
 
   /** How one endpoint writes its answer: whole, or as a stream of chunks. */
   interface Answer {
-    /** The whole answer; {@code texts} holds each choice's text, by index. */
-    Json.Writer whole(String model, List<String> texts, GenerationResult result);
+    /**
+     * The whole answer; {@code texts} holds each choice's text, by index, and {@code spans} each
+     * choice's logprobs ({@code logprobs} writes them), both null without logprobs.
+     */
+    Json.Writer whole(
+        String model,
+        List<String> texts,
+        GenerationResult result,
+        LogprobsJson logprobs,
+        List<LogprobsJson.Span> spans);
 
-    SseStream.Format stream(String model, String requestId, long created);
+    /** The chunks; {@code logprobs} is null without logprobs. */
+    SseStream.Format stream(String model, String requestId, long created, LogprobsJson logprobs);
   }
 
   static final Answer COMPLETION =
       new Answer() {
         @Override
-        public Json.Writer whole(String model, List<String> texts, GenerationResult result) {
-          return g -> writeCompletion(g, model, texts, result);
+        public Json.Writer whole(
+            String model,
+            List<String> texts,
+            GenerationResult result,
+            LogprobsJson logprobs,
+            List<LogprobsJson.Span> spans) {
+          return g -> writeCompletion(g, model, texts, result, logprobs, spans);
         }
 
         @Override
-        public SseStream.Format stream(String model, String requestId, long created) {
-          return new CompletionChunks(model, requestId, created);
+        public SseStream.Format stream(
+            String model, String requestId, long created, LogprobsJson logprobs) {
+          return new CompletionChunks(model, requestId, created, logprobs);
         }
       };
 
@@ -255,14 +286,17 @@ final class CompletionsEndpoint {
     long seed = seedOrNull != null ? seedOrNull : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
+    LogprobsJson logprobs = extras.logprobs() >= 0 ? new LogprobsJson(m.model().tokenizer()) : null;
     SseStream sse =
         stream.stream()
             ? new SseStream(
                 ex,
-                answer.stream(m.name(), requestId, System.currentTimeMillis() / 1000),
-                new IncrementalDecoder(m.model().tokenizer()),
-                stop.holdback(),
-                streamBufferBytes)
+                answer.stream(m.name(), requestId, System.currentTimeMillis() / 1000, logprobs),
+                () -> new IncrementalDecoder(m.model().tokenizer()),
+                stop::holdback,
+                streamBufferBytes,
+                logprobs != null,
+                extras.n())
             : null;
     GenerationRequest request =
         new GenerationRequest(
@@ -278,7 +312,8 @@ final class CompletionsEndpoint {
             extras.session(),
             extras.sampling(),
             extras.n(),
-            stop.condition(m.model().tokenizer()));
+            stop.condition(m.model().tokenizer()),
+            extras.logprobs());
     Generation generation;
     try {
       generation = m.scheduler().submit(request);
@@ -416,10 +451,18 @@ final class CompletionsEndpoint {
     }
     String echoed = extras.echo() ? m.model().tokenizer().decode(prompt) : "";
     List<String> texts = new ArrayList<>(result.choices().size());
+    LogprobsJson logprobs = extras.logprobs() >= 0 ? new LogprobsJson(m.model().tokenizer()) : null;
+    List<LogprobsJson.Span> spans = logprobs != null ? new ArrayList<>() : null;
     for (Choice c : result.choices()) {
-      texts.add(echoed + stop.cut(m.model().tokenizer().decode(c.tokens())));
+      String text = stop.cut(m.model().tokenizer().decode(c.tokens()));
+      texts.add(echoed + text);
+      if (logprobs != null) {
+        // only the tokens that begin before a stop string that was cut off
+        int[] offsets = logprobs.offsets(c.tokens());
+        spans.add(LogprobsJson.Span.of(c.logprobs(), offsets, LogprobsJson.kept(offsets, text)));
+      }
     }
-    Json.Writer whole = answer.whole(m.name(), texts, result);
+    Json.Writer whole = answer.whole(m.name(), texts, result, logprobs, spans);
     // The receipt: the device time charged, equal to the stored charge (invariant 8).
     String deviceNs = Long.toString(usage.deviceNs());
     IdempotencyGate.Ticket ticket = extras.ticket();
@@ -548,7 +591,12 @@ final class CompletionsEndpoint {
   }
 
   private static void writeCompletion(
-      JsonGenerator g, String model, List<String> texts, GenerationResult result)
+      JsonGenerator g,
+      String model,
+      List<String> texts,
+      GenerationResult result,
+      LogprobsJson logprobs,
+      List<LogprobsJson.Span> spans)
       throws IOException {
     UsageRecord u = result.usage();
     g.writeStartObject();
@@ -561,7 +609,11 @@ final class CompletionsEndpoint {
       g.writeStartObject();
       g.writeStringField("text", texts.get(c.index()));
       g.writeNumberField("index", c.index());
-      g.writeNullField("logprobs");
+      if (logprobs != null) {
+        logprobs.writeCompletion(g, "logprobs", spans.get(c.index()), 0);
+      } else {
+        g.writeNullField("logprobs");
+      }
       g.writeStringField("finish_reason", c.finishReason().openAiName());
       g.writeEndObject();
     }

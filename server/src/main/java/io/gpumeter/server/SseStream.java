@@ -4,6 +4,7 @@ import io.gpumeter.batching.FinishReason;
 import io.gpumeter.batching.Generation;
 import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.TokenListener;
+import io.gpumeter.batching.TokenLogprob;
 import io.gpumeter.model.IncrementalDecoder;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
@@ -11,12 +12,16 @@ import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelFuture;
 import io.netty.channel.EventLoop;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * One streamed generation written as server-sent events: {@code data: {chunk}\n\n} per event,
- * ending with {@code data: [DONE]\n\n}, OpenAI's wire format.
+ * One streamed generation (one choice or several) written as server-sent events: {@code data:
+ * {chunk}\n\n} per event, ending with {@code data: [DONE]\n\n}, OpenAI's wire format.
  *
  * <p><b>Threads:</b> {@link #listener()} runs on the scheduler thread for every generated token; it
  * only hands the token id to the connection's event loop ({@link EventLoop#execute}, a non-blocking
@@ -35,7 +40,15 @@ import org.slf4j.LoggerFactory;
  * generation is cancelled at its next step and charged for the steps it ran (invariant 2). So a
  * stream never makes the server buffer more than that bound plus one event.
  *
- * <p><b>Delivery:</b> the stream counts as delivered once the write of the chunk that carries the
+ * <p><b>Choices:</b> with {@code n > 1} every choice has its own decoder and its own chunks, each
+ * carrying the choice's {@code index}; the chunks of different choices interleave in the order the
+ * scheduler produced their tokens, and each choice ends with its own {@code finish_reason} chunk.
+ *
+ * <p><b>Logprobs:</b> each text chunk carries the logprobs of the tokens that begin in the text
+ * sent so far (a token held back by the decoder or a stop-string holdback waits for the chunk that
+ * sends its text; the tokens of a stop string that is cut off are never sent).
+ *
+ * <p><b>Delivery:</b> the stream counts as delivered once the writes of every chunk that carries a
  * {@code finish_reason} succeeded (the whole text is then with the kernel). {@link #delivered()}
  * tells the abandon hook whether a finished generation's answer reached the client (invariant 15).
  */
@@ -49,33 +62,87 @@ final class SseStream {
   /** Writes the JSON of one chunk; {@code text} is the new text (may be empty). */
   interface Format {
     /** The first event, before any text (chat: {@code delta.role}); null for none. */
-    Json.Writer opening();
+    default Json.Writer opening() {
+      return opening(0);
+    }
 
-    Json.Writer text(String text, String finishReason);
+    /** The first event of choice {@code index}, before its text; null for none. */
+    Json.Writer opening(int index);
+
+    default Json.Writer text(String text, String finishReason) {
+      return text(0, text, finishReason, null);
+    }
+
+    /**
+     * A chunk of choice {@code index}: its new text, its finish reason (null until the last chunk),
+     * and the logprobs of the tokens whose text it completes (null when not asked for).
+     */
+    Json.Writer text(int index, String text, String finishReason, LogprobsJson.Span logprobs);
 
     Json.Writer usage(GenerationResult result);
   }
 
   private final Exchange ex;
   private final Format format;
-  private final IncrementalDecoder decoder;
-  private final StopStrings.Holdback holdback;
   private final long maxUnsentBytes;
+  private final boolean logprobs;
+  private final Lane[] lanes;
+  private int unfinished;
   private Generation generation;
   private boolean delivered;
   private boolean dropped;
 
+  /**
+   * One choice's text: its decoder, its stop-string holdback and, with logprobs, the logprobs of
+   * its tokens not sent yet with the text offsets they begin at.
+   */
+  private static final class Lane {
+    final IncrementalDecoder decoder;
+    final StopStrings.Holdback holdback;
+    final List<TokenLogprob> pending = new ArrayList<>();
+    int[] pendingOffsets = new int[16];
+    int decodedChars;
+    int sentChars;
+
+    Lane(IncrementalDecoder decoder, StopStrings.Holdback holdback) {
+      this.decoder = decoder;
+      this.holdback = holdback;
+    }
+  }
+
+  /** A stream of one choice without logprobs. */
   SseStream(
       Exchange ex,
       Format format,
       IncrementalDecoder decoder,
       StopStrings.Holdback holdback,
       long maxUnsentBytes) {
+    this(ex, format, () -> decoder, () -> holdback, maxUnsentBytes, false, 1);
+  }
+
+  /**
+   * @param decoders a new decoder for each choice
+   * @param holdbacks a new stop-string holdback for each choice
+   * @param logprobs whether the tokens carry logprobs: each text chunk then carries those of the
+   *     tokens that begin in its choice's text sent so far
+   * @param n the request's choices: each has its own chunks, which carry its {@code index}
+   */
+  SseStream(
+      Exchange ex,
+      Format format,
+      Supplier<IncrementalDecoder> decoders,
+      Supplier<StopStrings.Holdback> holdbacks,
+      long maxUnsentBytes,
+      boolean logprobs,
+      int n) {
     this.ex = ex;
     this.format = format;
-    this.decoder = decoder;
-    this.holdback = holdback;
     this.maxUnsentBytes = maxUnsentBytes;
+    this.logprobs = logprobs;
+    this.lanes = new Lane[n];
+    for (int i = 0; i < n; i++) {
+      lanes[i] = new Lane(decoders.get(), holdbacks.get());
+    }
   }
 
   /** A {@code data:} event holding the JSON {@code writer} writes (the caller owns the buffer). */
@@ -84,52 +151,105 @@ final class SseStream {
         Unpooled.wrappedBuffer(DATA), Json.write(alloc, writer), Unpooled.wrappedBuffer(END));
   }
 
-  /** The scheduler-side listener: hands each token to the event loop. */
+  /**
+   * The scheduler-side listener: hands each token of every choice to the event loop; {@code also}
+   * sees choice 0's tokens on the scheduler thread.
+   */
   TokenListener listener(TokenListener also) {
     EventLoop loop = ex.loop();
-    return token -> {
-      also.onToken(token);
-      loop.execute(() -> onToken(token));
+    return new TokenListener() {
+      @Override
+      public void onToken(int token) {
+        onChoiceToken(0, token, null);
+      }
+
+      @Override
+      public void onChoiceToken(int choice, int token, TokenLogprob logprob) {
+        if (choice == 0) {
+          also.onToken(token);
+        }
+        loop.execute(() -> SseStream.this.onToken(choice, token, logprob));
+      }
     };
   }
 
-  /** Sends the head (and the opening event); the generation is cancelled if the stream is cut. */
+  /** Sends the head (and the opening events); the generation is cancelled if the stream is cut. */
   void start(Generation generation) {
     this.generation = generation;
     if (!ex.startStream()) {
       return;
     }
-    Json.Writer opening = format.opening();
-    if (opening != null) {
-      write(opening);
+    for (int i = 0; i < lanes.length; i++) {
+      Json.Writer opening = format.opening(i);
+      if (opening != null) {
+        write(opening);
+      }
     }
   }
 
-  private void onToken(int token) {
+  private void onToken(int choice, int token, TokenLogprob logprob) {
     if (ex.isDone()) {
       return;
     }
-    String text = holdback.offer(decoder.add(token));
+    Lane lane = lanes[choice];
+    String piece = lane.decoder.add(token);
+    if (logprobs && logprob != null) {
+      if (lane.pending.size() == lane.pendingOffsets.length) {
+        lane.pendingOffsets = Arrays.copyOf(lane.pendingOffsets, lane.pendingOffsets.length * 2);
+      }
+      lane.pendingOffsets[lane.pending.size()] = lane.decodedChars;
+      lane.pending.add(logprob);
+    }
+    lane.decodedChars += piece.length();
+    String text = lane.holdback.offer(piece);
     if (!text.isEmpty()) {
-      write(format.text(text, null));
+      lane.sentChars += text.length();
+      write(format.text(choice, text, null, takeLogprobs(lane)));
     }
   }
 
   /**
-   * The generation finished with STOP or LENGTH: the rest of the text and the finish reason. The
-   * caller then waits for the charge and calls {@link #close}.
+   * The waiting logprobs of the tokens that begin in the lane's text sent so far (they leave the
+   * wait); null without logprobs.
+   */
+  private LogprobsJson.Span takeLogprobs(Lane lane) {
+    if (!logprobs) {
+      return null;
+    }
+    int n = 0;
+    while (n < lane.pending.size() && lane.pendingOffsets[n] < lane.sentChars) {
+      n++;
+    }
+    List<TokenLogprob> taken = List.copyOf(lane.pending.subList(0, n));
+    int[] offsets = Arrays.copyOf(lane.pendingOffsets, n);
+    lane.pending.subList(0, n).clear();
+    System.arraycopy(lane.pendingOffsets, n, lane.pendingOffsets, 0, lane.pending.size());
+    return LogprobsJson.Span.of(taken, offsets, n);
+  }
+
+  /**
+   * The generation finished with STOP or LENGTH: each choice's rest of the text and finish reason.
+   * The caller then waits for the charge and calls {@link #close}.
    */
   void finish(GenerationResult result) {
-    String text = holdback.offer(decoder.flush()) + holdback.finish();
-    String reason = result.finishReason().openAiName();
-    ChannelFuture f = write(format.text(text, reason));
-    if (f != null) {
-      f.addListener(
-          w -> {
-            if (w.isSuccess()) {
-              delivered = true;
-            }
-          });
+    unfinished = lanes.length;
+    for (int i = 0; i < lanes.length; i++) {
+      Lane lane = lanes[i];
+      String text = lane.holdback.offer(lane.decoder.flush()) + lane.holdback.finish();
+      lane.sentChars += text.length();
+      FinishReason why =
+          i < result.choices().size()
+              ? result.choices().get(i).finishReason()
+              : result.finishReason();
+      ChannelFuture f = write(format.text(i, text, why.openAiName(), takeLogprobs(lane)));
+      if (f != null) {
+        f.addListener(
+            w -> {
+              if (w.isSuccess() && --unfinished == 0) {
+                delivered = true; // every choice's finishing chunk went out
+              }
+            });
+      }
     }
   }
 

@@ -448,7 +448,7 @@ class OpenAiClientTest {
             Map.entry("{" + chat + ",\"max_completion_tokens\":0}", "max_completion_tokens"),
             Map.entry("{" + chat + ",\"max_completion_tokens\":1.5}", "max_completion_tokens"),
             Map.entry("{" + chat + ",\"temperature\":3}", "temperature"),
-            Map.entry("{" + chat + ",\"n\":2}", "n"),
+            Map.entry("{" + chat + ",\"n\":0}", "n"),
             Map.entry("{" + chat + ",\"functions\":[]}", "functions"));
     for (var e : chatCases.entrySet()) {
       assertBadRequest("/v1/chat/completions", e.getKey(), e.getValue());

@@ -157,11 +157,10 @@ class OpenAiSamplingTest {
 
   @Test
   void combinationsNotSupportedYetAre400sNamingTheParameter() {
-    // n > 1 is not streamed, stop strings apply to one choice, echo is not streamed
-    // (server/README.md): each combination is refused before anything is generated.
+    // stop strings apply to one choice, echo is not streamed (server/README.md): each
+    // combination is refused before anything is generated.
     List<Map.Entry<Map<String, Object>, String>> cases =
         List.of(
-            Map.entry(Map.of("n", 2, "stream", true), "n"),
             Map.entry(Map.of("n", 2, "stop", "a"), "stop"),
             Map.entry(Map.of("echo", true, "stream", true), "echo"));
     for (Map.Entry<Map<String, Object>, String> c : cases) {
@@ -197,7 +196,7 @@ class OpenAiSamplingTest {
             Map.entry("n", new Object[] {0, 129, 1.5, "two"}),
             Map.entry("echo", new Object[] {"yes", 1}),
             Map.entry("suffix", new Object[] {"after"}),
-            Map.entry("logprobs", new Object[] {2}),
+            Map.entry("logprobs", new Object[] {6, -1, "two"}),
             Map.entry("best_of", new Object[] {2}));
     for (Map.Entry<String, Object[]> e : bad.entrySet()) {
       for (Object value : e.getValue()) {
