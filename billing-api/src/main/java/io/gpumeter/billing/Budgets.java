@@ -27,9 +27,26 @@ public interface Budgets {
    */
   CompletableFuture<Reservation> reserve(Meter meter, long accountId, long estimateNs);
 
-  /** A served model's price key; see {@link #meter}. */
+  /**
+   * A served model's price key and its recent device cost per token; see {@link #meter}. The
+   * estimate starts at {@link #DEFAULT_NS_PER_TOKEN} and follows the model's charged steps: a step
+   * costlier per token than the estimate raises it at once, a cheaper one lowers it by an eighth of
+   * the difference (quick to become more careful, slow to become less).
+   */
   interface Meter {
+    /** Before any step was measured: 5 ms of device time per token (conservative on purpose). */
+    long DEFAULT_NS_PER_TOKEN = 5_000_000;
+
     String model();
+
+    /**
+     * Feeds one charged step: {@code measuredNs} for {@code tokens} tokens. Called by one thread
+     * (the model's scheduler); never blocks.
+     */
+    void observeStep(long measuredNs, int tokens);
+
+    /** The recent device-ns per token. */
+    long nsPerToken();
   }
 
   /** One request's reservation. Thread-safe; settle once. */

@@ -2,6 +2,7 @@ package io.gpumeter.billing.budget;
 
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.Budgets;
+import io.gpumeter.billing.InsufficientQuotaException;
 import java.math.BigDecimal;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -121,9 +122,13 @@ public final class LeasedBudgets implements Budgets, AutoCloseable {
     long now = nanoTime.getAsLong();
     AccountBudget a = accounts.get(accountId);
     if (a != null) {
-      Reservation r = a.tryReserve(m, est, now, false);
-      if (r != null) {
-        return CompletableFuture.completedFuture(r);
+      try {
+        Reservation r = a.tryReserve(m, est, now, false);
+        if (r != null) {
+          return CompletableFuture.completedFuture(r);
+        }
+      } catch (InsufficientQuotaException e) {
+        return CompletableFuture.failedFuture(e);
       }
     }
     // No state, no valid lease, an unknown price, or the lease is short: renew on the budget
@@ -383,6 +388,7 @@ public final class LeasedBudgets implements Budgets, AutoCloseable {
     final String device;
     final String deviceName;
     private final ConcurrentHashMap<String, Long> prices = new ConcurrentHashMap<>();
+    private volatile long nsPerToken = DEFAULT_NS_PER_TOKEN;
 
     DefaultMeter(String model, String device, String deviceName) {
       this.model = model;
@@ -393,6 +399,21 @@ public final class LeasedBudgets implements Budgets, AutoCloseable {
     @Override
     public String model() {
       return model;
+    }
+
+    @Override
+    public void observeStep(long measuredNs, int tokens) {
+      if (tokens <= 0 || measuredNs <= 0) {
+        return;
+      }
+      long sample = measuredNs / tokens;
+      long now = nsPerToken;
+      nsPerToken = sample >= now ? sample : now - (now - sample) / 8;
+    }
+
+    @Override
+    public long nsPerToken() {
+      return nsPerToken;
     }
 
     boolean pricedFor(String currency) {
