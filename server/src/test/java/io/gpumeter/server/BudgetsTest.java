@@ -123,13 +123,14 @@ class BudgetsTest {
         "exhausted");
     assertInsufficientQuota(http.post("/v1/completions", paused.plaintext(), body(8)), "suspended");
 
-    try (OpenAIClient openai =
+    OpenAIClient openai =
         OpenAIOkHttpClient.builder()
             .apiKey(broke.plaintext())
             .baseUrl("http://127.0.0.1:" + server.port() + "/v1")
             .maxRetries(0)
             .timeout(Duration.ofSeconds(120))
-            .build()) {
+            .build();
+    try {
       assertThatThrownBy(
               () ->
                   openai
@@ -147,6 +148,8 @@ class BudgetsTest {
                 assertThat(e.code()).hasValue("insufficient_quota");
                 assertThat(e.type()).hasValue("insufficient_quota");
               });
+    } finally {
+      openai.close();
     }
     assertThat(rows(broke.keyId()) + rows(paused.keyId())).as("nothing charged").isZero();
     assertThat(chargedSteps.get()).as("no device time spent").isEqualTo(stepsBefore);
