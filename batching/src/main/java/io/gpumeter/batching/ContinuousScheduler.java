@@ -254,6 +254,12 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   @Override
   public Generation submit(GenerationRequest request) {
+    return submit(request, StepGuard.NONE);
+  }
+
+  @Override
+  public Generation submit(GenerationRequest request, StepGuard guard) {
+    Objects.requireNonNull(guard, "guard");
     if (!accepting) {
       rejected.incrementAndGet();
       throw new AdmissionRejectedException(
@@ -320,6 +326,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long timeout =
         request.timeoutNanos() > 0 ? request.timeoutNanos() : config.defaultTimeoutNanos();
     Seq seq = new Seq(this, request, now, saturatedAdd(now, timeout), clock.instant());
+    seq.guard = guard;
     inbox.add(seq);
     LockSupport.unpark(thread);
     return seq;
@@ -460,6 +467,15 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         finish(s, FinishReason.TIMEOUT, null);
       }
     }
+    // Budgets: a request whose guard refuses the next step stops here, before it (the steps it
+    // ran are charged; at most one step past its funds: the one that was already running).
+    for (int i = runningCount - 1; i >= 0; i--) {
+      Seq s = running[i];
+      Seq g = s.parent != null ? s.parent : s;
+      if (g.guard != StepGuard.NONE && !s.done && !guardAllows(g)) {
+        finishGroup(g, FinishReason.INSUFFICIENT_QUOTA);
+      }
+    }
     retireNow = now;
     if (held != null && expiredWhileWaiting(held)) {
       Seq h = held;
@@ -470,6 +486,33 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       return;
     }
     waiting.removeIf(expiredWhileWaiting, retireWaiting);
+  }
+
+  /** Asks the request's guard with the whole request's time so far and its last step's share. */
+  private static boolean guardAllows(Seq g) {
+    long used = g.prefillNs + g.decodeNs;
+    long last = g.lastShare;
+    if (g.children != null) {
+      for (Seq c : g.children) {
+        used += c.prefillNs + c.decodeNs;
+        if (!c.done) {
+          last += c.lastShare;
+        }
+      }
+    }
+    return g.guard.mayStep(used, last);
+  }
+
+  /** Ends every running choice of the request {@code g} with {@code reason}. */
+  private void finishGroup(Seq g, FinishReason reason) {
+    if (g.children != null) {
+      for (Seq c : g.children) {
+        if (!c.done && c.slot >= 0) {
+          finish(c, reason, null);
+        }
+      }
+    }
+    finish(g, reason, null);
   }
 
   private boolean expiredWhileWaiting(Seq s) {
@@ -568,6 +611,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         s.firstStepNanos = startNanos;
       }
       s.steps++;
+      s.lastShare = step.share(row);
       if (stepPrefill[row]) {
         s.prefillNs += step.share(row);
       } else {
@@ -785,7 +829,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long queueNs = Math.max(0, (s.firstStepNanos >= 0 ? s.firstStepNanos : end) - s.submitNanos);
     UsageStatus status =
         switch (reason) {
-          case STOP, LENGTH -> UsageStatus.OK;
+          case STOP, LENGTH, INSUFFICIENT_QUOTA -> UsageStatus.OK;
           case CANCELLED -> UsageStatus.CANCELLED;
           case TIMEOUT -> UsageStatus.TIMEOUT;
           case ERROR -> UsageStatus.FAILED;
@@ -832,7 +876,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   /** Which reason a request with several choices reports: the worst of them. */
   private static int severity(FinishReason r) {
     return switch (r) {
-      case STOP, LENGTH -> 0;
+      case STOP, LENGTH, INSUFFICIENT_QUOTA -> 0;
       case CANCELLED -> 1;
       case TIMEOUT -> 2;
       case ERROR -> 3;
@@ -899,6 +943,13 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long prefillNs;
     long decodeNs;
     int steps;
+
+    /** This choice's share of its last step (the guard's estimate of the next). */
+    long lastShare;
+
+    /** Consulted before each step (on choice 0; set once before the sequence is queued). */
+    StepGuard guard = StepGuard.NONE;
+
     final KvMeter kv = new KvMeter();
 
     Seq(

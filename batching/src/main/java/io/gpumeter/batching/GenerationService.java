@@ -11,6 +11,14 @@ public interface GenerationService {
    */
   Generation submit(GenerationRequest request);
 
+  /**
+   * Queues a generation whose every step must be allowed by {@code guard} first (budgets: a request
+   * whose account ran dry stops at the next step). Never blocks.
+   *
+   * @throws AdmissionRejectedException as {@link #submit(GenerationRequest)}
+   */
+  Generation submit(GenerationRequest request, StepGuard guard);
+
   /** Current figures (queue length, running sequences, last step). */
   SchedulerStats stats();
 }

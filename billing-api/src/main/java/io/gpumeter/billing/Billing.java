@@ -59,6 +59,7 @@ public final class Billing implements AutoCloseable {
   private final ScheduledExecutorService measuredFlusher;
   private final io.gpumeter.billing.ledger.ChargeVoids chargeVoids;
   private final IdempotencyKeys idempotencyKeys;
+  private final io.gpumeter.billing.budget.LeasedBudgets budgets;
   private volatile boolean closed;
 
   private Billing(Database database, boolean ownsDatabase, BillingConfig config) {
@@ -71,6 +72,13 @@ public final class Billing implements AutoCloseable {
         new io.gpumeter.billing.idempotency.JdbcIdempotencyKeys(
             database.dataSource(), config.clock());
     this.accounting = new Accounting(database.dataSource(), config.clock());
+    // A fresh name per process: a dead replica's leases expire by themselves.
+    this.budgets =
+        new io.gpumeter.billing.budget.LeasedBudgets(
+            database.dataSource(),
+            "replica-" + java.util.UUID.randomUUID(),
+            System::nanoTime,
+            true);
     LedgerConfig lc = config.ledger();
     // Measured time rides with the ledger's batches (same transaction or outbox group); a report
     // first has the ledger write what is pending.
@@ -259,6 +267,14 @@ public final class Billing implements AutoCloseable {
   }
 
   /**
+   * Budgets enforced before the work: admission reservations against this replica's leases of each
+   * account's funds (docs/DESIGN.md, "Budgets").
+   */
+  public Budgets budgets() {
+    return budgets;
+  }
+
+  /**
    * Accounts, prices, plans, credits, balances and invoices (blocking database calls). Its {@link
    * Accounting#chargeCost(String)} gives a request's priced cost once its charge is stored.
    */
@@ -382,6 +398,7 @@ public final class Billing implements AutoCloseable {
     closed = true;
     List<Runnable> steps = new ArrayList<>();
     steps.add(invalidations::close);
+    steps.add(budgets::close); // returns this replica's leases
     if (measuredFlusher != null) {
       steps.add(measuredFlusher::shutdownNow);
     }

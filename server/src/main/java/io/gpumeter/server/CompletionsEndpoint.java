@@ -10,6 +10,7 @@ import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.SamplingOptions;
 import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.Budgets;
 import io.gpumeter.billing.LedgerFullException;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerUnavailableException;
@@ -283,6 +284,118 @@ final class CompletionsEndpoint {
         throw billingRefuses(health.reason());
       }
     }
+    // The budget: reserve the estimate before any device time (at once while this replica's lease
+    // covers it; else after a renewal on the budget thread). Refused: 429 insufficient_quota.
+    CompletableFuture<Budgets.Reservation> reserved =
+        BudgetAdmission.reserve(
+            billing.budgets(), m, principal.accountId(), prompt, maxTokens, extras.n());
+    reserved.whenCompleteAsync(
+        (reservation, refused) -> {
+          if (ex.isDone()) {
+            if (reservation != null) {
+              reservation.settle(0); // the client left while the budget was being renewed
+            }
+            return;
+          }
+          if (refused != null) {
+            ex.fail(BudgetAdmission.refusal(refused));
+            return;
+          }
+          try {
+            start(
+                ex,
+                requestId,
+                principal,
+                m,
+                prompt,
+                maxTokens,
+                temperature,
+                seedOrNull,
+                stream,
+                stop,
+                answer,
+                extras,
+                reservation);
+          } catch (Exception | Error e) {
+            ex.fail(e);
+          }
+        },
+        ex.loop());
+  }
+
+  /** Submission and the answer, once the budget reserved the estimate ({@code reservation}). */
+  private void start(
+      Exchange ex,
+      String requestId,
+      ApiKeyPrincipal principal,
+      ModelEndpoint m,
+      int[] prompt,
+      int maxTokens,
+      double temperature,
+      Long seedOrNull,
+      StreamParams stream,
+      StopStrings stop,
+      Answer answer,
+      Extras extras,
+      Budgets.Reservation reservation) {
+    Submitted submitted;
+    try {
+      submitted =
+          submit(
+              ex,
+              requestId,
+              principal,
+              m,
+              prompt,
+              maxTokens,
+              temperature,
+              seedOrNull,
+              stream,
+              stop,
+              answer,
+              extras,
+              reservation);
+    } catch (RuntimeException | Error e) {
+      reservation.settle(0); // nothing ran
+      throw e;
+    }
+    // Settled with the charge once it is recorded; nothing is charged when it could not be.
+    submitted
+        .generation()
+        .result()
+        .whenComplete(
+            (r, err) -> {
+              if (r == null) {
+                reservation.settle(0);
+              } else {
+                r.durable()
+                    .whenComplete(
+                        (ok, notDurable) ->
+                            reservation.settle(notDurable == null ? r.usage().deviceNs() : 0));
+              }
+            });
+    follow(ex, requestId, m, prompt, stream, stop, answer, extras, submitted);
+  }
+
+  /** A submitted generation with what follows it: its metrics observer and its stream, if any. */
+  private record Submitted(
+      Generation generation, ModelMetrics.GenerationObserver observer, SseStream sse) {}
+
+  /** Builds the request and submits it with the reservation as its step guard. */
+  private Submitted submit(
+      Exchange ex,
+      String requestId,
+      ApiKeyPrincipal principal,
+      ModelEndpoint m,
+      int[] prompt,
+      int maxTokens,
+      double temperature,
+      Long seedOrNull,
+      StreamParams stream,
+      StopStrings stop,
+      Answer answer,
+      Extras extras,
+      Budgets.Reservation reservation) {
     long seed = seedOrNull != null ? seedOrNull : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
@@ -314,12 +427,27 @@ final class CompletionsEndpoint {
             extras.n(),
             stop.condition(m.model().tokenizer()),
             extras.logprobs());
-    Generation generation;
     try {
-      generation = m.scheduler().submit(request);
+      return new Submitted(m.scheduler().submit(request, reservation::mayStep), observer, sse);
     } catch (AdmissionRejectedException e) {
       throw rejected(e);
     }
+  }
+
+  /** Cancellation on disconnect, the durability wait and the answer (streamed or whole). */
+  private void follow(
+      Exchange ex,
+      String requestId,
+      ModelEndpoint m,
+      int[] prompt,
+      StreamParams stream,
+      StopStrings stop,
+      Answer answer,
+      Extras extras,
+      Submitted submitted) {
+    Generation generation = submitted.generation();
+    ModelMetrics.GenerationObserver observer = submitted.observer();
+    SseStream sse = submitted.sse();
     // Observed before the response is written, and also when the client has left.
     CompletableFuture<GenerationResult> observed = generation.result().whenComplete(observer);
     ex.onAbandon(
@@ -429,7 +557,9 @@ final class CompletionsEndpoint {
             usage.deviceNs(),
             cause);
       }
-      if (reason == FinishReason.STOP || reason == FinishReason.LENGTH) {
+      if (reason == FinishReason.STOP
+          || reason == FinishReason.LENGTH
+          || reason == FinishReason.INSUFFICIENT_QUOTA) {
         // The charge may still be stored later (e.g. a commit that only timed out, or the
         // outbox): the client gets a 503 instead of the answer, so the charge is voided.
         voidCharge(usage.requestId(), VoidReason.NOT_DURABLE);

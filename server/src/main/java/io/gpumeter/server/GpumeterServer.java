@@ -198,6 +198,10 @@ public final class GpumeterServer implements AutoCloseable {
             recorder,
             new StepMetricsListener(
                 metrics.modelMetrics(name, served.timer().info().device()), stepListener));
+    // the budget's per-token estimate of this model follows its charged steps
+    steps =
+        BudgetAdmission.estimating(
+            BudgetAdmission.meter(billing.budgets(), name, served.timer().info()), steps);
     // The model store already put these reports in the counters; this is their one way into
     // reconciliation (and to the caller's listener).
     for (StepReport system : served.systemReports()) {

@@ -273,7 +273,9 @@ final class SseStream {
   }
 
   static boolean finished(GenerationResult r) {
-    return r.finishReason() == FinishReason.STOP || r.finishReason() == FinishReason.LENGTH;
+    return r.finishReason() == FinishReason.STOP
+        || r.finishReason() == FinishReason.LENGTH
+        || r.finishReason() == FinishReason.INSUFFICIENT_QUOTA; // an answer, cut short
   }
 
   private ChannelFuture write(Json.Writer writer) {
