@@ -11,6 +11,8 @@
 #   4 overhead       steps/s with the CUDA timer vs no timer (target >= 99% on a ~1 ms step)
 #   5 e2e            the server on cuda:0 with the bundled model: completions, /v1/usage, /metrics
 #   6 attribution    calibrated vs default weights against marginal costs on cuda:0 (issue 18)
+#   7 replicas       one replica per GPU (devices=all), 32 clients, one replica killed mid-run:
+#                    the others serve, drift 0 per device (issue 17; SKIP with fewer than 2 GPUs)
 # Full logs: $OUT/gpu-check.log; RESULT lines: $OUT/results.txt; the table: $OUT/table.txt (and last
 # on stdout).
 set -uo pipefail
@@ -196,6 +198,23 @@ if [ -d models ] && ls models/*/model.json >/dev/null 2>&1; then
     --models-dir models --device cuda:0 --batches 12 --repeats 21 --calib-repeats 7
 else
   echo "RESULT check=attribution status=SKIP reason=no_models/*/model.json" | tee -a "$results"
+fi
+
+# ---------------------------------------------------------------- 7 replicas, one per GPU (issue 17)
+# The CPU test's scenario (MultiDeviceTest) on every GPU of the machine: devices=all, 32 clients,
+# the last replica's next step made to throw halfway (--kill); every other replica must keep
+# serving and reconciliation must show drift 0 on every device. Needs two GPUs or more: with one
+# or none it is a SKIP that says so.
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+if [ "${gpus:-0}" -lt 2 ]; then
+  echo "RESULT check=replicas status=SKIP reason=${gpus:-0}_gpu(s)_needs_2_or_more" | tee -a "$results"
+elif [ -d models ] && ls models/*/model.json >/dev/null 2>&1; then
+  replica_model=$(python3 -c "import json,glob; print(json.load(open(sorted(glob.glob('models/*/model.json'))[0]))['name'])")
+  run_check replicas 200 "${JAVA[@]}" io.gpumeter.benchmarks.ReplicaThroughput \
+    --models models --model "$replica_model" --devices all --clients 32 --seconds 20 --warmup 5 \
+    --max-tokens 16 --kill --min-replicas 2
+else
+  echo "RESULT check=replicas status=SKIP reason=no_models/*/model.json" | tee -a "$results"
 fi
 
 # ---------------------------------------------------------------- logs and the table

@@ -21,7 +21,6 @@ import java.util.List;
 import java.util.Objects;
 import java.util.SplittableRandom;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -39,12 +38,12 @@ import org.slf4j.LoggerFactory;
  * else, including every call into the model, happens on one scheduler thread. Submissions go
  * through a lock-free inbox ({@link ConcurrentLinkedQueue}) and wake the thread with {@link
  * LockSupport#unpark}; a single {@link AtomicInteger} bounds the number waiting (full: {@link
- * AdmissionRejectedException.Reason#QUEUE_FULL}, mapped to 429), and a count per API key in a
- * {@link ConcurrentHashMap} bounds each key's share of it ({@link
- * SchedulerConfig#maxQueuedPerKey()}), so one key flooding the server is refused before the queue
- * is full for the others. A key's entry is removed when its count drops to zero. Cancellation is a
- * volatile flag read at the next step. Result futures are completed on the scheduler thread, so
- * their dependants must hand off and never block.
+ * AdmissionRejectedException.Reason#QUEUE_FULL}, mapped to 429), and a count per API key in {@link
+ * KeyShares} bounds each key's share of it ({@link SchedulerConfig#maxQueuedPerKey()}), so one key
+ * flooding the server is refused before the queue is full for the others (the replicas of a model
+ * share one {@link KeyShares}, so the share holds for the model). Cancellation is a volatile flag
+ * read at the next step. Result futures are completed on the scheduler thread, so their dependants
+ * must hand off and never block.
  *
  * <p><b>The step loop:</b> each iteration (1) drains the inbox into the per-key {@link FairQueue},
  * (2) retires cancelled and timed-out sequences, waiting or running, (3) admits waiting requests
@@ -60,6 +59,12 @@ import org.slf4j.LoggerFactory;
  * batching a request arriving a moment later joins at the next step, so waiting for company only
  * adds latency), unless {@code batchWindowNanos} is set (default 0), in which case the first
  * arrival after idle waits that long for company.
+ *
+ * <p><b>Failure of the device:</b> {@link #fail} takes the scheduler out of service from any
+ * thread, also from a {@link StepListener} that sees a failed step (the {@link ReplicaRouter} does
+ * this for a model with several replicas): the loop stops at once, and every request still on it,
+ * running or waiting, ends with {@link FinishReason#ERROR} and that cause, charged for the steps it
+ * ran. {@link #failNextStep} injects a model error into the next step (tests, drills).
  *
  * <p><b>Fairness:</b> waiting requests are queued per API key in a {@link FairQueue}, and keys take
  * turns at admission. A key flooding the server therefore gets one admission per turn, like any
@@ -115,9 +120,23 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   private final ConcurrentLinkedQueue<Seq> inbox = new ConcurrentLinkedQueue<>();
   private final AtomicInteger queued = new AtomicInteger();
-  private final ConcurrentHashMap<Long, AtomicInteger> queuedPerKey = new ConcurrentHashMap<>();
+  private final KeyShares keyShares;
+
+  /** Tokens the waiting requests stand for (prompt + max_tokens × n each): the router's load. */
+  private final AtomicLong waitingTokens = new AtomicLong();
+
   private final AtomicLong rejected = new AtomicLong();
   private volatile boolean accepting = true;
+
+  /** Set by {@link #fail}: every request still here ends with this error. */
+  private volatile Throwable failCause;
+
+  /** A fault injected by {@link #failNextStep}: the next step throws it instead of running. */
+  private volatile RuntimeException injectedFault;
+
+  /** Set when the loop has ended; a submission that sees it takes its request back. */
+  private volatile boolean terminated;
+
   private volatile long drainDeadline = Long.MAX_VALUE;
   private volatile boolean stopRequested;
   private final Thread thread;
@@ -179,6 +198,36 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       Ticker ticker,
       Clock clock,
       StepListener stepListener) {
+    this(
+        model,
+        timer,
+        counters,
+        sink,
+        config,
+        ticker,
+        clock,
+        stepListener,
+        KeyShares.of(config),
+        "scheduler-" + model.config().name());
+  }
+
+  /**
+   * As the other constructor, for one replica of a model among several: {@code keyShares} is shared
+   * by the model's replicas (the per-key share of the queue holds for the model as a whole), and
+   * the thread is named {@code threadName}.
+   */
+  public ContinuousScheduler(
+      LanguageModel model,
+      StepTimer timer,
+      DeviceTimeCounters counters,
+      UsageSink sink,
+      SchedulerConfig config,
+      Ticker ticker,
+      Clock clock,
+      StepListener stepListener,
+      KeyShares keyShares,
+      String threadName) {
+    this.keyShares = Objects.requireNonNull(keyShares, "keyShares");
     this.model = Objects.requireNonNull(model, "model");
     this.timer = Objects.requireNonNull(timer, "timer");
     this.counters = Objects.requireNonNull(counters, "counters");
@@ -217,7 +266,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     this.logSoftmax = new LogSoftmax(vocabSize);
     this.logprobScratch = new float[vocabSize];
     this.forkScratch = new float[vocabSize];
-    this.thread = new Thread(this::loop, "scheduler-" + modelName);
+    this.thread = new Thread(this::loop, threadName);
     this.thread.setDaemon(true);
     this.thread.start();
   }
@@ -300,19 +349,19 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             "logit bias token id " + t + " outside vocabulary of " + vocabSize);
       }
     }
-    if (!acquireKeyShare(request.apiKeyId())) {
+    if (!keyShares.tryAcquire(request.apiKeyId())) {
       rejected.incrementAndGet();
       throw new AdmissionRejectedException(
           AdmissionRejectedException.Reason.QUEUE_FULL,
           "this API key already has "
-              + config.maxQueuedPerKey()
+              + keyShares.maxPerKey()
               + " requests waiting for model "
               + modelName
               + " (its share of the queue); retry later");
     }
     if (queued.incrementAndGet() > config.queueCapacity()) {
       queued.decrementAndGet();
-      releaseKeyShare(request.apiKeyId());
+      keyShares.release(request.apiKeyId());
       rejected.incrementAndGet();
       throw new AdmissionRejectedException(
           AdmissionRejectedException.Reason.QUEUE_FULL,
@@ -327,37 +376,74 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         request.timeoutNanos() > 0 ? request.timeoutNanos() : config.defaultTimeoutNanos();
     Seq seq = new Seq(this, request, now, saturatedAdd(now, timeout), clock.instant());
     seq.guard = guard;
+    waitingTokens.addAndGet(seq.waitingTokens());
     inbox.add(seq);
+    if (terminated && inbox.remove(seq)) {
+      // the loop ended (shut down or failed) after the check above and will not see it
+      leaveQueue(seq);
+      rejected.incrementAndGet();
+      throw new AdmissionRejectedException(
+          AdmissionRejectedException.Reason.SHUTTING_DOWN,
+          "model " + modelName + " on " + timer.info().device() + " stopped serving");
+    }
     LockSupport.unpark(thread);
     return seq;
   }
 
-  /** Counts one more waiting request for {@code key}; false if the key already has its share. */
-  private boolean acquireKeyShare(long key) {
-    int max = config.maxQueuedPerKey();
-    if (max >= config.queueCapacity()) {
-      return true; // only the total bound applies
-    }
-    boolean[] admitted = new boolean[1];
-    queuedPerKey.compute(
-        key,
-        (k, n) -> {
-          AtomicInteger count = n == null ? new AtomicInteger() : n;
-          if (count.get() < max) {
-            count.incrementAndGet();
-            admitted[0] = true;
-          }
-          return count.get() == 0 ? null : count;
-        });
-    return admitted[0];
+  /** A waiting request left the queue: admitted, retired, cancelled or taken back. */
+  private void leaveQueue(Seq s) {
+    queued.decrementAndGet();
+    keyShares.release(s.request.apiKeyId());
+    waitingTokens.addAndGet(-s.waitingTokens());
   }
 
-  /** A waiting request of {@code key} left the queue (admitted, retired or cancelled). */
-  private void releaseKeyShare(long key) {
-    if (config.maxQueuedPerKey() >= config.queueCapacity()) {
-      return;
-    }
-    queuedPerKey.computeIfPresent(key, (k, n) -> n.decrementAndGet() <= 0 ? null : n);
+  /**
+   * Tokens the requests waiting here stand for: each one's prompt plus {@code max_tokens} for each
+   * of its choices. The router sends a request to the replica with the fewest.
+   */
+  public long waitingTokens() {
+    return waitingTokens.get();
+  }
+
+  /** Which timer and device this scheduler measures with. */
+  public io.gpumeter.metering.TimerInfo timerInfo() {
+    return timer.info();
+  }
+
+  /**
+   * The label of the device this scheduler runs on ({@code cpu}, {@code cpu:N}, {@code cuda:N}).
+   */
+  public String device() {
+    return timer.info().device();
+  }
+
+  /**
+   * Takes this scheduler out of service at once: it admits nothing more, and every request on it,
+   * running or waiting, ends at its next step with {@link FinishReason#ERROR} and {@code cause},
+   * charged for the steps it ran. Does not wait (it may be called on the scheduler thread, from a
+   * {@link StepListener}); {@link #shutdown} then only joins the thread.
+   */
+  public void fail(Throwable cause) {
+    Objects.requireNonNull(cause, "cause");
+    failCause = cause;
+    accepting = false;
+    stopRequested = true;
+    LockSupport.unpark(thread);
+  }
+
+  /** The error this scheduler was taken out of service with ({@link #fail}), else null. */
+  public Throwable failure() {
+    return failCause;
+  }
+
+  /**
+   * Fault injection (tests, drills): the next step, instead of calling the model, throws {@code
+   * fault}, as a model error would. The step is still timed and its time split among its sequences,
+   * which fail with it.
+   */
+  public void failNextStep(RuntimeException fault) {
+    injectedFault = Objects.requireNonNull(fault, "fault");
+    LockSupport.unpark(thread);
   }
 
   @Override
@@ -371,6 +457,11 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         lastStepTokens,
         completed.get(),
         rejected.get());
+  }
+
+  /** Refuses new submissions from now on (the first half of {@link #shutdown}); never blocks. */
+  public void stopAdmitting() {
+    accepting = false;
   }
 
   /**
@@ -401,6 +492,9 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       while (true) {
         try {
           drainInbox();
+          if (failCause != null) {
+            break;
+          }
           long now = ticker.read();
           if (stopRequested && (now - drainDeadline >= 0 || idle())) {
             break;
@@ -431,10 +525,13 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         }
       }
     } finally {
-      // Whatever is left ends now, each with its record.
+      // Whatever is left ends now, each with its record; a submission from now on takes its
+      // request back (submit), so none is left in the inbox unseen.
+      terminated = true;
       drainInbox();
+      Throwable failed = failCause;
       for (int i = runningCount - 1; i >= 0; i--) {
-        finish(running[i], FinishReason.CANCELLED, null);
+        finish(running[i], failed != null ? FinishReason.ERROR : FinishReason.CANCELLED, failed);
       }
       if (held != null) {
         cancelWaiting(held);
@@ -520,15 +617,15 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
   }
 
   private void retireWaiting(Seq s) {
-    queued.decrementAndGet();
-    releaseKeyShare(s.request.apiKeyId());
+    leaveQueue(s);
     finish(s, s.cancelled ? FinishReason.CANCELLED : FinishReason.TIMEOUT, null);
   }
 
+  /** At the end of the loop: cancelled, or failed with the scheduler ({@link #fail}). */
   private void cancelWaiting(Seq s) {
-    queued.decrementAndGet();
-    releaseKeyShare(s.request.apiKeyId());
-    finish(s, FinishReason.CANCELLED, null);
+    leaveQueue(s);
+    Throwable failed = failCause;
+    finish(s, failed != null ? FinishReason.ERROR : FinishReason.CANCELLED, failed);
   }
 
   private void admit() {
@@ -543,8 +640,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         break;
       }
       held = null;
-      queued.decrementAndGet();
-      releaseKeyShare(s.request.apiKeyId());
+      leaveQueue(s);
       s.slot = freeSlots[--freeSlotCount];
       running[runningCount++] = s;
       if (s.children != null) {
@@ -597,6 +693,11 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long measured;
     StepTimer.Span span = timer.begin();
     try {
+      RuntimeException fault = injectedFault;
+      if (fault != null) {
+        injectedFault = null;
+        throw fault;
+      }
       model.step(batch, cache, logits);
     } catch (RuntimeException | Error e) {
       failure = e;
@@ -629,9 +730,19 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
     if (failure != null) {
       log.error(
-          "model step failed for {} ({} sequences, {} tokens)", modelName, n, tokens, failure);
+          "model step failed for {} on {} ({} sequences, {} tokens)",
+          modelName,
+          timer.info().device(),
+          n,
+          tokens,
+          failure);
+      // taken out of service by a listener (the replica router) for this failure: say so
+      Throwable why = failCause != null ? failCause : failure;
+      if (why != failure && why.getCause() == null) {
+        why.initCause(failure);
+      }
       for (int row = 0; row < n; row++) {
-        finish(stepSeqs[row], FinishReason.ERROR, failure);
+        finish(stepSeqs[row], FinishReason.ERROR, why);
       }
       clearStepRefs(n);
       return;
@@ -1005,6 +1116,11 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
     List<TokenLogprob> logprobList() {
       return logprobs == null ? null : List.copyOf(logprobs);
+    }
+
+    /** The tokens this request stands for while it waits: prompt + max_tokens × n. */
+    long waitingTokens() {
+      return promptLen + (long) request.maxTokens() * request.n();
     }
 
     int[] generatedTokens() {

@@ -8,7 +8,9 @@ import java.util.Objects;
  *
  * @param timerKind {@code host} (monotonic host clock around a step whose outputs were copied to
  *     the host) or {@code cuda-event} (CUDA events on the stream the model runs on)
- * @param device {@code cpu} or {@code cuda:N}
+ * @param device {@code cpu}, {@code cuda:N}, or {@code cpu:N} for replica N of a model that runs
+ *     several replicas on the CPU (one per configured {@code cpu} entry); the label is the device's
+ *     key wherever time is broken down per device (ledger rows, reconciliation, metrics)
  * @param deviceName human readable device name (CPU model or GPU name)
  * @param deviceUuid GPU UUID, or empty on CPU
  * @param driverVersion CUDA driver version, or empty on CPU
@@ -29,6 +31,29 @@ public record TimerInfo(
     deviceUuid = deviceUuid == null ? "" : deviceUuid;
     driverVersion = driverVersion == null ? "" : driverVersion;
     cudaVersion = cudaVersion == null ? "" : cudaVersion;
+  }
+
+  /**
+   * The device's index on this node: {@code N} of {@code cuda:N} (the CUDA ordinal) or of {@code
+   * cpu:N} (the CPU replica's number), 0 for plain {@code cpu} and any other label.
+   */
+  public int deviceIndex() {
+    int colon = device.lastIndexOf(':');
+    if (colon < 0 || colon == device.length() - 1) {
+      return 0;
+    }
+    for (int i = colon + 1; i < device.length(); i++) {
+      if (device.charAt(i) < '0' || device.charAt(i) > '9') {
+        return 0;
+      }
+    }
+    String digits = device.substring(colon + 1);
+    return digits.length() > 9 ? 0 : Integer.parseInt(digits);
+  }
+
+  /** This provenance with another device label (a CPU replica's {@code cpu:N}). */
+  public TimerInfo withDevice(String label) {
+    return new TimerInfo(timerKind, label, deviceName, deviceUuid, driverVersion, cudaVersion);
   }
 
   /** The host timer on the CPU. */

@@ -24,6 +24,8 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.Objects;
 import org.slf4j.Logger;
@@ -64,6 +66,9 @@ public final class DjlLanguageModel implements LanguageModel {
   private final InputBuffer lastIndexIn = new InputBuffer();
   private boolean closed;
   private Thread configuredThread;
+
+  /** Intra-op threads of the CPU engine for the threads that run this model; 0: the default. */
+  private volatile int intraOpThreads;
 
   /**
    * Whether TorchScript's graph executor may profile and optimise the model's methods. Off unless
@@ -183,6 +188,32 @@ public final class DjlLanguageModel implements LanguageModel {
         ENGINE,
         Engine.getEngine(ENGINE).getVersion());
     return m;
+  }
+
+  /**
+   * Runs this model's CPU work on {@code threads} intra-op threads (from the next call on a thread
+   * that has not run it yet): CPU replicas of a model share the cores, so each takes one. libtorch
+   * keeps this setting for the process, so every CPU model then uses it.
+   */
+  public void useIntraOpThreads(int threads) {
+    if (threads < 1) {
+      throw new IllegalArgumentException("intra-op threads must be at least 1, got " + threads);
+    }
+    intraOpThreads = threads;
+    configuredThread = null;
+  }
+
+  /** Every GPU DJL's PyTorch engine sees, or the CPU when it sees none. */
+  static List<Device> allDevices() {
+    int count = gpuCount();
+    if (count == 0) {
+      return List.of(Device.cpu());
+    }
+    List<Device> out = new ArrayList<>();
+    for (int i = 0; i < count; i++) {
+      out.add(Device.gpu(i));
+    }
+    return out;
   }
 
   /**
@@ -457,6 +488,10 @@ public final class DjlLanguageModel implements LanguageModel {
     Thread current = Thread.currentThread();
     if (current != configuredThread) {
       JniUtils.setGraphExecutorOptimize(GRAPH_OPTIMIZER);
+      int threads = intraOpThreads;
+      if (threads > 0) {
+        JniUtils.setNumThreads(threads);
+      }
       configuredThread = current;
     }
   }

@@ -1,6 +1,7 @@
 package io.gpumeter.model;
 
 import io.gpumeter.metering.DeviceTimeCounters;
+import io.gpumeter.metering.RelabeledStepTimer;
 import io.gpumeter.metering.StepReport;
 import io.gpumeter.metering.StepTimer;
 import io.gpumeter.metering.StepTimerFactory;
@@ -36,18 +37,31 @@ public final class ModelStore implements AutoCloseable {
   private static final int[] WARMUP_DECODE_BATCHES = {1, 4, WARMUP_SLOTS};
   private static final int WARMUP_PREFILL = 32;
 
-  /** Guarded by {@code this}; load order. */
+  /** Guarded by {@code this}; load order. The first replica of each model. */
   private final Map<String, ServedModel> models;
+
+  /** Every replica of each model, the first one first; guarded by {@code this}. */
+  private final Map<String, List<ServedModel>> replicas = new LinkedHashMap<>();
 
   /** Directories that failed to load, with the reason; guarded by {@code this}. */
   private final Map<Path, String> failures = new LinkedHashMap<>();
 
-  private final Loader loader;
+  /** The loaders of a model's replicas, by model name: one per device it runs on. */
+  private final Function<String, List<Loader>> loaders;
+
   private final StepTimerFactory timers;
 
-  private ModelStore(Map<String, ServedModel> models, Loader loader, StepTimerFactory timers) {
-    this.models = new LinkedHashMap<>(models);
-    this.loader = loader;
+  private ModelStore(
+      Map<String, List<ServedModel>> served,
+      Function<String, List<Loader>> loaders,
+      StepTimerFactory timers) {
+    this.models = new LinkedHashMap<>();
+    served.forEach(
+        (name, list) -> {
+          models.put(name, list.get(0));
+          replicas.put(name, List.copyOf(list));
+        });
+    this.loaders = loaders;
     this.timers = timers;
   }
 
@@ -73,9 +87,89 @@ public final class ModelStore implements AutoCloseable {
    * Loads one model onto a device known before loading.
    *
    * @param device {@code cpu} or {@code cuda:N}, where {@code load} puts the models
+   * @param label the device label the replica's timer reports: {@code device}, or {@code cpu:N} for
+   *     CPU replica N of a model with several CPU replicas
    * @param load loads one model
    */
-  record Loader(String device, Function<ModelConfig, LanguageModel> load) {}
+  record Loader(String device, String label, Function<ModelConfig, LanguageModel> load) {
+    Loader(String device, Function<ModelConfig, LanguageModel> load) {
+      this(device, device, load);
+    }
+  }
+
+  /**
+   * Loads and warms every model directory under {@code modelsDir} as {@link #openEach(Path, String,
+   * StepTimerFactory)} does, but each model once per device that {@code devicesOf} lists for it:
+   * one replica per device, each with its own timer, counters and system time (its load and
+   * warm-up, on its own device). A model whose list has one entry is served as before.
+   *
+   * @param devicesOf the device options of a model by name: {@code auto}, {@code cpu}, {@code
+   *     cuda:N} or {@code all} (every GPU the engine sees, else the CPU); see {@link
+   *     #replicaDevices}
+   */
+  public static ModelStore openEach(
+      Path modelsDir, Function<String, List<String>> devicesOf, StepTimerFactory timers) {
+    Objects.requireNonNull(devicesOf, "devicesOf");
+    return openReplicas(modelsDir, name -> djlLoaders(devicesOf.apply(name)), timers);
+  }
+
+  /**
+   * The devices of a model's replicas for a list of device options: {@code all} becomes every GPU
+   * DJL's PyTorch engine sees (the CPU when it sees none), {@code auto} the first GPU or the CPU.
+   * Several CPU entries are labelled {@code cpu:0}, {@code cpu:1}, ... so that each replica's time
+   * is kept apart.
+   *
+   * @return the device ({@code cpu} or {@code cuda:N}) and label of each replica, in order
+   * @throws ModelException if an option is invalid, names a GPU the engine does not see, or names
+   *     the same GPU twice
+   */
+  public static List<String[]> replicaDevices(List<String> options) {
+    List<ai.djl.Device> devices = new ArrayList<>();
+    for (String option : options) {
+      if (option.trim().equalsIgnoreCase("all")) {
+        devices.addAll(DjlLanguageModel.allDevices());
+      } else {
+        devices.add(DjlLanguageModel.resolveDevice(option));
+      }
+    }
+    if (devices.isEmpty()) {
+      throw new ModelException("no device to serve on");
+    }
+    long cpus = devices.stream().filter(d -> !d.isGpu()).count();
+    List<String[]> out = new ArrayList<>();
+    java.util.Set<String> gpus = new java.util.HashSet<>();
+    int cpuIndex = 0;
+    for (ai.djl.Device d : devices) {
+      String name = DjlLanguageModel.deviceName(d);
+      if (d.isGpu() && !gpus.add(name)) {
+        throw new ModelException("device " + name + " is listed twice; one replica per GPU");
+      }
+      String label = !d.isGpu() && cpus > 1 ? "cpu:" + cpuIndex++ : name;
+      out.add(new String[] {name, label});
+    }
+    return out;
+  }
+
+  private static List<Loader> djlLoaders(List<String> options) {
+    List<String[]> devices = replicaDevices(options);
+    boolean severalCpu = devices.stream().filter(d -> d[0].equals("cpu")).count() > 1;
+    List<Loader> out = new ArrayList<>();
+    for (String[] d : devices) {
+      ai.djl.Device device = DjlLanguageModel.resolveDevice(d[0]);
+      out.add(
+          new Loader(
+              d[0],
+              d[1],
+              config -> {
+                DjlLanguageModel m = DjlLanguageModel.load(config, device);
+                if (severalCpu && !device.isGpu()) {
+                  m.useIntraOpThreads(1); // CPU replicas share the cores: one thread each
+                }
+                return m;
+              }));
+    }
+    return out;
+  }
 
   /**
    * As {@link #open(Path, String, StepTimerFactory)} with another loader (tests, other engines).
@@ -84,18 +178,18 @@ public final class ModelStore implements AutoCloseable {
     Objects.requireNonNull(loader, "loader");
     Objects.requireNonNull(timers, "timers");
     List<ModelConfig> configs = readConfigs(modelsDir);
-    Map<String, ServedModel> served = new LinkedHashMap<>();
+    Map<String, List<ServedModel>> served = new LinkedHashMap<>();
     try {
       for (ModelConfig config : configs) {
-        served.put(config.name(), loadAndWarm(config, loader, timers));
+        served.put(config.name(), List.of(loadAndWarm(config, loader, timers)));
       }
     } catch (RuntimeException e) {
-      for (ServedModel m : served.values()) {
-        closeQuietly(m);
+      for (List<ServedModel> list : served.values()) {
+        list.forEach(ModelStore::closeQuietly);
       }
       throw e;
     }
-    return new ModelStore(served, loader, timers);
+    return new ModelStore(served, name -> List.of(loader), timers);
   }
 
   /**
@@ -117,8 +211,15 @@ public final class ModelStore implements AutoCloseable {
   /** As {@link #openEach(Path, String, StepTimerFactory)} with another loader. */
   static ModelStore openEach(Path modelsDir, Loader loader, StepTimerFactory timers) {
     Objects.requireNonNull(loader, "loader");
+    return openReplicas(modelsDir, name -> List.of(loader), timers);
+  }
+
+  /** As {@link #openEach(Path, Loader, StepTimerFactory)} with the loaders of each replica. */
+  static ModelStore openReplicas(
+      Path modelsDir, Function<String, List<Loader>> loaders, StepTimerFactory timers) {
+    Objects.requireNonNull(loaders, "loaders");
     Objects.requireNonNull(timers, "timers");
-    ModelStore store = new ModelStore(Map.of(), loader, timers);
+    ModelStore store = new ModelStore(Map.of(), loaders, timers);
     for (Path dir : modelDirs(modelsDir)) {
       try {
         store.load(dir);
@@ -152,13 +253,23 @@ public final class ModelStore implements AutoCloseable {
                   + "); unload it first");
         }
       }
-      ServedModel served = loadAndWarm(config, loader, timers);
+      List<ServedModel> all = new ArrayList<>();
+      try {
+        for (Loader loader : loaders.apply(config.name())) {
+          all.add(loadAndWarm(config, loader, timers));
+        }
+      } catch (RuntimeException e) {
+        all.forEach(ModelStore::closeQuietly);
+        throw e;
+      }
+      ServedModel served = all.get(0);
       synchronized (this) {
         if (models.putIfAbsent(config.name(), served) != null) {
-          closeQuietly(served);
+          all.forEach(ModelStore::closeQuietly);
           throw new ModelException(
               "model '" + config.name() + "' was loaded concurrently by another request");
         }
+        replicas.put(config.name(), List.copyOf(all));
         failures.remove(key);
       }
       return served;
@@ -176,7 +287,23 @@ public final class ModelStore implements AutoCloseable {
    * #close(ServedModel)}.
    */
   public synchronized Optional<ServedModel> remove(String name) {
+    replicas.remove(name);
     return Optional.ofNullable(models.remove(name));
+  }
+
+  /**
+   * As {@link #remove} for every replica of the model: removes them and returns them, still open
+   * (empty if the model is not served).
+   */
+  public synchronized List<ServedModel> removeReplicas(String name) {
+    models.remove(name);
+    List<ServedModel> all = replicas.remove(name);
+    return all == null ? List.of() : all;
+  }
+
+  /** Every replica of a model, the first one ({@link #get}) first; empty if not served. */
+  public synchronized List<ServedModel> replicas(String name) {
+    return replicas.getOrDefault(name, List.of());
   }
 
   /** Model directories that failed to load, with the reason, in the order they failed. */
@@ -237,6 +364,9 @@ public final class ModelStore implements AutoCloseable {
       ModelConfig config, Loader loader, StepTimerFactory timers) {
     DeviceTimeCounters counters = new DeviceTimeCounters();
     StepTimer timer = timers.forDevice(loader.device());
+    if (!loader.label().equals(loader.device())) {
+      timer = new RelabeledStepTimer(timer, loader.label());
+    }
     SystemSteps system = new SystemSteps(config.name(), timer.info().device(), counters);
     LanguageModel model = null;
     long loadNs;
@@ -379,10 +509,11 @@ public final class ModelStore implements AutoCloseable {
 
   @Override
   public void close() {
-    List<ServedModel> all;
+    List<ServedModel> all = new ArrayList<>();
     synchronized (this) {
-      all = List.copyOf(models.values());
+      replicas.values().forEach(all::addAll);
       models.clear();
+      replicas.clear();
     }
     for (ServedModel m : all) {
       closeQuietly(m);

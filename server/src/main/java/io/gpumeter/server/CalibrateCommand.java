@@ -144,7 +144,8 @@ final class CalibrateCommand implements Callable<Integer> {
     if (calibrated.isEmpty()) {
       return base;
     }
-    String device = served.timer().info().device();
+    // a CPU replica (cpu:N) runs on the CPU the weights were fitted on
+    String device = served.timer().info().device().replaceFirst("^cpu:[0-9]+$", "cpu");
     if (!calibrated.get().device().equals(device)) {
       log.warn(
           "{}: {} was fitted on {}, this server runs the model on {}; splitting by {} instead"

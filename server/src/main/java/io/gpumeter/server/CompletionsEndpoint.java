@@ -7,6 +7,7 @@ import io.gpumeter.batching.FinishReason;
 import io.gpumeter.batching.Generation;
 import io.gpumeter.batching.GenerationRequest;
 import io.gpumeter.batching.GenerationResult;
+import io.gpumeter.batching.ReplicaFailedException;
 import io.gpumeter.batching.SamplingOptions;
 import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.Billing;
@@ -649,6 +650,23 @@ final class CompletionsEndpoint {
             "timeout");
       }
       case ERROR -> {
+        if (result.error() instanceof ReplicaFailedException failed) {
+          log.error(
+              "generation {} ended: its replica on {} failed", usage.requestId(), failed.device());
+          return new ApiException(
+                  HttpResponseStatus.SERVICE_UNAVAILABLE,
+                  ApiException.SERVER,
+                  "The device this request ran on ("
+                      + failed.device()
+                      + ") failed and was taken out of rotation; the request was stopped after "
+                      + usage.completionTokens()
+                      + " tokens and charged only for the steps it ran (request id "
+                      + usage.requestId()
+                      + "). Retry: the model's other devices keep serving.",
+                  null,
+                  "device_failed")
+              .withHeader(HttpHeaderNames.RETRY_AFTER, "1");
+        }
         log.error("generation {} failed in the model", usage.requestId(), result.error());
         return new ApiException(
             HttpResponseStatus.INTERNAL_SERVER_ERROR,

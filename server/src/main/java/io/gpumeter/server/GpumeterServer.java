@@ -1,8 +1,10 @@
 package io.gpumeter.server;
 
 import io.gpumeter.batching.ContinuousScheduler;
+import io.gpumeter.batching.ReplicaRouter;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.Budgets;
 import io.gpumeter.billing.Durability;
 import io.gpumeter.billing.MeasuredTimeRecorder;
 import io.gpumeter.metering.StepReport;
@@ -145,7 +147,8 @@ public final class GpumeterServer implements AutoCloseable {
       StepTimerFactory timers =
           config.timer().equals("host") ? StepTimerFactory.hostOnly() : StepTimerFactory.auto();
       // a model directory that fails is reported (readyz, /v1/models) and the others are served
-      store = ModelStore.openEach(config.modelsDir(), config.device(), timers);
+      // one replica per device the model is configured for (devices), each loaded and warmed
+      store = ModelStore.openEach(config.modelsDir(), config::devicesFor, timers);
     } catch (RuntimeException | Error e) {
       // Wait for the database anyway, so that close() stops it.
       try {
@@ -172,7 +175,7 @@ public final class GpumeterServer implements AutoCloseable {
     }
     this.stepListener = stepListener;
     for (ServedModel served : store.models()) {
-      startModel(served);
+      startModel(store.replicas(served.name()));
     }
     bind();
     readiness.ready();
@@ -186,60 +189,85 @@ public final class GpumeterServer implements AutoCloseable {
   }
 
   /**
-   * Starts serving a loaded model: hands its system reports (load, warm-up: measured, never
-   * charged) once to reconciliation and the caller's listener, starts its scheduler with the ledger
-   * as usage sink, and adds its endpoint.
+   * Starts serving a loaded model: for each of its replicas (one per device), hands its system
+   * reports (load, warm-up: measured on that device, never charged) once to reconciliation and the
+   * caller's listener; then starts one scheduler per replica behind a {@link ReplicaRouter}, with
+   * the ledger as usage sink, and adds the model's endpoint.
    */
-  private ModelEndpoint startModel(ServedModel served) {
-    String name = served.model().config().name();
+  private ModelEndpoint startModel(List<ServedModel> replicas) {
+    ServedModel first = replicas.get(0);
+    String name = first.model().config().name();
     MeasuredTimeRecorder recorder = billing.measuredTime();
-    StepListener steps =
-        new ReconciliationListener(
-            recorder,
-            new StepMetricsListener(
-                metrics.modelMetrics(name, served.timer().info().device()), stepListener));
-    // the budget's per-token estimate of this model follows its charged steps
-    steps =
-        BudgetAdmission.estimating(
-            BudgetAdmission.meter(billing.budgets(), name, served.timer().info()), steps);
-    // The model store already put these reports in the counters; this is their one way into
-    // reconciliation (and to the caller's listener).
-    for (StepReport system : served.systemReports()) {
-      steps.onStep(system);
+    Budgets.Meter budgetMeter =
+        BudgetAdmission.meter(billing.budgets(), name, first.timer().info());
+    List<ReplicaRouter.ReplicaSpec> specs = new java.util.ArrayList<>();
+    for (ServedModel served : replicas) {
+      StepListener steps =
+          new ReconciliationListener(
+              recorder,
+              new StepMetricsListener(
+                  metrics.modelMetrics(name, served.timer().info().device()), stepListener));
+      // the budget's per-token estimate of this model follows its charged steps on every replica
+      // (one meter per model, keyed by the first replica's device: admission reserves with it)
+      steps = BudgetAdmission.estimating(budgetMeter, steps);
+      // The model store already put these reports in the counters; this is their one way into
+      // reconciliation (and to the caller's listener).
+      for (StepReport system : served.systemReports()) {
+        steps.onStep(system);
+      }
+      specs.add(
+          new ReplicaRouter.ReplicaSpec(
+              served.model(),
+              served.timer(),
+              served.counters(),
+              // the model's calibrated weights (weights.json) when fitted on this device
+              CalibrateCommand.schedulerConfigFor(served, config.schedulerConfig()),
+              steps));
     }
-    ContinuousScheduler scheduler =
-        new ContinuousScheduler(
-            served.model(),
-            served.timer(),
-            served.counters(),
+    ReplicaRouter router =
+        ReplicaRouter.start(
+            specs,
             billing.ledger(),
-            // the model's calibrated weights (weights.json) when fitted on this device
-            CalibrateCommand.schedulerConfigFor(served, config.schedulerConfig()),
             Ticker.system(),
-            Clock.systemUTC(), // = the recorder's clock (BillingConfig default): same minutes
-            steps);
-    schedulers.add(scheduler);
+            Clock.systemUTC()); // = the recorder's clock (BillingConfig default): same minutes
+    for (ReplicaRouter.Replica r : router.replicas()) {
+      schedulers.add(r.scheduler());
+    }
+    long loadNs = 0;
+    long warmupNs = 0;
+    for (ServedModel served : replicas) {
+      loadNs += served.loadNs();
+      warmupNs += served.warmupNs();
+    }
     ModelEndpoint endpoint =
         new ModelEndpoint(
             name,
-            served.model(),
-            served.timer().info(),
-            served.counters(),
-            scheduler,
+            first.model(),
+            first.timer().info(),
+            first.counters(),
+            router,
             Instant.now(),
-            served.loadNs(),
-            served.warmupNs());
+            loadNs,
+            warmupNs);
     models.put(name, endpoint);
-    log.info(
-        "Model {} on {} ({}, timer {}): load {} ms, warm-up {} ms of device time (system,"
-            + " not charged)",
-        name,
-        served.timer().info().device(),
-        served.timer().info().deviceName(),
-        served.timer().info().timerKind(),
-        served.loadNs() / 1_000_000,
-        served.warmupNs() / 1_000_000);
+    for (ServedModel served : replicas) {
+      log.info(
+          "Model {} on {} ({}, timer {}): load {} ms, warm-up {} ms of device time (system,"
+              + " not charged)",
+          name,
+          served.timer().info().device(),
+          served.timer().info().deviceName(),
+          served.timer().info().timerKind(),
+          served.loadNs() / 1_000_000,
+          served.warmupNs() / 1_000_000);
+    }
     return endpoint;
+  }
+
+  /** The router in front of a served model's replicas, if it is served. */
+  public java.util.Optional<ReplicaRouter> router(String model) {
+    ModelEndpoint m = models.get(model);
+    return m == null ? java.util.Optional.empty() : java.util.Optional.of(m.scheduler());
   }
 
   /** Admin: loads a model directory while serving; see {@link ModelAdmin#load}. */
@@ -250,10 +278,9 @@ public final class GpumeterServer implements AutoCloseable {
       }
       ServedModel served = store.load(dir);
       try {
-        return startModel(served);
+        return startModel(store.replicas(served.name()));
       } catch (RuntimeException | Error e) {
-        store.remove(served.model().config().name());
-        ModelStore.close(served);
+        store.removeReplicas(served.name()).forEach(ModelStore::close);
         throw e;
       }
     }
@@ -266,13 +293,15 @@ public final class GpumeterServer implements AutoCloseable {
       if (endpoint == null) {
         return false;
       }
-      ContinuousScheduler scheduler = endpoint.scheduler();
+      ReplicaRouter router = endpoint.scheduler();
       try {
         // stops admission, lets running sequences finish (and be charged) within the grace
-        scheduler.shutdown(config.shutdownGrace().toNanos(), TimeUnit.NANOSECONDS);
+        router.shutdown(config.shutdownGrace().toNanos(), TimeUnit.NANOSECONDS);
       } finally {
-        schedulers.remove(scheduler);
-        store.remove(name).ifPresent(ModelStore::close);
+        for (ReplicaRouter.Replica r : router.replicas()) {
+          schedulers.remove(r.scheduler());
+        }
+        store.removeReplicas(name).forEach(ModelStore::close);
       }
       log.info("Model {} unloaded", name);
       return true;
@@ -374,7 +403,7 @@ public final class GpumeterServer implements AutoCloseable {
     return config;
   }
 
-  /** One scheduler per served model, in load order. */
+  /** One scheduler per replica of each served model, in load order (replicas in device order). */
   public List<ContinuousScheduler> schedulers() {
     return Collections.unmodifiableList(schedulers);
   }

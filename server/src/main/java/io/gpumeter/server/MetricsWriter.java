@@ -1,5 +1,6 @@
 package io.gpumeter.server;
 
+import io.gpumeter.batching.ReplicaRouter;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.LedgerStats;
 import io.prometheus.metrics.config.EscapingScheme;
@@ -53,52 +54,52 @@ final class MetricsWriter {
         .counter(
             "gpumeter_device_measured_nanoseconds_total",
             "Device time measured, requests and system work together.",
-            m -> m.counters().snapshot().measuredNs())
+            r -> r.counters().snapshot().measuredNs())
         .counter(
             "gpumeter_device_charged_nanoseconds_total",
             "Device time charged to requests (sum of their shares of every step).",
-            m -> m.counters().snapshot().chargedNs())
+            r -> r.counters().snapshot().chargedNs())
         .counter(
             "gpumeter_device_system_nanoseconds_total",
             "Device time of model load and warm-up: measured, never charged.",
-            m -> m.counters().snapshot().systemNs())
-        .counter("gpumeter_steps_total", "Model steps run.", m -> m.counters().snapshot().steps())
+            r -> r.counters().snapshot().systemNs())
+        .counter("gpumeter_steps_total", "Model steps run.", r -> r.counters().snapshot().steps())
         .counter(
             "gpumeter_multi_sequence_steps_total",
             "Model steps that ran more than one sequence.",
-            m -> m.counters().snapshot().multiSequenceSteps())
+            r -> r.counters().snapshot().multiSequenceSteps())
         .counter(
             "gpumeter_step_tokens_total",
             "Tokens processed by model steps.",
-            m -> m.counters().snapshot().stepTokens())
+            r -> r.counters().snapshot().stepTokens())
         .counter(
             "gpumeter_step_sequences_total",
             "Sequences summed over model steps (divide by steps for the mean batch size).",
-            m -> m.counters().snapshot().stepSequences())
+            r -> r.counters().snapshot().stepSequences())
         .gauge(
             "gpumeter_queue_length",
             "Requests waiting for admission.",
-            m -> m.scheduler().stats().queued())
+            r -> r.scheduler().stats().queued())
         .gauge(
             "gpumeter_running_sequences",
             "Sequences in the running batch.",
-            m -> m.scheduler().stats().running())
+            r -> r.scheduler().stats().running())
         .gauge(
             "gpumeter_last_step_nanoseconds",
             "Measured device time of the last step.",
-            m -> m.scheduler().stats().lastStepNs())
+            r -> r.scheduler().stats().lastStepNs())
         .gauge(
             "gpumeter_last_step_sequences",
             "Sequences in the last step.",
-            m -> m.scheduler().stats().lastBatchSize())
+            r -> r.scheduler().stats().lastBatchSize())
         .counter(
             "gpumeter_generations_completed_total",
             "Generations finished, whatever the way they ended.",
-            m -> m.scheduler().stats().completed())
+            r -> r.scheduler().stats().completed())
         .counter(
             "gpumeter_generations_rejected_total",
             "Submissions refused (queue full, too long, shutting down).",
-            m -> m.scheduler().stats().rejected());
+            r -> r.scheduler().stats().rejected());
 
     counter(
         properties,
@@ -217,13 +218,17 @@ final class MetricsWriter {
         .register(registry);
   }
 
-  /** Callback metrics with one series per served model: {@code {model, device}}. */
+  /**
+   * Callback metrics with one series per replica of each served model: {@code {model, device}},
+   * where the device is the replica's label ({@code cpu}, {@code cpu:N}, {@code cuda:N}), so time
+   * and load break down per device.
+   */
   private record PerModel(
       PrometheusRegistry registry,
       PrometheusProperties properties,
       Collection<ModelEndpoint> models) {
 
-    PerModel counter(String name, String help, ToLongFunction<ModelEndpoint> value) {
+    PerModel counter(String name, String help, ToLongFunction<ReplicaRouter.Replica> value) {
       CounterWithCallback.builder(properties)
           .name(name)
           .help(help)
@@ -231,14 +236,16 @@ final class MetricsWriter {
           .callback(
               cb -> {
                 for (ModelEndpoint m : models) {
-                  cb.call(value.applyAsLong(m), m.name(), m.timer().device());
+                  for (ReplicaRouter.Replica r : m.scheduler().replicas()) {
+                    cb.call(value.applyAsLong(r), m.name(), r.device());
+                  }
                 }
               })
           .register(registry);
       return this;
     }
 
-    PerModel gauge(String name, String help, ToLongFunction<ModelEndpoint> value) {
+    PerModel gauge(String name, String help, ToLongFunction<ReplicaRouter.Replica> value) {
       GaugeWithCallback.builder(properties)
           .name(name)
           .help(help)
@@ -246,7 +253,9 @@ final class MetricsWriter {
           .callback(
               cb -> {
                 for (ModelEndpoint m : models) {
-                  cb.call(value.applyAsLong(m), m.name(), m.timer().device());
+                  for (ReplicaRouter.Replica r : m.scheduler().replicas()) {
+                    cb.call(value.applyAsLong(r), m.name(), r.device());
+                  }
                 }
               })
           .register(registry);

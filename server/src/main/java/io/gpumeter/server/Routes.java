@@ -1,9 +1,11 @@
 package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
+import io.gpumeter.batching.ReplicaRouter;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.DatabaseDurability;
 import io.gpumeter.billing.LedgerHealth;
+import io.gpumeter.metering.TimerInfo;
 import io.netty.buffer.Unpooled;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
@@ -400,11 +402,42 @@ final class Routes {
             g.writeString(name);
           }
           g.writeEndArray();
+          writeReplicas(g);
           writeFailures(g, modelAdmin.failures());
           writeLedger(g, h);
           writeDatabaseDurability(g, billing.databaseDurability());
           g.writeEndObject();
         });
+  }
+
+  /**
+   * {@code replicas}: each replica of each served model (one per device), its device and its state:
+   * {@code serving}, or {@code failed} with the reason once it was taken out of rotation.
+   */
+  private void writeReplicas(JsonGenerator g) throws IOException {
+    g.writeArrayFieldStart("replicas");
+    for (ModelEndpoint m : models.values()) {
+      for (ReplicaRouter.Replica r : m.scheduler().replicas()) {
+        TimerInfo t = r.scheduler().timerInfo();
+        g.writeStartObject();
+        g.writeStringField("model", m.name());
+        g.writeNumberField("replica", r.index());
+        g.writeStringField("device", t.device());
+        g.writeNumberField("device_index", t.deviceIndex());
+        g.writeStringField("device_name", t.deviceName());
+        g.writeStringField("device_uuid", t.deviceUuid());
+        g.writeStringField("state", r.state().name().toLowerCase(Locale.ROOT));
+        Throwable failure = r.failure();
+        if (failure != null) {
+          Throwable cause = failure.getCause() != null ? failure.getCause() : failure;
+          g.writeStringField("reason", String.valueOf(cause.getMessage()));
+        }
+        g.writeNumberField("running", r.scheduler().stats().running());
+        g.writeNumberField("waiting_tokens", r.scheduler().waitingTokens());
+        g.writeEndObject();
+      }
+    }
+    g.writeEndArray();
   }
 
   /**
@@ -455,6 +488,7 @@ final class Routes {
           g.writeStartObject();
           g.writeStringField("status", "not_ready");
           g.writeStringField("reason", why);
+          writeReplicas(g);
           writeLedger(g, h);
           writeDatabaseDurability(g, billing.databaseDurability());
           g.writeEndObject();

@@ -16,8 +16,10 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Properties;
@@ -45,6 +47,7 @@ public final class ServerConfig {
     k.put("port", "8080");
     k.put("models.dir", "./models");
     k.put("device", "auto");
+    k.put("devices", "");
     k.put("timer", "auto");
     k.put("data.dir", "./data");
     k.put("db.url", "");
@@ -95,6 +98,10 @@ public final class ServerConfig {
   private final int port;
   private final Path modelsDir;
   private final String device;
+
+  /** Replica devices per model name ({@code *}: every other model); empty: {@code device}. */
+  private final Map<String, List<String>> devices;
+
   private final String timer;
   private final Path dataDir;
   private final String dbUrl;
@@ -136,6 +143,7 @@ public final class ServerConfig {
     port = v.intIn("port", 0, 65535);
     modelsDir = v.parse("models.dir", Path::of);
     device = v.text("device");
+    devices = parseDevices(v, v.optional("devices"));
     timer = v.text("timer");
     dataDir = v.parse("data.dir", Path::of);
     dbUrl = v.optional("db.url");
@@ -466,6 +474,70 @@ public final class ServerConfig {
   }
 
   /**
+   * The devices of a model's replicas: its own {@code devices} entry, else the {@code devices}
+   * entry for every model, else {@link #device()} alone (one replica). Each is {@code auto}, {@code
+   * cpu}, {@code cuda:N} or {@code all}.
+   */
+  public List<String> devicesFor(String model) {
+    List<String> own = devices.get(model);
+    if (own != null) {
+      return own;
+    }
+    return devices.getOrDefault("*", List.of(device));
+  }
+
+  private static final Pattern DEVICES_ENTRY =
+      Pattern.compile("auto|all|cpu|cuda:(0|[1-9][0-9]{0,2})");
+
+  /**
+   * {@code devices}: entries separated by {@code ;}, each a comma-separated list of devices for
+   * every model or {@code <model>=<list>} for one model; at most one list per model and one for
+   * all.
+   */
+  private static Map<String, List<String>> parseDevices(ConfigValues v, String value) {
+    Map<String, List<String>> out = new LinkedHashMap<>();
+    if (value == null) {
+      return Map.of();
+    }
+    for (String entry : value.split(";", -1)) {
+      String e = entry.trim();
+      if (e.isEmpty()) {
+        throw v.invalid("devices", "has an empty entry (entries are separated by ';')");
+      }
+      String model = "*";
+      int eq = e.indexOf('=');
+      if (eq >= 0) {
+        model = e.substring(0, eq).trim();
+        e = e.substring(eq + 1).trim();
+        if (model.isEmpty() || model.equals("*")) {
+          throw v.invalid("devices", "names no model before '=' in '" + entry.trim() + "'");
+        }
+      }
+      List<String> list = new ArrayList<>();
+      for (String d : e.split(",", -1)) {
+        String dev = d.trim().toLowerCase(Locale.ROOT);
+        if (!DEVICES_ENTRY.matcher(dev).matches()) {
+          throw v.invalid(
+              "devices",
+              "'" + d.trim() + "' is not a device: each must be auto, all, cpu or cuda:N");
+        }
+        if (dev.startsWith("cuda:") && list.contains(dev)) {
+          throw v.invalid("devices", dev + " is listed twice for one model; one replica per GPU");
+        }
+        list.add(dev);
+      }
+      if (out.put(model, List.copyOf(list)) != null) {
+        throw v.invalid(
+            "devices",
+            model.equals("*")
+                ? "has two lists for every model"
+                : "has two lists for model " + model);
+      }
+    }
+    return Collections.unmodifiableMap(out);
+  }
+
+  /**
    * {@code auto}: CUDA event timers on {@code cuda:N} where CUDA timing works, host timers
    * otherwise; {@code host}: host timers everywhere (the CUDA driver is never touched).
    */
@@ -551,6 +623,7 @@ public final class ServerConfig {
         + modelsDir
         + ", device="
         + device
+        + (devices.isEmpty() ? "" : ", devices=" + devices)
         + ", dataDir="
         + dataDir
         + ", db="
@@ -618,6 +691,11 @@ public final class ServerConfig {
 
     public Builder device(String device) {
       return set("device", device);
+    }
+
+    /** {@code devices}: see {@link ServerConfig#devicesFor}. */
+    public Builder devices(String devices) {
+      return set("devices", devices);
     }
 
     /**

@@ -119,6 +119,37 @@ class ServerConfigTest {
   }
 
   @Test
+  void devicesGiveEachModelItsReplicasAndBadListsAreRefusedByName() {
+    ServerConfig none = ServerConfig.builder().device("cpu").build();
+    assertThat(none.devicesFor("any")).containsExactly("cpu");
+    ServerConfig all = ServerConfig.builder().devices("cuda:0, cuda:1").build();
+    assertThat(all.devicesFor("any")).containsExactly("cuda:0", "cuda:1");
+    ServerConfig mixed =
+        ServerConfig.builder().devices("demo-byte-lm=cpu,cpu; all").device("cpu").build();
+    assertThat(mixed.devicesFor("demo-byte-lm")).containsExactly("cpu", "cpu");
+    assertThat(mixed.devicesFor("tiny-llama-bpe")).containsExactly("all");
+    ServerConfig one = ServerConfig.builder().devices("demo-byte-lm=CPU").device("cpu").build();
+    assertThat(one.devicesFor("demo-byte-lm")).containsExactly("cpu");
+    assertThat(one.devicesFor("other")).containsExactly("cpu");
+    assertThatThrownBy(() -> ServerConfig.builder().devices("cuda:0,gpu7").build())
+        .isInstanceOf(IllegalArgumentException.class)
+        .hasMessageContaining("devices='cuda:0,gpu7'")
+        .hasMessageContaining("'gpu7' is not a device");
+    assertThatThrownBy(() -> ServerConfig.builder().devices("cuda:1,cuda:1").build())
+        .hasMessageContaining("cuda:1 is listed twice");
+    assertThatThrownBy(() -> ServerConfig.builder().devices("cpu;cuda:0").build())
+        .hasMessageContaining("two lists for every model");
+    assertThatThrownBy(() -> ServerConfig.builder().devices("m=cpu;m=cpu,cpu").build())
+        .hasMessageContaining("two lists for model m");
+    assertThatThrownBy(() -> ServerConfig.builder().devices("cpu;;cpu").build())
+        .hasMessageContaining("empty entry");
+    assertThatThrownBy(() -> ServerConfig.builder().devices("=cpu").build())
+        .hasMessageContaining("names no model");
+    assertThatThrownBy(() -> ServerConfig.builder().devices("m=").build())
+        .hasMessageContaining("'' is not a device");
+  }
+
+  @Test
   void badValuesNameKeyValueAndSource() {
     assertThatThrownBy(
             () -> ServerConfig.load(null, Map.of("GPUMETER_PORT", "70000"), new Properties()))
