@@ -86,7 +86,9 @@ final class Routes {
             billing::replaySetAside,
             blocking,
             Clock.systemUTC(),
-            new ModelAdminEndpoint(modelAdmin, blocking));
+            new ModelAdminEndpoint(modelAdmin, blocking),
+            new AdminV1Endpoint(
+                billing.accounting(), billing.apiKeys(), blocking, Clock.systemUTC()));
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
     this.readiness = readiness;
     this.billing = billing;
