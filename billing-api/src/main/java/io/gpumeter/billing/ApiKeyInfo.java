@@ -14,6 +14,7 @@ import java.time.Instant;
  * @param createdAt when it was created
  * @param revokedAt when it was revoked, or null while it is valid
  * @param scope what the key may read through the usage API
+ * @param label the operator's name for the key, or null when it has none (migration V13)
  */
 public record ApiKeyInfo(
     long keyId,
@@ -22,7 +23,20 @@ public record ApiKeyInfo(
     String prefix,
     Instant createdAt,
     Instant revokedAt,
-    KeyScope scope) {
+    KeyScope scope,
+    String label) {
+
+  /** A key without a label. */
+  public ApiKeyInfo(
+      long keyId,
+      long accountId,
+      String accountName,
+      String prefix,
+      Instant createdAt,
+      Instant revokedAt,
+      KeyScope scope) {
+    this(keyId, accountId, accountName, prefix, createdAt, revokedAt, scope, null);
+  }
 
   /** An {@link KeyScope#INFERENCE} key. */
   public ApiKeyInfo(

@@ -61,6 +61,17 @@ public final class BillingAdmin implements AutoCloseable {
   }
 
   /**
+   * Creates a key of {@code scope} with {@code label} (null for none) for {@code account} (created
+   * if new).
+   *
+   * @throws IllegalArgumentException if the account name or the label is not valid
+   * @throws BillingException if the database fails
+   */
+  public CreatedApiKey createKey(String account, KeyScope scope, String label) {
+    return apiKeys.create(account, scope, label);
+  }
+
+  /**
    * Keys of {@code account} (every key when null), oldest first; never their secrets.
    *
    * @throws IllegalArgumentException if the account name is not valid

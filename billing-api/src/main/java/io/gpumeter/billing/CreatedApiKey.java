@@ -9,6 +9,7 @@ import java.time.Instant;
  *
  * @param plaintext the key to hand to the user, {@code gm_} followed by 40 base62 characters
  * @param scope what the key may read through the usage API
+ * @param label the operator's name for the key, or null (migration V13)
  */
 public record CreatedApiKey(
     long keyId,
@@ -17,7 +18,20 @@ public record CreatedApiKey(
     String prefix,
     String plaintext,
     Instant createdAt,
-    KeyScope scope) {
+    KeyScope scope,
+    String label) {
+
+  /** A key without a label. */
+  public CreatedApiKey(
+      long keyId,
+      long accountId,
+      String accountName,
+      String prefix,
+      String plaintext,
+      Instant createdAt,
+      KeyScope scope) {
+    this(keyId, accountId, accountName, prefix, plaintext, createdAt, scope, null);
+  }
 
   /** An {@link KeyScope#INFERENCE} key. */
   public CreatedApiKey(
@@ -48,6 +62,8 @@ public record CreatedApiKey(
         + createdAt
         + ", scope="
         + scope
+        + ", label="
+        + label
         + "]";
   }
 }

@@ -37,7 +37,8 @@ import org.slf4j.LoggerFactory;
  * GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}} and
  * optionally {@code "scope": "inference"|"account_admin"} (billing-api README, "Key scopes"),
  * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}; models: {@code POST
- * /admin/models/load}, {@code POST /admin/models/{id}/unload} ({@link ModelAdminEndpoint}).
+ * /admin/models/load}, {@code POST /admin/models/{id}/unload} ({@link ModelAdminEndpoint}); and the
+ * operator API under {@code /admin/v1/} ({@link AdminV1Endpoint}), behind the same token check.
  *
  * <p>Enabled only when {@code admin.token} is configured; otherwise every {@code /admin/} path is a
  * 404 as if it did not exist. Requests carry {@code Authorization: Bearer <admin.token>}; the token
@@ -73,6 +74,7 @@ final class AdminEndpoint {
   private final Executor blocking;
   private final Clock clock;
   private final ModelAdminEndpoint models;
+  private final AdminV1Endpoint v1;
 
   AdminEndpoint(
       String token,
@@ -82,7 +84,8 @@ final class AdminEndpoint {
       Supplier<SetAsideReplay> replay,
       Executor blocking,
       Clock clock,
-      ModelAdminEndpoint models) {
+      ModelAdminEndpoint models,
+      AdminV1Endpoint v1) {
     this.tokenDigest = token == null ? null : sha256(token);
     this.reconciliation = reconciliation;
     this.keys = keys;
@@ -91,6 +94,7 @@ final class AdminEndpoint {
     this.blocking = blocking;
     this.clock = clock;
     this.models = models;
+    this.v1 = v1;
   }
 
   boolean enabled() {
@@ -102,6 +106,10 @@ final class AdminEndpoint {
       throw Routes.unknownUrl(ex);
     }
     String path = ex.path();
+    if (path.startsWith(AdminV1Endpoint.PREFIX)) {
+      v1.handle(ex, this::authorize);
+      return;
+    }
     if (path.equals("/admin/reconcile")) {
       Routes.allow(ex, HttpMethod.GET, "GET");
       authorize(ex);

@@ -6,6 +6,7 @@ import io.gpumeter.billing.BillingAdmin;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.RotatedApiKey;
+import io.gpumeter.billing.keys.ApiKeys;
 import java.io.PrintWriter;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -67,6 +68,7 @@ final class KeyCommand implements Callable<Integer> {
             + key.accountId()
             + "), scope "
             + key.scope().dbName()
+            + (key.label() == null ? "" : ", label '" + key.label() + "'")
             + ":");
     err.flush();
     out.println(key.plaintext());
@@ -112,6 +114,14 @@ final class KeyCommand implements Callable<Integer> {
                 + " default) or account_admin (every key of its account).")
     String scope;
 
+    @Option(
+        names = "--label",
+        paramLabel = "TEXT",
+        description =
+            "The key's name shown in lists (1-200 characters, no control characters; default"
+                + " none).")
+    String label;
+
     @Override
     public Integer call() throws Exception {
       KeyScope s;
@@ -120,7 +130,14 @@ final class KeyCommand implements Callable<Integer> {
       } catch (IllegalArgumentException e) {
         throw new ParameterException(spec.commandLine(), "--scope: " + e.getMessage());
       }
-      return create(spec, config, account, s);
+      if (label != null) {
+        try {
+          ApiKeys.validateLabel(label);
+        } catch (IllegalArgumentException e) {
+          throw new ParameterException(spec.commandLine(), "--label: " + e.getMessage());
+        }
+      }
+      return create(spec, config, account, s, label);
     }
   }
 
@@ -132,12 +149,19 @@ final class KeyCommand implements Callable<Integer> {
   /** {@code key create --scope SCOPE}. */
   static int create(CommandSpec spec, ConfigOption config, String account, KeyScope scope)
       throws Exception {
+    return create(spec, config, account, scope, null);
+  }
+
+  /** {@code key create --scope SCOPE --label TEXT}. */
+  static int create(
+      CommandSpec spec, ConfigOption config, String account, KeyScope scope, String label)
+      throws Exception {
     if (account.isBlank()) {
       throw new ParameterException(spec.commandLine(), "--account must not be blank");
     }
     ServerConfig settings = config.load();
     try (BillingAdmin admin = BillingAdmin.open(settings.toolDatabaseConfig())) {
-      printCreated(spec, admin.createKey(account, scope), "Created");
+      printCreated(spec, admin.createKey(account, scope, label), "Created");
     }
     return 0;
   }
@@ -148,7 +172,7 @@ final class KeyCommand implements Callable<Integer> {
       versionProvider = Main.Version.class,
       description = {
         "Lists API keys (all, or one account's), oldest first: id, prefix, account, created and"
-            + " revoked time. Never the secret."
+            + " revoked time, scope, label. Never the secret."
       })
   static final class ListKeys implements Callable<Integer> {
     @Spec CommandSpec spec;
@@ -176,7 +200,7 @@ final class KeyCommand implements Callable<Integer> {
 
     /** Tab-separated, with a header line; times in ISO-8601 UTC, {@code -} when not revoked. */
     static String table(List<ApiKeyInfo> keys) {
-      StringBuilder sb = new StringBuilder("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED\tSCOPE");
+      StringBuilder sb = new StringBuilder("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED\tSCOPE\tLABEL");
       for (ApiKeyInfo k : keys) {
         sb.append('\n')
             .append(k.keyId())
@@ -189,7 +213,9 @@ final class KeyCommand implements Callable<Integer> {
             .append('\t')
             .append(k.revokedAt() == null ? "-" : k.revokedAt().toString())
             .append('\t')
-            .append(k.scope().dbName());
+            .append(k.scope().dbName())
+            .append('\t')
+            .append(k.label() == null ? "-" : k.label());
       }
       return sb.toString();
     }

@@ -98,7 +98,9 @@ final class Routes {
             billing::replaySetAside,
             blocking,
             Clock.systemUTC(),
-            new ModelAdminEndpoint(modelAdmin, blocking));
+            new ModelAdminEndpoint(modelAdmin, blocking),
+            new AdminV1Endpoint(
+                billing.accounting(), billing.apiKeys(), blocking, Clock.systemUTC()));
     this.consoleSessions = new ConsoleSessions(Clock.systemUTC(), config.consoleSessionTtl());
     this.console = new ConsoleEndpoint(consoleSessions, auth, admin);
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);

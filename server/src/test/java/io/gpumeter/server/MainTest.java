@@ -78,13 +78,26 @@ class MainTest {
     assertThat(badScope.status()).as(badScope.toString()).isNotZero();
     assertThat(badScope.err()).contains("--scope");
     assertThat(cli("key", "list", "--account", "cli-other", "--config", cfg).out())
-        .contains("\taccount_admin");
+        .contains("\taccount_admin\t-");
+    Cli labelled =
+        cli("key", "create", "--account", "cli-label", "--label", " ci runner ", "--config", cfg);
+    assertThat(labelled.status()).as(labelled.toString()).isZero();
+    assertThat(labelled.err()).contains("label 'ci runner'");
+    assertThat(cli("key", "list", "--account", "cli-label", "--config", cfg).out())
+        .endsWith("\tinference\tci runner\n");
+    Cli badLabel =
+        cli("key", "create", "--account", "cli-label", "--label", "x".repeat(201), "--config", cfg);
+    assertThat(badLabel.status()).as(badLabel.toString()).isNotZero();
+    assertThat(badLabel.err()).contains("--label");
+    assertThat(cli("key", "list", "--account", "cli-label", "--config", cfg).out().split("\n"))
+        .as("the refused label created no key")
+        .hasSize(2);
 
     Cli listed = cli("key", "list", "--account", "cli-keys", "--config", cfg);
     assertThat(listed.status()).as(listed.toString()).isZero();
     String[] lines = listed.out().strip().split("\n");
     assertThat(lines).hasSize(2);
-    assertThat(lines[0]).isEqualTo("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED\tSCOPE");
+    assertThat(lines[0]).isEqualTo("ID\tPREFIX\tACCOUNT\tCREATED\tREVOKED\tSCOPE\tLABEL");
     String[] row = lines[1].split("\t");
     assertThat(row[1]).isEqualTo(key.substring(0, ApiKeys.PREFIX_LENGTH));
     assertThat(row[2]).isEqualTo("cli-keys");
@@ -92,7 +105,7 @@ class MainTest {
     assertThat(row[5]).isEqualTo("inference");
     assertThat(listed.out()).doesNotContain(key.substring(ApiKeys.PREFIX_LENGTH));
     String id = row[0];
-    assertThat(cli("key", "list", "--config", cfg).out().strip().split("\n")).hasSize(3);
+    assertThat(cli("key", "list", "--config", cfg).out().strip().split("\n")).hasSize(4);
 
     Cli rotated = cli("key", "rotate", id, "--config", cfg);
     assertThat(rotated.status()).as(rotated.toString()).isZero();

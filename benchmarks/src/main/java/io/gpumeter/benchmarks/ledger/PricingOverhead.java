@@ -14,12 +14,13 @@ import java.util.List;
 import javax.sql.DataSource;
 
 /**
- * What pricing and deduction at charge time (V7 trigger {@code usage_records_price}) cost the
- * ledger's batch path: the same {@link LedgerThroughput} workload (UNNEST, one connection) written
- * in alternating rounds with the trigger enabled and disabled, on one database in one run, so the
- * two are compared side by side under the same load. Every record's account exists, has a price for
- * its (model, device class) and prepaid credit; half the accounts are on a plan whose small
- * allowance runs out during the run, so all deduction steps run.
+ * What pricing and deduction at charge time (trigger {@code usage_records_price}) cost the ledger's
+ * batch path: the same {@link LedgerThroughput} workload (UNNEST, one connection) written in
+ * alternating rounds with the trigger disabled, with V7's record-by-record function and with V16's
+ * set-based one, on one database in one run, so the three are compared side by side under the same
+ * load. Every record's account exists, has a price for its (model, device class) and prepaid
+ * credit; half the accounts are on a plan whose small allowance runs out during the run, so all
+ * deduction steps run.
  *
  * <p>Usage: {@code PricingOverhead [records per round] [batch] [rounds]}.
  */
@@ -39,6 +40,11 @@ public final class PricingOverhead {
         Database.start(
             DatabaseConfig.builder()
                 .dataDirectory(dir.resolve("pg"))
+                // -Dpg.binaries=DIR reuses a root-safe repack of the PostgreSQL binaries
+                .binaryCacheDirectory(
+                    System.getProperty("pg.binaries") == null
+                        ? null
+                        : Path.of(System.getProperty("pg.binaries")))
                 .embeddedWatchdogInterval(Duration.ZERO)
                 .build())) {
       DataSource owner = db.maintenanceDataSource();
@@ -74,17 +80,21 @@ public final class PricingOverhead {
         System.out.println(
             "| pricing | round | records | seconds | records/s | PostgreSQL CPU µs/record (all processes) |");
         System.out.println("|---|---:|---:|---:|---:|---:|");
+        String v7 = function("V7__money.sql");
+        String v16 = function("V16__set_based_deduction.sql");
         for (int round = 1; round <= rounds; round++) {
-          for (boolean priced : new boolean[] {false, true}) {
+          for (String mode : new String[] {"off", "V7", "V16"}) {
             try (Connection c = owner.getConnection();
                 Statement st = c.createStatement()) {
               st.execute(
                   "ALTER TABLE usage_records "
-                      + (priced ? "ENABLE" : "DISABLE")
+                      + (mode.equals("off") ? "DISABLE" : "ENABLE")
                       + " TRIGGER usage_records_price");
+              if (!mode.equals("off")) {
+                st.execute(mode.equals("V7") ? v7 : v16);
+              }
             }
-            List<UsageRecord> rs =
-                LedgerThroughput.records("p" + round + (priced ? "on" : "off"), records);
+            List<UsageRecord> rs = LedgerThroughput.records("p" + round + mode, records);
             long cpu0 = serverTicks(postmaster);
             long t0 = System.nanoTime();
             LedgerThroughput.writeAll(store, rs, batch);
@@ -92,7 +102,7 @@ public final class PricingOverhead {
             double serverUs = (serverTicks(postmaster) - cpu0) * 1e4 / records;
             System.out.printf(
                 "| %s | %d | %d | %.2f | %,.0f | %.1f |%n",
-                priced ? "on" : "off", round, records, s, records / s, serverUs);
+                mode, round, records, s, records / s, serverUs);
           }
         }
         try (Connection c = owner.getConnection();
@@ -109,6 +119,22 @@ public final class PricingOverhead {
         }
       }
     }
+  }
+
+  /**
+   * The function {@code price_and_deduct_charges()} as the migration {@code file} on the class path
+   * defines it, as a {@code CREATE OR REPLACE}: V7's record-by-record deduction or V16's set-based
+   * one, swapped between rounds on the same database.
+   */
+  static String function(String file) throws java.io.IOException {
+    String sql;
+    try (java.io.InputStream in =
+        PricingOverhead.class.getResourceAsStream("/db/migration/" + file)) {
+      sql = new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+    }
+    int start = sql.indexOf("FUNCTION price_and_deduct_charges()");
+    int end = sql.indexOf("END $$;", start) + "END $$;".length();
+    return "CREATE OR REPLACE " + sql.substring(start, end);
   }
 
   /** utime + stime of the postmaster and all its children, in clock ticks (10 ms). */

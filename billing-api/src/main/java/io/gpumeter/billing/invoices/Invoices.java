@@ -2,6 +2,7 @@ package io.gpumeter.billing.invoices;
 
 import io.gpumeter.billing.Account;
 import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.ConflictException;
 import io.gpumeter.billing.Invoice;
 import io.gpumeter.billing.InvoiceLine;
 import io.gpumeter.billing.InvoiceVerification;
@@ -130,7 +131,7 @@ public final class Invoices {
           lock.executeQuery().close();
         }
         if (stored(c, a, month) != null) {
-          throw new IllegalArgumentException(
+          throw new ConflictException(
               "the invoice of '" + account + "' for " + month + " is final already");
         }
         try (PreparedStatement open =
@@ -145,7 +146,7 @@ public final class Invoices {
             rs.next();
             Date earlier = rs.getDate(1);
             if (earlier != null) {
-              throw new IllegalArgumentException(
+              throw new ConflictException(
                   "finalize "
                       + YearMonth.from(earlier.toLocalDate())
                       + " of '"

@@ -60,9 +60,13 @@ public final class ApiKeys {
   private static final String ALPHABET =
       "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
   private static final int MAX_ACCOUNT_NAME = 200;
+
+  /** Longest key label, in characters (UTF-16 units; the V13 CHECK counts code points, fewer). */
+  public static final int MAX_LABEL = 200;
+
   private static final String SELECT_INFO =
-      "SELECT k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at, k.scope"
-          + " FROM api_keys k JOIN accounts a ON a.id = k.account_id";
+      "SELECT k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at, k.scope,"
+          + " k.label FROM api_keys k JOIN accounts a ON a.id = k.account_id";
 
   private final DataSource dataSource;
   private final SecureRandom random = new SecureRandom();
@@ -130,12 +134,26 @@ public final class ApiKeys {
    * @throws BillingException if the database fails
    */
   public CreatedApiKey create(String accountName, KeyScope scope) {
+    return create(accountName, scope, null);
+  }
+
+  /**
+   * Creates a key of {@code scope} with {@code label} (null for none) for {@code accountName},
+   * creating the account if it does not exist.
+   *
+   * @return the new key; its plaintext cannot be retrieved again
+   * @throws IllegalArgumentException if the name is blank or longer than 200 characters, or the
+   *     label is not valid ({@link #validateLabel}); nothing is written then
+   * @throws BillingException if the database fails
+   */
+  public CreatedApiKey create(String accountName, KeyScope scope, String label) {
     Objects.requireNonNull(scope, "scope");
     String name = validateAccountName(accountName);
+    String checkedLabel = validateLabel(label);
     try (Connection c = dataSource.getConnection()) {
       c.setAutoCommit(false);
       try {
-        CreatedApiKey created = insertKey(c, accountId(c, name), name, scope);
+        CreatedApiKey created = insertKey(c, accountId(c, name), name, scope, checkedLabel);
         c.commit();
         return created;
       } catch (SQLException | RuntimeException e) {
@@ -147,18 +165,21 @@ public final class ApiKeys {
     }
   }
 
-  private CreatedApiKey insertKey(Connection c, long accountId, String accountName, KeyScope scope)
+  private CreatedApiKey insertKey(
+      Connection c, long accountId, String accountName, KeyScope scope, String label)
       throws SQLException {
     String plaintext = generateKey();
     String prefix = plaintext.substring(0, PREFIX_LENGTH);
     try (PreparedStatement ps =
         c.prepareStatement(
-            "INSERT INTO api_keys (account_id, prefix, key_hash, scope) VALUES (?, ?, ?, ?)"
+            "INSERT INTO api_keys (account_id, prefix, key_hash, scope, label)"
+                + " VALUES (?, ?, ?, ?, ?)"
                 + " RETURNING id, created_at")) {
       ps.setLong(1, accountId);
       ps.setString(2, prefix);
       ps.setBytes(3, sha256(plaintext));
       ps.setString(4, scope.dbName());
+      ps.setString(5, label);
       try (ResultSet rs = ps.executeQuery()) {
         rs.next();
         return new CreatedApiKey(
@@ -168,7 +189,8 @@ public final class ApiKeys {
             prefix,
             plaintext,
             rs.getTimestamp(2).toInstant(),
-            scope);
+            scope,
+            label);
       }
     }
   }
@@ -276,7 +298,8 @@ public final class ApiKeys {
       try {
         Revoked revoked = revoke(c, keyId);
         ApiKeyInfo old = revoked.info();
-        CreatedApiKey created = insertKey(c, old.accountId(), old.accountName(), old.scope());
+        CreatedApiKey created =
+            insertKey(c, old.accountId(), old.accountName(), old.scope(), old.label());
         c.commit();
         cache.invalidate(revoked.cacheKey());
         return new RotatedApiKey(created, old);
@@ -302,7 +325,7 @@ public final class ApiKeys {
             "UPDATE api_keys k SET revoked_at = now() FROM accounts a"
                 + " WHERE k.id = ? AND k.revoked_at IS NULL AND a.id = k.account_id"
                 + " RETURNING k.id, k.account_id, a.name, k.prefix, k.created_at, k.revoked_at,"
-                + " k.scope, k.key_hash")) {
+                + " k.scope, k.label, k.key_hash")) {
       ps.setLong(1, keyId);
       try (ResultSet rs = ps.executeQuery()) {
         if (!rs.next()) {
@@ -312,7 +335,7 @@ public final class ApiKeys {
                   ? ApiKeyStateException.Problem.REVOKED
                   : ApiKeyStateException.Problem.UNKNOWN);
         }
-        return new Revoked(info(rs), HexFormat.of().formatHex(rs.getBytes(8)));
+        return new Revoked(info(rs), HexFormat.of().formatHex(rs.getBytes(9)));
       }
     }
   }
@@ -375,7 +398,8 @@ public final class ApiKeys {
         rs.getString(4),
         rs.getTimestamp(5).toInstant(),
         revoked == null ? null : revoked.toInstant(),
-        KeyScope.parse(rs.getString(7)));
+        KeyScope.parse(rs.getString(7)),
+        rs.getString(8));
   }
 
   /** How many lookups went to the database (cache misses of well-formed keys) since creation. */
@@ -429,6 +453,30 @@ public final class ApiKeys {
       }
     }
     return sb.toString();
+  }
+
+  /**
+   * A key label as stored: null stays null (no label); otherwise stripped of surrounding white
+   * space, it must be 1-{@value #MAX_LABEL} characters with no control characters.
+   *
+   * @throws IllegalArgumentException naming what is wrong with it
+   */
+  public static String validateLabel(String label) {
+    if (label == null) {
+      return null;
+    }
+    String l = label.strip();
+    if (l.isEmpty()) {
+      throw new IllegalArgumentException("label must not be blank (omit it for no label)");
+    }
+    if (l.length() > MAX_LABEL) {
+      throw new IllegalArgumentException(
+          "label must be at most " + MAX_LABEL + " characters, was " + l.length());
+    }
+    if (l.chars().anyMatch(Character::isISOControl)) {
+      throw new IllegalArgumentException("label must not contain control characters");
+    }
+    return l;
   }
 
   private static String validateAccountName(String accountName) {

@@ -2,6 +2,8 @@ package io.gpumeter.billing.plans;
 
 import io.gpumeter.billing.Account;
 import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.ConflictException;
+import io.gpumeter.billing.NotFoundException;
 import io.gpumeter.billing.pricing.Currencies;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -45,7 +47,7 @@ public final class Accounts {
       ps.setBoolean(3, postpaidAllowed);
       try (ResultSet rs = ps.executeQuery()) {
         if (!rs.next()) {
-          throw new IllegalArgumentException("an account named '" + name + "' exists already");
+          throw new ConflictException("an account named '" + name + "' exists already");
         }
         return read(rs);
       }
@@ -91,7 +93,7 @@ public final class Accounts {
    */
   public Account require(String name) {
     return find(name)
-        .orElseThrow(() -> new IllegalArgumentException("no account named '" + name + "'"));
+        .orElseThrow(() -> new NotFoundException("account", "no account named '" + name + "'"));
   }
 
   /**
@@ -112,7 +114,7 @@ public final class Accounts {
       ps.setString(2, name);
       try (ResultSet rs = ps.executeQuery()) {
         if (!rs.next()) {
-          throw new IllegalArgumentException("no account named '" + name + "'");
+          throw new NotFoundException("account", "no account named '" + name + "'");
         }
         return read(rs);
       }

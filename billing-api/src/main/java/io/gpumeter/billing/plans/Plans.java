@@ -2,6 +2,8 @@ package io.gpumeter.billing.plans;
 
 import io.gpumeter.billing.Account;
 import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.ConflictException;
+import io.gpumeter.billing.NotFoundException;
 import io.gpumeter.billing.Plan;
 import io.gpumeter.billing.Subscription;
 import java.sql.Connection;
@@ -49,7 +51,7 @@ public final class Plans {
       ps.setLong(2, includedNs);
       try (ResultSet rs = ps.executeQuery()) {
         if (!rs.next()) {
-          throw new IllegalArgumentException("a plan named '" + name + "' exists already");
+          throw new ConflictException("a plan named '" + name + "' exists already");
         }
         return new Plan(rs.getLong(1), name, includedNs);
       }
@@ -94,7 +96,7 @@ public final class Plans {
           ps.setString(1, plan);
           try (ResultSet rs = ps.executeQuery()) {
             if (!rs.next()) {
-              throw new IllegalArgumentException("no plan named '" + plan + "'");
+              throw new NotFoundException("plan", "no plan named '" + plan + "'");
             }
             planId = rs.getLong(1);
           }
@@ -127,7 +129,7 @@ public final class Plans {
       } catch (SQLException | RuntimeException e) {
         c.rollback();
         if (e instanceof SQLException se && "23P01".equals(se.getSQLState())) {
-          throw new IllegalArgumentException(
+          throw new ConflictException(
               "account '" + account + "' already has a subscription from " + from + " on", e);
         }
         throw e;

@@ -2,6 +2,7 @@ package io.gpumeter.billing.pricing;
 
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.ChargeCost;
+import io.gpumeter.billing.ConflictException;
 import io.gpumeter.billing.PriceVersion;
 import java.math.BigInteger;
 import java.sql.Connection;
@@ -115,7 +116,7 @@ public final class PriceBook {
       } catch (SQLException e) {
         c.rollback();
         if ("23P01".equals(e.getSQLState())) {
-          throw new IllegalArgumentException(
+          throw new ConflictException(
               "price version for model '"
                   + model
                   + "' on '"
