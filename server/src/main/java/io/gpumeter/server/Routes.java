@@ -1,9 +1,12 @@
 package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
+import com.github.benmanes.caffeine.cache.Ticker;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.CostBucketRow;
 import io.gpumeter.billing.DatabaseDurability;
 import io.gpumeter.billing.LedgerHealth;
+import io.gpumeter.billing.UsageBucketRow;
 import io.netty.buffer.Unpooled;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
@@ -35,7 +38,8 @@ final class Routes {
   private final CompletionsEndpoint completions;
   private final ChatCompletionsEndpoint chat;
   private final UsageEndpoint usage;
-  private final UsageCompletionsEndpoint usageCompletions;
+  private final UsageCompletionsEndpoint<UsageBucketRow> usageCompletions;
+  private final UsageCompletionsEndpoint<CostBucketRow> costs;
   private final AdminEndpoint admin;
   private final MetricsWriter metrics;
   private final Readiness readiness;
@@ -55,6 +59,13 @@ final class Routes {
     this.modelAdmin = modelAdmin;
     AuthThrottle throttle = new AuthThrottle(config.authMaxFailures(), config.authFailureWindow());
     this.auth = new Authenticator(billing.apiKeys(), blocking, throttle);
+    BalanceCache balances =
+        new BalanceCache(
+            id -> billing.accounting().balance(id),
+            blocking,
+            config.balanceCacheTtl(),
+            Ticker.systemTicker());
+    SpendMetrics spend = new SpendMetrics(config.spendAccounts(), config.spendTopAccounts());
     this.completions =
         new CompletionsEndpoint(
             models,
@@ -64,19 +75,30 @@ final class Routes {
             config.maxTokensDefault(),
             config.maxTokensCap(),
             config.streamBufferBytes(),
-            new IdempotencyGate(
-                billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)));
+            new IdempotencyGate(billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)),
+            balances,
+            spend);
     this.chat =
         new ChatCompletionsEndpoint(
             models, auth, completions, config.maxTokensDefault(), config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
+    Duration rawRetention = config.retention() == null ? null : config.retention().retention();
     this.usageCompletions =
-        new UsageCompletionsEndpoint(
+        new UsageCompletionsEndpoint<>(
             auth,
             billing.usage(),
             blocking,
             Clock.systemUTC(),
-            config.retention() == null ? null : config.retention().retention());
+            rawRetention,
+            UsageCompletionsEndpoint.COMPLETIONS);
+    this.costs =
+        new UsageCompletionsEndpoint<>(
+            auth,
+            billing.usage(),
+            blocking,
+            Clock.systemUTC(),
+            rawRetention,
+            UsageCompletionsEndpoint.COSTS);
     this.admin =
         new AdminEndpoint(
             config.adminToken(),
@@ -88,6 +110,7 @@ final class Routes {
             Clock.systemUTC(),
             new ModelAdminEndpoint(modelAdmin, blocking));
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
+    spend.register(serverMetrics.registry(), serverMetrics.properties(), balances::cached);
     this.readiness = readiness;
     this.billing = billing;
     this.blocking = blocking;
@@ -111,6 +134,10 @@ final class Routes {
       case UsageCompletionsEndpoint.PATH -> {
         allow(ex, HttpMethod.GET, "GET");
         usageCompletions.handle(ex);
+      }
+      case UsageCompletionsEndpoint.COSTS_PATH -> {
+        allow(ex, HttpMethod.GET, "GET");
+        costs.handle(ex);
       }
       case "/v1/models" -> {
         allow(ex, HttpMethod.GET, "GET");
