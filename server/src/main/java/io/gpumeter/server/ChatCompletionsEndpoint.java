@@ -117,8 +117,9 @@ final class ChatCompletionsEndpoint {
   static final CompletionsEndpoint.Answer CHAT =
       new CompletionsEndpoint.Answer() {
         @Override
-        public Json.Writer whole(String model, List<String> texts, GenerationResult result) {
-          return g -> writeChat(g, model, texts.get(0), result);
+        public Json.Writer whole(
+            String model, List<String> texts, GenerationResult result, Receipt receipt) {
+          return g -> writeChat(g, model, texts.get(0), result, receipt);
         }
 
         @Override
@@ -127,7 +128,8 @@ final class ChatCompletionsEndpoint {
         }
       };
 
-  private static void writeChat(JsonGenerator g, String model, String text, GenerationResult r)
+  private static void writeChat(
+      JsonGenerator g, String model, String text, GenerationResult r, Receipt receipt)
       throws IOException {
     UsageRecord u = r.usage();
     g.writeStartObject();
@@ -147,7 +149,7 @@ final class ChatCompletionsEndpoint {
     g.writeStringField("finish_reason", r.finishReason().openAiName());
     g.writeEndObject();
     g.writeEndArray();
-    CompletionsEndpoint.writeUsage(g, u);
+    CompletionsEndpoint.writeUsage(g, u, receipt);
     g.writeEndObject();
   }
 
@@ -211,12 +213,12 @@ final class ChatCompletionsEndpoint {
     }
 
     @Override
-    public Json.Writer usage(GenerationResult result) {
+    public Json.Writer usage(GenerationResult result, Receipt receipt) {
       return g -> {
         head(g);
         g.writeArrayFieldStart("choices");
         g.writeEndArray();
-        CompletionsEndpoint.writeUsage(g, result.usage());
+        CompletionsEndpoint.writeUsage(g, result.usage(), receipt);
         g.writeEndObject();
       };
     }

@@ -44,7 +44,7 @@ final class CompletionChunks implements SseStream.Format {
   }
 
   @Override
-  public Json.Writer usage(GenerationResult result) {
+  public Json.Writer usage(GenerationResult result, Receipt receipt) {
     return g -> {
       g.writeStartObject();
       g.writeStringField("id", id);
@@ -53,7 +53,7 @@ final class CompletionChunks implements SseStream.Format {
       g.writeStringField("model", model);
       g.writeArrayFieldStart("choices");
       g.writeEndArray();
-      CompletionsEndpoint.writeUsage(g, result.usage());
+      CompletionsEndpoint.writeUsage(g, result.usage(), receipt);
       g.writeEndObject();
     };
   }

@@ -9,7 +9,9 @@ import io.gpumeter.batching.GenerationRequest;
 import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.SamplingOptions;
 import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.Balance;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.ChargeCost;
 import io.gpumeter.billing.LedgerFullException;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerUnavailableException;
@@ -66,6 +68,8 @@ final class CompletionsEndpoint {
   private final int maxTokensCap;
   private final long streamBufferBytes;
   private final IdempotencyGate idempotency;
+  private final BalanceCache balances;
+  private final SpendMetrics spend;
 
   CompletionsEndpoint(
       Map<String, ModelEndpoint> models,
@@ -75,7 +79,11 @@ final class CompletionsEndpoint {
       int maxTokensDefault,
       int maxTokensCap,
       long streamBufferBytes,
-      IdempotencyGate idempotency) {
+      IdempotencyGate idempotency,
+      BalanceCache balances,
+      SpendMetrics spend) {
+    this.balances = balances;
+    this.spend = spend;
     this.models = models;
     this.idempotency = idempotency;
     this.auth = auth;
@@ -210,7 +218,7 @@ final class CompletionsEndpoint {
   /** How one endpoint writes its answer: whole, or as a stream of chunks. */
   interface Answer {
     /** The whole answer; {@code texts} holds each choice's text, by index. */
-    Json.Writer whole(String model, List<String> texts, GenerationResult result);
+    Json.Writer whole(String model, List<String> texts, GenerationResult result, Receipt receipt);
 
     SseStream.Format stream(String model, String requestId, long created);
   }
@@ -218,8 +226,9 @@ final class CompletionsEndpoint {
   static final Answer COMPLETION =
       new Answer() {
         @Override
-        public Json.Writer whole(String model, List<String> texts, GenerationResult result) {
-          return g -> writeCompletion(g, model, texts, result);
+        public Json.Writer whole(
+            String model, List<String> texts, GenerationResult result, Receipt receipt) {
+          return g -> writeCompletion(g, model, texts, result, receipt);
         }
 
         @Override
@@ -252,6 +261,8 @@ final class CompletionsEndpoint {
         throw billingRefuses(health.reason());
       }
     }
+    // Read (or loaded) while the request generates: the receipt's currency and remaining funds.
+    CompletableFuture<Optional<Balance>> balance = balances.get(principal.accountId());
     long seed = seedOrNull != null ? seedOrNull : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
@@ -287,6 +298,7 @@ final class CompletionsEndpoint {
     }
     // Observed before the response is written, and also when the client has left.
     CompletableFuture<GenerationResult> observed = generation.result().whenComplete(observer);
+    countSpend(principal, observed, balance);
     ex.onAbandon(
         () -> {
           generation.cancel();
@@ -313,6 +325,8 @@ final class CompletionsEndpoint {
               ex.loop());
         });
     if (sse != null) {
+      // The head goes out before the cost is known: only the remaining funds, when cached.
+      balances.cached(principal.accountId()).ifPresent(b -> Receipt.addRateLimitHeaders(ex, b));
       sse.start(generation);
       ex.then(
           observed,
@@ -327,7 +341,8 @@ final class CompletionsEndpoint {
                   if (durableError.isPresent()) {
                     throw streamNotDurable(result, durableError.get());
                   }
-                  sse.close(result, stream.includeUsage());
+                  ex.then(
+                      balance, b -> sse.close(result, stream.includeUsage(), receipt(result, b)));
                 });
           });
       return;
@@ -338,8 +353,46 @@ final class CompletionsEndpoint {
             ex.then(
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),
                 durableError ->
-                    finish(
-                        ex, m, prompt, result, durableError.orElse(null), stop, answer, extras)));
+                    ex.then(
+                        balance,
+                        b ->
+                            finish(
+                                ex,
+                                m,
+                                prompt,
+                                result,
+                                durableError.orElse(null),
+                                stop,
+                                answer,
+                                extras,
+                                receipt(result, b)))));
+  }
+
+  private Receipt receipt(GenerationResult result, Optional<Balance> balance) {
+    return Receipt.of(billing, result.usage(), balance);
+  }
+
+  /** Counts every charge of this generation in the spend metrics once it is durable. */
+  private void countSpend(
+      ApiKeyPrincipal principal,
+      CompletableFuture<GenerationResult> observed,
+      CompletableFuture<Optional<Balance>> balance) {
+    observed.thenAccept(
+        r ->
+            r.durable()
+                .thenCombine(balance, (v, b) -> b)
+                .thenAccept(
+                    b -> {
+                      UsageRecord u = r.usage();
+                      ChargeCost c =
+                          b.flatMap(x -> billing.receiptCost(u, x.currency())).orElse(null);
+                      spend.record(
+                          principal.accountId(),
+                          principal.accountName(),
+                          u.deviceNs(),
+                          c == null ? null : c.roundedMicros(),
+                          c == null ? null : c.currency());
+                    }));
   }
 
   /**
@@ -373,7 +426,8 @@ final class CompletionsEndpoint {
       Throwable notDurable,
       StopStrings stop,
       Answer answer,
-      Extras extras) {
+      Extras extras,
+      Receipt receipt) {
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
@@ -419,9 +473,10 @@ final class CompletionsEndpoint {
     for (Choice c : result.choices()) {
       texts.add(echoed + stop.cut(m.model().tokenizer().decode(c.tokens())));
     }
-    Json.Writer whole = answer.whole(m.name(), texts, result);
-    // The receipt: the device time charged, equal to the stored charge (invariant 8).
+    Json.Writer whole = answer.whole(m.name(), texts, result, receipt);
+    // The receipt: the device time charged and its cost, equal to the stored charge (invariant 8).
     String deviceNs = Long.toString(usage.deviceNs());
+    receipt.addHeaders(ex);
     IdempotencyGate.Ticket ticket = extras.ticket();
     if (ticket == null) {
       ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
@@ -548,7 +603,7 @@ final class CompletionsEndpoint {
   }
 
   private static void writeCompletion(
-      JsonGenerator g, String model, List<String> texts, GenerationResult result)
+      JsonGenerator g, String model, List<String> texts, GenerationResult result, Receipt receipt)
       throws IOException {
     UsageRecord u = result.usage();
     g.writeStartObject();
@@ -566,12 +621,15 @@ final class CompletionsEndpoint {
       g.writeEndObject();
     }
     g.writeEndArray();
-    writeUsage(g, u);
+    writeUsage(g, u, receipt);
     g.writeEndObject();
   }
 
-  /** The {@code usage} object: tokens and the device time charged (the stored record's figures). */
-  static void writeUsage(JsonGenerator g, UsageRecord u) throws IOException {
+  /**
+   * The {@code usage} object: tokens, the device time charged (the stored record's figures) and its
+   * cost ({@link Receipt}).
+   */
+  static void writeUsage(JsonGenerator g, UsageRecord u, Receipt receipt) throws IOException {
     TimerInfo timer = u.timer();
     g.writeObjectFieldStart("usage");
     g.writeNumberField("prompt_tokens", u.promptTokens());
@@ -584,6 +642,7 @@ final class CompletionsEndpoint {
     g.writeStringField("device", timer.device());
     g.writeStringField("device_name", timer.deviceName());
     g.writeStringField("timer", timer.timerKind());
+    receipt.writeJson(g);
     g.writeEndObject();
   }
 
