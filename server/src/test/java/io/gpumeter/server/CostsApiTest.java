@@ -3,6 +3,10 @@ package io.gpumeter.server;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.openai.client.OpenAIClient;
+import com.openai.client.okhttp.OpenAIOkHttpClient;
+import com.openai.models.admin.organization.usage.UsageCostsParams;
+import com.openai.models.admin.organization.usage.UsageCostsResponse;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.KeyScope;
@@ -381,5 +385,45 @@ class CostsApiTest {
                 + ",usd,1",
             d + "," + (d + 86_400) + ",m1,,,," + m1 + "," + Accounting.decimal(m1) + ",usd,2",
             d + "," + (d + 86_400) + ",m2,,,," + m2 + "," + Accounting.decimal(m2) + ",usd,1");
+  }
+
+  @Test
+  void theOfficialOpenAiClientReadsThePage() {
+    OpenAIClient openai =
+        OpenAIOkHttpClient.builder()
+            .baseUrl("http://127.0.0.1:" + server.port() + "/v1")
+            .apiKey(admin.plaintext())
+            .adminApiKey(admin.plaintext())
+            .maxRetries(0)
+            .build();
+    try {
+      UsageCostsResponse page =
+          openai
+              .admin()
+              .organization()
+              .usage()
+              .costs(
+                  UsageCostsParams.builder()
+                      .startTime(day.getEpochSecond())
+                      .endTime(day.plus(Duration.ofDays(1)).getEpochSecond())
+                      .bucketWidth(UsageCostsParams.BucketWidth._1D)
+                      .addGroupBy(UsageCostsParams.GroupBy.API_KEY_ID)
+                      .build());
+      assertThat(page.data()).hasSize(1);
+      assertThat(page.hasMore()).isFalse();
+      assertThat(page.data().get(0).startTime()).isEqualTo(day.getEpochSecond());
+      List<Long> micros = new ArrayList<>();
+      for (var result : page.data().get(0).results()) {
+        var costs = result.asOrganizationCosts();
+        var amount = costs.amount().orElseThrow();
+        assertThat(amount.currency()).contains("usd");
+        micros.add(amount._additionalProperties().get("value_micros").convert(Long.class));
+      }
+      // r2 (a1), r3 (a2), r4 (admin): one result per key
+      assertThat(micros)
+          .containsExactlyInAnyOrder(micros(2_000_777), micros(3_000_001), micros(4_000_999));
+    } finally {
+      openai.close();
+    }
   }
 }
