@@ -181,6 +181,12 @@ final class SpendMetrics {
         .callback(
             cb -> {
               for (Account a : labelled()) {
+                if (a.own.spendMicros.isEmpty()) {
+                  // nothing priced yet: 0 in the account's currency, once its balance is cached
+                  balances
+                      .apply(a.id)
+                      .ifPresent(b -> cb.call(0, a.name, b.currency().toLowerCase(Locale.ROOT)));
+                }
                 a.own.spendMicros.forEach((c, v) -> cb.call(v.sum(), a.name, c));
               }
               other.spendMicros.forEach((c, v) -> cb.call(v.sum(), OTHER, c));
