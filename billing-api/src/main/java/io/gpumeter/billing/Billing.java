@@ -6,9 +6,12 @@ import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.db.InvalidationListener;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.ledger.Ledger;
+import io.gpumeter.billing.pricing.PriceBook;
+import io.gpumeter.billing.pricing.PriceCache;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import io.gpumeter.billing.retention.MaintenanceTask;
 import io.gpumeter.billing.usage.UsageQueries;
+import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageSink;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -60,6 +63,7 @@ public final class Billing implements AutoCloseable {
   private final io.gpumeter.billing.ledger.ChargeVoids chargeVoids;
   private final IdempotencyKeys idempotencyKeys;
   private final io.gpumeter.billing.budget.LeasedBudgets budgets;
+  private final PriceCache prices;
   private volatile boolean closed;
 
   private Billing(Database database, boolean ownsDatabase, BillingConfig config) {
@@ -137,9 +141,17 @@ public final class Billing implements AutoCloseable {
     }
     // Last, so a failed start leaves no listener behind. Revocations by other replicas or by the
     // command line reach this cache through the database (one pool connection kept for it).
+    this.prices = new PriceCache(new PriceBook(database.dataSource()));
+    try {
+      prices.reload();
+    } catch (BillingException e) {
+      // the listener's first LISTEN runs the gap handler, which reloads
+      LOG.warn("price versions not loaded at start; receipts are priced once they are", e);
+    }
     this.invalidations =
         InvalidationListener.create(database.dataSource(), INVALIDATION_POLL, INVALIDATION_RETRY)
             .subscribe("api_key", apiKeys::invalidateCachedHash, apiKeys::invalidateCache)
+            .subscribe("price_version", id -> prices.reloadSoon(), prices::reloadSoon)
             .start();
   }
 
@@ -292,6 +304,17 @@ public final class Billing implements AutoCloseable {
   }
 
   /**
+   * The receipt of a finished request for an account whose currency is {@code currency}: the cost
+   * its charge is stored with, computed in memory (no database round trip) by the trigger's rule
+   * from the cached price versions ({@code pricing.PriceCache}: reloaded when any process changes a
+   * version, so a receipt priced within about a second of a price change may differ from the stored
+   * charge). Empty when no version covers the record (it is stored unpriced).
+   */
+  public java.util.Optional<ChargeCost> receiptCost(UsageRecord record, String currency) {
+    return prices.price(record, currency);
+  }
+
+  /**
    * Reports drift between measured device time and the ledger; a report first writes what {@link
    * #measuredTime()} holds.
    */
@@ -399,6 +422,7 @@ public final class Billing implements AutoCloseable {
     List<Runnable> steps = new ArrayList<>();
     steps.add(invalidations::close);
     steps.add(budgets::close); // returns this replica's leases
+    steps.add(prices::close);
     if (measuredFlusher != null) {
       steps.add(measuredFlusher::shutdownNow);
     }

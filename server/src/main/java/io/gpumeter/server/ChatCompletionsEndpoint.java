@@ -131,8 +131,9 @@ final class ChatCompletionsEndpoint {
             List<String> texts,
             GenerationResult result,
             LogprobsJson logprobs,
-            List<LogprobsJson.Span> spans) {
-          return g -> writeChat(g, model, texts, result, logprobs, spans);
+            List<LogprobsJson.Span> spans,
+            Receipt receipt) {
+          return g -> writeChat(g, model, texts, result, logprobs, spans, receipt);
         }
 
         @Override
@@ -148,7 +149,8 @@ final class ChatCompletionsEndpoint {
       List<String> texts,
       GenerationResult r,
       LogprobsJson logprobs,
-      List<LogprobsJson.Span> spans)
+      List<LogprobsJson.Span> spans,
+      Receipt receipt)
       throws IOException {
     UsageRecord u = r.usage();
     g.writeStartObject();
@@ -174,7 +176,7 @@ final class ChatCompletionsEndpoint {
       g.writeEndObject();
     }
     g.writeEndArray();
-    CompletionsEndpoint.writeUsage(g, u);
+    CompletionsEndpoint.writeUsage(g, u, receipt);
     g.writeEndObject();
   }
 
@@ -250,12 +252,12 @@ final class ChatCompletionsEndpoint {
     }
 
     @Override
-    public Json.Writer usage(GenerationResult result) {
+    public Json.Writer usage(GenerationResult result, Receipt receipt) {
       return g -> {
         head(g);
         g.writeArrayFieldStart("choices");
         g.writeEndArray();
-        CompletionsEndpoint.writeUsage(g, result.usage());
+        CompletionsEndpoint.writeUsage(g, result.usage(), receipt);
         g.writeEndObject();
       };
     }

@@ -54,7 +54,7 @@ final class CompletionChunks implements SseStream.Format {
   }
 
   @Override
-  public Json.Writer usage(GenerationResult result) {
+  public Json.Writer usage(GenerationResult result, Receipt receipt) {
     return g -> {
       g.writeStartObject();
       g.writeStringField("id", id);
@@ -63,7 +63,7 @@ final class CompletionChunks implements SseStream.Format {
       g.writeStringField("model", model);
       g.writeArrayFieldStart("choices");
       g.writeEndArray();
-      CompletionsEndpoint.writeUsage(g, result.usage());
+      CompletionsEndpoint.writeUsage(g, result.usage(), receipt);
       g.writeEndObject();
     };
   }

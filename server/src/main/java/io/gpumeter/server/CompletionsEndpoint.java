@@ -10,8 +10,10 @@ import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.ReplicaFailedException;
 import io.gpumeter.batching.SamplingOptions;
 import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.Balance;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.Budgets;
+import io.gpumeter.billing.ChargeCost;
 import io.gpumeter.billing.LedgerFullException;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerUnavailableException;
@@ -68,6 +70,8 @@ final class CompletionsEndpoint {
   private final int maxTokensCap;
   private final long streamBufferBytes;
   private final IdempotencyGate idempotency;
+  private final BalanceCache balances;
+  private final SpendMetrics spend;
 
   CompletionsEndpoint(
       Map<String, ModelEndpoint> models,
@@ -77,7 +81,11 @@ final class CompletionsEndpoint {
       int maxTokensDefault,
       int maxTokensCap,
       long streamBufferBytes,
-      IdempotencyGate idempotency) {
+      IdempotencyGate idempotency,
+      BalanceCache balances,
+      SpendMetrics spend) {
+    this.balances = balances;
+    this.spend = spend;
     this.models = models;
     this.idempotency = idempotency;
     this.auth = auth;
@@ -229,14 +237,16 @@ final class CompletionsEndpoint {
   interface Answer {
     /**
      * The whole answer; {@code texts} holds each choice's text, by index, and {@code spans} each
-     * choice's logprobs ({@code logprobs} writes them), both null without logprobs.
+     * choice's logprobs ({@code logprobs} writes them), both null without logprobs; {@code receipt}
+     * is the cost written in its {@code usage}.
      */
     Json.Writer whole(
         String model,
         List<String> texts,
         GenerationResult result,
         LogprobsJson logprobs,
-        List<LogprobsJson.Span> spans);
+        List<LogprobsJson.Span> spans,
+        Receipt receipt);
 
     /** The chunks; {@code logprobs} is null without logprobs. */
     SseStream.Format stream(String model, String requestId, long created, LogprobsJson logprobs);
@@ -250,8 +260,9 @@ final class CompletionsEndpoint {
             List<String> texts,
             GenerationResult result,
             LogprobsJson logprobs,
-            List<LogprobsJson.Span> spans) {
-          return g -> writeCompletion(g, model, texts, result, logprobs, spans);
+            List<LogprobsJson.Span> spans,
+            Receipt receipt) {
+          return g -> writeCompletion(g, model, texts, result, logprobs, spans, receipt);
         }
 
         @Override
@@ -375,7 +386,7 @@ final class CompletionsEndpoint {
                             reservation.settle(notDurable == null ? r.usage().deviceNs() : 0));
               }
             });
-    follow(ex, requestId, m, prompt, stream, stop, answer, extras, submitted);
+    follow(ex, requestId, principal, m, prompt, stream, stop, answer, extras, submitted);
   }
 
   /** A submitted generation with what follows it: its metrics observer and its stream, if any. */
@@ -439,6 +450,7 @@ final class CompletionsEndpoint {
   private void follow(
       Exchange ex,
       String requestId,
+      ApiKeyPrincipal principal,
       ModelEndpoint m,
       int[] prompt,
       StreamParams stream,
@@ -449,8 +461,11 @@ final class CompletionsEndpoint {
     Generation generation = submitted.generation();
     ModelMetrics.GenerationObserver observer = submitted.observer();
     SseStream sse = submitted.sse();
+    // Read (or loaded) while the request generates: the receipt's currency and remaining funds.
+    CompletableFuture<Optional<Balance>> balance = balances.get(principal.accountId());
     // Observed before the response is written, and also when the client has left.
     CompletableFuture<GenerationResult> observed = generation.result().whenComplete(observer);
+    countSpend(principal, observed, balance);
     ex.onAbandon(
         () -> {
           generation.cancel();
@@ -477,6 +492,8 @@ final class CompletionsEndpoint {
               ex.loop());
         });
     if (sse != null) {
+      // The head goes out before the cost is known: only the remaining funds, when cached.
+      balances.cached(principal.accountId()).ifPresent(b -> Receipt.addRateLimitHeaders(ex, b));
       sse.start(generation);
       ex.then(
           observed,
@@ -491,7 +508,8 @@ final class CompletionsEndpoint {
                   if (durableError.isPresent()) {
                     throw streamNotDurable(result, durableError.get());
                   }
-                  sse.close(result, stream.includeUsage());
+                  ex.then(
+                      balance, b -> sse.close(result, stream.includeUsage(), receipt(result, b)));
                 });
           });
       return;
@@ -502,8 +520,46 @@ final class CompletionsEndpoint {
             ex.then(
                 result.durable().handle((ok, err) -> Optional.ofNullable(err)),
                 durableError ->
-                    finish(
-                        ex, m, prompt, result, durableError.orElse(null), stop, answer, extras)));
+                    ex.then(
+                        balance,
+                        b ->
+                            finish(
+                                ex,
+                                m,
+                                prompt,
+                                result,
+                                durableError.orElse(null),
+                                stop,
+                                answer,
+                                extras,
+                                receipt(result, b)))));
+  }
+
+  private Receipt receipt(GenerationResult result, Optional<Balance> balance) {
+    return Receipt.of(billing, result.usage(), balance);
+  }
+
+  /** Counts every charge of this generation in the spend metrics once it is durable. */
+  private void countSpend(
+      ApiKeyPrincipal principal,
+      CompletableFuture<GenerationResult> observed,
+      CompletableFuture<Optional<Balance>> balance) {
+    observed.thenAccept(
+        r ->
+            r.durable()
+                .thenCombine(balance, (v, b) -> b)
+                .thenAccept(
+                    b -> {
+                      UsageRecord u = r.usage();
+                      ChargeCost c =
+                          b.flatMap(x -> billing.receiptCost(u, x.currency())).orElse(null);
+                      spend.record(
+                          principal.accountId(),
+                          principal.accountName(),
+                          u.deviceNs(),
+                          c == null ? null : c.roundedMicros(),
+                          c == null ? null : c.currency());
+                    }));
   }
 
   /**
@@ -537,7 +593,8 @@ final class CompletionsEndpoint {
       Throwable notDurable,
       StopStrings stop,
       Answer answer,
-      Extras extras) {
+      Extras extras,
+      Receipt receipt) {
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
@@ -593,9 +650,10 @@ final class CompletionsEndpoint {
         spans.add(LogprobsJson.Span.of(c.logprobs(), offsets, LogprobsJson.kept(offsets, text)));
       }
     }
-    Json.Writer whole = answer.whole(m.name(), texts, result, logprobs, spans);
-    // The receipt: the device time charged, equal to the stored charge (invariant 8).
+    Json.Writer whole = answer.whole(m.name(), texts, result, logprobs, spans, receipt);
+    // The receipt: the device time charged and its cost, equal to the stored charge (invariant 8).
     String deviceNs = Long.toString(usage.deviceNs());
+    receipt.addHeaders(ex);
     IdempotencyGate.Ticket ticket = extras.ticket();
     if (ticket == null) {
       ex.onUndelivered(() -> voidCharge(usage.requestId(), VoidReason.WRITE_FAILED));
@@ -744,7 +802,8 @@ final class CompletionsEndpoint {
       List<String> texts,
       GenerationResult result,
       LogprobsJson logprobs,
-      List<LogprobsJson.Span> spans)
+      List<LogprobsJson.Span> spans,
+      Receipt receipt)
       throws IOException {
     UsageRecord u = result.usage();
     g.writeStartObject();
@@ -766,12 +825,15 @@ final class CompletionsEndpoint {
       g.writeEndObject();
     }
     g.writeEndArray();
-    writeUsage(g, u);
+    writeUsage(g, u, receipt);
     g.writeEndObject();
   }
 
-  /** The {@code usage} object: tokens and the device time charged (the stored record's figures). */
-  static void writeUsage(JsonGenerator g, UsageRecord u) throws IOException {
+  /**
+   * The {@code usage} object: tokens, the device time charged (the stored record's figures) and its
+   * cost ({@link Receipt}).
+   */
+  static void writeUsage(JsonGenerator g, UsageRecord u, Receipt receipt) throws IOException {
     TimerInfo timer = u.timer();
     g.writeObjectFieldStart("usage");
     g.writeNumberField("prompt_tokens", u.promptTokens());
@@ -784,6 +846,7 @@ final class CompletionsEndpoint {
     g.writeStringField("device", timer.device());
     g.writeStringField("device_name", timer.deviceName());
     g.writeStringField("timer", timer.timerKind());
+    receipt.writeJson(g);
     g.writeEndObject();
   }
 

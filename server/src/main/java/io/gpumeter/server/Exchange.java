@@ -8,10 +8,12 @@ import io.netty.channel.ChannelFuture;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.EventLoop;
 import io.netty.handler.codec.http.DefaultFullHttpResponse;
+import io.netty.handler.codec.http.DefaultHttpHeaders;
 import io.netty.handler.codec.http.DefaultHttpResponse;
 import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpHeaderValues;
+import io.netty.handler.codec.http.HttpHeaders;
 import io.netty.handler.codec.http.HttpRequest;
 import io.netty.handler.codec.http.HttpResponse;
 import io.netty.handler.codec.http.HttpResponseStatus;
@@ -57,6 +59,7 @@ final class Exchange {
   private Runnable onFail;
   private boolean streaming;
   private ConsoleSessions.Lookup console = ConsoleSessions.Lookup.NONE;
+  private HttpHeaders extraHeaders;
 
   Exchange(
       ApiHandler handler,
@@ -262,6 +265,24 @@ final class Exchange {
         loop());
   }
 
+  /**
+   * Adds a header to the answer this exchange sends next ({@link #respond}, {@link
+   * #respondChunked}, {@link #startStream}): the receipt and {@code x-ratelimit-*} headers. Event
+   * loop only.
+   */
+  void header(AsciiString name, String value) {
+    if (extraHeaders == null) {
+      extraHeaders = new DefaultHttpHeaders();
+    }
+    extraHeaders.set(name, value);
+  }
+
+  private void addExtraHeaders(HttpHeaders to) {
+    if (extraHeaders != null) {
+      to.add(extraHeaders);
+    }
+  }
+
   void respondJson(HttpResponseStatus status, Json.Writer writer) {
     respond(status, Json.write(alloc(), writer), APPLICATION_JSON, null, null);
   }
@@ -287,6 +308,7 @@ final class Exchange {
             content);
     resp.headers().set(HttpHeaderNames.CONTENT_TYPE, contentType);
     resp.headers().set(X_REQUEST_ID, requestId());
+    addExtraHeaders(resp.headers());
     if (extraHeader != null) {
       resp.headers().set(extraHeader, extraValue);
     }
@@ -334,6 +356,7 @@ final class Exchange {
                 : HttpVersion.HTTP_1_1,
             status);
     head.headers().set(HttpHeaderNames.CONTENT_TYPE, contentType);
+    addExtraHeaders(head.headers());
     if (requestId != null) {
       head.headers().set(X_REQUEST_ID, requestId);
     }
@@ -359,6 +382,7 @@ final class Exchange {
     head.headers().set(HttpHeaderNames.CONTENT_TYPE, TEXT_EVENT_STREAM);
     head.headers().set(HttpHeaderNames.CACHE_CONTROL, HttpHeaderValues.NO_CACHE);
     head.headers().set(X_REQUEST_ID, requestId());
+    addExtraHeaders(head.headers());
     streaming = handler.sendStreamHead(this, head);
     return streaming;
   }

@@ -142,6 +142,28 @@ final class IdempotencyGate {
         .thenApplyAsync(c -> decide(ex, t, c), ex.loop());
   }
 
+  /**
+   * A replay carries the receipt headers of the answer it replays, read from that answer's {@code
+   * usage} (the stored body is the answer as sent: its device time and cost are the charge's).
+   */
+  static void receiptHeaders(Exchange ex, byte[] body) {
+    JsonNode usage;
+    try {
+      usage = CANONICAL.readTree(body).path("usage");
+    } catch (IOException e) {
+      log.warn("stored answer of {} is not JSON; replayed without receipt headers", ex.requestId());
+      return;
+    }
+    JsonNode ns = usage.path("device_time_ns");
+    if (ns.isIntegralNumber()) {
+      ex.header(CompletionsEndpoint.X_DEVICE_TIME_NS, ns.asText());
+    }
+    JsonNode cost = usage.path("cost");
+    if (cost.isIntegralNumber()) {
+      ex.header(Receipt.X_COST_MICROS, cost.asText());
+    }
+  }
+
   private boolean decide(Exchange ex, Ticket t, IdempotencyClaim c) {
     switch (c.outcome()) {
       case CLAIMED -> {
@@ -157,6 +179,7 @@ final class IdempotencyGate {
       }
       case REPLAY -> {
         ex.requestId(c.requestId());
+        receiptHeaders(ex, c.body());
         ex.respond(
             HttpResponseStatus.valueOf(c.status()),
             Unpooled.wrappedBuffer(c.body()),

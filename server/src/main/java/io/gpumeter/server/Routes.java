@@ -2,10 +2,13 @@ package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.batching.ReplicaRouter;
+import com.github.benmanes.caffeine.cache.Ticker;
 import io.gpumeter.billing.Billing;
+import io.gpumeter.billing.CostBucketRow;
 import io.gpumeter.billing.DatabaseDurability;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.metering.TimerInfo;
+import io.gpumeter.billing.UsageBucketRow;
 import io.netty.buffer.Unpooled;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
@@ -39,10 +42,11 @@ final class Routes {
   private final CompletionsEndpoint completions;
   private final ChatCompletionsEndpoint chat;
   private final UsageEndpoint usage;
-  private final UsageCompletionsEndpoint usageCompletions;
   private final RequestsEndpoint requests;
   private final BalanceEndpoint balance;
   private final InvoicesEndpoint invoices;
+  private final UsageCompletionsEndpoint<UsageBucketRow> usageCompletions;
+  private final UsageCompletionsEndpoint<CostBucketRow> costs;
   private final AdminEndpoint admin;
   private final MetricsWriter metrics;
   private final Readiness readiness;
@@ -64,6 +68,13 @@ final class Routes {
     this.modelAdmin = modelAdmin;
     AuthThrottle throttle = new AuthThrottle(config.authMaxFailures(), config.authFailureWindow());
     this.auth = new Authenticator(billing.apiKeys(), blocking, throttle);
+    BalanceCache balances =
+        new BalanceCache(
+            id -> billing.accounting().balance(id),
+            blocking,
+            config.balanceCacheTtl(),
+            Ticker.systemTicker());
+    SpendMetrics spend = new SpendMetrics(config.spendAccounts(), config.spendTopAccounts());
     this.completions =
         new CompletionsEndpoint(
             models,
@@ -73,19 +84,30 @@ final class Routes {
             config.maxTokensDefault(),
             config.maxTokensCap(),
             config.streamBufferBytes(),
-            new IdempotencyGate(
-                billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)));
+            new IdempotencyGate(billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)),
+            balances,
+            spend);
     this.chat =
         new ChatCompletionsEndpoint(
             models, auth, completions, config.maxTokensDefault(), config.maxTokensCap());
     this.usage = new UsageEndpoint(auth, billing.usage(), blocking, Clock.systemUTC());
+    Duration rawRetention = config.retention() == null ? null : config.retention().retention();
     this.usageCompletions =
-        new UsageCompletionsEndpoint(
+        new UsageCompletionsEndpoint<>(
             auth,
             billing.usage(),
             blocking,
             Clock.systemUTC(),
-            config.retention() == null ? null : config.retention().retention());
+            rawRetention,
+            UsageCompletionsEndpoint.COMPLETIONS);
+    this.costs =
+        new UsageCompletionsEndpoint<>(
+            auth,
+            billing.usage(),
+            blocking,
+            Clock.systemUTC(),
+            rawRetention,
+            UsageCompletionsEndpoint.COSTS);
     this.requests = new RequestsEndpoint(auth, billing.usage(), blocking);
     this.balance = new BalanceEndpoint(auth, billing.accounting(), blocking, Clock.systemUTC());
     this.invoices = new InvoicesEndpoint(auth, billing.accounting(), blocking);
@@ -104,6 +126,7 @@ final class Routes {
     this.consoleSessions = new ConsoleSessions(Clock.systemUTC(), config.consoleSessionTtl());
     this.console = new ConsoleEndpoint(consoleSessions, auth, admin);
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);
+    spend.register(serverMetrics.registry(), serverMetrics.properties(), balances::cached);
     this.readiness = readiness;
     this.billing = billing;
     this.blocking = blocking;
@@ -140,6 +163,10 @@ final class Routes {
       case InvoicesEndpoint.PATH -> {
         allow(ex, HttpMethod.GET, "GET");
         invoices.list(ex);
+      }
+      case UsageCompletionsEndpoint.COSTS_PATH -> {
+        allow(ex, HttpMethod.GET, "GET");
+        costs.handle(ex);
       }
       case "/v1/models" -> {
         allow(ex, HttpMethod.GET, "GET");

@@ -20,9 +20,11 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.LinkedHashSet;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
 import java.util.regex.Pattern;
 
 /**
@@ -66,6 +68,9 @@ public final class ServerConfig {
     k.put("auth.max_failures", "20");
     k.put("auth.failure_window", "60s");
     k.put("console.session_ttl", "8h");
+    k.put("billing.balance_cache_ttl", "5s");
+    k.put("metrics.spend_accounts", "");
+    k.put("metrics.spend_top_accounts", "10");
     k.put("http.max_body_bytes", "1048576");
     k.put("http.io_threads", "0");
     k.put("http.blocking_threads", "4");
@@ -119,6 +124,9 @@ public final class ServerConfig {
   private final int authMaxFailures;
   private final Duration authFailureWindow;
   private final Duration consoleSessionTtl;
+  private final Duration balanceCacheTtl;
+  private final Set<String> spendAccounts;
+  private final int spendTopAccounts;
   private final int maxBodyBytes;
   private final int ioThreads;
   private final int blockingThreads;
@@ -194,6 +202,9 @@ public final class ServerConfig {
     authMaxFailures = v.intIn("auth.max_failures", 1, 1_000_000);
     authFailureWindow = v.duration("auth.failure_window", Duration.ofSeconds(1));
     consoleSessionTtl = v.duration("console.session_ttl", Duration.ofSeconds(1));
+    balanceCacheTtl = v.duration("billing.balance_cache_ttl", Duration.ofMillis(100));
+    spendAccounts = v.parse("metrics.spend_accounts", ServerConfig::accountNames);
+    spendTopAccounts = v.intIn("metrics.spend_top_accounts", 0, 1_000);
     maxBodyBytes = v.intIn("http.max_body_bytes", 1024, 256 * 1024 * 1024);
     ioThreads = v.intIn("http.io_threads", 0, 1024);
     blockingThreads = v.intIn("http.blocking_threads", 1, 256);
@@ -406,6 +417,41 @@ public final class ServerConfig {
   /** How long a valid API key is trusted without asking the database. */
   public Duration keyCacheTtl() {
     return keyCacheTtl;
+  }
+
+  /**
+   * How old a cached balance (receipts' {@code x-ratelimit-*} headers, the remaining-funds gauges)
+   * may be before it is reloaded in the background ({@code billing.balance_cache_ttl}).
+   */
+  public Duration balanceCacheTtl() {
+    return balanceCacheTtl;
+  }
+
+  /** Accounts that always have their own spend series ({@code metrics.spend_accounts}). */
+  public Set<String> spendAccounts() {
+    return spendAccounts;
+  }
+
+  /** How many more accounts get their own spend series ({@code metrics.spend_top_accounts}). */
+  public int spendTopAccounts() {
+    return spendTopAccounts;
+  }
+
+  /** Comma-separated account names, each 1-200 characters of no whitespace; blank for none. */
+  static Set<String> accountNames(String text) {
+    Set<String> out = new LinkedHashSet<>();
+    for (String part : text.split(",", -1)) {
+      String n = part.strip();
+      if (n.isEmpty()) {
+        continue;
+      }
+      if (n.length() > 200 || n.chars().anyMatch(Character::isWhitespace)) {
+        throw new IllegalArgumentException(
+            "account names are 1-200 characters without spaces, comma-separated; got '" + n + "'");
+      }
+      out.add(n);
+    }
+    return Set.copyOf(out);
   }
 
   /** Failed authentications from one address within {@link #authFailureWindow()} before 429. */

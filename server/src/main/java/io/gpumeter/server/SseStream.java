@@ -79,7 +79,8 @@ final class SseStream {
      */
     Json.Writer text(int index, String text, String finishReason, LogprobsJson.Span logprobs);
 
-    Json.Writer usage(GenerationResult result);
+    /** The usage event; {@code receipt} holds its cost fields. */
+    Json.Writer usage(GenerationResult result, Receipt receipt);
   }
 
   private final Exchange ex;
@@ -254,12 +255,12 @@ final class SseStream {
   }
 
   /** The charge is settled: the usage event when asked for, then {@code [DONE]}, and the end. */
-  void close(GenerationResult result, boolean includeUsage) {
+  void close(GenerationResult result, boolean includeUsage, Receipt receipt) {
     if (ex.isDone()) {
       return;
     }
     if (includeUsage) {
-      write(format.usage(result));
+      write(format.usage(result, receipt));
     }
     if (!ex.isDone()) {
       ex.writeStream(Unpooled.wrappedBuffer(DONE));

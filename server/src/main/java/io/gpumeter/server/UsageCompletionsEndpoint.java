@@ -2,10 +2,10 @@ package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
 import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.CostBucketRow;
 import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.UsageBucketQuery;
 import io.gpumeter.billing.UsageBucketRow;
-import io.gpumeter.billing.UsageRowSink;
 import io.gpumeter.billing.usage.UsageQueries;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
@@ -16,6 +16,7 @@ import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.time.Clock;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -23,10 +24,14 @@ import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.function.Function;
 
 /**
- * {@code GET /v1/organization/usage/completions}: usage in OpenAI's page-of-buckets shape, as JSON
- * or CSV, streamed from a database cursor (server/README.md, "Usage API").
+ * {@code GET /v1/organization/usage/completions} and {@code GET /v1/organization/costs}: usage or
+ * costs in OpenAI's page-of-buckets shape, as JSON or CSV, streamed from a database cursor
+ * (server/README.md, "Usage API" and "Costs API"). Both share the query parameters ({@link
+ * UsageCompletionsRequest}), the scope rule, paging and the streaming writer; a {@link Report} says
+ * what is read and which columns are written.
  *
  * <p><b>Scope</b> (invariant 9): an {@code inference} key reads only its own usage (asking for
  * other keys in {@code api_key_ids} is a 403); an {@code account_admin} key reads every key of its
@@ -42,18 +47,67 @@ import java.util.concurrent.TimeoutException;
  * of the page is listed, empty ones with {@code results: []}. <b>CSV:</b> a header row, then one
  * row per result of every bucket of the whole range (no pages; empty buckets have no row).
  */
-final class UsageCompletionsEndpoint {
+final class UsageCompletionsEndpoint<R> {
   static final String PATH = "/v1/organization/usage/completions";
+  static final String COSTS_PATH = "/v1/organization/costs";
   static final int CHUNK_BYTES = 64 * 1024;
   static final AsciiString TEXT_CSV = AsciiString.cached("text/csv; charset=utf-8");
   static final String RESULT_OBJECT = "organization.usage.completions.result";
+  static final String COSTS_RESULT_OBJECT = "organization.costs.result";
+
+  /** Receives results one by one; an IOException stops the query. */
+  @FunctionalInterface
+  interface RowSink<R> {
+    void accept(R row) throws IOException;
+  }
+
+  /** Runs a bucketed query, handing each result to the sink in bucket then group order. */
+  @FunctionalInterface
+  interface Query<R> {
+    void run(UsageQueries queries, UsageBucketQuery q, RowSink<R> sink) throws IOException;
+  }
+
+  /**
+   * What one endpoint reads and writes.
+   *
+   * @param what the noun in error messages ("Usage", "Costs")
+   * @param resultObject each JSON result's {@code object}
+   * @param json the JSON result's fields after {@code object}
+   * @param csv the CSV columns after {@code start_time,end_time}
+   * @param bucket a result's bucket start
+   */
+  record Report<R>(
+      String what,
+      String resultObject,
+      List<UsageColumn<R>> json,
+      List<UsageColumn<R>> csv,
+      Function<R, Instant> bucket,
+      Query<R> query) {}
+
+  static final Report<UsageBucketRow> COMPLETIONS =
+      new Report<>(
+          "Usage",
+          RESULT_OBJECT,
+          UsageColumn.COMPLETIONS,
+          UsageColumn.COMPLETIONS,
+          UsageBucketRow::bucket,
+          (u, q, sink) -> u.buckets(q, sink::accept));
+
+  static final Report<CostBucketRow> COSTS =
+      new Report<>(
+          "Costs",
+          COSTS_RESULT_OBJECT,
+          UsageColumn.COSTS_JSON,
+          UsageColumn.COSTS_CSV,
+          CostBucketRow::bucket,
+          (u, q, sink) -> u.costBuckets(q, sink::accept));
 
   private final Authenticator auth;
   private final UsageQueries usage;
   private final Executor blocking;
   private final Clock clock;
   private final Duration rawRetention;
-  private final List<UsageColumn> columns;
+  private final Report<R> report;
 
   /**
    * @param rawRetention how long per-request records are kept (null: for good)
@@ -63,13 +117,14 @@ final class UsageCompletionsEndpoint {
       UsageQueries usage,
       Executor blocking,
       Clock clock,
-      Duration rawRetention) {
+      Duration rawRetention,
+      Report<R> report) {
     this.auth = auth;
     this.usage = usage;
     this.blocking = blocking;
     this.clock = clock;
     this.rawRetention = rawRetention;
-    this.columns = UsageColumn.COMPLETIONS;
+    this.report = report;
   }
 
   void handle(Exchange ex) {
@@ -112,7 +167,7 @@ final class UsageCompletionsEndpoint {
           CompletableFuture.runAsync(
               () -> {
                 try {
-                  usage.buckets(q, body);
+                  report.query().run(usage, q, body);
                   body.finish();
                 } catch (IOException e) {
                   body.abort(); // the client went away, or stopped reading
@@ -132,7 +187,7 @@ final class UsageCompletionsEndpoint {
     ex.then(
         done.exceptionally(
             e -> {
-              throw OrganizationReads.unavailable("Usage");
+              throw OrganizationReads.unavailable(report.what());
             }),
         v -> {});
   }
@@ -141,7 +196,7 @@ final class UsageCompletionsEndpoint {
    * Writes the results into chunks as the cursor hands them over, on the blocking thread. The
    * response head goes out with the first chunk.
    */
-  private final class Body extends OutputStream implements UsageRowSink {
+  private final class Body extends OutputStream implements RowSink<R> {
     private final Exchange ex;
     private final UsageCompletionsRequest r;
     private final ByteBufAllocator alloc;
@@ -161,7 +216,7 @@ final class UsageCompletionsEndpoint {
         if (r.csv()) {
           g = null;
           line.append("start_time,end_time");
-          for (UsageColumn c : columns) {
+          for (UsageColumn<R> c : report.csv()) {
             line.append(',').append(c.name());
           }
           line.append('\n');
@@ -183,11 +238,11 @@ final class UsageCompletionsEndpoint {
     }
 
     @Override
-    public void accept(UsageBucketRow row) throws IOException {
-      long b = row.bucket().getEpochSecond();
+    public void accept(R row) throws IOException {
+      long b = report.bucket().apply(row).getEpochSecond();
       if (r.csv()) {
         line.append(b).append(',').append(b + r.width().seconds());
-        for (UsageColumn c : columns) {
+        for (UsageColumn<R> c : report.csv()) {
           line.append(',');
           c.writeCsv(line, row);
         }
@@ -199,8 +254,8 @@ final class UsageCompletionsEndpoint {
           openBucket();
         }
         g.writeStartObject();
-        g.writeStringField("object", RESULT_OBJECT);
-        for (UsageColumn c : columns) {
+        g.writeStringField("object", report.resultObject());
+        for (UsageColumn<R> c : report.json()) {
           c.writeJson(g, row);
         }
         g.writeEndObject();

@@ -112,6 +112,16 @@ public final class Accounting {
     return credits.balance(account);
   }
 
+  /**
+   * The balance of the account with this id.
+   *
+   * @throws IllegalArgumentException if there is no such account
+   * @throws io.gpumeter.billing.BillingException if the database fails
+   */
+  public Balance balance(long accountId) {
+    return credits.balance(accountId);
+  }
+
   /** Books the remainder of expired grants as expiry entries; returns how many grants. */
   public int expireCredits() {
     return credits.expire();

@@ -139,6 +139,20 @@ public final class Credits {
   /** The balance of {@code account}: the sum of its entries, and this month's allowance. */
   public Balance balance(String account) {
     Account a = accounts.require(account);
+    return balance(a.id(), "'" + account + "'");
+  }
+
+  /**
+   * The balance of the account with this id (the server's balance cache reads it by the principal's
+   * account id).
+   *
+   * @throws IllegalArgumentException if there is no such account
+   */
+  public Balance balance(long accountId) {
+    return balance(accountId, "account " + accountId);
+  }
+
+  private Balance balance(long accountId, String what) {
     Instant now = clock.instant();
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
@@ -148,21 +162,27 @@ public final class Credits {
                     + " coalesce((SELECT p.included_ns FROM subscriptions s JOIN plans p"
                     + " ON p.id = s.plan_id WHERE s.account_id = ? AND s.active @> ?::timestamptz), 0),"
                     + " coalesce((SELECT used_ns FROM allowance_used WHERE account_id = ?"
-                    + " AND period = date_trunc('month', ?::timestamptz, 'UTC')::date), 0)")) {
+                    + " AND period = date_trunc('month', ?::timestamptz, 'UTC')::date), 0),"
+                    + " (SELECT currency FROM accounts WHERE id = ?)")) {
       Timestamp t = Timestamp.from(now);
-      ps.setLong(1, a.id());
-      ps.setLong(2, a.id());
+      ps.setLong(1, accountId);
+      ps.setLong(2, accountId);
       ps.setTimestamp(3, t);
-      ps.setLong(4, a.id());
+      ps.setLong(4, accountId);
       ps.setTimestamp(5, t);
+      ps.setLong(6, accountId);
       try (ResultSet rs = ps.executeQuery()) {
         rs.next();
+        String currency = rs.getString(4);
+        if (currency == null) {
+          throw new IllegalArgumentException("no account " + what);
+        }
         BigInteger exact = rs.getBigDecimal(1).toBigIntegerExact();
         return new Balance(
-            a.id(), a.currency(), exact, Money.roundToMicros(exact), rs.getLong(2), rs.getLong(3));
+            accountId, currency, exact, Money.roundToMicros(exact), rs.getLong(2), rs.getLong(3));
       }
     } catch (SQLException e) {
-      throw new BillingException("could not read the balance of '" + account + "'", e);
+      throw new BillingException("could not read the balance of " + what, e);
     }
   }
 

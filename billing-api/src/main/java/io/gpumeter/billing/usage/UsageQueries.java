@@ -2,6 +2,8 @@ package io.gpumeter.billing.usage;
 
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.ChargedRequest;
+import io.gpumeter.billing.CostBucketRow;
+import io.gpumeter.billing.CostRowSink;
 import io.gpumeter.billing.HourlyUsage;
 import io.gpumeter.billing.KvUsage;
 import io.gpumeter.billing.StoredUsage;
@@ -10,10 +12,12 @@ import io.gpumeter.billing.UsageBucketRow;
 import io.gpumeter.billing.UsageReport;
 import io.gpumeter.billing.UsageRowSink;
 import io.gpumeter.billing.UsageTotals;
+import io.gpumeter.billing.pricing.Money;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
 import java.io.IOException;
+import java.math.BigInteger;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -172,6 +176,67 @@ public final class UsageQueries {
       }
     } catch (SQLException e) {
       throw new BillingException("could not read the usage of account " + query.accountId(), e);
+    }
+    return n;
+  }
+
+  /**
+   * Runs a bucketed cost query (same scope, buckets, groups and filters as {@link #buckets}) and
+   * hands each result to {@code sink} as it is read, through a cursor. Each result's amount is the
+   * sum of the stored exact costs of its priced, not voided charges ({@code charge_prices}),
+   * rounded once by {@link Money#roundToMicros}: from {@code cost_hourly} (V14) when {@link
+   * UsageBucketQuery#fromRollup()}, else from the raw records joined with their prices.
+   *
+   * @return the number of results handed to the sink
+   * @throws IOException what the sink threw; the query is abandoned
+   * @throws BillingException if the database fails or the account does not exist
+   */
+  public long costBuckets(UsageBucketQuery query, CostRowSink sink) throws IOException {
+    Objects.requireNonNull(query, "query");
+    Objects.requireNonNull(sink, "sink");
+    long n = 0;
+    try (Connection c = dataSource.getConnection()) {
+      c.setAutoCommit(false); // the PostgreSQL driver uses a cursor only inside a transaction
+      try {
+        String currency;
+        try (PreparedStatement ps =
+            c.prepareStatement("SELECT currency FROM accounts WHERE id = ?")) {
+          ps.setLong(1, query.accountId());
+          try (ResultSet rs = ps.executeQuery()) {
+            if (!rs.next()) {
+              throw new BillingException("no account " + query.accountId());
+            }
+            currency = rs.getString(1);
+          }
+        }
+        try (PreparedStatement ps = BucketSql.prepareCost(c, query)) {
+          ps.setFetchSize(FETCH_SIZE);
+          try (ResultSet rs = ps.executeQuery()) {
+            while (rs.next()) {
+              long key = rs.getLong(3);
+              Long apiKeyId = rs.wasNull() ? null : key;
+              BigInteger exact = rs.getBigDecimal(7).toBigIntegerExact();
+              sink.accept(
+                  new CostBucketRow(
+                      rs.getTimestamp(1).toInstant(),
+                      rs.getString(2),
+                      apiKeyId,
+                      rs.getString(4),
+                      rs.getString(5),
+                      rs.getLong(6),
+                      exact,
+                      Money.roundToMicros(exact),
+                      currency));
+              n++;
+            }
+          }
+        }
+        c.commit();
+      } finally {
+        rollbackQuietly(c);
+      }
+    } catch (SQLException e) {
+      throw new BillingException("could not read the costs of account " + query.accountId(), e);
     }
     return n;
   }
