@@ -1,14 +1,14 @@
 package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
-import io.gpumeter.batching.ReplicaRouter;
 import com.github.benmanes.caffeine.cache.Ticker;
+import io.gpumeter.batching.ReplicaRouter;
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.CostBucketRow;
 import io.gpumeter.billing.DatabaseDurability;
 import io.gpumeter.billing.LedgerHealth;
-import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.billing.UsageBucketRow;
+import io.gpumeter.metering.TimerInfo;
 import io.netty.buffer.Unpooled;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpMethod;
