@@ -24,7 +24,9 @@ CREATE TABLE cost_hourly (
   device       text          NOT NULL,
   requests     bigint        NOT NULL CHECK (requests >= 0),
   cost_nmicros numeric(38,0) NOT NULL CHECK (cost_nmicros >= 0),
-  PRIMARY KEY (api_key_id, hour, model, device)
+  -- account_id is in the key although a key belongs to one account: a statement that carried one
+  -- key id under two accounts (synthetic data) must not make the upsert touch a row twice
+  PRIMARY KEY (api_key_id, hour, model, device, account_id)
 );
 
 CREATE INDEX cost_hourly_account_hour_idx ON cost_hourly (account_id, hour);
@@ -42,7 +44,7 @@ BEGIN
                         WHERE v.request_id = n.request_id AND v.applied_ns IS NOT NULL)
      GROUP BY 1, 2, 3, 4, 5
      ORDER BY 2, 1, 4, 5
-  ON CONFLICT (api_key_id, hour, model, device) DO UPDATE SET
+  ON CONFLICT (api_key_id, hour, model, device, account_id) DO UPDATE SET
     requests = h.requests + EXCLUDED.requests,
     cost_nmicros = h.cost_nmicros + EXCLUDED.cost_nmicros;
   RETURN NULL;
@@ -58,7 +60,8 @@ BEGIN
     FROM charge_prices p
     JOIN usage_records r ON r.request_id = p.request_id AND r.finished_at = p.finished_at
    WHERE p.request_id = NEW.request_id
-     AND h.api_key_id = r.api_key_id AND h.hour = date_trunc('hour', r.finished_at, 'UTC')
+     AND h.api_key_id = r.api_key_id AND h.account_id = r.account_id
+     AND h.hour = date_trunc('hour', r.finished_at, 'UTC')
      AND h.model = r.model AND h.device = r.device;
   RETURN NULL;
 END $$;
