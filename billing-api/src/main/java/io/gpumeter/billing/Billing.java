@@ -35,8 +35,8 @@ import org.slf4j.LoggerFactory;
  * <p>Start-up: the database must be reachable (migrations run) and, in durable mode, durable itself
  * ({@link DatabaseDurability}, unless {@link DatabaseConfig#allowUnsafeDatabase()}); the outbox
  * directory is opened and locked (one process per outbox), and a backlog left by a crash is
- * replayed at once by the replayer; partition maintenance runs once, then every {@link
- * RetentionConfig#interval()}.
+ * replayed at once by the replayer; partition maintenance and credit expiry ({@link
+ * Accounting#expireCredits()}) run once, then every {@link RetentionConfig#interval()}.
  */
 public final class Billing implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(Billing.class);
@@ -405,6 +405,14 @@ public final class Billing implements AutoCloseable {
       maintenance.run();
     } catch (RuntimeException e) {
       LOG.warn("Partition maintenance failed (retried at the next run)", e);
+    }
+    try {
+      int expired = accounting.expireCredits();
+      if (expired > 0) {
+        LOG.info("Credit expiry: {} grant(s) expired", expired);
+      }
+    } catch (RuntimeException e) {
+      LOG.warn("Credit expiry failed (retried at the next run)", e);
     }
   }
 

@@ -187,21 +187,57 @@ public final class Credits {
   }
 
   /**
-   * Books what is left of every grant that expired by now as an {@code expiry} entry (once per
-   * grant: it leaves nothing to expire again).
+   * Books what is left of every grant that expired by now as an {@code expiry} entry. Each
+   * account's grants are expired in their own transaction under the account's advisory lock (the
+   * lock the V7/V16 deduction and the budget leases take; accounts ascending, the deduction's
+   * order), so a deduction never runs between reading a remainder and booking its expiry. Once per
+   * grant: the entry brings the remainder to 0 and the remainder is read again under the lock, so a
+   * second run, here or on another replica at the same time, books nothing more. Runs on the
+   * maintenance scheduler ({@code Billing}).
    *
    * @return the number of grants expired
    */
   public int expire() {
-    try (Connection c = dataSource.getConnection();
-        PreparedStatement ps =
-            c.prepareStatement(
-                "INSERT INTO balance_entries (account_id, grant_id, kind, amount_nmicros)"
-                    + " SELECT account_id, grant_id, 'expiry', -remaining_nmicros"
-                    + " FROM grant_remaining WHERE expires_at <= ? AND remaining_nmicros > 0"
-                    + " ORDER BY grant_id")) {
-      ps.setTimestamp(1, Timestamp.from(clock.instant()));
-      return ps.executeUpdate();
+    Timestamp now = Timestamp.from(clock.instant());
+    try (Connection c = dataSource.getConnection()) {
+      List<Long> due = new ArrayList<>();
+      try (PreparedStatement ps =
+          c.prepareStatement(
+              "SELECT DISTINCT account_id FROM grant_remaining"
+                  + " WHERE expires_at <= ? AND remaining_nmicros > 0 ORDER BY account_id")) {
+        ps.setTimestamp(1, now);
+        try (ResultSet rs = ps.executeQuery()) {
+          while (rs.next()) {
+            due.add(rs.getLong(1));
+          }
+        }
+      }
+      int expired = 0;
+      c.setAutoCommit(false);
+      for (long accountId : due) {
+        try {
+          try (PreparedStatement lock =
+              c.prepareStatement("SELECT pg_advisory_xact_lock(hashtext('account:' || ?))")) {
+            lock.setLong(1, accountId);
+            lock.execute();
+          }
+          try (PreparedStatement ps =
+              c.prepareStatement(
+                  "INSERT INTO balance_entries (account_id, grant_id, kind, amount_nmicros)"
+                      + " SELECT account_id, grant_id, 'expiry', -remaining_nmicros"
+                      + " FROM grant_remaining WHERE account_id = ? AND expires_at <= ?"
+                      + " AND remaining_nmicros > 0 ORDER BY grant_id")) {
+            ps.setLong(1, accountId);
+            ps.setTimestamp(2, now);
+            expired += ps.executeUpdate();
+          }
+          c.commit();
+        } catch (SQLException | RuntimeException e) {
+          c.rollback();
+          throw e;
+        }
+      }
+      return expired;
     } catch (SQLException e) {
       throw new BillingException("could not expire credits", e);
     }
