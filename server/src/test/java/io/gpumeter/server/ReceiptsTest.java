@@ -252,6 +252,14 @@ class ReceiptsTest {
     assertThat(replay.header("x-gpumeter-cost-micros"))
         .isEqualTo(first.header("x-gpumeter-cost-micros"))
         .isEqualTo(Long.toString(stored(id).roundedMicros()));
+    // the funds left, from the cached balance as of the replay: never above the credit granted,
+    // never below what the database holds now (the cache lags, charges only lower the balance)
+    long balance = server.billing().accounting().balance(payer.accountId()).micros();
+    assertThat(replay.header("x-ratelimit-remaining-credit-micros")).isNotNull();
+    assertThat(Long.parseLong(replay.header("x-ratelimit-remaining-credit-micros")))
+        .isLessThanOrEqualTo(CREDIT_MICROS)
+        .isGreaterThanOrEqualTo(balance);
+    assertThat(replay.header("x-ratelimit-remaining-allowance-device-ns")).isEqualTo("0");
   }
 
   @Test
