@@ -24,13 +24,20 @@ final class BudgetAdmission {
   /**
    * Reserves the estimate of a request for {@code account} on model {@code m}: (prompt tokens +
    * {@code max_tokens}) × {@code n} × the model's recent device-ns per token (the price is applied
-   * by the budget, in the account's currency).
+   * by the budget, in the account's currency). The outcome is counted in {@code metrics}.
    */
   static CompletableFuture<Budgets.Reservation> reserve(
-      Budgets budgets, ModelEndpoint m, long account, int[] prompt, int maxTokens, int n) {
+      Budgets budgets,
+      BudgetMetrics metrics,
+      ModelEndpoint m,
+      long account,
+      int[] prompt,
+      int maxTokens,
+      int n) {
     Budgets.Meter meter = meter(budgets, m.name(), m.timer());
     long tokens = ((long) prompt.length + maxTokens) * n;
-    return budgets.reserve(meter, account, saturatedMultiply(tokens, meter.nsPerToken()));
+    long estimateNs = saturatedMultiply(tokens, meter.nsPerToken());
+    return metrics.count(budgets.reserve(meter, account, estimateNs), estimateNs);
   }
 
   static Budgets.Meter meter(Budgets budgets, String model, TimerInfo timer) {

@@ -300,7 +300,13 @@ final class CompletionsEndpoint {
     // covers it; else after a renewal on the budget thread). Refused: 429 insufficient_quota.
     CompletableFuture<Budgets.Reservation> reserved =
         BudgetAdmission.reserve(
-            billing.budgets(), m, principal.accountId(), prompt, maxTokens, extras.n());
+            billing.budgets(),
+            metrics.budget(),
+            m,
+            principal.accountId(),
+            prompt,
+            maxTokens,
+            extras.n());
     reserved.whenCompleteAsync(
         (reservation, refused) -> {
           if (ex.isDone()) {

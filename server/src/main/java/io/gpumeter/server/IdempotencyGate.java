@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import io.gpumeter.billing.ApiKeyPrincipal;
+import io.gpumeter.billing.Balance;
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.IdempotencyClaim;
 import io.gpumeter.billing.IdempotencyKeys;
@@ -18,6 +19,7 @@ import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.time.Duration;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -53,15 +55,18 @@ final class IdempotencyGate {
   private final IdempotencyKeys keys;
   private final Executor blocking;
   private final Duration lease;
+  private final BalanceCache balances;
 
   /**
    * @param lease how long a claim stays in flight before a retry may take it over: longer than an
    *     attempt can run (the request timeout plus the durability wait)
+   * @param balances the remaining-funds headers of a replay (as of the replay, not the original)
    */
-  IdempotencyGate(IdempotencyKeys keys, Executor blocking, Duration lease) {
+  IdempotencyGate(IdempotencyKeys keys, Executor blocking, Duration lease, BalanceCache balances) {
     this.keys = keys;
     this.blocking = blocking;
     this.lease = lease;
+    this.balances = balances;
   }
 
   /**
@@ -112,7 +117,8 @@ final class IdempotencyGate {
           "stream",
           "idempotency_key_with_stream");
     }
-    return new Ticket(principal.keyId(), key, hash(endpoint, body), requestId);
+    return new Ticket(
+        principal.keyId(), principal.accountId(), key, hash(endpoint, body), requestId);
   }
 
   /**
@@ -139,8 +145,16 @@ final class IdempotencyGate {
               }
               throw e instanceof RuntimeException r ? r : new IllegalStateException(e);
             })
-        .thenApplyAsync(c -> decide(ex, t, c), ex.loop());
+        .thenCompose(
+            c ->
+                c.outcome() == IdempotencyClaim.Outcome.REPLAY
+                    ? balances.get(t.accountId).thenApply(b -> new Claimed(c, b))
+                    : CompletableFuture.completedFuture(new Claimed(c, Optional.empty())))
+        .thenApplyAsync(c -> decide(ex, t, c.claim, c.balance), ex.loop());
   }
+
+  /** A claim, with the account's balance when it is a replay (for the remaining-funds headers). */
+  private record Claimed(IdempotencyClaim claim, Optional<Balance> balance) {}
 
   /**
    * A replay carries the receipt headers of the answer it replays, read from that answer's {@code
@@ -164,7 +178,7 @@ final class IdempotencyGate {
     }
   }
 
-  private boolean decide(Exchange ex, Ticket t, IdempotencyClaim c) {
+  private boolean decide(Exchange ex, Ticket t, IdempotencyClaim c, Optional<Balance> balance) {
     switch (c.outcome()) {
       case CLAIMED -> {
         if (c.supersededRequestId() != null) {
@@ -180,6 +194,8 @@ final class IdempotencyGate {
       case REPLAY -> {
         ex.requestId(c.requestId());
         receiptHeaders(ex, c.body());
+        // the funds left now (cached, as on any answer), not those the original answer showed
+        balance.ifPresent(b -> Receipt.addRateLimitHeaders(ex, b));
         ex.respond(
             HttpResponseStatus.valueOf(c.status()),
             Unpooled.wrappedBuffer(c.body()),
@@ -249,6 +265,7 @@ final class IdempotencyGate {
    */
   final class Ticket {
     private final long apiKeyId;
+    private final long accountId;
     private final String key;
     private final byte[] hash;
     private final String requestId;
@@ -256,8 +273,9 @@ final class IdempotencyGate {
     /** Set when the answer's store starts; yields whether it was stored. */
     private CompletableFuture<Boolean> store;
 
-    private Ticket(long apiKeyId, String key, byte[] hash, String requestId) {
+    private Ticket(long apiKeyId, long accountId, String key, byte[] hash, String requestId) {
       this.apiKeyId = apiKeyId;
+      this.accountId = accountId;
       this.key = key;
       this.hash = hash;
       this.requestId = requestId;

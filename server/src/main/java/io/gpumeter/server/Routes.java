@@ -84,7 +84,8 @@ final class Routes {
             config.maxTokensDefault(),
             config.maxTokensCap(),
             config.streamBufferBytes(),
-            new IdempotencyGate(billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config)),
+            new IdempotencyGate(
+                billing.idempotencyKeys(), blocking, IdempotencyGate.lease(config), balances),
             balances,
             spend);
     this.chat =

@@ -47,6 +47,7 @@ final class ServerMetrics {
   private final Histogram stepDuration;
   private final Histogram sequencesPerStep;
   private final Map<String, ModelMetrics> models = new ConcurrentHashMap<>();
+  private final BudgetMetrics budget = new BudgetMetrics();
 
   /**
    * Registers the HTTP metrics and the generation histograms in {@code registry}.
@@ -81,6 +82,7 @@ final class ServerMetrics {
             "gpumeter_sequences_per_step",
             "Sequences in each model step (the batch size).",
             SEQUENCES_PER_STEP_BUCKETS);
+    budget.register(registry, properties);
   }
 
   private Histogram histogram(String name, String help, double[] buckets) {
@@ -104,6 +106,11 @@ final class ServerMetrics {
 
   HttpMetrics http() {
     return http;
+  }
+
+  /** The budget reservation and settlement counters. */
+  BudgetMetrics budget() {
+    return budget;
   }
 
   /**

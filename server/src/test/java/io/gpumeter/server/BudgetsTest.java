@@ -24,7 +24,9 @@ import java.time.Duration;
 import java.time.Instant;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -222,6 +224,75 @@ class BudgetsTest {
     System.out.printf(
         "budgets: 32 concurrent, %d served, %d refused, overspend %s of bound %s nano-micro-units%n",
         served, refused, overspend, bound);
+  }
+
+  private static final Pattern SAMPLE =
+      Pattern.compile("^(gpumeter_budget_\\w+?)(?:\\{reason=\"(\\w+)\"})? (\\S+)$");
+
+  /** The budget counters on /metrics, by name (and {@code name/reason}). */
+  static Map<String, Long> budgetCounters() throws Exception {
+    Map<String, Long> out = new HashMap<>();
+    for (String line : http.get("/metrics", null).raw().body().split("\n")) {
+      Matcher m = SAMPLE.matcher(line);
+      if (m.matches()) {
+        String name = m.group(2) == null ? m.group(1) : m.group(1) + "/" + m.group(2);
+        out.put(name, (long) Double.parseDouble(m.group(3)));
+      }
+    }
+    return out;
+  }
+
+  static long delta(Map<String, Long> before, Map<String, Long> after, String name) {
+    assertThat(after).as("exported: " + name).containsKey(name);
+    return after.get(name) - before.getOrDefault(name, 0L);
+  }
+
+  @Test
+  void reservationAndSettlementCountersMoveByTheRequests() throws Exception {
+    money.createAccount("counted", "USD", false);
+    money.grantCredit("counted", "topup", 10_000_000, null, "10 USD");
+    CreatedApiKey counted = server.billing().apiKeys().create("counted");
+    money.createAccount("counted-broke", "USD", false);
+    CreatedApiKey broke = server.billing().apiKeys().create("counted-broke");
+    money.createAccount("counted-paused", "USD", false);
+    money.grantCredit("counted-paused", "topup", 10_000_000, null, "10 USD");
+    money.suspend("counted-paused");
+    CreatedApiKey paused = server.billing().apiKeys().create("counted-paused");
+    Map<String, Long> before = budgetCounters();
+
+    int n = 3;
+    long chargedNs = 0;
+    for (int i = 0; i < n; i++) {
+      Reply r = http.post("/v1/completions", counted.plaintext(), body(2));
+      assertThat(r.status()).as(r.toString()).isEqualTo(200);
+      chargedNs += r.json().at("/usage/device_time_ns").asLong();
+    }
+    for (int i = 0; i < 2; i++) {
+      assertInsufficientQuota(
+          http.post("/v1/completions", broke.plaintext(), body(2)), "exhausted");
+    }
+    assertInsufficientQuota(http.post("/v1/completions", paused.plaintext(), body(2)), "suspended");
+
+    long charged = chargedNs;
+    // a reservation settles once its charge is durable, just after the answer: scrape until then
+    await()
+        .atMost(Duration.ofSeconds(60))
+        .untilAsserted(
+            () -> {
+              Map<String, Long> after = budgetCounters();
+              assertThat(delta(before, after, "gpumeter_budget_reservations_total")).isEqualTo(n);
+              assertThat(delta(before, after, "gpumeter_budget_settlements_total")).isEqualTo(n);
+              assertThat(delta(before, after, "gpumeter_budget_settled_device_nanoseconds_total"))
+                  .isEqualTo(charged);
+              assertThat(delta(before, after, "gpumeter_budget_reserved_device_nanoseconds_total"))
+                  .isPositive();
+              assertThat(delta(before, after, "gpumeter_budget_refusals_total/insufficient_funds"))
+                  .isEqualTo(2);
+              assertThat(delta(before, after, "gpumeter_budget_refusals_total/suspended"))
+                  .isEqualTo(1);
+              assertThat(delta(before, after, "gpumeter_budget_refusals_total/billing_unavailable"))
+                  .isZero();
+            });
   }
 
   static int rows(long keyId) throws SQLException {

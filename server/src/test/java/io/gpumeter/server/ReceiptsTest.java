@@ -42,7 +42,9 @@ class ReceiptsTest {
   /** An odd price, so that costs have fractions of a micro-unit to round. */
   private static final long PRICE = 3_333_337;
 
-  private static final long CREDIT_MICROS = 50_000_000;
+  // ample: the budget refuses a request whose estimate the credit cannot cover (invariant 22),
+  // and a hundred requests on a loaded machine can cost over 50 USD at this price
+  private static final long CREDIT_MICROS = 10_000_000_000L;
 
   private static GpumeterServer server;
   private static Database db;
@@ -94,6 +96,10 @@ class ReceiptsTest {
     }
     price = accounting.setPrice("*", cls, "USD", PRICE, Instant.now().minusSeconds(3_600), null);
     accounting.grantCredit("payer", "topup", CREDIT_MICROS, null, "receipts test");
+    // the budget admits a priced request only when the account can pay for it (invariant 22)
+    for (String account : List.of("optin", "small1", "small2")) {
+      accounting.grantCredit(account, "topup", CREDIT_MICROS, null, "receipts test");
+    }
     // the price reaches the receipt cache through the database's notification
     UsageRecord probe = record(device, deviceName);
     await()
@@ -252,6 +258,14 @@ class ReceiptsTest {
     assertThat(replay.header("x-gpumeter-cost-micros"))
         .isEqualTo(first.header("x-gpumeter-cost-micros"))
         .isEqualTo(Long.toString(stored(id).roundedMicros()));
+    // the funds left, from the cached balance as of the replay: never above the credit granted,
+    // never below what the database holds now (the cache lags, charges only lower the balance)
+    long balance = server.billing().accounting().balance(payer.accountId()).micros();
+    assertThat(replay.header("x-ratelimit-remaining-credit-micros")).isNotNull();
+    assertThat(Long.parseLong(replay.header("x-ratelimit-remaining-credit-micros")))
+        .isLessThanOrEqualTo(CREDIT_MICROS)
+        .isGreaterThanOrEqualTo(balance);
+    assertThat(replay.header("x-ratelimit-remaining-allowance-device-ns")).isEqualTo("0");
   }
 
   @Test

@@ -1,0 +1,134 @@
+package io.gpumeter.server;
+
+import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.Budgets;
+import io.gpumeter.billing.InsufficientQuotaException;
+import io.prometheus.metrics.config.PrometheusProperties;
+import io.prometheus.metrics.core.metrics.CounterWithCallback;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.LongAdder;
+
+/**
+ * Budget reservations and settlements on {@code /metrics} (server/README.md, "Budget metrics"):
+ * admissions reserved, refused by reason, settled, and the device time reserved at admission and
+ * settled as charged. Amounts are integer device nanoseconds: a reservation is made in device time
+ * and priced by the account's lease in its currency, so device time is the one unit every
+ * reservation shares.
+ *
+ * <p>Concurrency: the counters are adders, updated from any thread; a reservation's settlement is
+ * counted once even when it is settled again ({@link Budgets.Reservation#settle} is idempotent).
+ */
+final class BudgetMetrics {
+  /** Refusal reasons, the values of the {@code reason} label. */
+  static final String INSUFFICIENT_FUNDS = "insufficient_funds";
+
+  static final String SUSPENDED = "suspended";
+  static final String UNAVAILABLE = "billing_unavailable";
+
+  private final LongAdder reserved = new LongAdder();
+  private final LongAdder reservedNs = new LongAdder();
+  private final LongAdder refusedFunds = new LongAdder();
+  private final LongAdder refusedSuspended = new LongAdder();
+  private final LongAdder refusedUnavailable = new LongAdder();
+  private final LongAdder settled = new LongAdder();
+  private final LongAdder settledNs = new LongAdder();
+
+  /**
+   * Counts the outcome of one admission's reservation of {@code estimateNs}; a reservation it
+   * yields is wrapped so that its settlement is counted.
+   */
+  CompletableFuture<Budgets.Reservation> count(
+      CompletableFuture<Budgets.Reservation> reservation, long estimateNs) {
+    return reservation.handle(
+        (r, error) -> {
+          if (error != null) {
+            refused(error);
+            throw error instanceof CompletionException c ? c : new CompletionException(error);
+          }
+          reserved.increment();
+          reservedNs.add(Math.max(0, estimateNs));
+          return new Counted(r);
+        });
+  }
+
+  private void refused(Throwable error) {
+    Throwable e =
+        error instanceof CompletionException && error.getCause() != null ? error.getCause() : error;
+    if (e instanceof InsufficientQuotaException q) {
+      if (q.reason() == InsufficientQuotaException.Reason.SUSPENDED) {
+        refusedSuspended.increment();
+      } else {
+        refusedFunds.increment();
+      }
+    } else if (e instanceof BillingException) {
+      refusedUnavailable.increment();
+    }
+  }
+
+  /** A reservation whose first settlement is counted. */
+  private final class Counted implements Budgets.Reservation {
+    private final Budgets.Reservation inner;
+    private final AtomicBoolean settledOnce = new AtomicBoolean();
+
+    Counted(Budgets.Reservation inner) {
+      this.inner = inner;
+    }
+
+    @Override
+    public boolean mayStep(long usedNs, long nextStepNs) {
+      return inner.mayStep(usedNs, nextStepNs);
+    }
+
+    @Override
+    public void settle(long chargedNs) {
+      inner.settle(chargedNs);
+      if (settledOnce.compareAndSet(false, true)) {
+        settled.increment();
+        settledNs.add(Math.max(0, chargedNs));
+      }
+    }
+  }
+
+  /** Registers the counters in {@code registry}. */
+  void register(PrometheusRegistry registry, PrometheusProperties properties) {
+    CounterWithCallback.builder(properties)
+        .name("gpumeter_budget_reservations_total")
+        .help("Completion admissions whose budget reservation was made.")
+        .callback(cb -> cb.call(reserved.sum()))
+        .register(registry);
+    CounterWithCallback.builder(properties)
+        .name("gpumeter_budget_refusals_total")
+        .help(
+            "Completion admissions refused by the budget: insufficient_funds and suspended (429"
+                + " insufficient_quota), billing_unavailable (503).")
+        .labelNames("reason")
+        .callback(
+            cb -> {
+              cb.call(refusedFunds.sum(), INSUFFICIENT_FUNDS);
+              cb.call(refusedSuspended.sum(), SUSPENDED);
+              cb.call(refusedUnavailable.sum(), UNAVAILABLE);
+            })
+        .register(registry);
+    CounterWithCallback.builder(properties)
+        .name("gpumeter_budget_settlements_total")
+        .help(
+            "Budget reservations settled (the charge recorded, or released with nothing charged).")
+        .callback(cb -> cb.call(settled.sum()))
+        .register(registry);
+    CounterWithCallback.builder(properties)
+        .name("gpumeter_budget_reserved_device_nanoseconds_total")
+        .help("Device time reserved at admission (the estimate), integer nanoseconds.")
+        .callback(cb -> cb.call(reservedNs.sum()))
+        .register(registry);
+    CounterWithCallback.builder(properties)
+        .name("gpumeter_budget_settled_device_nanoseconds_total")
+        .help(
+            "Device time settled against reservations (the durable charges), integer"
+                + " nanoseconds.")
+        .callback(cb -> cb.call(settledNs.sum()))
+        .register(registry);
+  }
+}
