@@ -42,6 +42,9 @@ class DeviceClassesTest {
         new String[][] {
           {"cpu", "cpu"},
           {"cpu", "Intel(R) Xeon(R)"},
+          {"cpu:0", "AMD EPYC"},
+          {"cpu:12", "Intel(R) Xeon(R)"},
+          {"cpu:x", "AMD EPYC"},
           {"cuda:0", "NVIDIA H100 80GB HBM3"},
           {"cuda:1", "NVIDIA H200"},
           {"cuda:0", "NVIDIA A100-SXM4-40GB"},
@@ -80,5 +83,7 @@ class DeviceClassesTest {
     }
     assertThat(DeviceClasses.of("cuda:0", "NVIDIA H100 80GB HBM3")).isEqualTo("nvidia-h100-80gb");
     assertThat(DeviceClasses.of("cuda:0", null)).isNull();
+    // a CPU replica (several devices per model, V15) is priced as the class cpu
+    assertThat(DeviceClasses.of("cpu:1", "AMD EPYC")).isEqualTo("cpu");
   }
 }
