@@ -424,21 +424,30 @@ final class AdminEndpoint {
         v -> ex.respondJson(status, g -> body.write(g, v)));
   }
 
+  /**
+   * 404 {@code api_key_not_found} or 409 {@code api_key_revoked} for a key that does not exist or
+   * is revoked already; {@code listPath} is where the caller can list the keys. Shared by the admin
+   * API's versions.
+   */
+  static ApiException keyStateError(ApiKeyStateException state, String listPath) {
+    return state.problem() == ApiKeyStateException.Problem.UNKNOWN
+        ? new ApiException(
+            HttpResponseStatus.NOT_FOUND,
+            ApiException.INVALID_REQUEST,
+            "No API key has id " + state.keyId() + " (see GET " + listPath + ").",
+            "id",
+            "api_key_not_found")
+        : new ApiException(
+            HttpResponseStatus.CONFLICT,
+            ApiException.INVALID_REQUEST,
+            "API key " + state.keyId() + " is already revoked.",
+            "id",
+            "api_key_revoked");
+  }
+
   private static ApiException keyError(Throwable e) {
     if (e instanceof ApiKeyStateException state) {
-      return state.problem() == ApiKeyStateException.Problem.UNKNOWN
-          ? new ApiException(
-              HttpResponseStatus.NOT_FOUND,
-              ApiException.INVALID_REQUEST,
-              "No API key has id " + state.keyId() + " (see GET /admin/keys).",
-              "id",
-              "api_key_not_found")
-          : new ApiException(
-              HttpResponseStatus.CONFLICT,
-              ApiException.INVALID_REQUEST,
-              "API key " + state.keyId() + " is already revoked.",
-              "id",
-              "api_key_revoked");
+      return keyStateError(state, "/admin/keys");
     }
     if (e instanceof IllegalArgumentException) {
       return ApiException.invalid("account", e.getMessage());

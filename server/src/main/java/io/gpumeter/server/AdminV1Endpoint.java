@@ -594,19 +594,7 @@ final class AdminV1Endpoint {
           "conflict");
     }
     if (e instanceof ApiKeyStateException state) {
-      return state.problem() == ApiKeyStateException.Problem.UNKNOWN
-          ? new ApiException(
-              HttpResponseStatus.NOT_FOUND,
-              ApiException.INVALID_REQUEST,
-              "No API key has id " + state.keyId() + " (see GET /admin/v1/keys).",
-              "id",
-              "api_key_not_found")
-          : new ApiException(
-              HttpResponseStatus.CONFLICT,
-              ApiException.INVALID_REQUEST,
-              "API key " + state.keyId() + " is already revoked.",
-              "id",
-              "api_key_revoked");
+      return AdminEndpoint.keyStateError(state, "/admin/v1/keys");
     }
     if (e instanceof IllegalArgumentException) {
       return ApiException.invalid(null, e.getMessage() + ".");
