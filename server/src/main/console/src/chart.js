@@ -92,7 +92,7 @@ export function stackedChart(host, { title, series, bucket, format, axis, totalA
 }
 
 /** A horizontal gauge: role=meter with its numbers in text. */
-export function gauge({ label, fraction, text, note }) {
+export function gauge({ label, fraction, text, note, data }) {
   const pct = Math.round(fraction * 1000) / 10;
   const bar = el('div', {
     class: 'gauge' + (fraction >= 0.9 ? ' high' : ''),
@@ -106,5 +106,5 @@ export function gauge({ label, fraction, text, note }) {
   const fill = el('div', { class: 'fill' });
   fill.style.width = pct + '%';
   bar.append(fill);
-  return el('div', { class: 'gauge-row' }, el('div', { class: 'gauge-label' }, label), bar, el('div', { class: 'gauge-text' }, text), note ? el('div', { class: 'muted' }, note) : '');
+  return el('div', { class: 'gauge-row', ...(data || {}) }, el('div', { class: 'gauge-label' }, label), bar, el('div', { class: 'gauge-text' }, text), note ? el('div', { class: 'muted' }, note) : '');
 }

@@ -168,7 +168,13 @@ function usage(view) {
   sg.addEventListener('change', () => { state.group = sg.value; load(); });
   form.addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
 
+  // Changing a control starts a new load while an older one may still be waiting for the server:
+  // only the newest load may draw, so an older answer that arrives late never shows a chart for
+  // controls that are no longer selected. data-loaded is the number of the load drawn.
+  let generation = 0;
   async function load() {
+    const mine = ++generation;
+    const current = () => mine === generation;
     const { start, end } = rangeFor(state.bucket, state.span, Math.floor(Date.now() / 1000));
     const n = Math.ceil((end - start) / BUCKET_SECONDS[state.bucket]);
     const params = { start_time: start, end_time: end, bucket_width: state.bucket, group_by: state.group, limit: Math.min(n, { '1m': 1440, '1h': 168, '1d': 31 }[state.bucket]) };
@@ -179,25 +185,30 @@ function usage(view) {
     card.setAttribute('aria-busy', 'true');
     timeHost.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
     costHost.replaceChildren();
+    const { groupBy, bucket } = { groupBy: state.group, bucket: state.bucket };
     try {
       const pages = await allPages('/v1/organization/usage/completions', params);
-      const s = toSeries(mergePages(pages), { groupBy: state.group, metric: 'device_time_ns' });
-      stackedChart(timeHost, { title: 'Device time', series: s, bucket: state.bucket, format: formatNs, axis: axisNs, totalAttr: 'data-total-ns', unitNote: 'device time' });
+      if (!current()) return;
+      const s = toSeries(mergePages(pages), { groupBy, metric: 'device_time_ns' });
+      stackedChart(timeHost, { title: 'Device time', series: s, bucket, format: formatNs, axis: axisNs, totalAttr: 'data-total-ns', unitNote: 'device time' });
     } catch (e) {
+      if (!current()) return;
       timeHost.replaceChildren();
       problem(timeHost, e);
     }
     try {
       const pages = await allPages('/v1/organization/costs', params);
-      const s = toSeries(mergePages(pages), { groupBy: state.group, metric: 'cost_micros' });
+      if (!current()) return;
+      const s = toSeries(mergePages(pages), { groupBy, metric: 'cost_micros' });
       const currency = firstCurrency(pages);
-      stackedChart(costHost, { title: 'Spend' + (currency ? ' (' + currency.toUpperCase() + ')' : ''), series: s, bucket: state.bucket, format: formatMicros, axis: axisMicros, totalAttr: 'data-total-micros', unitNote: 'currency units, exact to the micro-unit' });
+      stackedChart(costHost, { title: 'Spend' + (currency ? ' (' + currency.toUpperCase() + ')' : ''), series: s, bucket, format: formatMicros, axis: axisMicros, totalAttr: 'data-total-micros', unitNote: 'currency units, exact to the micro-unit' });
     } catch (e) {
+      if (!current()) return;
       costHost.replaceChildren(el('h3', {}, 'Spend'));
       problem(costHost, e);
     }
     card.setAttribute('aria-busy', 'false');
-    card.dataset.loaded = String(Date.now());
+    card.dataset.loaded = String(mine);
   }
   load();
 }
@@ -241,6 +252,7 @@ async function balance(view) {
       card.append(el('h3', {}, 'Plan ' + b.plan.name + ' · ' + time(b.plan.period_start) + ' to ' + time(b.plan.period_end)));
       for (const inc of b.plan.included || []) {
         card.append(gauge({
+          data: { 'data-allowance': inc.device_class, 'data-used-ns': String(inc.used_device_ns), 'data-included-ns': String(inc.included_device_ns) },
           label: 'Included device time, ' + inc.device_class,
           fraction: fractionUsed(inc.used_device_ns, inc.included_device_ns),
           text: formatNs(inc.used_device_ns) + ' used of ' + formatNs(inc.included_device_ns) + ' (' + formatNs(inc.remaining_device_ns) + ' left)',
@@ -250,14 +262,17 @@ async function balance(view) {
     } else {
       card.append(el('p', {}, 'No plan: usage is paid from credits' + (b.postpaid_allowed ? ' or postpaid.' : '.')));
     }
-    card.append(el('h3', {}, 'Credits: ' + formatMicros(b.credit_remaining_micros) + ' ' + cur + ' remaining'));
+    card.append(el('h3', { id: 'credit-remaining', 'data-micros': String(b.credit_remaining_micros) }, 'Credits: ' + formatMicros(b.credit_remaining_micros) + ' ' + cur + ' remaining'));
     for (const c of b.credits || []) {
-      card.append(gauge({
+      // An expired grant is listed by the API but no longer counted: its gauge says so, empty.
+      const row = gauge({
         label: (c.kind === 'topup' ? 'Top-up ' : 'Grant ') + c.id,
-        fraction: 1 - fractionUsed(c.granted_micros - c.remaining_micros, c.granted_micros),
-        text: formatMicros(c.remaining_micros) + ' of ' + formatMicros(c.granted_micros) + ' ' + cur + ' left',
-        note: c.expires_at ? 'Expires ' + time(c.expires_at) : 'Does not expire',
-      }));
+        fraction: c.expired ? 0 : 1 - fractionUsed(c.granted_micros - c.remaining_micros, c.granted_micros),
+        text: (c.expired ? 'expired, ' : '') + formatMicros(c.remaining_micros) + ' of ' + formatMicros(c.granted_micros) + ' ' + cur + ' left',
+        note: c.expires_at ? (c.expired ? 'Expired ' : 'Expires ') + time(c.expires_at) : 'Does not expire',
+      });
+      row.dataset.credit = String(c.id);
+      card.append(row);
     }
   } catch (e) {
     problem(card, e);
@@ -290,12 +305,14 @@ async function printable(host, id) {
     const inv = await get('/v1/organization/invoices/' + encodeURIComponent(id) + '?format=json');
     const cur = (inv.currency || '').toUpperCase();
     const doc = el('article', { class: 'invoice printable', 'aria-label': 'Invoice ' + (inv.period || id) });
-    doc.append(el('h3', {}, 'Invoice ' + (inv.number || inv.id) + ' · ' + (inv.account || session.account) + ' · ' + (inv.period || '')));
+    // The JSON document is `invoice show --format json`, which has no id: the list's id names it.
+    doc.append(el('h3', {}, 'Invoice ' + (inv.id || id) + ' · ' + (inv.account || session.account) + ' · ' + (inv.period || '') + ' · ' + (inv.status || '')));
     doc.append(table('Lines', [
       { label: 'model', value: (l) => l.model || '' },
       { label: 'device class', value: (l) => l.device_class || '' },
       { label: 'requests', value: (l) => (l.requests === undefined ? '' : String(l.requests)) },
       { label: 'device time', value: (l) => (l.device_ns === undefined ? '' : formatNs(l.device_ns)) },
+      { label: 'in the plan', value: (l) => (l.included_ns === undefined ? '' : formatNs(l.included_ns)) },
       { label: 'unit price / device-s', value: (l) => (l.unit_price_micros_per_device_second === undefined ? '' : formatMicros(l.unit_price_micros_per_device_second)) },
       { label: 'amount', value: (l) => (l.amount_micros === undefined ? '' : formatMicros(l.amount_micros)) },
       { label: 'credits', value: (l) => (l.credits_micros === undefined ? '' : formatMicros(l.credits_micros)) },
@@ -314,11 +331,14 @@ async function printable(host, id) {
 function form(label, fields, onSubmit) {
   const f = el('form', { class: 'controls', 'aria-label': label });
   const inputs = {};
+  // Ids are per form ('op-create-key-account'), so two forms with an Account field do not share
+  // one id and each label names its own input.
+  const slug = label.toLowerCase().replace(/[^a-z0-9]+/g, '-');
   for (const fd of fields) {
-    const id = 'op-' + fd.name;
+    const id = 'op-' + slug + '-' + fd.name;
     const input = fd.options
       ? el('select', { id, name: fd.name }, fd.options.map((o) => el('option', { value: o }, o)))
-      : el('input', { id, name: fd.name, type: fd.type || 'text', required: fd.required, placeholder: fd.placeholder || '' });
+      : el('input', { id, name: fd.name, type: fd.type || 'text', required: fd.required, placeholder: fd.placeholder || '', min: fd.min, step: fd.step });
     inputs[fd.name] = input;
     f.append(el('div', {}, el('label', { for: id }, fd.label), input));
   }
@@ -340,6 +360,17 @@ function form(label, fields, onSubmit) {
   return f;
 }
 
+/**
+ * A whole number typed into a form times `scale`, as a JSON-safe integer; anything else (a
+ * fraction, a sign, more than 2^53) is refused here with a message, before any request.
+ */
+function integer(text, what, scale = 1) {
+  if (!/^[0-9]+$/.test(text) || !Number.isSafeInteger(Number(text) * scale)) {
+    throw new Error('The ' + what + ' must be a whole number' + (text.includes('.') ? ' (no decimal point: money is in micro-units)' : '') + '; got \'' + text + '\'.');
+  }
+  return Number(text) * scale;
+}
+
 async function accounts(view) {
   const card = panel('Accounts', 'accounts-panel');
   view.append(card);
@@ -358,6 +389,14 @@ async function accounts(view) {
       { name: 'name', label: 'Name', required: true },
       { name: 'currency', label: 'Currency', placeholder: 'usd', required: true },
     ], async (v) => { await post('/admin/v1/accounts', { name: v.name, currency: v.currency }); reload(); }));
+    card.append(form('Grant credit', [
+      { name: 'account', label: 'Account', required: true },
+      { name: 'kind', label: 'Kind', options: ['topup', 'grant'] },
+      { name: 'amount_micros', label: 'Amount in micro-units (1000000 = 1 unit)', type: 'number', required: true, min: '1', step: '1' },
+    ], async (v) => {
+      const c = await post('/admin/v1/accounts/' + encodeURIComponent(v.account) + '/credits', { kind: v.kind, amount_micros: integer(v.amount_micros, 'amount') });
+      return 'Credit ' + c.id + ' of ' + c.granted + ' granted to ' + c.account + '.';
+    }));
   } catch (e) {
     problem(card, e);
   }
@@ -438,10 +477,13 @@ async function prices(view) {
     card.append(form('Set price', [
       { name: 'model', label: 'Model (or *)', required: true },
       { name: 'device_class', label: 'Device class', required: true, placeholder: 'cpu' },
-      { name: 'micros', label: 'Micro-units per device-second', type: 'number', required: true },
-      { name: 'from', label: 'Effective from (unix seconds)', type: 'number', required: true },
+      { name: 'currency', label: 'Currency', placeholder: 'usd', required: true },
+      { name: 'micros', label: 'Micro-units per device-second', type: 'number', required: true, min: '0', step: '1' },
+      { name: 'from', label: 'Effective from (unix seconds; empty for now)', type: 'number', min: '0', step: '1' },
     ], async (v) => {
-      await post('/admin/v1/prices', { model: v.model, device_class: v.device_class, micros_per_device_second: Number(v.micros), effective_from: Number(v.from) });
+      const body = { model: v.model, device_class: v.device_class, currency: v.currency.toUpperCase(), micros_per_device_second: integer(v.micros, 'price') };
+      if (v.from !== '') body.effective_from = integer(v.from, 'effective from');
+      await post('/admin/v1/prices', body);
       reload();
     }));
   } catch (e) {
@@ -464,7 +506,7 @@ async function plans(view) {
       { name: 'name', label: 'Name', required: true },
       { name: 'seconds', label: 'Included device-seconds per month', type: 'number', required: true },
     ], async (v) => {
-      await post('/admin/v1/plans', { name: v.name, included_device_ns: Number(BigInt(v.seconds) * 1000000000n) });
+      await post('/admin/v1/plans', { name: v.name, included_device_ns: integer(v.seconds, 'device-seconds', 1000000000) });
       reload();
     }));
     card.append(form('Put an account on a plan', [

@@ -2,13 +2,17 @@ package io.gpumeter.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.KeyScope;
+import io.gpumeter.billing.pricing.DeviceClasses;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -19,28 +23,50 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 /**
- * The web console in a real browser: starts a real server, makes keys in two accounts and
- * completions with them, then runs {@code server/src/main/console/e2e/console.e2e.mjs} with the
- * machine's {@code node}: Playwright ({@code playwright-core}) drives Debian's chromium ({@code
- * /usr/bin/chromium}, or {@code $CHROMIUM}) headless. The script signs in with a key and checks the
- * chart totals against {@code /v1/organization/usage/completions} for the same range (three bucket
- * widths and groupings), that account B's data is unreachable from A's session, keyboard navigation
- * of the tabs, sign-out, and that a key revoked in the operator view gets 401 on its next request;
- * it saves screenshots under {@code target/console-e2e/}. Its output is printed and kept in {@code
- * target/console-e2e/output.log}; the test fails unless it exits 0.
+ * The web console in a real browser: starts a real server, seeds real money data through the
+ * billing API (a price for the model's device class, a plan with a small allowance, credits in both
+ * accounts), makes priced completions with keys of two accounts, then runs {@code
+ * server/src/main/console/e2e/console.e2e.mjs} with the machine's {@code node}: Playwright ({@code
+ * playwright-core}) drives Debian's chromium ({@code /usr/bin/chromium}, or {@code $CHROMIUM})
+ * headless, one browser for every check. The script checks every panel against the API the page
+ * reads: the device-time and spend charts against {@code /v1/organization/usage/completions} and
+ * {@code /v1/organization/costs} for the same range (three bucket widths and groupings), the
+ * allowance and credit gauges against {@code /v1/organization/balance}, the invoice list and the
+ * printable invoice against the invoice JSON, the request rows against {@code
+ * /v1/organization/requests}, and the operator's accounts, prices and plans against the {@code
+ * /admin/v1} lists; that account B's data is unreachable from A's session; keyboard navigation,
+ * labels and text contrast; that a price set and a credit granted through the operator's forms (so
+ * with the CSRF token) reach the API, and a POST without the token changes nothing; and that a key
+ * revoked in the operator view gets 401. It saves screenshots under {@code target/console-e2e/}.
+ * Its output is printed and kept in {@code target/console-e2e/output.log}; the test fails unless it
+ * exits 0.
  */
 @Timeout(600)
 class ConsoleBrowserTest {
   private static final String TOKEN = "admin-token-for-browser-tests-7";
   private static final Path OUT = Path.of("target", "console-e2e").toAbsolutePath();
   private static GpumeterServer server;
+  private static long startMillis;
 
   @BeforeAll
   static void start() throws Exception {
+    long t0 = System.nanoTime();
+    // Only the demo model: the console needs one, and loading and warming the second
+    // (tiny-llama-bpe) took a third of this server's start (server/README.md, "Building the
+    // console").
+    Path models =
+        Files.createDirectories(
+            Path.of("target", "test-data", "console-models-" + System.nanoTime()).toAbsolutePath());
+    Files.createSymbolicLink(
+        models.resolve("demo-byte-lm"), TestServers.repoRoot().resolve("models/demo-byte-lm"));
     server =
         GpumeterServer.start(
-            TestServers.config("console-browser").set("admin.token", TOKEN).build(),
+            TestServers.config("console-browser")
+                .modelsDir(models)
+                .set("admin.token", TOKEN)
+                .build(),
             StepListener.NONE);
+    startMillis = (System.nanoTime() - t0) / 1_000_000;
   }
 
   @AfterAll
@@ -65,12 +91,36 @@ class ConsoleBrowserTest {
         .as("playwright-core, installed by the Maven build's npm ci")
         .isDirectory();
 
+    long seeded = System.nanoTime();
     var keys = server.billing().apiKeys();
     CreatedApiKey adminA = keys.create("browser-acme", KeyScope.ACCOUNT_ADMIN);
     CreatedApiKey a1 = keys.create("browser-acme");
     CreatedApiKey revokeMe = keys.create("browser-acme");
     CreatedApiKey b1 = keys.create("browser-globex");
     Client client = new Client(server.port());
+
+    // Money: a price for the class of the device the demo model runs on (so every request below
+    // has a cost), a plan whose allowance the first requests use up, and credits for the rest
+    // (the budget admits a priced request only when the account can pay for it).
+    Reply models = client.get("/v1/models", adminA.plaintext());
+    assertThat(models.status()).as(models.toString()).isEqualTo(200);
+    JsonNode model = models.json().at("/data/0");
+    String deviceClass =
+        DeviceClasses.of(model.at("/device").asText(), model.at("/device_name").asText());
+    var accounting = server.billing().accounting();
+    accounting.setPrice(
+        "*", deviceClass, "USD", 1_234_567L, Instant.now().minusSeconds(3_600), null);
+    accounting.createPlan("browser-basic", 2_000_000L);
+    accounting.assignPlan("browser-acme", "browser-basic", Instant.now().minusSeconds(60));
+    accounting.grantCredit("browser-acme", "topup", 50_000_000L, null, "console browser test");
+    accounting.grantCredit(
+        "browser-acme",
+        "grant",
+        1_000_000L,
+        Instant.now().plus(30, ChronoUnit.DAYS),
+        "console browser test, expiring");
+    accounting.grantCredit("browser-globex", "topup", 50_000_000L, null, "console browser test");
+
     List<CreatedApiKey> callers = List.of(adminA, a1, a1, b1, b1, revokeMe);
     for (int i = 0; i < callers.size(); i++) {
       Reply r =
@@ -84,6 +134,9 @@ class ConsoleBrowserTest {
                   + "}");
       assertThat(r.status()).as(r.toString()).isEqualTo(200);
     }
+    System.out.printf(
+        "console timing: server start %d ms, seeding and %d completions %d ms%n",
+        startMillis, callers.size(), (System.nanoTime() - seeded) / 1_000_000);
 
     Files.createDirectories(OUT);
     Path log = OUT.resolve("output.log");
@@ -105,6 +158,9 @@ class ConsoleBrowserTest {
     env.put("REVOKE_KEY_ID", Long.toString(revokeMe.keyId()));
     env.put("OUT_DIR", OUT.toString());
     env.put("CHROMIUM", chromium());
+    env.put("ACCOUNT_B", b1.accountName());
+    env.put("DEVICE_CLASS", deviceClass);
+    long e2e = System.nanoTime();
     Process p = pb.start();
     boolean exited = p.waitFor(400, TimeUnit.SECONDS);
     if (!exited) {
@@ -112,6 +168,7 @@ class ConsoleBrowserTest {
     }
     String output = Files.readString(log);
     System.out.println(output);
+    System.out.printf("console timing: node e2e %d ms%n", (System.nanoTime() - e2e) / 1_000_000);
     assertThat(exited).as("the browser test finished within 400 s:\n" + output).isTrue();
     assertThat(p.exitValue()).as(output).isZero();
     assertThat(output).contains("console e2e: PASSED");
