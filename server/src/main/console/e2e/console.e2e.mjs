@@ -202,6 +202,20 @@ async function reload(page) {
 try {
   console.log('console e2e against ' + base);
   timing('chromium start');
+  // The audit can fail: a page with the old 4.34:1 grey on the page background, an unlabelled
+  // input, a repeated id, a table without a caption and a button without a name gives exactly
+  // those five problems.
+  {
+    const probe = await newPage();
+    await probe.page.setContent('<style>html{background:#f1f5f9}</style><p style="color:#64748b">grey text</p><input id="x"><span id="x">y</span><table><tr><td>1</td></tr></table><button></button>');
+    const found = await audit(probe.page);
+    check('the accessibility audit finds each kind of problem it looks for', () => {
+      assert.equal(found.length, 5, found.join('; '));
+      assert.match(found[0], /^contrast 4\.3\d:1 of "grey text"/);
+      assert.deepEqual(found.slice(1).map((f) => f.split(':')[0].split(' "')[0]), ['form control without a label', 'button without a name', 'id', 'table without a caption']);
+    });
+    await probe.context.close();
+  }
   // ---- a customer signs in with a key (keyboard only); the charts equal the usage and costs APIs ----
   const keyA = env('KEY_A');
   const a = await newPage();

@@ -3,7 +3,6 @@ package io.gpumeter.server;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.pricing.DeviceClasses;
@@ -17,15 +16,16 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /**
- * The web console in a real browser: starts a real server, seeds real money data through the
- * billing API (a price for the model's device class, a plan with a small allowance, credits in both
- * accounts), makes priced completions with keys of two accounts, then runs {@code
+ * The web console in a real browser: on the console tests' shared real server ({@link
+ * ConsoleTestServer}), seeds real money data through the billing API (two EUR accounts, a price for
+ * the model's device class, a plan with a small allowance, credits in both accounts), makes priced
+ * completions with keys of two accounts, then runs {@code
  * server/src/main/console/e2e/console.e2e.mjs} with the machine's {@code node}: Playwright ({@code
  * playwright-core}) drives Debian's chromium ({@code /usr/bin/chromium}, or {@code $CHROMIUM})
  * headless, one browser for every check. The script checks every panel against the API the page
@@ -42,38 +42,15 @@ import org.junit.jupiter.api.Timeout;
  * exits 0.
  */
 @Timeout(600)
+@ExtendWith(ConsoleTestServer.class)
 class ConsoleBrowserTest {
-  private static final String TOKEN = "admin-token-for-browser-tests-7";
+  private static final String TOKEN = ConsoleTestServer.TOKEN;
   private static final Path OUT = Path.of("target", "console-e2e").toAbsolutePath();
   private static GpumeterServer server;
-  private static long startMillis;
 
   @BeforeAll
-  static void start() throws Exception {
-    long t0 = System.nanoTime();
-    // Only the demo model: the console needs one, and loading and warming the second
-    // (tiny-llama-bpe) took a third of this server's start (server/README.md, "Building the
-    // console").
-    Path models =
-        Files.createDirectories(
-            Path.of("target", "test-data", "console-models-" + System.nanoTime()).toAbsolutePath());
-    Files.createSymbolicLink(
-        models.resolve("demo-byte-lm"), TestServers.repoRoot().resolve("models/demo-byte-lm"));
-    server =
-        GpumeterServer.start(
-            TestServers.config("console-browser")
-                .modelsDir(models)
-                .set("admin.token", TOKEN)
-                .build(),
-            StepListener.NONE);
-    startMillis = (System.nanoTime() - t0) / 1_000_000;
-  }
-
-  @AfterAll
-  static void stop() {
-    if (server != null) {
-      server.close();
-    }
+  static void start() {
+    server = ConsoleTestServer.server();
   }
 
   private static String chromium() {
@@ -93,6 +70,10 @@ class ConsoleBrowserTest {
 
     long seeded = System.nanoTime();
     var keys = server.billing().apiKeys();
+    var accounting = server.billing().accounting();
+    // EUR, so the price below does not price ConsoleSessionTest's USD accounts on the shared server
+    accounting.createAccount("browser-acme", "EUR", false);
+    accounting.createAccount("browser-globex", "EUR", false);
     CreatedApiKey adminA = keys.create("browser-acme", KeyScope.ACCOUNT_ADMIN);
     CreatedApiKey a1 = keys.create("browser-acme");
     CreatedApiKey revokeMe = keys.create("browser-acme");
@@ -107,9 +88,8 @@ class ConsoleBrowserTest {
     JsonNode model = models.json().at("/data/0");
     String deviceClass =
         DeviceClasses.of(model.at("/device").asText(), model.at("/device_name").asText());
-    var accounting = server.billing().accounting();
     accounting.setPrice(
-        "*", deviceClass, "USD", 1_234_567L, Instant.now().minusSeconds(3_600), null);
+        "*", deviceClass, "EUR", 1_234_567L, Instant.now().minusSeconds(3_600), null);
     accounting.createPlan("browser-basic", 2_000_000L);
     accounting.assignPlan("browser-acme", "browser-basic", Instant.now().minusSeconds(60));
     accounting.grantCredit("browser-acme", "topup", 50_000_000L, null, "console browser test");
@@ -135,8 +115,8 @@ class ConsoleBrowserTest {
       assertThat(r.status()).as(r.toString()).isEqualTo(200);
     }
     System.out.printf(
-        "console timing: server start %d ms, seeding and %d completions %d ms%n",
-        startMillis, callers.size(), (System.nanoTime() - seeded) / 1_000_000);
+        "console timing: shared server start %d ms, seeding and %d completions %d ms%n",
+        ConsoleTestServer.startMillis(), callers.size(), (System.nanoTime() - seeded) / 1_000_000);
 
     Files.createDirectories(OUT);
     Path log = OUT.resolve("output.log");

@@ -3,7 +3,6 @@ package io.gpumeter.server;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
@@ -19,10 +18,10 @@ import java.util.List;
 import java.util.Set;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /**
  * The web console's server side over raw HTTP on a real server: its files (content types, CSP, no
@@ -31,8 +30,9 @@ import org.junit.jupiter.api.Timeout;
  * request the cookie authenticates, revocation and sign-out.
  */
 @Timeout(300)
+@ExtendWith(ConsoleTestServer.class)
 class ConsoleSessionTest {
-  private static final String TOKEN = "admin-token-for-console-tests-42";
+  private static final String TOKEN = ConsoleTestServer.TOKEN;
   private static GpumeterServer server;
   private static Client client;
   private static final HttpClient http =
@@ -42,23 +42,9 @@ class ConsoleSessionTest {
           .build();
 
   @BeforeAll
-  static void start() throws Exception {
-    server =
-        GpumeterServer.start(
-            TestServers.config("console")
-                .set("admin.token", TOKEN)
-                .set("auth.key_cache_ttl", "60s")
-                .set("auth.max_failures", "1000")
-                .build(),
-            StepListener.NONE);
+  static void start() {
+    server = ConsoleTestServer.server();
     client = new Client(server.port());
-  }
-
-  @AfterAll
-  static void stop() {
-    if (server != null) {
-      server.close();
-    }
   }
 
   private static HttpRequest.Builder req(String path) {
