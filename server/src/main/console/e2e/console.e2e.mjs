@@ -287,7 +287,7 @@ try {
     creditMicros: document.getElementById('credit-remaining').dataset.micros,
     creditText: document.getElementById('credit-remaining').textContent,
     allowance: [...document.querySelectorAll('#balance-panel [data-allowance]')].map((g) => ({ cls: g.dataset.allowance, used: g.dataset.usedNs, included: g.dataset.includedNs, text: g.textContent })),
-    credits: [...document.querySelectorAll('#balance-panel [data-credit]')].map((g) => ({ id: g.dataset.credit, text: g.textContent, meter: g.querySelector('[role=meter]').getAttribute('aria-valuetext') })),
+    credits: [...document.querySelectorAll('#balance-panel [data-credit]')].map((g) => ({ id: g.dataset.credit, text: g.textContent, meter: g.querySelector('[role=meter]').getAttribute('aria-valuetext'), warn: g.querySelector('[role=meter]').classList.contains('high') })),
     plan: (document.querySelector('#balance-panel h3') || {}).textContent,
   }));
   check(`credit remaining shown ${shown.creditMicros} = balance API ${bal.credit_remaining_micros} ("${bal.credit_remaining}")`, () => {
@@ -307,6 +307,8 @@ try {
     bal.credits.forEach((c, i) => {
       assert.ok(shown.credits[i].meter.includes(c.remaining + ' of ' + c.granted), shown.credits[i].meter);
       assert.ok(shown.credits[i].text.includes(c.expires_at ? 'Expires ' : 'Does not expire'), shown.credits[i].text);
+      // the warning colour marks a credit nearly spent (10 % or less left), never a full one
+      assert.equal(shown.credits[i].warn, c.remaining_micros * 10 <= c.granted_micros, 'warning colour on credit ' + c.id);
     });
   });
   await accessible(a.page, 'the allowance and credits panel');
@@ -345,8 +347,9 @@ try {
     article: getComputedStyle(document.querySelector('#invoice-detail article')).display,
     hidden: ['#tabs', 'header.top'].map((q) => getComputedStyle(document.querySelector(q)).display),
     print: getComputedStyle(document.querySelector('#invoice-detail .no-print')).display,
+    paper: getComputedStyle(document.documentElement).backgroundColor,
   }));
-  check('printing shows the invoice without the page\'s navigation', () => assert.deepEqual(printed, { article: 'block', hidden: ['none', 'none'], print: 'none' }));
+  check('printing shows the invoice on white without the page\'s navigation', () => assert.deepEqual(printed, { article: 'block', hidden: ['none', 'none'], print: 'none', paper: 'rgb(255, 255, 255)' }));
   await a.page.screenshot({ path: join(outDir, 'console-invoice-print.png'), fullPage: true });
   await a.page.emulateMedia({ media: 'screen' });
   timing('requests, balance and invoice panels');

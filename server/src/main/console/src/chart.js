@@ -91,11 +91,16 @@ export function stackedChart(host, { title, series, bucket, format, axis, totalA
   return table;
 }
 
-/** A horizontal gauge: role=meter with its numbers in text. */
-export function gauge({ label, fraction, text, note, data }) {
+/**
+ * A horizontal gauge: role=meter with its numbers in text. `fraction` is what the bar fills: used
+ * (an allowance: a warning colour at 90 % used) or, with `remaining: true`, what is left (a
+ * credit: the warning at 10 % left, so a full credit is not painted as an alarm).
+ */
+export function gauge({ label, fraction, text, note, data, remaining = false }) {
   const pct = Math.round(fraction * 1000) / 10;
+  const warn = remaining ? fraction <= 0.1 : fraction >= 0.9;
   const bar = el('div', {
-    class: 'gauge' + (fraction >= 0.9 ? ' high' : ''),
+    class: 'gauge' + (warn ? ' high' : ''),
     role: 'meter',
     'aria-label': label,
     'aria-valuemin': '0',

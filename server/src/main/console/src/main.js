@@ -268,6 +268,7 @@ async function balance(view) {
       const row = gauge({
         label: (c.kind === 'topup' ? 'Top-up ' : 'Grant ') + c.id,
         fraction: c.expired ? 0 : 1 - fractionUsed(c.granted_micros - c.remaining_micros, c.granted_micros),
+        remaining: true,
         text: (c.expired ? 'expired, ' : '') + formatMicros(c.remaining_micros) + ' of ' + formatMicros(c.granted_micros) + ' ' + cur + ' left',
         note: c.expires_at ? (c.expired ? 'Expired ' : 'Expires ') + time(c.expires_at) : 'Does not expire',
       });
