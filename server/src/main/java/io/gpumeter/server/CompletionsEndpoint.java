@@ -307,7 +307,10 @@ final class CompletionsEndpoint {
             prompt,
             maxTokens,
             extras.n());
-    reserved.whenCompleteAsync(
+    // Inline when the lease covered the estimate (the future is complete here, on the loop).
+    OnLoop.whenComplete(
+        reserved,
+        ex.loop(),
         (reservation, refused) -> {
           if (ex.isDone()) {
             if (reservation != null) {
@@ -337,8 +340,7 @@ final class CompletionsEndpoint {
           } catch (Exception | Error e) {
             ex.fail(e);
           }
-        },
-        ex.loop());
+        });
   }
 
   /** Submission and the answer, once the budget reserved the estimate ({@code reservation}). */
@@ -520,26 +522,32 @@ final class CompletionsEndpoint {
           });
       return;
     }
+    // The result and its durability wait are joined off the loop (on the scheduler's and then the
+    // ledger writer's thread), so the loop is woken once, when the charge is durable, not once for
+    // the result and again for the commit.
+    CompletableFuture<Answered> answered =
+        observed.thenCompose(
+            result -> result.durable().handle((ok, err) -> new Answered(result, err)));
     ex.then(
-        observed,
-        result ->
+        answered,
+        a ->
             ex.then(
-                result.durable().handle((ok, err) -> Optional.ofNullable(err)),
-                durableError ->
-                    ex.then(
-                        balance,
-                        b ->
-                            finish(
-                                ex,
-                                m,
-                                prompt,
-                                result,
-                                durableError.orElse(null),
-                                stop,
-                                answer,
-                                extras,
-                                receipt(result, b)))));
+                balance,
+                b ->
+                    finish(
+                        ex,
+                        m,
+                        prompt,
+                        a.result(),
+                        a.notDurable(),
+                        stop,
+                        answer,
+                        extras,
+                        receipt(a.result(), b))));
   }
+
+  /** A finished generation and why its charge is not durable (null when it is). */
+  private record Answered(GenerationResult result, Throwable notDurable) {}
 
   private Receipt receipt(GenerationResult result, Optional<Balance> balance) {
     return Receipt.of(billing, result.usage(), balance);

@@ -247,7 +247,10 @@ final class Exchange {
    * exchange with its exception. Does nothing if the exchange was answered or abandoned meanwhile.
    */
   <T> void then(CompletableFuture<T> future, Step<T> next) {
-    future.whenCompleteAsync(
+    // Inline when the future is complete on the loop (no task for a cached value): OnLoop.
+    OnLoop.whenComplete(
+        future,
+        loop(),
         (value, error) -> {
           if (done) {
             return;
@@ -261,8 +264,7 @@ final class Exchange {
           } catch (Exception | Error e) {
             fail(e);
           }
-        },
-        loop());
+        });
   }
 
   /**

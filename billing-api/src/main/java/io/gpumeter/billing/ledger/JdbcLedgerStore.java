@@ -49,6 +49,13 @@ import org.slf4j.LoggerFactory;
  * All in one transaction: a duplicate request id never reaches the raw table or the rollup, and raw
  * rows and rollups cannot disagree.
  *
+ * <p>The measured side of a batch ({@link MeasuredBatch}) is committed with it. With {@link
+ * Method#UNNEST} it is part of the same statement ({@link #UNNEST_MEASURED_SQL}), run in
+ * auto-commit mode: the batch costs one round trip to the server, its commit included, where a
+ * transaction of two statements and a {@code COMMIT} cost three (issue 9: the commit is what a
+ * durable response waits for). A batch of no records writes the measured side alone ({@link
+ * #MEASURED_SQL}).
+ *
  * <p>{@link Method#UNNEST}: one statement, the batch bound as one array per column and expanded
  * with {@code unnest} (one SQL text for every batch size, so it stays a server-side prepared
  * statement). {@link Method#COPY}: the batch is streamed with {@code COPY ... FROM STDIN} (text
@@ -84,7 +91,8 @@ public final class JdbcLedgerStore implements LedgerStore {
           + " prompt_tokens, completion_tokens, queue_ns, steps, status, started_at, finished_at,"
           + " kv_byte_ns, peak_kv_bytes, session_id";
 
-  private static final String WRITE_TAIL =
+  /** The record CTEs after {@code input}: {@code claimed}, {@code inserted}, {@code rolled}. */
+  private static final String RECORD_CTES =
       "), claimed AS (\n"
           + "  INSERT INTO usage_request_ids (request_id, finished_at)\n"
           + "  SELECT request_id, finished_at FROM input ORDER BY ord\n"
@@ -116,10 +124,13 @@ public final class JdbcLedgerStore implements LedgerStore {
           + "    prompt_tokens = usage_hourly.prompt_tokens + EXCLUDED.prompt_tokens,\n"
           + "    completion_tokens = usage_hourly.completion_tokens + EXCLUDED.completion_tokens\n"
           + "  RETURNING 1\n"
-          + ")\n"
-          + "SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)";
+          + ")";
 
-  static final String UNNEST_SQL =
+  private static final String WRITE_TAIL =
+      RECORD_CTES + "\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)";
+
+  /** {@code input}: the batch bound as one array per column; parameters 1 to 24. */
+  private static final String UNNEST_INPUT =
       "WITH input AS (\n"
           + "  SELECT * FROM unnest(?::text[], ?::int8[], ?::int8[],"
           + " ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],"
@@ -127,16 +138,20 @@ public final class JdbcLedgerStore implements LedgerStore {
           + " ?::int4[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::int8[], ?::int8[], ?::text[])\n"
           + "    WITH ORDINALITY AS t("
           + COLUMNS
-          + ", ord)\n"
-          + WRITE_TAIL;
+          + ", ord)\n";
+
+  static final String UNNEST_SQL = UNNEST_INPUT + WRITE_TAIL;
+
+  /** Parameters of {@link #UNNEST_INPUT}: one array per column. */
+  private static final int RECORD_PARAMETERS = 24;
 
   /**
    * The measured side of a batch ({@link MeasuredBatch}): claims the batch id, and only if the
    * claim is new adds the deltas into {@code device_time_minutely} and the accrual into {@code
    * ledger_accrual}. Run in the same transaction as the batch's records.
    */
-  static final String MEASURED_SQL =
-      "WITH claim AS (\n"
+  private static final String MEASURED_CTES =
+      "claim AS (\n"
           + "  INSERT INTO measured_batches (batch_id, instance_id) VALUES (?::uuid, ?::uuid)\n"
           + "  ON CONFLICT (batch_id) DO NOTHING RETURNING 1\n"
           + "), minutes AS (\n"
@@ -165,9 +180,30 @@ public final class JdbcLedgerStore implements LedgerStore {
           + "    recorded_ns = ledger_accrual.recorded_ns + EXCLUDED.recorded_ns,\n"
           + "    last_minute = greatest(ledger_accrual.last_minute, EXCLUDED.last_minute)\n"
           + "  RETURNING 1\n"
-          + ")\n"
-          + "SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM minutes),"
+          + ")";
+
+  static final String MEASURED_SQL =
+      "WITH "
+          + MEASURED_CTES
+          + "\nSELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM minutes),"
           + " (SELECT count(*) FROM accrued)";
+
+  /**
+   * A batch's records and its measured side in ONE statement, so one auto-commit round trip makes
+   * both durable together (issue 9: the commit used to be two statements and a {@code COMMIT},
+   * three round trips, each one a wake-up of the backend and of the writer). Data-modifying CTEs of
+   * one statement all run exactly once and commit or fail together, so this is the same transaction
+   * as before; the measured CTEs touch only {@code measured_batches}, {@code device_time_minutely}
+   * and {@code ledger_accrual}, which no trigger of the record CTEs writes. Parameters 1 to 24 are
+   * the records ({@link #UNNEST_INPUT}), 25 to 38 the measured side.
+   */
+  static final String UNNEST_MEASURED_SQL =
+      UNNEST_INPUT
+          + RECORD_CTES
+          + ", "
+          + MEASURED_CTES
+          + "\nSELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled),"
+          + " (SELECT count(*) FROM claim)";
 
   static final String STAGE_TABLE = "gpumeter_ledger_stage";
 
@@ -402,25 +438,42 @@ public final class JdbcLedgerStore implements LedgerStore {
     return t.truncatedTo(ChronoUnit.MICROS).toString();
   }
 
+  /**
+   * One statement in auto-commit mode, so one round trip and one transaction: the records alone
+   * ({@link #UNNEST_SQL}), the measured side alone ({@link #MEASURED_SQL}, a batch of no records),
+   * or both ({@link #UNNEST_MEASURED_SQL}).
+   */
   private int writeUnnest(List<UsageRecord> rs, MeasuredBatch measured) throws SQLException {
     try (Connection c = dataSource.getConnection()) {
+      c.setAutoCommit(true);
       if (measured == null) {
-        // One statement is one transaction in auto-commit mode.
-        c.setAutoCommit(true);
-        return executeUnnest(c, rs);
+        return executeUnnest(c, rs, UNNEST_SQL, null);
       }
-      return inTransaction(
-          c,
-          () -> {
-            int inserted = rs.isEmpty() ? 0 : executeUnnest(c, rs);
-            writeMeasured(c, measured);
-            return inserted;
-          });
+      if (rs.isEmpty()) {
+        writeMeasured(c, measured);
+        return 0;
+      }
+      return executeUnnest(c, rs, UNNEST_MEASURED_SQL, measured);
     }
   }
 
   /** Adds the measured side of a batch on {@code c}, inside the caller's transaction. */
   static void writeMeasured(Connection c, MeasuredBatch b) throws SQLException {
+    List<Array> arrays = new ArrayList<>(12);
+    try (PreparedStatement ps = c.prepareStatement(MEASURED_SQL)) {
+      bindMeasured(c, ps, 0, b, arrays);
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+      }
+    } finally {
+      freeAll(arrays);
+    }
+  }
+
+  /** Binds the measured side's 14 parameters after the first {@code offset}. */
+  private static void bindMeasured(
+      Connection c, PreparedStatement ps, int offset, MeasuredBatch b, List<Array> arrays)
+      throws SQLException {
     int n = b.deltas().size();
     Long[] minute = new Long[n];
     String[] model = new String[n];
@@ -453,25 +506,35 @@ public final class JdbcLedgerStore implements LedgerStore {
       recorded[i] = a.recordedNs();
       lastMinute[i] = a.lastMinute();
     }
-    try (PreparedStatement ps = c.prepareStatement(MEASURED_SQL)) {
-      ps.setString(1, b.batchId().toString());
-      ps.setString(2, b.instanceId().toString());
-      ps.setArray(3, c.createArrayOf("int8", minute));
-      ps.setArray(4, c.createArrayOf("text", model));
-      ps.setArray(5, c.createArrayOf("text", device));
-      ps.setArray(6, c.createArrayOf("int8", measuredNs));
-      ps.setArray(7, c.createArrayOf("int8", charged));
-      ps.setArray(8, c.createArrayOf("int8", system));
-      ps.setArray(9, c.createArrayOf("int8", steps));
-      ps.setString(10, b.ownerId().toString());
-      ps.setString(11, b.instanceId().toString());
-      ps.setArray(12, c.createArrayOf("text", aModel));
-      ps.setArray(13, c.createArrayOf("text", aDevice));
-      ps.setArray(14, c.createArrayOf("int8", accrued));
-      ps.setArray(15, c.createArrayOf("int8", recorded));
-      ps.setArray(16, c.createArrayOf("int8", lastMinute));
-      try (ResultSet rs = ps.executeQuery()) {
-        rs.next();
+    ps.setString(offset + 1, b.batchId().toString());
+    ps.setString(offset + 2, b.instanceId().toString());
+    Object[][] deltaColumns = {minute, model, device, measuredNs, charged, system, steps};
+    for (int i = 0; i < deltaColumns.length; i++) {
+      ps.setArray(offset + 3 + i, array(c, deltaColumns[i], arrays));
+    }
+    ps.setString(offset + 10, b.ownerId().toString());
+    ps.setString(offset + 11, b.instanceId().toString());
+    Object[][] accrualColumns = {aModel, aDevice, accrued, recorded, lastMinute};
+    for (int i = 0; i < accrualColumns.length; i++) {
+      ps.setArray(offset + 12 + i, array(c, accrualColumns[i], arrays));
+    }
+  }
+
+  /** A SQL array of {@code values} (int8, int4 or text by their Java type), kept to be freed. */
+  private static Array array(Connection c, Object[] values, List<Array> arrays)
+      throws SQLException {
+    String type = values instanceof Long[] ? "int8" : values instanceof Integer[] ? "int4" : "text";
+    Array a = c.createArrayOf(type, values);
+    arrays.add(a);
+    return a;
+  }
+
+  private static void freeAll(List<Array> arrays) {
+    for (Array a : arrays) {
+      try {
+        a.free();
+      } catch (SQLException ignored) {
+        // pgjdbc's arrays hold no server resources; nothing to release
       }
     }
   }
@@ -609,7 +672,12 @@ public final class JdbcLedgerStore implements LedgerStore {
     return o.outstanding() - left;
   }
 
-  private int executeUnnest(Connection c, List<UsageRecord> rs) throws SQLException {
+  /**
+   * Runs {@code sql} ({@link #UNNEST_SQL}, or {@link #UNNEST_MEASURED_SQL} with {@code measured})
+   * with the records bound as parameters 1 to 24; returns the records inserted.
+   */
+  private int executeUnnest(Connection c, List<UsageRecord> rs, String sql, MeasuredBatch measured)
+      throws SQLException {
     int n = rs.size();
     String[] requestId = new String[n];
     Long[] apiKeyId = new Long[n];
@@ -663,8 +731,8 @@ public final class JdbcLedgerStore implements LedgerStore {
       peakKvBytes[i] = r.peakKvBytes();
       sessionId[i] = r.sessionId();
     }
-    List<Array> arrays = new ArrayList<>(24);
-    try (PreparedStatement ps = c.prepareStatement(UNNEST_SQL)) {
+    List<Array> arrays = new ArrayList<>(RECORD_PARAMETERS + 12);
+    try (PreparedStatement ps = c.prepareStatement(sql)) {
       Object[][] columns = {
         requestId,
         apiKeyId,
@@ -692,21 +760,17 @@ public final class JdbcLedgerStore implements LedgerStore {
         sessionId
       };
       for (int col = 0; col < columns.length; col++) {
-        Object[] values = columns[col];
-        String type =
-            values instanceof Long[] ? "int8" : values instanceof Integer[] ? "int4" : "text";
-        Array a = c.createArrayOf(type, values);
-        arrays.add(a);
-        ps.setArray(col + 1, a);
+        ps.setArray(col + 1, array(c, columns[col], arrays));
+      }
+      if (measured != null) {
+        bindMeasured(c, ps, RECORD_PARAMETERS, measured, arrays);
       }
       try (ResultSet result = ps.executeQuery()) {
         result.next();
         return (int) result.getLong(1);
       }
     } finally {
-      for (Array a : arrays) {
-        a.free();
-      }
+      freeAll(arrays);
     }
   }
 

@@ -2,6 +2,7 @@ package io.gpumeter.billing.ledger;
 
 import io.gpumeter.billing.Durability;
 import io.gpumeter.billing.LedgerConfig;
+import io.gpumeter.billing.MeasuredDelta;
 import io.gpumeter.billing.TestSupport;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.metering.UsageRecord;
@@ -13,6 +14,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Function;
@@ -28,10 +30,15 @@ import java.util.function.Function;
  *   <li>{@code pg-nolinger}: the same with no linger (flush at once, group commit by draining what
  *       queued during the previous commit);
  *   <li>{@code outbox}: the {@link LedgerWriter} onto the local {@link Outbox} alone (append, one
- *       {@code force} per group): the cost if the outbox were the commit point.
+ *       {@code force} per group): the cost if the outbox were the commit point;
+ *   <li>{@code pg-measured}: {@code pg-nolinger} with a {@link MeasuredBatch} committed with every
+ *       batch, as the server's store does (the records and the measured time in one commit).
  * </ul>
  *
- * Each variant runs with 1 publisher (sequential: publish, wait, publish) and with {@code
+ * {@code --variants a,b} runs only those (default: all four); running the same variant on two
+ * builds of the store, one after the other, compares them.
+ *
+ * <p>Each variant runs with 1 publisher (sequential: publish, wait, publish) and with {@code
  * --threads} publishers at once (closed loop), reporting p50 / p99 latency and records/s.
  *
  * <pre>
@@ -40,7 +47,7 @@ import java.util.function.Function;
  *     -Dmdep.outputFile=target/test-classpath.txt
  * java -cp billing-api/target/test-classes:billing-api/target/classes:metering/target/classes:\
  * $(cat billing-api/target/test-classpath.txt) io.gpumeter.billing.ledger.CommitPointLatency \
- *     [--seconds 5] [--rounds 3] [--threads 32]
+ *     [--seconds 5] [--rounds 3] [--threads 32] [--variants pg-nolinger,pg-measured]
  * </pre>
  */
 public final class CommitPointLatency {
@@ -52,11 +59,13 @@ public final class CommitPointLatency {
     int seconds = 5;
     int rounds = 3;
     int threads = 32;
+    List<String> only = List.of("pg-linger2ms", "pg-nolinger", "outbox", "pg-measured");
     for (int i = 0; i < args.length; i++) {
       switch (args[i]) {
         case "--seconds" -> seconds = Integer.parseInt(args[++i]);
         case "--rounds" -> rounds = Integer.parseInt(args[++i]);
         case "--threads" -> threads = Integer.parseInt(args[++i]);
+        case "--variants" -> only = List.of(args[++i].split(","));
         default -> throw new IllegalArgumentException("unknown argument " + args[i]);
       }
     }
@@ -77,7 +86,7 @@ public final class CommitPointLatency {
         System.out.println("PostgreSQL fsync = " + rs.getString(1));
       }
       LedgerConfig base = LedgerConfig.custom().durability(Durability.DURABLE).build();
-      List<Variant> variants =
+      List<Variant> all =
           List.of(
               new Variant(
                   "pg-linger2ms",
@@ -90,7 +99,16 @@ public final class CommitPointLatency {
               new Variant(
                   "outbox",
                   () -> new OutboxOnly(Outbox.open(dir.resolve("outbox"), 1L << 30, 8L << 20)),
+                  base.withLinger(Duration.ZERO)),
+              new Variant(
+                  "pg-measured",
+                  () -> new WithMeasured(new JdbcLedgerStore(db.dataSource())),
                   base.withLinger(Duration.ZERO)));
+      List<String> names = only;
+      List<Variant> variants = all.stream().filter(v -> names.contains(v.name)).toList();
+      if (variants.size() != only.size()) {
+        throw new IllegalArgumentException("unknown variant in " + only);
+      }
       // warm-up: JIT, connections, the first segment
       for (Variant v : variants) {
         run(v, 1, 1);
@@ -188,6 +206,32 @@ public final class CommitPointLatency {
 
   private static UsageRecord record(String prefix) {
     return TestSupport.record(prefix + "-" + IDS.incrementAndGet(), 7, Instant.now());
+  }
+
+  /**
+   * The server's write: every batch carries the measured time of its steps ({@link MeasuredBatch},
+   * one delta for the batch's device time and its accrual), committed with the records.
+   */
+  private static final class WithMeasured implements LedgerStore {
+    final JdbcLedgerStore jdbc;
+    final UUID owner = UUID.randomUUID();
+    final UUID instance = UUID.randomUUID();
+
+    WithMeasured(JdbcLedgerStore jdbc) {
+      this.jdbc = jdbc;
+    }
+
+    @Override
+    public int write(List<UsageRecord> records) throws LedgerWriteException {
+      long minute = Math.floorDiv(Instant.now().getEpochSecond(), 60);
+      long ns = 0;
+      for (UsageRecord r : records) {
+        ns += r.deviceNs();
+      }
+      MeasuredDelta d =
+          new MeasuredDelta(minute, "toy", TestSupport.CPU.device(), ns, ns, 0, records.size());
+      return jdbc.write(records, MeasuredBatch.of(owner, instance, List.of(d), records));
+    }
   }
 
   /** The outbox as the only store: what a local commit point would cost per group. */
