@@ -107,6 +107,7 @@ class TwoReplicaBudgetsTest {
       assertThat(served).isPositive();
       assertThat(refused).isPositive();
       long longestStepNs = Math.max(longestStepNs(p1), longestStepNs(p2));
+      assertThat(longestStepNs).as("the served requests' steps were measured").isPositive();
       one.terminate();
       two.terminate();
       assertThat(one.waitFor(Duration.ofSeconds(90))).isIn(0, 143);
@@ -174,7 +175,9 @@ class TwoReplicaBudgetsTest {
     }
     assertThat(cumulative).as("step histogram exported").isNotEmpty();
     double total = cumulative.lastEntry().getValue();
-    assertThat(total).as("steps measured").isPositive();
+    if (total == 0) {
+      return 0; // this replica ran no step (every request it got was refused)
+    }
     for (Map.Entry<Double, Double> e : cumulative.entrySet()) {
       if (e.getValue() >= total) {
         // past the largest bucket (over 1 s, a very loaded machine): no bound from here, so the
