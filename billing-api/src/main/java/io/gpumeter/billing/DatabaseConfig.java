@@ -26,6 +26,7 @@ public final class DatabaseConfig {
   private final Duration connectionTimeout;
   private final Duration startupTimeout;
   private final Duration ledgerConnectionTimeout;
+  private final int ledgerConnections;
   private final Duration ledgerSocketTimeout;
   private final Duration embeddedWatchdogInterval;
   private final boolean attachToRunningEmbedded;
@@ -47,6 +48,7 @@ public final class DatabaseConfig {
     this.connectionTimeout = b.connectionTimeout;
     this.startupTimeout = b.startupTimeout;
     this.ledgerConnectionTimeout = b.ledgerConnectionTimeout;
+    this.ledgerConnections = b.ledgerConnections;
     this.ledgerSocketTimeout = b.ledgerSocketTimeout;
     this.embeddedWatchdogInterval = b.embeddedWatchdogInterval;
     this.attachToRunningEmbedded = b.attachToRunningEmbedded;
@@ -118,12 +120,20 @@ public final class DatabaseConfig {
 
   /**
    * How long a ledger write waits for a connection before it counts as failed (and its batch goes
-   * to the outbox). The ledger has its own small pool (2 connections: the writer and the replayer)
-   * so that it neither waits behind API-key or usage queries nor stalls for the main pool's {@link
-   * #connectionTimeout()} when the database is down.
+   * to the outbox). The ledger has its own small pool ({@link #ledgerConnections()}: the writers
+   * and the replayer) so that it neither waits behind API-key or usage queries nor stalls for the
+   * main pool's {@link #connectionTimeout()} when the database is down.
    */
   public Duration ledgerConnectionTimeout() {
     return ledgerConnectionTimeout;
+  }
+
+  /**
+   * Size of the ledger's own pool: one connection per ledger writer thread ({@code
+   * LedgerConfig.writers()}) and one for the outbox replayer; 2 by default (one writer).
+   */
+  public int ledgerConnections() {
+    return ledgerConnections;
   }
 
   /**
@@ -184,6 +194,7 @@ public final class DatabaseConfig {
     private Duration connectionTimeout = Duration.ofSeconds(5);
     private Duration startupTimeout = Duration.ofSeconds(30);
     private Duration ledgerConnectionTimeout = Duration.ofSeconds(1);
+    private int ledgerConnections = 2;
     private Duration ledgerSocketTimeout = Duration.ofSeconds(30);
     private Duration embeddedWatchdogInterval = Duration.ofSeconds(5);
     private boolean attachToRunningEmbedded;
@@ -252,6 +263,15 @@ public final class DatabaseConfig {
             "startupTimeout must be positive, was " + startupTimeout);
       }
       this.startupTimeout = startupTimeout;
+      return this;
+    }
+
+    /** 2 to 17: the ledger's writers + 1 for the replayer. */
+    public Builder ledgerConnections(int n) {
+      if (n < 2 || n > 17) {
+        throw new IllegalArgumentException("ledgerConnections must be in [2, 17], was " + n);
+      }
+      this.ledgerConnections = n;
       return this;
     }
 

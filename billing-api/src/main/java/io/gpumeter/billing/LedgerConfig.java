@@ -14,6 +14,7 @@ public final class LedgerConfig {
 
   private final int queueCapacity;
   private final int maxBatchSize;
+  private final int writers;
   private final Duration linger;
   private final Duration closeTimeout;
   private final Durability durability;
@@ -33,6 +34,7 @@ public final class LedgerConfig {
   private LedgerConfig(Builder b) {
     this.queueCapacity = b.queueCapacity;
     this.maxBatchSize = b.maxBatchSize;
+    this.writers = b.writers;
     this.linger = b.linger;
     this.closeTimeout = b.closeTimeout;
     this.durability = b.durability;
@@ -76,6 +78,17 @@ public final class LedgerConfig {
   /** Most records written in one transaction. */
   public int maxBatchSize() {
     return maxBatchSize;
+  }
+
+  /**
+   * Writer threads, each with its own connection and transactions (default 1). Several let batches
+   * commit in parallel: more records per second into one PostgreSQL while one commit's round trip
+   * and fsync bound a single writer (docs/DESIGN.md, "Ledger writers"). Batches of different
+   * writers may commit in any order; request ids, rollups and deductions stay exact (the store
+   * takes its locks in one order and retries a deadlock).
+   */
+  public int writers() {
+    return writers;
   }
 
   /**
@@ -192,6 +205,8 @@ public final class LedgerConfig {
         + queueCapacity
         + ", maxBatchSize="
         + maxBatchSize
+        + ", writers="
+        + writers
         + ", linger="
         + linger
         + ", outboxDirectory="
@@ -211,6 +226,7 @@ public final class LedgerConfig {
   public static final class Builder {
     private int queueCapacity = 65_536;
     private int maxBatchSize = 500;
+    private int writers = 1;
     private Duration linger = Duration.ZERO;
     private Duration closeTimeout = Duration.ofSeconds(30);
     private Durability durability = Durability.DURABLE;
@@ -232,6 +248,7 @@ public final class LedgerConfig {
     private Builder(LedgerConfig c) {
       queueCapacity = c.queueCapacity;
       maxBatchSize = c.maxBatchSize;
+      writers = c.writers;
       linger = c.linger;
       closeTimeout = c.closeTimeout;
       durability = c.durability;
@@ -262,6 +279,13 @@ public final class LedgerConfig {
     public Builder maxBatchSize(int v) {
       require(v >= 1 && v <= 10_000, "maxBatchSize must be in [1, 10000], was %s", v);
       maxBatchSize = v;
+      return this;
+    }
+
+    /** 1 to 16 writer threads (each holds a pool connection while it commits). */
+    public Builder writers(int v) {
+      require(v >= 1 && v <= 16, "writers must be in [1, 16], was %s", v);
+      writers = v;
       return this;
     }
 

@@ -60,6 +60,7 @@ public final class ServerConfig {
     k.put("db.binary_cache_dir", "");
     k.put("ledger.durability", "durable");
     k.put("ledger.allow_unsafe_database", "false");
+    k.put("ledger.writers", "1");
     k.put("outbox.dir", "");
     k.put("outbox.max_bytes", "1g");
     k.put("retention.days", "90");
@@ -116,6 +117,7 @@ public final class ServerConfig {
   private final Path dbBinaryCacheDir;
   private final Durability durability;
   private final boolean allowUnsafeDatabase;
+  private final int ledgerWriters;
   private final Path outboxDir;
   private final long outboxMaxBytes;
   private final RetentionConfig retention;
@@ -176,6 +178,7 @@ public final class ServerConfig {
               }
             });
     allowUnsafeDatabase = v.bool("ledger.allow_unsafe_database");
+    ledgerWriters = v.intIn("ledger.writers", 1, 8);
     outboxDir =
         v.optional("outbox.dir") == null
             ? dataDir.resolve("outbox")
@@ -376,6 +379,7 @@ public final class ServerConfig {
         DatabaseConfig.builder()
             .dataDirectory(dataDir.resolve("postgres"))
             .binaryCacheDirectory(dbBinaryCacheDir)
+            .ledgerConnections(ledgerWriters + 1)
             .allowUnsafeDatabase(allowUnsafeDatabase);
     if (dbUrl != null) {
       b.jdbcUrl(dbUrl).user(dbUser).password(dbPassword);
@@ -386,16 +390,17 @@ public final class ServerConfig {
   }
 
   /**
-   * The ledger's settings: {@code ledger.durability}, the outbox ({@code outbox.dir}, by default
-   * {@code data.dir/outbox}; {@code outbox.max_bytes}), raw-record retention ({@code
-   * retention.days}, partition maintenance at start and then hourly), and the API-key cache ({@code
-   * auth.key_cache_ttl}; see {@link #apiKeyCacheConfig()}).
+   * The ledger's settings: {@code ledger.durability}, {@code ledger.writers}, the outbox ({@code
+   * outbox.dir}, by default {@code data.dir/outbox}; {@code outbox.max_bytes}), raw-record
+   * retention ({@code retention.days}, partition maintenance at start and then hourly), and the
+   * API-key cache ({@code auth.key_cache_ttl}; see {@link #apiKeyCacheConfig()}).
    */
   public BillingConfig billingConfig() {
     return BillingConfig.defaults()
         .withLedger(
             LedgerConfig.custom()
                 .durability(durability)
+                .writers(ledgerWriters)
                 .outboxDirectory(outboxDir)
                 .outboxMaxBytes(outboxMaxBytes)
                 .build())
@@ -480,6 +485,11 @@ public final class ServerConfig {
    */
   public boolean allowUnsafeDatabase() {
     return allowUnsafeDatabase;
+  }
+
+  /** {@code ledger.writers}: the ledger's writer threads, each committing on its own connection. */
+  public int ledgerWriters() {
+    return ledgerWriters;
   }
 
   /** The ledger's local outbox folder. */
@@ -677,6 +687,7 @@ public final class ServerConfig {
         + ", ledger="
         + durability
         + (allowUnsafeDatabase ? " (unsafe database allowed)" : "")
+        + (ledgerWriters == 1 ? "" : " with " + ledgerWriters + " writers")
         + ", outbox="
         + outboxDir
         + " (max "

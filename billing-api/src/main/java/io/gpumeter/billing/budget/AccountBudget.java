@@ -39,6 +39,16 @@ final class AccountBudget {
   private int active;
   private long lastUsedNanos;
 
+  // A grant begun and not yet installed (in flight, or failed at a commit whose outcome is not
+  // known): what the new lease allows, against the settled totals of its snapshot. Reservations
+  // and extensions must fit both the old lease and this one until a renewal installs its lease, so
+  // whichever row the database holds covers them.
+  private boolean granting;
+  private long grantAllowanceNs;
+  private long grantCreditNm;
+  private long grantBaseAllowanceNs;
+  private long grantBaseCreditNm;
+
   AccountBudget(long id, LongSupplier nanoTime) {
     this.id = id;
     this.nanoTime = nanoTime;
@@ -56,6 +66,48 @@ final class AccountBudget {
   synchronized Snapshot snapshot(long now) {
     return new Snapshot(
         now, settledAllowanceNs, settledCreditNm, reservedAllowanceNs, reservedCreditNm);
+  }
+
+  /** The lease a renewal writes: allowance device-ns and credit nano-micro-units. */
+  record Grant(long allowanceNs, long creditNm) {}
+
+  /**
+   * Sizes this replica's lease on the funds a renewal read (under the account's advisory lock, with
+   * every other replica's unexpired lease already taken off {@code freeAllowanceNs} and {@code
+   * freeCreditNm}), and holds reservations to it as well as to the old lease until a renewal's
+   * {@link #leased} (a failed commit may or may not have written the row: both limits stay).
+   *
+   * <p>The lease asks for what is reserved <em>now</em> (not at the snapshot: reservations made
+   * during the round trip count) plus {@code extraAllowanceNs}/{@code extraCreditNm} for a waiting
+   * request; from here to the commit nothing may be reserved that the new lease would not cover.
+   * Without that hold a reservation made against the old, larger lease while the new, smaller one
+   * was being written would be covered by neither, and another replica could lease the same funds:
+   * the overspend would no longer be bounded by one step per running request.
+   */
+  synchronized Grant beginGrant(
+      Snapshot snap,
+      long freeAllowanceNs,
+      long freeCreditNm,
+      int othersActive,
+      long extraAllowanceNs,
+      long extraCreditNm) {
+    long needA =
+        LeasedBudgets.satAdd(
+            LeasedBudgets.satAdd(
+                reservedAllowanceNs, settledAllowanceNs - snap.settledAllowanceNs()),
+            extraAllowanceNs);
+    long needC =
+        LeasedBudgets.satAdd(
+            LeasedBudgets.satAdd(reservedCreditNm, settledCreditNm - snap.settledCreditNm()),
+            extraCreditNm);
+    long leaseA = LeasedBudgets.share(freeAllowanceNs, othersActive, needA);
+    long leaseC = LeasedBudgets.share(freeCreditNm, othersActive, needC);
+    granting = true;
+    grantAllowanceNs = leaseA;
+    grantCreditNm = leaseC;
+    grantBaseAllowanceNs = snap.settledAllowanceNs();
+    grantBaseCreditNm = snap.settledCreditNm();
+    return new Grant(leaseA, leaseC);
   }
 
   /** A renewal granted this lease on the funds read after {@code snap}. */
@@ -77,6 +129,7 @@ final class AccountBudget {
     this.baseCreditNm = snap.settledCreditNm();
     this.validUntilNanos = validUntilNanos;
     this.renewStartNanos = snap.startNanos();
+    this.granting = false;
   }
 
   /** The account row does not exist (deleted under a live key): nothing can be reserved. */
@@ -111,11 +164,30 @@ final class AccountBudget {
   }
 
   synchronized long availableAllowanceNs() {
-    return leaseAllowanceNs - (settledAllowanceNs - baseAllowanceNs) - reservedAllowanceNs;
+    long a = leaseAllowanceNs - (settledAllowanceNs - baseAllowanceNs) - reservedAllowanceNs;
+    if (granting) {
+      a =
+          Math.min(
+              a,
+              grantAllowanceNs - (settledAllowanceNs - grantBaseAllowanceNs) - reservedAllowanceNs);
+    }
+    return a;
   }
 
   synchronized long availableCreditNm() {
-    return leaseCreditNm - (settledCreditNm - baseCreditNm) - reservedCreditNm;
+    long c = leaseCreditNm - (settledCreditNm - baseCreditNm) - reservedCreditNm;
+    if (granting) {
+      c = Math.min(c, grantCreditNm - (settledCreditNm - grantBaseCreditNm) - reservedCreditNm);
+    }
+    return c;
+  }
+
+  /**
+   * Whether the lease is still valid here. A limited reservation takes no step after its lease ran
+   * out: another replica may hold those funds once the row expires in the database.
+   */
+  synchronized boolean leaseLive() {
+    return !retired && nanoTime.getAsLong() - validUntilNanos <= 0;
   }
 
   /**
@@ -255,8 +327,11 @@ final class AccountBudget {
 
     @Override
     public boolean mayStep(long usedNs, long nextStepNs) {
+      if (unlimited) {
+        return true;
+      }
       long need = LeasedBudgets.satAdd(usedNs, nextStepNs);
-      return need <= coveredNs || account.extend(this, need);
+      return need <= coveredNs ? account.leaseLive() : account.extend(this, need);
     }
 
     @Override

@@ -212,11 +212,17 @@ public final class LeasedBudgets implements Budgets, AutoCloseable {
         for (DefaultMeter m : used) {
           prices.put(m, price(c, m, f.currency));
         }
-        long needA = satAdd(snap.reservedAllowanceNs(), needNs);
         long price = extra == null ? -1 : prices.get(extra);
-        long needC = satAdd(snap.reservedCreditNm(), price > 0 ? satMul(needNs, price) : 0);
-        long leaseA = share(f.allowanceNs - f.othersAllowanceNs, f.othersActive, needA);
-        long leaseC = share(f.creditNm - f.othersCreditNm, f.othersActive, needC);
+        AccountBudget.Grant g =
+            a.beginGrant(
+                snap,
+                f.allowanceNs - f.othersAllowanceNs,
+                f.creditNm - f.othersCreditNm,
+                f.othersActive,
+                needNs,
+                price > 0 ? satMul(needNs, price) : 0);
+        long leaseA = g.allowanceNs();
+        long leaseC = g.creditNm();
         try (PreparedStatement ps =
             c.prepareStatement(
                 "INSERT INTO budget_leases (account_id, replica, allowance_ns, credit_nmicros,"

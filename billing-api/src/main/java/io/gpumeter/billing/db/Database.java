@@ -31,8 +31,9 @@ import org.slf4j.LoggerFactory;
  * another owner runs on the folder is used over TCP instead.
  *
  * <p>Pools: {@link #dataSource()} (API keys, usage queries, reconciliation), {@link
- * #ledgerDataSource()}, 2 connections with short timeouts, for the ledger writer and replayer, and
- * {@link #maintenanceDataSource()} (the schema's owner; migrations and partition maintenance).
+ * #ledgerDataSource()}, {@code ledgerConnections} (2) with short timeouts, for the ledger writers
+ * and replayer, and {@link #maintenanceDataSource()} (the schema's owner; migrations and partition
+ * maintenance).
  */
 public final class Database implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(Database.class);
@@ -183,7 +184,7 @@ public final class Database implements AutoCloseable {
   private static HikariDataSource ledgerPool(
       DatabaseConfig cfg, String url, String user, String password) {
     HikariConfig hc = baseConfig("gpumeter-ledger", url, user, password);
-    hc.setMaximumPoolSize(2);
+    hc.setMaximumPoolSize(cfg.ledgerConnections());
     hc.setMinimumIdle(1);
     hc.setConnectionTimeout(cfg.ledgerConnectionTimeout().toMillis());
     hc.setValidationTimeout(Math.min(cfg.ledgerConnectionTimeout().toMillis(), 1000));

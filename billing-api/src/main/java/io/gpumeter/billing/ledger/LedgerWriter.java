@@ -25,11 +25,14 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Concurrency: {@link #publish} only offers to a bounded {@link ArrayBlockingQueue} and never
  * blocks; when the queue is full the returned future fails at once with {@link
- * LedgerFullException}. One writer thread ({@code gpumeter-ledger-writer}) takes the first waiting
+ * LedgerFullException}. A writer thread ({@code gpumeter-ledger-writer}) takes the first waiting
  * record, drains whatever else is queued (up to {@link LedgerConfig#maxBatchSize()}), and hands the
- * batch to the store in one transaction at once. Futures complete on the writer thread after the
- * commit (normally, also for a duplicate request id) or exceptionally if the store failed; callers
- * that do real work in a continuation should use the {@code *Async} variants.
+ * batch to the store in one transaction at once. With {@link LedgerConfig#writers()} above 1, that
+ * many threads ({@code gpumeter-ledger-writer-1}, ...) take batches from the one queue and commit
+ * them in parallel, each on its own connection; the store is safe for concurrent batches. Futures
+ * complete on the writer thread after the commit (normally, also for a duplicate request id) or
+ * exceptionally if the store failed; callers that do real work in a continuation should use the
+ * {@code *Async} variants.
  *
  * <p>Group commit: an idle writer commits a lone record at once, so a quiet server pays one commit
  * per charge and no wait. Records published while a commit is in flight queue up and form the next
@@ -71,7 +74,7 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
   private final LedgerStore store;
   private final LedgerConfig config;
   private final BlockingQueue<Pending> queue;
-  private final Thread writer;
+  private final Thread[] writers;
   private final AtomicBoolean closing = new AtomicBoolean();
   private volatile boolean closed;
 
@@ -87,11 +90,16 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
   public LedgerWriter(LedgerStore store, LedgerConfig config) {
     this.store = Objects.requireNonNull(store, "store");
     this.config = Objects.requireNonNull(config, "config");
-    // +1 leaves room for the WAKE marker when the queue is full of records.
-    this.queue = new ArrayBlockingQueue<>(config.queueCapacity() + 1);
-    this.writer = new Thread(this::runWriter, "gpumeter-ledger-writer");
-    this.writer.setDaemon(true);
-    this.writer.start();
+    // + writers leaves room for one WAKE marker per writer when the queue is full of records.
+    this.queue = new ArrayBlockingQueue<>(config.queueCapacity() + config.writers());
+    this.writers = new Thread[config.writers()];
+    for (int i = 0; i < writers.length; i++) {
+      String name =
+          writers.length == 1 ? "gpumeter-ledger-writer" : "gpumeter-ledger-writer-" + (i + 1);
+      writers[i] = new Thread(this::runWriter, name);
+      writers[i].setDaemon(true);
+      writers[i].start();
+    }
   }
 
   /** A writer over PostgreSQL through {@code dataSource}. */
@@ -184,6 +192,7 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
           batch.clear();
         }
         if (closed && queue.isEmpty()) {
+          queue.offer(WAKE); // a writer still waiting in take() wakes and stops too
           return;
         }
       }
@@ -274,7 +283,7 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
     closed = true;
     queue.offer(WAKE);
     joinQuietly(config.closeTimeout().toMillis());
-    if (writer.isAlive()) {
+    if (anyAlive()) {
       LOG.error(
           "Ledger writer did not drain within {}; failing queued records", config.closeTimeout());
     }
@@ -283,11 +292,25 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
     failAll(left, new IllegalStateException("ledger writer closed before the record was written"));
   }
 
+  /** Waits for every writer thread, {@code millis} in all. */
   private void joinQuietly(long millis) {
+    long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(Math.max(1, millis));
     try {
-      writer.join(Math.max(1, millis));
+      for (Thread w : writers) {
+        long left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+        w.join(Math.max(1, left));
+      }
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
+  }
+
+  private boolean anyAlive() {
+    for (Thread w : writers) {
+      if (w.isAlive()) {
+        return true;
+      }
+    }
+    return false;
   }
 }

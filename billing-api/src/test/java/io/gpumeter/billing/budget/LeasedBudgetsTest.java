@@ -15,6 +15,9 @@ import io.gpumeter.billing.accounting.Accounting;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.lang.reflect.Proxy;
 import java.math.BigDecimal;
 import java.nio.file.Path;
 import java.sql.Connection;
@@ -25,9 +28,12 @@ import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import javax.sql.DataSource;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -211,6 +217,107 @@ class LeasedBudgetsTest {
       }
       clock.addAndGet(1);
       assertThat(reserve(b, m, acct, 9 * MS)).isNotNull();
+    }
+  }
+
+  @Test
+  void aReservationMadeWhileASmallerLeaseIsWrittenIsCoveredByThatLease() throws Exception {
+    long acct = accountWithTenMs("shrinking").id();
+    CommitGate gate = new CommitGate();
+    try (LeasedBudgets a =
+            new LeasedBudgets(gate.wrap(db.dataSource()), "shrink-a", clock::get, false);
+        LeasedBudgets b = replica("shrink-b")) {
+      Budgets.Meter ma = a.meter("priced", "cpu", "test cpu");
+      Budgets.Meter mb = b.meter("priced", "cpu", "test cpu");
+      reserve(a, ma, acct, 4 * MS); // alone: leases all 10 ms
+      clock.addAndGet(1);
+      assertThatThrownBy(() -> reserve(b, mb, acct, MS))
+          .as("all of it is a's")
+          .hasCauseInstanceOf(InsufficientQuotaException.class);
+      // b now holds an (empty) lease, so a's next renewal asks for an even share: 5 ms, less than
+      // the 10 ms it holds. A first request on another meter renews; its commit is held.
+      gate.arm();
+      clock.addAndGet(1);
+      var unpriced = a.reserve(a.meter("unpriced", "cpu", "test cpu"), acct, MS);
+      assertThat(gate.blocked.await(30, TimeUnit.SECONDS))
+          .as("the renewal reached commit")
+          .isTrue();
+      // Meanwhile a request asks 3 ms: the old lease has 6 ms left, the one being written 1 ms.
+      clock.addAndGet(1);
+      var during = a.reserve(ma, acct, 3 * MS);
+      gate.release.countDown();
+      assertThat(unpriced.get(30, TimeUnit.SECONDS)).isNotNull();
+      assertThat(during.get(30, TimeUnit.SECONDS))
+          .as("served once a's row covers it (4 + 3 ms)")
+          .isNotNull();
+      clock.addAndGet(1);
+      assertThatThrownBy(() -> reserve(b, mb, acct, 5 * MS))
+          .as("b may lease only what a's row leaves: 3 ms, not 5")
+          .hasCauseInstanceOf(InsufficientQuotaException.class);
+      assertThat(leasedCredit(acct))
+          .isLessThanOrEqualTo(BigDecimal.valueOf(10_000L * 1_000_000_000L));
+    }
+  }
+
+  @Test
+  void aReservationTakesNoStepAfterItsLeaseRanOutEvenIfItStillCoversIt() throws Exception {
+    long acct = accountWithTenMs("ran-out").id();
+    try (LeasedBudgets a = replica("ran-out")) {
+      Reservation r = reserve(a, a.meter("priced", "cpu", "test cpu"), acct, 4 * MS);
+      Reservation free = reserve(a, a.meter("unpriced", "cpu", "test cpu"), acct, 4 * MS);
+      assertThat(r.mayStep(MS, MS)).isTrue();
+      // not renewed for a lease's lifetime: its row may expire and another replica lease the funds
+      clock.addAndGet(LeasedBudgets.LEASE_TTL.toNanos());
+      assertThat(r.mayStep(MS, MS)).as("covered, but the lease ran out").isFalse();
+      assertThat(free.mayStep(MS, MS)).as("not charged in money: never stopped").isTrue();
+      r.settle(2 * MS);
+      free.settle(2 * MS);
+    }
+  }
+
+  /** Holds the first commit after {@link #arm} until {@link #release} (a renewal in flight). */
+  static final class CommitGate {
+    final CountDownLatch blocked = new CountDownLatch(1);
+    final CountDownLatch release = new CountDownLatch(1);
+    private final AtomicBoolean armed = new AtomicBoolean();
+
+    void arm() {
+      armed.set(true);
+    }
+
+    DataSource wrap(DataSource ds) {
+      return (DataSource)
+          Proxy.newProxyInstance(
+              DataSource.class.getClassLoader(),
+              new Class<?>[] {DataSource.class},
+              (proxy, method, args) -> {
+                Object out = invoke(ds, method, args);
+                return out instanceof Connection c ? connection(c) : out;
+              });
+    }
+
+    private Connection connection(Connection c) {
+      return (Connection)
+          Proxy.newProxyInstance(
+              Connection.class.getClassLoader(),
+              new Class<?>[] {Connection.class},
+              (proxy, method, args) -> {
+                if (method.getName().equals("commit") && armed.compareAndSet(true, false)) {
+                  blocked.countDown();
+                  if (!release.await(60, TimeUnit.SECONDS)) {
+                    throw new SQLException("the test never released the commit");
+                  }
+                }
+                return invoke(c, method, args);
+              });
+    }
+
+    private static Object invoke(Object target, Method method, Object[] args) throws Throwable {
+      try {
+        return method.invoke(target, args);
+      } catch (InvocationTargetException e) {
+        throw e.getCause();
+      }
     }
   }
 
