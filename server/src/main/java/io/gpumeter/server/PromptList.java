@@ -79,7 +79,7 @@ final class PromptList {
    * Refuses more sequences than the model runs at once: each prompt's {@code n} choices run
    * together.
    *
-   * @throws ApiException 400 naming {@code prompt}
+   * @throws ApiException 400 whose param is "prompt"
    */
   static void checkSlots(int prompts, int n, int maxRunning) {
     if ((long) prompts * n > maxRunning) {

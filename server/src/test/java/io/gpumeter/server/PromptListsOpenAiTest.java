@@ -229,13 +229,11 @@ class PromptListsOpenAiTest {
   @Test
   void aStreamedPromptListSendsEachChoiceByItsIndexWithTheUsageOfAll() throws Exception {
     List<String> prompts = List.of("Once upon a time", "The cat");
+    CompletionCreateParams.Builder b =
+        params(CompletionCreateParams.Prompt.ofArrayOfStrings(prompts), 10).temperature(0).n(2);
+    List<String> whole = texts(openai.completions().create(b.build()));
     CompletionCreateParams p =
-        params(CompletionCreateParams.Prompt.ofArrayOfStrings(prompts), 10)
-            .temperature(0)
-            .n(2)
-            .streamOptions(ChatCompletionStreamOptions.builder().includeUsage(true).build())
-            .build();
-    List<String> whole = texts(openai.completions().create(p));
+        b.streamOptions(ChatCompletionStreamOptions.builder().includeUsage(true).build()).build();
     Map<Long, StringBuilder> streamed = new TreeMap<>();
     List<CompletionUsage> usage = new ArrayList<>();
     String id;
@@ -434,7 +432,7 @@ class PromptListsOpenAiTest {
     // refused for want of funds, each refusal states its estimate: tokens × the same ns per token
     // (no step runs in between, so the per-token estimate stays as it is)
     long one = refusedEstimate(broke, "\"abcd\"", 1); // 4 + 5 tokens
-    long three = refusedEstimate(broke, "[\"abcd\", \"ab\", [1, 2, 3]]", 2); // (9+7+8) × 2
+    long three = refusedEstimate(broke, "[\"abcd\", \"ab\", \"abc\"]", 2); // (9+7+8) × 2
     assertThat(one).isPositive();
     assertThat(three * 9).isEqualTo(one * 48);
   }
