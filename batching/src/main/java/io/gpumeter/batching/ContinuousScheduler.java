@@ -80,6 +80,15 @@ import org.slf4j.LoggerFactory;
  * time. The request ends when its last choice ends, with one {@link UsageRecord}: the sum of every
  * choice's shares (the one prefill and the copy included), all choices' tokens, all their steps.
  *
+ * <p><b>Several prompts:</b> a request of {@code P} prompts ({@link
+ * GenerationRequest#morePrompts()}) is admitted when {@code P × n} slots are free; each prompt is
+ * prefilled once by its own choice 0 (index {@code p × n}) and forked as above, all prompts in the
+ * same steps. Every choice asks its own {@link StopCondition} ({@link StopCondition#forChoice}).
+ * The one record sums every choice's shares, and its prompt tokens and KV memory-time are the sum
+ * over the prompts. A request that asks for its prompt's logprobs prefills it one token per step
+ * (the model returns a sequence's last position only), reading each step's logits for the next
+ * prompt token.
+ *
  * <p><b>Accounting:</b> the step timer's span is closed in {@code finally}, so a failing step is
  * still measured and split among its sequences (which then fail with their time on the record).
  * Each step fills in the one reused {@link MutableStepReport} (measured time, the shares, their
@@ -315,28 +324,33 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
           AdmissionRejectedException.Reason.SHUTTING_DOWN,
           "model " + modelName + " is shutting down");
     }
-    int prompt = request.promptTokens().length;
-    if ((long) prompt + request.maxTokens() > contextLength) {
-      rejected.incrementAndGet();
-      throw new AdmissionRejectedException(
-          AdmissionRejectedException.Reason.TOO_LONG,
-          "this model's maximum context length is "
-              + contextLength
-              + " tokens; the prompt has "
-              + prompt
-              + " tokens and max_tokens is "
-              + request.maxTokens());
-    }
-    for (int t : request.promptTokens()) {
-      if (t < 0 || t >= vocabSize) {
-        throw new IllegalArgumentException("token id " + t + " outside vocabulary of " + vocabSize);
+    for (int p = 0; p < request.promptCount(); p++) {
+      int prompt = request.prompt(p).length;
+      if ((long) prompt + request.maxTokens() > contextLength) {
+        rejected.incrementAndGet();
+        throw new AdmissionRejectedException(
+            AdmissionRejectedException.Reason.TOO_LONG,
+            "this model's maximum context length is "
+                + contextLength
+                + " tokens; the prompt"
+                + (request.promptCount() > 1 ? " at index " + p : "")
+                + " has "
+                + prompt
+                + " tokens and max_tokens is "
+                + request.maxTokens());
+      }
+      for (int t : request.prompt(p)) {
+        if (t < 0 || t >= vocabSize) {
+          throw new IllegalArgumentException(
+              "token id " + t + " outside vocabulary of " + vocabSize);
+        }
       }
     }
-    if (request.n() > config.maxRunning()) {
+    if (request.sequences() > config.maxRunning()) {
       rejected.incrementAndGet();
       throw new IllegalArgumentException(
-          "n is "
-              + request.n()
+          (request.promptCount() > 1 ? "n × prompts is " : "n is ")
+              + request.sequences()
               + " but model "
               + modelName
               + " runs at most "
@@ -587,29 +601,26 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   /** Asks the request's guard with the whole request's time so far and its last step's share. */
   private static boolean guardAllows(Seq g) {
-    long used = g.prefillNs + g.decodeNs;
-    long last = g.lastShare;
-    if (g.children != null) {
-      for (Seq c : g.children) {
-        used += c.prefillNs + c.decodeNs;
-        if (!c.done) {
-          last += c.lastShare;
-        }
+    long used = 0;
+    long last = 0;
+    for (Seq m : g.members) {
+      used += m.prefillNs + m.decodeNs;
+      if (m == g || !m.done) {
+        last += m.lastShare;
       }
     }
     return g.guard.mayStep(used, last);
   }
 
-  /** Ends every running choice of the request {@code g} with {@code reason}. */
+  /** Ends every choice of the request {@code g} (choice 0 last) with {@code reason}. */
   private void finishGroup(Seq g, FinishReason reason) {
-    if (g.children != null) {
-      for (Seq c : g.children) {
-        if (!c.done && c.slot >= 0) {
-          finish(c, reason, null);
-        }
-      }
+    finishGroup(g, reason, null);
+  }
+
+  private void finishGroup(Seq g, FinishReason reason, Throwable error) {
+    for (int i = g.members.length - 1; i >= 0; i--) {
+      finish(g.members[i], reason, error); // a choice that ended already is left as it is
     }
-    finish(g, reason, null);
   }
 
   private boolean expiredWhileWaiting(Seq s) {
@@ -618,14 +629,14 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   private void retireWaiting(Seq s) {
     leaveQueue(s);
-    finish(s, s.cancelled ? FinishReason.CANCELLED : FinishReason.TIMEOUT, null);
+    finishGroup(s, s.cancelled ? FinishReason.CANCELLED : FinishReason.TIMEOUT);
   }
 
   /** At the end of the loop: cancelled, or failed with the scheduler ({@link #fail}). */
   private void cancelWaiting(Seq s) {
     leaveQueue(s);
     Throwable failed = failCause;
-    finish(s, failed != null ? FinishReason.ERROR : FinishReason.CANCELLED, failed);
+    finishGroup(s, failed != null ? FinishReason.ERROR : FinishReason.CANCELLED, failed);
   }
 
   private void admit() {
@@ -634,19 +645,19 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       if (s == null) {
         break;
       }
-      if (s.request.n() > freeSlotCount) {
-        // n choices need n slots at once: wait at the head of the line until they are free
+      if (s.members.length > freeSlotCount) {
+        // n choices of each prompt need their slots at once: wait at the head of the line until
+        // they are free
         held = s;
         break;
       }
       held = null;
       leaveQueue(s);
-      s.slot = freeSlots[--freeSlotCount];
-      running[runningCount++] = s;
-      if (s.children != null) {
-        for (Seq c : s.children) {
-          c.slot = freeSlots[--freeSlotCount]; // reserved; running once the prompt is copied
-        }
+      for (Seq m : s.members) {
+        m.slot = freeSlots[--freeSlotCount];
+        if (m.leader) {
+          running[runningCount++] = m; // prefills its prompt
+        } // else reserved; running once its prompt is copied
       }
     }
     runningFigure = runningCount;
@@ -674,7 +685,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     for (int i = 0; i < runningCount && budget > 0; i++) {
       Seq s = running[i];
       if (s.cached < s.promptLen) {
-        int len = Math.min(Math.min(s.promptLen - s.cached, config.prefillChunk()), budget);
+        // A prompt whose logprobs are asked for goes one token per step: a step returns the
+        // logits of a sequence's last position only (LanguageModel#step).
+        int chunk = s.promptLogprobs != null ? 1 : config.prefillChunk();
+        int len = Math.min(Math.min(s.promptLen - s.cached, chunk), budget);
         int row = batch.addSequence(s.slot, s.tokens, s.cached, len, s.cached);
         stepSeqs[row] = s;
         stepPrefill[row] = true;
@@ -750,6 +764,11 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     for (int row = 0; row < n; row++) {
       Seq s = stepSeqs[row];
       if (s.cached < s.length) {
+        if (s.promptLogprobs != null) {
+          // the logits after the prompt's first cached tokens, for its next prompt token
+          s.promptLogprobs.add(
+              logSoftmax.of(logits[row], s.tokens[s.cached], s.request.topLogprobs()));
+        }
         continue; // a prompt chunk that did not reach the end of the prompt
       }
       if (s.children != null && !s.forked && !fork(s, logits[row])) {
@@ -795,8 +814,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       s.logprobs.add(logprob);
     }
     s.request.listener().onChoiceToken(s.index, token, logprob);
-    // Stop strings apply to choice 0 only; the server refuses stop strings with n > 1.
-    if (s.index == 0 && s.request.stop().stopsAfter(token)) {
+    if (s.stop.stopsAfter(token)) {
       finish(s, FinishReason.STOP, null); // a stop string: no step runs past it
     } else if (s.generated >= s.request.maxTokens() || s.length >= contextLength) {
       finish(s, FinishReason.LENGTH, null);
@@ -897,10 +915,13 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       g.error = error;
     }
     g.membersLeft--;
-    if (s == g && s.children != null && !s.forked) {
-      // ended before its prompt was copied: the other choices never ran
+    if (s.children != null && !s.forked) {
+      // ended before its prompt was copied: the prompt's other choices never ran
       s.forked = true;
       for (Seq c : s.children) {
+        if (c.done) {
+          continue; // ended first by finishGroup: counted already
+        }
         c.done = true;
         c.reason = reason;
         if (c.slot >= 0) {
@@ -917,24 +938,40 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
   /** The request's one record: every choice's shares, prefill and copy included, summed. */
   private void publish(Seq s) {
-    long prefillNs = s.prefillNs;
-    long decodeNs = s.decodeNs;
-    int steps = s.steps;
-    int generated = s.generated;
+    long prefillNs = 0;
+    long decodeNs = 0;
+    int steps = 0;
+    int generated = 0;
+    int promptTokens = 0;
+    long kvByteNs = 0;
+    long peakKvBytes = 0;
+    boolean kvSaturated = false;
     FinishReason reason = s.reason;
-    List<Choice> choices = new ArrayList<>(s.request.n());
-    choices.add(new Choice(0, s.generatedTokens(), s.reason, s.logprobList()));
-    if (s.children != null) {
-      for (Seq c : s.children) {
-        prefillNs += c.prefillNs;
-        decodeNs += c.decodeNs;
-        steps += c.steps;
-        generated += c.generated;
-        if (severity(c.reason) > severity(reason)) {
-          reason = c.reason;
-        }
-        choices.add(new Choice(c.index, c.generatedTokens(), c.reason, c.logprobList()));
+    List<Choice> choices = new ArrayList<>(s.members.length);
+    int n = s.request.n();
+    for (Seq c : s.members) {
+      prefillNs += c.prefillNs;
+      decodeNs += c.decodeNs;
+      steps += c.steps;
+      generated += c.generated;
+      if (severity(c.reason) > severity(reason)) {
+        reason = c.reason;
       }
+      if (c.leader) {
+        // each prompt, as choice 0 of a request of one prompt counts it
+        promptTokens += c.promptLen;
+        kvByteNs = saturatedAdd(kvByteNs, c.kv.byteNs());
+        peakKvBytes = saturatedAdd(peakKvBytes, c.kv.peakBytes());
+        kvSaturated |= c.kv.saturated();
+      }
+      Seq leader = s.members[c.index - c.index % n];
+      choices.add(
+          new Choice(
+              c.index,
+              c.generatedTokens(),
+              c.reason,
+              c.logprobList(),
+              leader.promptLogprobs == null ? null : List.copyOf(leader.promptLogprobs)));
     }
     long end = ticker.read();
     long queueNs = Math.max(0, (s.firstStepNanos >= 0 ? s.firstStepNanos : end) - s.submitNanos);
@@ -945,7 +982,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
           case TIMEOUT -> UsageStatus.TIMEOUT;
           case ERROR -> UsageStatus.FAILED;
         };
-    if (s.kv.saturated()) {
+    if (kvSaturated) {
       log.warn(
           "KV memory-time of {} passed {} byte-ns; recorded as that bound",
           s.request.requestId(),
@@ -962,7 +999,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             prefillNs + decodeNs,
             prefillNs,
             decodeNs,
-            s.promptLen,
+            promptTokens,
             generated,
             queueNs,
             steps,
@@ -970,8 +1007,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             s.startedAt,
             clock.instant(),
             s.request.sessionId(),
-            s.kv.byteNs(),
-            s.kv.peakBytes());
+            kvByteNs,
+            peakKvBytes);
     CompletableFuture<Void> durable;
     try {
       durable = sink.publish(record);
@@ -1018,11 +1055,23 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     /** The request's choice 0 for another choice, else null. */
     final Seq parent;
 
-    /** This choice's index in its request. */
+    /** This choice's index in its request: prompt × n + choice of the prompt. */
     final int index;
 
-    /** Choices 1 to n - 1 (on choice 0 of a request with n > 1), else null. */
-    final Seq[] children;
+    /** Whether this is choice 0 of its prompt: it prefills the prompt (and forks the others). */
+    final boolean leader;
+
+    /** The prompt's choices 1 to n - 1 (on a leader, when n > 1), else null. */
+    Seq[] children;
+
+    /** Every choice of the request in index order, this one first (on choice 0), else null. */
+    Seq[] members;
+
+    /** This choice's own stop condition. */
+    final StopCondition stop;
+
+    /** The logprobs of the prompt's tokens after the first (on a leader that computes them). */
+    final ArrayList<TokenLogprob> promptLogprobs;
 
     /** Whether the prompt was copied to the children (or they were given up). */
     boolean forked;
@@ -1072,7 +1121,10 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       this(owner, request, submitNanos, deadline, startedAt, null, 0);
     }
 
-    /** Choice {@code index} of {@code request}; choice 0 makes the others. */
+    /**
+     * Choice {@code index} of {@code request}; choice 0 makes the others: for each prompt its
+     * leader (choice 0 of that prompt) and the leader's children.
+     */
     Seq(
         ContinuousScheduler owner,
         GenerationRequest request,
@@ -1085,8 +1137,14 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       this.request = request;
       this.parent = parent;
       this.index = index;
-      this.promptLen = request.promptTokens().length;
-      this.tokens = Arrays.copyOf(request.promptTokens(), promptLen + request.maxTokens());
+      int n = request.n();
+      this.leader = index % n == 0;
+      int[] prompt = request.prompt(index / n);
+      this.promptLen = prompt.length;
+      this.tokens = Arrays.copyOf(prompt, promptLen + request.maxTokens());
+      this.stop = request.stop().forChoice(index);
+      this.promptLogprobs =
+          leader && request.promptLogprobs() ? new ArrayList<>(promptLen - 1) : null;
       this.length = promptLen;
       this.submitNanos = submitNanos;
       this.deadline = deadline;
@@ -1102,15 +1160,18 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       }
       this.logprobs =
           request.topLogprobs() >= 0 ? new ArrayList<>(Math.min(request.maxTokens(), 64)) : null;
-      int n = request.n();
-      this.membersLeft = parent == null ? n : 0;
-      if (parent == null && n > 1) {
-        this.children = new Seq[n - 1];
-        for (int i = 1; i < n; i++) {
-          children[i - 1] = new Seq(owner, request, submitNanos, deadline, startedAt, this, i);
+      if (parent == null) {
+        this.members = new Seq[request.sequences()];
+        this.membersLeft = members.length;
+        members[0] = this;
+        for (int i = 1; i < members.length; i++) {
+          members[i] = new Seq(owner, request, submitNanos, deadline, startedAt, this, i);
         }
-      } else {
-        this.children = null;
+        if (n > 1) {
+          for (int l = 0; l < members.length; l += n) {
+            members[l].children = Arrays.copyOfRange(members, l + 1, l + n);
+          }
+        }
       }
     }
 
@@ -1118,9 +1179,13 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       return logprobs == null ? null : List.copyOf(logprobs);
     }
 
-    /** The tokens this request stands for while it waits: prompt + max_tokens × n. */
+    /** The tokens this request stands for while it waits: each prompt + max_tokens × n. */
     long waitingTokens() {
-      return promptLen + (long) request.maxTokens() * request.n();
+      long t = 0;
+      for (Seq m : members) {
+        t += (m.leader ? m.promptLen : 0) + (long) request.maxTokens();
+      }
+      return t;
     }
 
     int[] generatedTokens() {

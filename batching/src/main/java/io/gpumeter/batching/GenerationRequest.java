@@ -1,5 +1,6 @@
 package io.gpumeter.batching;
 
+import java.util.List;
 import java.util.Objects;
 
 /**
@@ -21,11 +22,18 @@ import java.util.Objects;
  *     cache copied into the other choices' slots; one record charges all of them. Choice 0 draws
  *     from {@code seed} as a request with {@code n = 1} does; choice {@code i} from its own stream
  *     derived from {@code seed} and {@code i}.
- * @param stop ends the generation when its text reaches a stop string (choice 0; the server refuses
- *     stop strings with {@code n > 1}); may be {@link StopCondition#NONE}
+ * @param stop ends a choice when its text reaches a stop string; every choice gets its own ({@link
+ *     StopCondition#forChoice}); may be {@link StopCondition#NONE}
  * @param topLogprobs -1 for no logprobs; else every choice's generated tokens carry their {@link
  *     TokenLogprob} with this many alternatives (0 to 20): on its {@link Choice} and, as each token
  *     is generated, to the listener's {@link TokenListener#onChoiceToken}
+ * @param morePrompts the prompts after the first ({@code promptTokens}), each at least one token;
+ *     empty for a request of one prompt. Each prompt has {@code n} choices: choice {@code i} of
+ *     prompt {@code p} has index {@code p * n + i}. All of them are one request with one record.
+ * @param promptLogprobs whether each choice also carries the logprobs of its prompt's tokens after
+ *     the first ({@link Choice#promptLogprobs}); needs {@code topLogprobs >= 0}. Such a prompt is
+ *     prefilled one token per step, since a step returns the logits of a sequence's last position
+ *     only.
  */
 public record GenerationRequest(
     String requestId,
@@ -41,7 +49,44 @@ public record GenerationRequest(
     SamplingOptions sampling,
     int n,
     StopCondition stop,
-    int topLogprobs) {
+    int topLogprobs,
+    List<int[]> morePrompts,
+    boolean promptLogprobs) {
+
+  /** A request for one prompt, without the prompt's logprobs. */
+  public GenerationRequest(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      int[] promptTokens,
+      int maxTokens,
+      double temperature,
+      long seed,
+      long timeoutNanos,
+      TokenListener listener,
+      String sessionId,
+      SamplingOptions sampling,
+      int n,
+      StopCondition stop,
+      int topLogprobs) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        promptTokens,
+        maxTokens,
+        temperature,
+        seed,
+        timeoutNanos,
+        listener,
+        sessionId,
+        sampling,
+        n,
+        stop,
+        topLogprobs,
+        List.of(),
+        false);
+  }
 
   /** A request without logprobs. */
   public GenerationRequest(
@@ -267,8 +312,32 @@ public record GenerationRequest(
       throw new IllegalArgumentException(
           "topLogprobs must be -1 (none) or 0 to " + LogSoftmax.MAX_TOP + ", was " + topLogprobs);
     }
+    morePrompts = List.copyOf(morePrompts);
+    for (int[] p : morePrompts) {
+      if (p.length == 0) {
+        throw new IllegalArgumentException("every prompt must have at least one token");
+      }
+    }
+    if (promptLogprobs && topLogprobs < 0) {
+      throw new IllegalArgumentException("prompt logprobs need topLogprobs >= 0");
+    }
     if (timeoutNanos < 0) {
       throw new IllegalArgumentException("timeoutNanos must be >= 0, was " + timeoutNanos);
     }
+  }
+
+  /** How many prompts: 1 + {@code morePrompts}. */
+  public int promptCount() {
+    return 1 + morePrompts.size();
+  }
+
+  /** Prompt {@code p}, 0 being {@code promptTokens}. */
+  public int[] prompt(int p) {
+    return p == 0 ? promptTokens : morePrompts.get(p - 1);
+  }
+
+  /** Sequences the request runs at once: {@code n} for each prompt. */
+  public int sequences() {
+    return promptCount() * n;
   }
 }

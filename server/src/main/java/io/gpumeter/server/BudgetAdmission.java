@@ -22,20 +22,21 @@ final class BudgetAdmission {
   private BudgetAdmission() {}
 
   /**
-   * Reserves the estimate of a request for {@code account} on model {@code m}: (prompt tokens +
-   * {@code max_tokens}) × {@code n} × the model's recent device-ns per token (the price is applied
-   * by the budget, in the account's currency). The outcome is counted in {@code metrics}.
+   * Reserves the estimate of a request for {@code account} on model {@code m}: the sum over its
+   * prompts of (prompt tokens + {@code max_tokens}) × {@code n}, × the model's recent device-ns per
+   * token (the price is applied by the budget, in the account's currency). The outcome is counted
+   * in {@code metrics}.
    */
   static CompletableFuture<Budgets.Reservation> reserve(
       Budgets budgets,
       BudgetMetrics metrics,
       ModelEndpoint m,
       long account,
-      int[] prompt,
+      int[][] prompts,
       int maxTokens,
       int n) {
     Budgets.Meter meter = meter(budgets, m.name(), m.timer());
-    long tokens = ((long) prompt.length + maxTokens) * n;
+    long tokens = (PromptList.tokens(prompts) + (long) maxTokens * prompts.length) * n;
     long estimateNs = saturatedMultiply(tokens, meter.nsPerToken());
     return metrics.count(budgets.reserve(meter, account, estimateNs), estimateNs);
   }

@@ -98,7 +98,7 @@ final class ChatCompletionsEndpoint {
     // The same sampling options, n and stop rules as /v1/completions.
     int vocab = m.model().config().vocabSize();
     SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
-    int n = CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning(), vocab).n();
+    int n = CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning()).n();
     int logprobs = LogprobParams.chat(p.body());
     if (n > 1 && !p.stop().isEmpty()) {
       throw ApiException.invalid("stop", "stop strings with n > 1 are not supported yet.");

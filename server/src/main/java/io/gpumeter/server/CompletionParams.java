@@ -14,8 +14,8 @@ import java.util.Set;
  * A validated {@code POST /v1/completions} body. Every rule names the offending parameter in the
  * error, as OpenAI does.
  *
- * <p>Accepted: {@code model}, {@code prompt} (a string, an array holding one string, or token ids:
- * then {@code prompt} here is null and {@link CompletionOptions} reads them), {@code max_tokens},
+ * <p>Accepted: {@code model}, {@code prompt} (a string; or an array: strings, token ids or token-id
+ * arrays, then {@code prompt} here is null and {@link PromptList} reads them), {@code max_tokens},
  * {@code temperature}, {@code seed}, {@code user} (the session when no {@code X-Session-Id} header
  * is given: {@link SessionIds}), {@code stream} and {@code stream_options} ({@link StreamParams}),
  * {@code stop} ({@link StopStrings}), {@code logprobs} ({@link LogprobParams}). Parameters this
@@ -217,26 +217,13 @@ record CompletionParams(
     if (p.isTextual()) {
       return p.textValue();
     }
-    if (CompletionOptions.isTokenPrompt(p)) {
-      return null; // token ids: read by CompletionOptions once the vocabulary is known
-    }
     if (p.isArray()) {
-      if (p.size() == 1 && p.get(0).isTextual()) {
-        return p.get(0).textValue();
-      }
-      if (p.size() > 1 && p.get(0).isTextual()) {
-        throw ApiException.invalid(
-            "prompt",
-            "only one prompt per request is supported, got "
-                + p.size()
-                + "; send one request per prompt.");
-      }
-      throw ApiException.invalid(
-          "prompt",
-          "prompt must be a string, an array holding one string, or token ids (an array of"
-              + " integers, or an array holding one).");
+      return null; // a list or token ids: read by PromptList once the vocabulary is known
     }
-    throw ApiException.wrongType("prompt", "a string", describe(p));
+    throw ApiException.wrongType(
+        "prompt",
+        "a string, an array of strings, an array of token ids or an array of token-id arrays",
+        describe(p));
   }
 
   private static String requiredString(JsonNode root, String name) {

@@ -109,31 +109,17 @@ final class CompletionsEndpoint {
     ModelEndpoint m = model(p.model());
     int vocab = m.model().config().vocabSize();
     SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
-    CompletionOptions options =
-        CompletionOptions.parse(p.body(), m.scheduler().config().maxRunning(), vocab);
-    if (options.n() > 1 && !p.stop().isEmpty()) {
-      throw ApiException.invalid("stop", "stop strings with n > 1 are not supported yet.");
-    }
+    int maxRunning = m.scheduler().config().maxRunning();
+    CompletionOptions options = CompletionOptions.parse(p.body(), maxRunning);
     if (options.echo() && p.stream().stream()) {
       throw ApiException.invalid("echo", "echo cannot be streamed yet; omit it or do not stream.");
     }
     int logprobs = LogprobParams.completion(p.body());
-    if (logprobs >= 0 && options.echo()) {
-      throw ApiException.invalid(
-          "logprobs",
-          "logprobs with echo would need the prompt's logprobs, which are not computed; omit one"
-              + " of them.");
-    }
-    int[] prompt =
-        options.promptTokens() != null
-            ? options.promptTokens()
-            : m.model().tokenizer().encode(p.prompt());
-    if (prompt.length == 0) {
-      // Like OpenAI, an empty prompt means "start of a document": the end-of-sequence token.
-      prompt = new int[] {m.model().config().eosId()};
-    }
+    int[][] tokens =
+        PromptList.parse(
+            p.body().get("prompt"), m.model().tokenizer(), vocab, m.model().config().eosId());
+    PromptList.checkSlots(tokens.length, options.n(), maxRunning);
     String session = session(ex, p.user(), requestId);
-    int[] tokens = prompt;
     withTicket(
         ex,
         ticket,
@@ -273,8 +259,8 @@ final class CompletionsEndpoint {
       };
 
   /**
-   * Admission, submission, cancellation on disconnect, the durability wait and the answer; shared
-   * by {@code /v1/completions} and {@code /v1/chat/completions}. Runs on the event loop.
+   * {@link #generate(Exchange, String, ApiKeyPrincipal, ModelEndpoint, int[][], int, double, Long,
+   * StreamParams, StopStrings, Answer, Extras)} for one prompt (chat).
    */
   void generate(
       Exchange ex,
@@ -282,6 +268,39 @@ final class CompletionsEndpoint {
       ApiKeyPrincipal principal,
       ModelEndpoint m,
       int[] prompt,
+      int maxTokens,
+      double temperature,
+      Long seedOrNull,
+      StreamParams stream,
+      StopStrings stop,
+      Answer answer,
+      Extras extras) {
+    generate(
+        ex,
+        requestId,
+        principal,
+        m,
+        new int[][] {prompt},
+        maxTokens,
+        temperature,
+        seedOrNull,
+        stream,
+        stop,
+        answer,
+        extras);
+  }
+
+  /**
+   * Admission, submission, cancellation on disconnect, the durability wait and the answer; shared
+   * by {@code /v1/completions} and {@code /v1/chat/completions}. Runs on the event loop. Each of
+   * the {@code prompts} has {@code extras.n()} choices, all in one request charged once.
+   */
+  void generate(
+      Exchange ex,
+      String requestId,
+      ApiKeyPrincipal principal,
+      ModelEndpoint m,
+      int[][] prompt,
       int maxTokens,
       double temperature,
       Long seedOrNull,
@@ -349,7 +368,7 @@ final class CompletionsEndpoint {
       String requestId,
       ApiKeyPrincipal principal,
       ModelEndpoint m,
-      int[] prompt,
+      int[][] prompt,
       int maxTokens,
       double temperature,
       Long seedOrNull,
@@ -407,7 +426,7 @@ final class CompletionsEndpoint {
       String requestId,
       ApiKeyPrincipal principal,
       ModelEndpoint m,
-      int[] prompt,
+      int[][] prompt,
       int maxTokens,
       double temperature,
       Long seedOrNull,
@@ -429,14 +448,14 @@ final class CompletionsEndpoint {
                 stop::holdback,
                 streamBufferBytes,
                 logprobs != null,
-                extras.n())
+                prompt.length * extras.n())
             : null;
     GenerationRequest request =
         new GenerationRequest(
             requestId,
             principal.keyId(),
             principal.accountId(),
-            prompt,
+            prompt[0],
             maxTokens,
             temperature,
             seed,
@@ -446,7 +465,9 @@ final class CompletionsEndpoint {
             extras.sampling(),
             extras.n(),
             stop.condition(m.model().tokenizer()),
-            extras.logprobs());
+            extras.logprobs(),
+            List.of(prompt).subList(1, prompt.length),
+            extras.echo() && extras.logprobs() >= 0);
     try {
       return new Submitted(m.scheduler().submit(request, reservation::mayStep), observer, sse);
     } catch (AdmissionRejectedException e) {
@@ -460,7 +481,7 @@ final class CompletionsEndpoint {
       String requestId,
       ApiKeyPrincipal principal,
       ModelEndpoint m,
-      int[] prompt,
+      int[][] prompt,
       StreamParams stream,
       StopStrings stop,
       Answer answer,
@@ -602,7 +623,7 @@ final class CompletionsEndpoint {
   private void finish(
       Exchange ex,
       ModelEndpoint m,
-      int[] prompt,
+      int[][] prompt,
       GenerationResult result,
       Throwable notDurable,
       StopStrings stop,
@@ -651,17 +672,20 @@ final class CompletionsEndpoint {
     if (!SseStream.finished(result)) {
       throw unfinished(result);
     }
-    String echoed = extras.echo() ? m.model().tokenizer().decode(prompt) : "";
     List<String> texts = new ArrayList<>(result.choices().size());
     LogprobsJson logprobs = extras.logprobs() >= 0 ? new LogprobsJson(m.model().tokenizer()) : null;
     List<LogprobsJson.Span> spans = logprobs != null ? new ArrayList<>() : null;
     for (Choice c : result.choices()) {
+      int[] promptTokens = prompt[c.index() / extras.n()];
+      String echoed = extras.echo() ? m.model().tokenizer().decode(promptTokens) : "";
       String text = stop.cut(m.model().tokenizer().decode(c.tokens()));
       texts.add(echoed + text);
       if (logprobs != null) {
         // only the tokens that begin before a stop string that was cut off
         int[] offsets = logprobs.offsets(c.tokens());
-        spans.add(LogprobsJson.Span.of(c.logprobs(), offsets, LogprobsJson.kept(offsets, text)));
+        LogprobsJson.Span span =
+            LogprobsJson.Span.of(c.logprobs(), offsets, LogprobsJson.kept(offsets, text));
+        spans.add(extras.echo() ? logprobs.echoed(promptTokens, c, echoed, span) : span);
       }
     }
     Json.Writer whole = answer.whole(m.name(), texts, result, logprobs, spans, receipt);

@@ -1,6 +1,7 @@
 package io.gpumeter.server;
 
 import com.fasterxml.jackson.core.JsonGenerator;
+import io.gpumeter.batching.Choice;
 import io.gpumeter.batching.TokenLogprob;
 import io.gpumeter.model.IncrementalDecoder;
 import io.gpumeter.model.Tokenizer;
@@ -9,6 +10,8 @@ import java.nio.ByteBuffer;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -32,11 +35,36 @@ final class LogprobsJson {
     this.tokenizer = tokenizer;
   }
 
-  /** Consecutive tokens' logprobs, entries {@code [from, to)} of {@code logprobs}. */
+  /**
+   * Consecutive tokens' logprobs, entries {@code [from, to)} of {@code logprobs}; an entry made by
+   * {@link #unscored} is written with null logprobs.
+   */
   record Span(List<TokenLogprob> logprobs, int[] offsets, int from, int to) {
     static Span of(List<TokenLogprob> logprobs, int[] offsets, int count) {
       return new Span(logprobs, offsets, 0, count);
     }
+  }
+
+  /** The first token of an echoed prompt: it has no context, so OpenAI gives it no logprob. */
+  static TokenLogprob unscored(int token) {
+    return new TokenLogprob(token, Float.NaN, null, null);
+  }
+
+  /**
+   * The logprobs of a choice answered with {@code echo}: its prompt's tokens ({@code prompt}, whose
+   * text is {@code echoed}: the first {@link #unscored}, then {@link Choice#promptLogprobs}), then
+   * {@code completion}, the choice's own span, its offsets moved past the echoed text.
+   */
+  Span echoed(int[] prompt, Choice choice, String echoed, Span completion) {
+    List<TokenLogprob> all = new ArrayList<>(prompt.length + completion.to());
+    all.add(unscored(prompt[0]));
+    all.addAll(choice.promptLogprobs());
+    int[] offsets = Arrays.copyOf(offsets(prompt), prompt.length + completion.to());
+    for (int i = completion.from(); i < completion.to(); i++) {
+      all.add(completion.logprobs().get(i));
+      offsets[prompt.length + i - completion.from()] = echoed.length() + completion.offsets()[i];
+    }
+    return new Span(all, offsets, 0, all.size());
   }
 
   /**
@@ -77,12 +105,21 @@ final class LogprobsJson {
     g.writeEndArray();
     g.writeArrayFieldStart("token_logprobs");
     for (int i = span.from(); i < span.to(); i++) {
-      writeLogprob(g, span.logprobs().get(i).logprob());
+      TokenLogprob lp = span.logprobs().get(i);
+      if (lp.topTokens() == null) {
+        g.writeNull(); // unscored
+      } else {
+        writeLogprob(g, lp.logprob());
+      }
     }
     g.writeEndArray();
     g.writeArrayFieldStart("top_logprobs");
     for (int i = span.from(); i < span.to(); i++) {
       TokenLogprob lp = span.logprobs().get(i);
+      if (lp.topTokens() == null) {
+        g.writeNull(); // unscored
+        continue;
+      }
       g.writeStartObject();
       for (int j = 0; j < lp.topTokens().length; j++) {
         g.writeFieldName(string(lp.topTokens()[j]));

@@ -126,15 +126,34 @@ final class StopStrings {
   /**
    * The scheduler-side check for one request: decodes the tokens as they come (never inside a
    * character) and answers true at the token whose text completes a stop string. Keeps only the
-   * last characters that a stop string could span. Runs on the scheduler thread.
+   * last characters that a stop string could span. Each choice gets its own ({@link
+   * StopCondition#forChoice}), so each stops on its own text. Runs on the scheduler thread.
    */
   StopCondition condition(Tokenizer tokenizer) {
     if (stops.isEmpty()) {
       return StopCondition.NONE;
     }
-    IncrementalDecoder decoder = new IncrementalDecoder(tokenizer);
-    StringBuilder text = new StringBuilder();
-    return token -> {
+    return new Condition(tokenizer);
+  }
+
+  /** One choice's check, with the text it decoded so far. */
+  private final class Condition implements StopCondition {
+    private final Tokenizer tokenizer;
+    private final IncrementalDecoder decoder;
+    private final StringBuilder text = new StringBuilder();
+
+    Condition(Tokenizer tokenizer) {
+      this.tokenizer = tokenizer;
+      this.decoder = new IncrementalDecoder(tokenizer);
+    }
+
+    @Override
+    public StopCondition forChoice(int index) {
+      return new Condition(tokenizer);
+    }
+
+    @Override
+    public boolean stopsAfter(int token) {
       String piece = decoder.add(token);
       if (piece.isEmpty()) {
         return false;
@@ -148,7 +167,7 @@ final class StopStrings {
         text.delete(0, text.length() - maxLength);
       }
       return false;
-    };
+    }
   }
 
   /** Stream-side trimming for one response; used on its event loop. */

@@ -141,7 +141,7 @@ class ErrorHandlingTest {
         "prompt",
         null);
     error(
-        complete("{\"model\": \"demo-byte-lm\", \"prompt\": [\"a\", \"b\"]}"),
+        complete("{\"model\": \"demo-byte-lm\", \"prompt\": [\"a\", 2]}"),
         400,
         "invalid_request_error",
         "prompt",

@@ -257,11 +257,6 @@ class OpenAiLogprobsTest {
                 BadRequestException.class, ex -> assertThat(ex.param()).contains(e.getKey()));
       }
     }
-    assertThatThrownBy(
-            () -> openai.completions().create(completion("x", 2).logprobs(1).echo(true).build()))
-        .isInstanceOfSatisfying(
-            BadRequestException.class, ex -> assertThat(ex.param()).contains("logprobs"));
-
     List<Map.Entry<Map<String, Object>, String>> chatBad =
         List.of(
             Map.entry(Map.of("logprobs", "yes"), "logprobs"),
