@@ -13,7 +13,8 @@ import java.nio.charset.StandardCharsets;
  *
  * <p>The template is cut out of the format's own document ({@link SseStream.Format#text}) written
  * with a marker text, so a templated event is byte for byte the event the format writes (checked by
- * {@code TextEventTemplateTest}); the text is escaped as Jackson escapes it.
+ * {@code TextEventTemplateTest}); the text is escaped as Jackson escapes it (a character outside
+ * the BMP as its two escaped UTF-16 halves).
  */
 final class TextEventTemplate {
   /** The marker's JSON string as Jackson writes it: a string holding one NUL. */
@@ -70,14 +71,17 @@ final class TextEventTemplate {
         escape(buf, c);
         run = i + 1;
       } else if (Character.isSurrogate(c)) {
-        if (Character.isHighSurrogate(c)
-            && i + 1 < n
-            && Character.isLowSurrogate(text.charAt(i + 1))) {
-          i++;
-        } else {
+        if (!Character.isHighSurrogate(c)
+            || i + 1 == n
+            || !Character.isLowSurrogate(text.charAt(i + 1))) {
           buf.release();
           return null;
         }
+        // Jackson writes a character outside the BMP as its two escaped UTF-16 halves.
+        ByteBufUtil.writeUtf8(buf, text, run, i);
+        escape(buf, c);
+        escape(buf, text.charAt(++i));
+        run = i + 1;
       }
     }
     ByteBufUtil.writeUtf8(buf, text, run, n);
@@ -86,10 +90,7 @@ final class TextEventTemplate {
     return buf;
   }
 
-  /**
-   * Jackson's escapes: the short ones where JSON has them, else backslash, u, 00 and two hex
-   * digits.
-   */
+  /** Jackson's escapes: the short ones where JSON has them, else backslash, u, four hex digits. */
   private static void escape(ByteBuf buf, char c) {
     buf.writeByte('\\');
     switch (c) {
@@ -102,9 +103,9 @@ final class TextEventTemplate {
       case '\f' -> buf.writeByte('f');
       default -> {
         buf.writeByte('u');
-        buf.writeByte('0');
-        buf.writeByte('0');
-        buf.writeByte(HEX[c >> 4]);
+        buf.writeByte(HEX[c >> 12]);
+        buf.writeByte(HEX[(c >> 8) & 0xF]);
+        buf.writeByte(HEX[(c >> 4) & 0xF]);
         buf.writeByte(HEX[c & 0xF]);
       }
     }
