@@ -10,10 +10,13 @@ import java.util.SplittableRandom;
  *
  * <p><b>Cost:</b> the neutral options add one branch each. Penalties cost one pass over the
  * distinct tokens generated so far (at most the vocabulary). Top-k and top-p do not sort the
- * vocabulary: they build a binary max-heap of the candidates in O(V) and pop the most probable ones
- * until the k-th token or the probability mass {@code top_p} is reached, O(V + m log V) for m kept
- * tokens. Exactly one random draw is taken per sampled token (none when greedy), so a seeded
- * request gives the same tokens whatever else is in its batch.
+ * vocabulary. With {@code top_k} below the candidates, the k best are selected with a min-heap of k
+ * (one comparison for each candidate that does not beat the k-th best) and sorted, O(V + k log k),
+ * then kept best first until the probability mass {@code top_p} is reached. With {@code top_p}
+ * alone they build a binary max-heap of the candidates in O(V) and pop the most probable ones until
+ * the mass is reached, O(V + m log V) for m kept tokens. Exactly one random draw is taken per
+ * sampled token (none when greedy), so a seeded request gives the same tokens whatever else is in
+ * its batch.
  */
 final class Sampler {
   private final int vocab;
@@ -139,10 +142,13 @@ final class Sampler {
     if (n == 0) {
       return best;
     }
+    if (o.topK() > 0 && o.topK() < n) {
+      return topK(n, o.topK(), o.topP() * sum, rng);
+    }
     for (int i = (n >>> 1) - 1; i >= 0; i--) {
       siftDown(i, n);
     }
-    int limit = o.topK() > 0 ? Math.min(o.topK(), n) : n;
+    int limit = n;
     double target = o.topP() * sum;
     double mass = 0;
     int end = n;
@@ -166,6 +172,64 @@ final class Sampler {
       }
     }
     return token(heap[n - 1]);
+  }
+
+  /**
+   * Top-k (then top-p) over the {@code n} candidates in {@code heap[0..n)}: the {@code k} best are
+   * selected into a min-heap of size k at the front (one comparison per candidate that does not
+   * beat the k-th best), sorted, and taken best first until the mass reaches {@code target}, the
+   * same tokens in the same order (so the same draw picks the same token) as popping them from a
+   * max-heap of all n, in O(n + k log k) instead of O(n + k log n) and without sifting all n.
+   */
+  private int topK(int n, int k, double target, SplittableRandom rng) {
+    for (int i = (k >>> 1) - 1; i >= 0; i--) {
+      siftDownMin(i, k);
+    }
+    for (int i = k; i < n; i++) {
+      long key = heap[i];
+      if (key > heap[0]) {
+        heap[0] = key;
+        siftDownMin(0, k);
+      }
+    }
+    java.util.Arrays.sort(heap, 0, k); // ascending: the best is heap[k - 1]
+    double mass = 0;
+    int end = k;
+    while (end > 0) {
+      end--;
+      mass += probability(heap[end]);
+      if (mass >= target) {
+        break;
+      }
+    }
+    double r = rng.nextDouble() * mass;
+    double acc = 0;
+    for (int i = k - 1; i >= end; i--) {
+      acc += probability(heap[i]);
+      if (r < acc) {
+        return token(heap[i]);
+      }
+    }
+    return token(heap[k - 1]);
+  }
+
+  private void siftDownMin(int i, int size) {
+    long x = heap[i];
+    while (true) {
+      int child = 2 * i + 1;
+      if (child >= size) {
+        break;
+      }
+      if (child + 1 < size && heap[child + 1] < heap[child]) {
+        child++;
+      }
+      if (heap[child] >= x) {
+        break;
+      }
+      heap[i] = heap[child];
+      i = child;
+    }
+    heap[i] = x;
   }
 
   private void siftDown(int i, int size) {

@@ -172,4 +172,88 @@ class SamplerTest {
     }
     return m;
   }
+
+  /**
+   * Top-k by selection keeps exactly the tokens, in the order, that sorting all candidates keeps,
+   * so one draw picks the same token: checked against a plain sort on random rows (with ties, zero
+   * probabilities, and k below, at and above the candidates), every top_p and temperature.
+   */
+  @Test
+  void topKSelectionPicksWhatSortingAllCandidatesPicks() {
+    SplittableRandom gen = new SplittableRandom(99);
+    for (int trial = 0; trial < 3000; trial++) {
+      float[] row = new float[VOCAB];
+      for (int i = 0; i < VOCAB; i++) {
+        row[i] =
+            switch (gen.nextInt(4)) {
+              case 0 -> (float) gen.nextInt(4); // ties
+              case 1 -> Float.NEGATIVE_INFINITY; // banned: probability 0
+              default -> (float) (3 * gen.nextGaussian());
+            };
+      }
+      int k = 1 + gen.nextInt(gen.nextBoolean() ? 12 : 300);
+      double topP = gen.nextBoolean() ? 1.0 : 0.05 + 0.95 * gen.nextDouble();
+      double temperature = 0.2 + 1.5 * gen.nextDouble();
+      long seed = gen.nextLong();
+      int got =
+          sampler.sample(
+              row.clone(),
+              temperature,
+              options(topP, k, 0, 0),
+              null,
+              null,
+              0,
+              new SplittableRandom(seed));
+      assertThat(got)
+          .as("trial %d: k %d, top_p %s, temperature %s", trial, k, topP, temperature)
+          .isEqualTo(sortedReference(row, temperature, topP, k, new SplittableRandom(seed)));
+    }
+  }
+
+  /** The definition: candidates by probability (ties: lower id), best first, up to k and top_p. */
+  private static int sortedReference(
+      float[] logits, double temperature, double topP, int k, SplittableRandom rng) {
+    float max = Float.NEGATIVE_INFINITY;
+    int best = 0;
+    for (int i = 0; i < VOCAB; i++) {
+      if (logits[i] > max) {
+        max = logits[i];
+        best = i;
+      }
+    }
+    if (!Float.isFinite(max)) {
+      return best;
+    }
+    double inv = 1.0 / temperature;
+    float[] p = new float[VOCAB];
+    double sum = 0;
+    for (int i = 0; i < VOCAB; i++) {
+      p[i] = (float) Math.exp((logits[i] - max) * inv);
+      sum += p[i];
+    }
+    Integer[] ids =
+        java.util.stream.IntStream.range(0, VOCAB)
+            .filter(i -> p[i] > 0)
+            .boxed()
+            .sorted((a, b) -> p[a] != p[b] ? Float.compare(p[b], p[a]) : Integer.compare(a, b))
+            .toArray(Integer[]::new);
+    double target = topP * sum;
+    double mass = 0;
+    int kept = 0;
+    while (kept < Math.min(k, ids.length)) {
+      mass += p[ids[kept++]];
+      if (mass >= target) {
+        break;
+      }
+    }
+    double r = rng.nextDouble() * mass;
+    double acc = 0;
+    for (int j = 0; j < kept; j++) {
+      acc += p[ids[j]];
+      if (r < acc) {
+        return ids[j];
+      }
+    }
+    return ids[0];
+  }
 }

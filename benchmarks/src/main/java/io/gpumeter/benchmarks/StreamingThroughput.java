@@ -24,17 +24,21 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 
 /**
- * Load tool for streaming (a plain main): the real server in-process on this machine's CPU, B = 1,
- * 8, 32 clients each looping {@code POST /v1/completions} with {@code stream: true} (HTTP/1.1,
- * keep-alive, one key per client). Per request it records the time to first token (send to the
- * first {@code data:} event with text) and every inter-token gap (between successive text events);
- * the table gives p50 and p99 over all requests of a slice. At 32 clients it then alternates
- * streaming and non-streaming slices of the same length, side by side, {@code rounds} times, and
- * reports generated tokens/s of each and their ratio (streaming / non-streaming) per round and in
- * total.
+ * Load tool for streaming (a plain main): the real server on this machine's CPU, in-process or
+ * (with {@code --server}) in JVMs of their own, B = 1, 8, 32 clients each looping {@code POST
+ * /v1/completions} with {@code stream: true} (HTTP/1.1, keep-alive, one key per client). Per
+ * request it records the time to first token (send to the first {@code data:} event with text) and
+ * every inter-token gap (between successive text events); the table gives p50 and p99 over all
+ * requests of a slice. At 32 clients it then alternates streaming and non-streaming slices of the
+ * same length, side by side, {@code rounds} times, and reports generated tokens/s of each and their
+ * ratio (streaming / non-streaming) per round and in total.
  *
  * <p>Usage: {@code java -cp benchmarks.jar io.gpumeter.benchmarks.StreamingThroughput [--models
- * DIR] [--seconds 10] [--rounds 3] [--max-tokens 64]}
+ * DIR] [--seconds 10] [--rounds 3] [--max-tokens 64] [--server label=classpath]... [--server-jfr
+ * DIR]}: each {@code --server} starts one {@link StreamingServerProcess} (an empty classpath for
+ * this build's own server, another build's jar to compare it), measured in alternation, slice by
+ * slice; {@code --server-jfr DIR} records each server process with JFR's profile settings into
+ * {@code DIR/label.jfr} (written when it stops).
  */
 public final class StreamingThroughput {
   private static final String BODY =
@@ -58,8 +62,12 @@ public final class StreamingThroughput {
     int seconds = 10;
     int rounds = 3;
     int maxTokens = 64;
+    List<String> servers = new ArrayList<>();
+    Path jfrDir = null;
     for (int i = 0; i + 1 < args.length; i += 2) {
       switch (args[i]) {
+        case "--server" -> servers.add(args[i + 1]);
+        case "--server-jfr" -> jfrDir = Path.of(args[i + 1]);
         case "--models" -> models = Path.of(args[i + 1]);
         case "--seconds" -> seconds = Integer.parseInt(args[i + 1]);
         case "--rounds" -> rounds = Integer.parseInt(args[i + 1]);
@@ -67,9 +75,18 @@ public final class StreamingThroughput {
         default -> throw new IllegalArgumentException("unknown option " + args[i]);
       }
     }
-    new StreamingThroughput(models, Duration.ofSeconds(seconds), rounds, maxTokens).run();
+    StreamingThroughput bench =
+        new StreamingThroughput(models, Duration.ofSeconds(seconds), rounds, maxTokens);
+    if (servers.isEmpty()) {
+      bench.run();
+    } else {
+      bench.runSeparate(servers, jfrDir);
+    }
     System.exit(0);
   }
+
+  /** A server under load: its port, one key per client and its model. */
+  record Target(String label, int port, List<String> keys, String model) {}
 
   /** What one slice measured. */
   record Slice(long tokens, double seconds, long requests, long[] ttftNs, long[] gapNs) {
@@ -94,26 +111,119 @@ public final class StreamingThroughput {
     for (int i = 0; i < 32; i++) {
       keys.add(server.billing().apiKeys().create("stream-client-" + i).plaintext());
     }
-    String model = server.schedulers().get(0).modelName();
+    Target t =
+        new Target("in-process", server.port(), keys, server.schedulers().get(0).modelName());
+    try {
+      measure(List.of(t), "clients in the server's JVM");
+    } finally {
+      server.close();
+    }
+  }
+
+  /**
+   * Each {@code label=classpath} runs {@link StreamingServerProcess} in a JVM of its own (that
+   * classpath first, then this one's, so another build's server classes win); the clients stay in
+   * this JVM. All servers start before any load, idle while another is measured, and are measured
+   * in alternation, so two builds are compared side by side under the same machine load.
+   */
+  private void runSeparate(List<String> servers, Path jfrDir) throws Exception {
+    List<Process> processes = new ArrayList<>();
+    List<Target> targets = new ArrayList<>();
+    try {
+      for (String spec : servers) {
+        int eq = spec.indexOf('=');
+        String label = spec.substring(0, eq);
+        String own = System.getProperty("java.class.path");
+        String cp =
+            eq + 1 == spec.length()
+                ? own
+                : spec.substring(eq + 1) + java.io.File.pathSeparator + own;
+        List<String> command = new ArrayList<>();
+        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        command.add("-Dgpumeter.log.level=WARN");
+        if (jfrDir != null) {
+          command.add(
+              "-XX:StartFlightRecording=settings=profile,dumponexit=true,filename="
+                  + jfrDir.resolve(label + ".jfr"));
+        }
+        command.addAll(
+            List.of("-cp", cp, StreamingServerProcess.class.getName(), modelsDir.toString(), "32"));
+        Process p =
+            new ProcessBuilder(command).redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        processes.add(p);
+        java.io.BufferedReader out =
+            new java.io.BufferedReader(
+                new java.io.InputStreamReader(
+                    p.getInputStream(), java.nio.charset.StandardCharsets.UTF_8));
+        String model = null;
+        List<String> keys = new ArrayList<>();
+        int port = -1;
+        String line;
+        while (port < 0 && (line = out.readLine()) != null) {
+          if (line.startsWith("MODEL ")) {
+            model = line.substring(6);
+          } else if (line.startsWith("KEY ")) {
+            keys.add(line.substring(4));
+          } else if (line.startsWith("PORT ")) {
+            port = Integer.parseInt(line.substring(5));
+          }
+        }
+        if (port < 0) {
+          throw new IllegalStateException("server " + label + " ended before it listened");
+        }
+        Thread drain =
+            new Thread(
+                () -> {
+                  try {
+                    while (out.readLine() != null) {
+                      // the server's own output is not measured
+                    }
+                  } catch (java.io.IOException e) {
+                    // the server ended
+                  }
+                });
+        drain.setDaemon(true);
+        drain.start();
+        targets.add(new Target(label, port, keys, model));
+      }
+      measure(targets, "clients in a separate JVM from the server");
+    } finally {
+      for (Process p : processes) {
+        p.getOutputStream().close();
+      }
+      for (Process p : processes) {
+        if (!p.waitFor(60, java.util.concurrent.TimeUnit.SECONDS)) {
+          p.destroy();
+        }
+      }
+    }
+  }
+
+  private void measure(List<Target> targets, String where) throws Exception {
     System.out.printf(
         Locale.ROOT,
-        "StreamingThroughput %s, %d cores, load %s, max_tokens %d, slices of %d s%n",
+        "StreamingThroughput %s, %s, %d cores, load %s, max_tokens %d, slices of %d s%n",
         Instant.now(),
+        where,
         Runtime.getRuntime().availableProcessors(),
         Files.readString(Path.of("/proc/loadavg")).trim(),
         maxTokens,
         slice.toSeconds());
-    try {
-      load(server, keys, model, 8, true, Duration.ofSeconds(3)); // warm-up, not counted
-      System.out.println();
-      System.out.println(
-          "| clients | requests | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |");
-      System.out.println("|---|---|---|---|---|---|---|");
-      for (int b : new int[] {1, 8, 32}) {
-        Slice s = load(server, keys, model, b, true, slice);
+    for (Target t : targets) {
+      load(t, 8, true, Duration.ofSeconds(3)); // warm-up, not counted
+      load(t, 8, false, Duration.ofSeconds(2));
+    }
+    System.out.println();
+    System.out.println(
+        "| server | clients | requests | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |");
+    System.out.println("|---|---|---|---|---|---|---|---|");
+    for (int b : new int[] {1, 8, 32}) {
+      for (Target t : targets) {
+        Slice s = load(t, b, true, slice);
         System.out.printf(
             Locale.ROOT,
-            "| %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f |%n",
+            "| %s | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f |%n",
+            t.label(),
             b,
             s.requests(),
             s.tokensPerSecond(),
@@ -122,31 +232,42 @@ public final class StreamingThroughput {
             pct(s.gapNs(), 50) / 1e6,
             pct(s.gapNs(), 99) / 1e6);
       }
-      System.out.println();
-      System.out.println("| round | streaming tokens/s | non-streaming tokens/s | ratio |");
-      System.out.println("|---|---|---|---|");
-      double st = 0;
-      double ns = 0;
-      for (int r = 1; r <= rounds; r++) {
-        Slice a = load(server, keys, model, 32, true, slice);
-        Slice b = load(server, keys, model, 32, false, slice);
-        st += a.tokens() / a.seconds();
-        ns += b.tokens() / b.seconds();
+    }
+    System.out.println();
+    System.out.println(
+        "| round | server | streaming tokens/s | non-streaming tokens/s | ratio | load |");
+    System.out.println("|---|---|---|---|---|---|");
+    double[] st = new double[targets.size()];
+    double[] ns = new double[targets.size()];
+    for (int r = 1; r <= rounds; r++) {
+      for (int i = 0; i < targets.size(); i++) {
+        Target t = targets.get(i);
+        Slice a = load(t, 32, true, slice);
+        Slice b = load(t, 32, false, slice);
+        st[i] += a.tokensPerSecond();
+        ns[i] += b.tokensPerSecond();
         System.out.printf(
             Locale.ROOT,
-            "| %d | %.1f | %.1f | %.3f |%n",
+            "| %d | %s | %.1f | %.1f | %.3f | %s |%n",
             r,
+            t.label(),
             a.tokensPerSecond(),
             b.tokensPerSecond(),
-            a.tokensPerSecond() / b.tokensPerSecond());
+            a.tokensPerSecond() / b.tokensPerSecond(),
+            Files.readString(Path.of("/proc/loadavg")).trim().split(" ")[0]);
       }
-      System.out.printf(
-          Locale.ROOT, "| all | %.1f | %.1f | %.3f |%n", st / rounds, ns / rounds, st / ns);
-      System.out.printf(
-          Locale.ROOT, "load at the end: %s%n", Files.readString(Path.of("/proc/loadavg")).trim());
-    } finally {
-      server.close();
     }
+    for (int i = 0; i < targets.size(); i++) {
+      System.out.printf(
+          Locale.ROOT,
+          "| all | %s | %.1f | %.1f | %.3f | |%n",
+          targets.get(i).label(),
+          st[i] / rounds,
+          ns[i] / rounds,
+          st[i] / ns[i]);
+    }
+    System.out.printf(
+        Locale.ROOT, "load at the end: %s%n", Files.readString(Path.of("/proc/loadavg")).trim());
   }
 
   private static long pct(long[] sorted, int p) {
@@ -161,20 +282,15 @@ public final class StreamingThroughput {
    * {@code clients} threads loop requests for {@code len}; tokens are counted for requests that
    * finish inside the window (each client stops starting new ones at its end).
    */
-  private Slice load(
-      GpumeterServer server,
-      List<String> keys,
-      String model,
-      int clients,
-      boolean stream,
-      Duration len)
-      throws Exception {
+  private Slice load(Target target, int clients, boolean stream, Duration len) throws Exception {
+    List<String> keys = target.keys();
+    String model = target.model();
     HttpClient http =
         HttpClient.newBuilder()
             .version(HttpClient.Version.HTTP_1_1)
             .executor(Executors.newFixedThreadPool(4))
             .build();
-    URI uri = URI.create("http://127.0.0.1:" + server.port() + "/v1/completions");
+    URI uri = URI.create("http://127.0.0.1:" + target.port() + "/v1/completions");
     ConcurrentLinkedQueue<Long> ttft = new ConcurrentLinkedQueue<>();
     ConcurrentLinkedQueue<Long> gaps = new ConcurrentLinkedQueue<>();
     AtomicLong tokens = new AtomicLong();

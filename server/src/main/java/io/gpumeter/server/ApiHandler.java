@@ -305,13 +305,24 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
     return true;
   }
 
-  /** Writes and flushes one chunk of a streamed response; takes ownership of {@code content}. */
-  ChannelFuture sendStreamChunk(Exchange ex, ByteBuf content) {
+  /**
+   * Writes one chunk of a streamed response, flushed when {@code flush}; takes ownership of {@code
+   * content}.
+   */
+  ChannelFuture sendStreamChunk(Exchange ex, ByteBuf content, boolean flush) {
     if (ex != current) {
       content.release();
       return ctx.newFailedFuture(new ClosedChannelException());
     }
-    return ctx.writeAndFlush(new DefaultHttpContent(content));
+    DefaultHttpContent chunk = new DefaultHttpContent(content);
+    return flush ? ctx.writeAndFlush(chunk) : ctx.write(chunk);
+  }
+
+  /** Flushes the streamed chunks written unflushed. */
+  void flushStream(Exchange ex) {
+    if (ex == current) {
+      ctx.flush();
+    }
   }
 
   /** Bytes written to this connection that the client has not yet taken (Netty's buffer). */

@@ -395,7 +395,20 @@ final class Exchange {
 
   /** Writes one chunk of the stream (takes ownership of {@code content}). */
   ChannelFuture writeStream(ByteBuf content) {
-    return handler.sendStreamChunk(this, content);
+    return writeStream(content, true);
+  }
+
+  /**
+   * Writes one chunk of the stream (takes ownership of {@code content}); unflushed unless {@code
+   * flush}, for a caller that writes several and then calls {@link #flushStream}.
+   */
+  ChannelFuture writeStream(ByteBuf content, boolean flush) {
+    return handler.sendStreamChunk(this, content, flush);
+  }
+
+  /** Flushes the chunks written with {@code flush} false. */
+  void flushStream() {
+    handler.flushStream(this);
   }
 
   /** Bytes of this connection's responses the client has not taken yet. */

@@ -11,10 +11,13 @@ import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelFuture;
 import io.netty.channel.EventLoop;
+import io.netty.util.internal.PlatformDependent;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Queue;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.Supplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -23,16 +26,26 @@ import org.slf4j.LoggerFactory;
  * One streamed generation (one choice or several) written as server-sent events: {@code data:
  * {chunk}\n\n} per event, ending with {@code data: [DONE]\n\n}, OpenAI's wire format.
  *
- * <p><b>Threads:</b> {@link #listener()} runs on the scheduler thread for every generated token; it
- * only hands the token id to the connection's event loop ({@link EventLoop#execute}, a non-blocking
- * offer) and returns. Everything else runs on the event loop. Tokens and the result are handed over
- * in the order the scheduler produced them (the loop's task queue is FIFO and the result's
- * continuation is queued after the last token), so the finishing chunk always follows the text.
+ * <p><b>Threads:</b> {@link #listener} runs on the scheduler thread for every generated token; it
+ * only puts the token in this stream's queue (lock-free) and, when no drain of that queue is
+ * waiting on the connection's event loop, queues one ({@link EventLoop#execute}, a non-blocking
+ * offer), and returns. Everything else runs on the event loop. Tokens and the result are handed
+ * over in the order the scheduler produced them (the loop's task queue is FIFO, and a token's drain
+ * is queued, or running, before the result's continuation is queued after the last token), so the
+ * finishing chunk always follows the text.
+ *
+ * <p><b>Coalescing (issue 12 item 8):</b> a drain takes every token queued so far and writes one
+ * event per choice with all their text, then flushes once. While the event loop keeps up that is
+ * one event per token, sent as soon as it exists; when it falls behind (a loaded machine, many
+ * streams on one loop), the tokens of several steps leave in one event and one write instead of one
+ * per token. A text event without logprobs is written from bytes pre-encoded once per choice
+ * ({@link TextEventTemplate}) instead of a JSON document per token.
  *
  * <p><b>Text:</b> tokens are decoded with an {@link IncrementalDecoder} (a piece never ends inside
  * a UTF-8 character) and trimmed by the request's {@link StopStrings.Holdback} (only a tail that
  * could still become a stop string is held back). A token that completes no character or is held
- * back sends nothing; every other token sends its piece at once, the first one included.
+ * back sends nothing; every other token's piece goes out with the drain that reads it, the first
+ * one included.
  *
  * <p><b>Slow readers:</b> after each write, if more than {@code maxUnsentBytes} of this
  * connection's output wait in the server (Netty's outbound buffer, filled once the kernel's buffers
@@ -41,8 +54,9 @@ import org.slf4j.LoggerFactory;
  * stream never makes the server buffer more than that bound plus one event.
  *
  * <p><b>Choices:</b> with {@code n > 1} every choice has its own decoder and its own chunks, each
- * carrying the choice's {@code index}; the chunks of different choices interleave in the order the
- * scheduler produced their tokens, and each choice ends with its own {@code finish_reason} chunk.
+ * carrying the choice's {@code index}; the chunks of different choices interleave (one per choice
+ * with new text per drain, in choice order), and each choice ends with its own {@code
+ * finish_reason} chunk.
  *
  * <p><b>Logprobs:</b> each text chunk carries the logprobs of the tokens that begin in the text
  * sent so far (a token held back by the decoder or a stop-string holdback waits for the chunk that
@@ -93,6 +107,12 @@ final class SseStream {
   private boolean delivered;
   private boolean dropped;
 
+  /** A token on its way from the scheduler thread to the event loop. */
+  private record Queued(int choice, int token, TokenLogprob logprob) {}
+
+  private final Queue<Queued> queued = PlatformDependent.newMpscQueue();
+  private final AtomicBoolean drainQueued = new AtomicBoolean();
+
   /**
    * One choice's text: its decoder, its stop-string holdback and, with logprobs, the logprobs of
    * its tokens not sent yet with the text offsets they begin at.
@@ -104,6 +124,12 @@ final class SseStream {
     int[] pendingOffsets = new int[16];
     int decodedChars;
     int sentChars;
+
+    /** Text taken from the holdback in this drain, not written yet; null when none. */
+    String unsent;
+
+    /** This choice's pre-encoded text event; made at its first text. */
+    TextEventTemplate template;
 
     Lane(IncrementalDecoder decoder, StopStrings.Holdback holdback) {
       this.decoder = decoder;
@@ -153,11 +179,13 @@ final class SseStream {
   }
 
   /**
-   * The scheduler-side listener: hands each token of every choice to the event loop; {@code also}
-   * sees choice 0's tokens on the scheduler thread.
+   * The scheduler-side listener: queues each token of every choice for the event loop and, unless a
+   * drain is already queued there, queues one ({@link EventLoop#execute}, a non-blocking offer);
+   * {@code also} sees choice 0's tokens on the scheduler thread.
    */
   TokenListener listener(TokenListener also) {
     EventLoop loop = ex.loop();
+    Runnable drain = this::drain;
     return new TokenListener() {
       @Override
       public void onToken(int token) {
@@ -169,7 +197,10 @@ final class SseStream {
         if (choice == 0) {
           also.onToken(token);
         }
-        loop.execute(() -> SseStream.this.onToken(choice, token, logprob));
+        queued.offer(new Queued(choice, token, logprob));
+        if (!drainQueued.get() && drainQueued.compareAndSet(false, true)) {
+          loop.execute(drain);
+        }
       }
     };
   }
@@ -188,10 +219,37 @@ final class SseStream {
     }
   }
 
-  private void onToken(int choice, int token, TokenLogprob logprob) {
+  /**
+   * On the event loop: every token queued so far, decoded into its choice's text, then one event
+   * per choice that has new text and one flush. The flag is cleared before the queue is read, so a
+   * token queued meanwhile is read by this drain or by the one its listener queues.
+   */
+  private void drain() {
+    drainQueued.set(false);
+    Queued q;
+    boolean wrote = false;
+    while ((q = queued.poll()) != null) {
+      if (!ex.isDone()) {
+        onToken(q.choice(), q.token(), q.logprob());
+      }
+    }
     if (ex.isDone()) {
       return;
     }
+    for (int i = 0; i < lanes.length; i++) {
+      Lane lane = lanes[i];
+      if (lane.unsent != null) {
+        String text = lane.unsent;
+        lane.unsent = null;
+        wrote |= writeText(i, lane, text) != null;
+      }
+    }
+    if (wrote) {
+      ex.flushStream();
+    }
+  }
+
+  private void onToken(int choice, int token, TokenLogprob logprob) {
     Lane lane = lanes[choice];
     String piece = lane.decoder.add(token);
     if (logprobs && logprob != null) {
@@ -205,8 +263,25 @@ final class SseStream {
     String text = lane.holdback.offer(piece);
     if (!text.isEmpty()) {
       lane.sentChars += text.length();
-      write(format.text(choice, text, null, takeLogprobs(lane)));
+      lane.unsent = lane.unsent == null ? text : lane.unsent + text;
     }
+  }
+
+  /**
+   * One text event of choice {@code index} (pre-encoded when it carries no logprobs), unflushed.
+   */
+  private ChannelFuture writeText(int index, Lane lane, String text) {
+    LogprobsJson.Span lp = takeLogprobs(lane);
+    if (lp == null && !ex.isDone() && !dropped) {
+      if (lane.template == null) {
+        lane.template = TextEventTemplate.of(ex.alloc(), format, index);
+      }
+      ByteBuf event = lane.template == null ? null : lane.template.encode(ex.alloc(), text);
+      if (event != null) {
+        return checked(ex.writeStream(event, false));
+      }
+    }
+    return write(format.text(index, text, null, lp), false);
   }
 
   /**
@@ -280,10 +355,18 @@ final class SseStream {
   }
 
   private ChannelFuture write(Json.Writer writer) {
+    return write(writer, true);
+  }
+
+  private ChannelFuture write(Json.Writer writer, boolean flush) {
     if (ex.isDone() || dropped) {
       return null;
     }
-    ChannelFuture f = ex.writeStream(event(ex.alloc(), writer));
+    return checked(ex.writeStream(event(ex.alloc(), writer), flush));
+  }
+
+  /** Drops the connection once more than {@code maxUnsentBytes} wait in the server. */
+  private ChannelFuture checked(ChannelFuture f) {
     long unsent = ex.unsentBytes();
     if (unsent > maxUnsentBytes) {
       dropped = true;
