@@ -92,6 +92,12 @@ final class SseStream {
   private Generation generation;
   private boolean delivered;
   private boolean dropped;
+  private boolean started;
+
+  /**
+   * Events produced before {@link #start} sent the head (the head waits for the receipt's funds).
+   */
+  private final List<Json.Writer> early = new ArrayList<>();
 
   /**
    * One choice's text: its decoder, its stop-string holdback and, with logprobs, the logprobs of
@@ -174,10 +180,15 @@ final class SseStream {
     };
   }
 
-  /** Sends the head (and the opening events); the generation is cancelled if the stream is cut. */
+  /**
+   * Sends the head (with the headers the exchange holds now), the opening events and the text that
+   * arrived before it; the generation is cancelled if the stream is cut.
+   */
   void start(Generation generation) {
     this.generation = generation;
+    started = true;
     if (!ex.startStream()) {
+      early.clear();
       return;
     }
     for (int i = 0; i < lanes.length; i++) {
@@ -186,6 +197,10 @@ final class SseStream {
         write(opening);
       }
     }
+    for (Json.Writer w : early) {
+      write(w);
+    }
+    early.clear();
   }
 
   private void onToken(int choice, int token, TokenLogprob logprob) {
@@ -254,7 +269,10 @@ final class SseStream {
     }
   }
 
-  /** The charge is settled: the usage event when asked for, then {@code [DONE]}, and the end. */
+  /**
+   * The charge is settled: the usage event when asked for, then {@code [DONE]}, and the end, whose
+   * trailers carry the receipt ({@link StreamReceipts#trailers}).
+   */
   void close(GenerationResult result, boolean includeUsage, Receipt receipt) {
     if (ex.isDone()) {
       return;
@@ -264,7 +282,7 @@ final class SseStream {
     }
     if (!ex.isDone()) {
       ex.writeStream(Unpooled.wrappedBuffer(DONE));
-      ex.endStream();
+      ex.endStream(StreamReceipts.trailers(result.usage(), receipt));
     }
   }
 
@@ -281,6 +299,10 @@ final class SseStream {
 
   private ChannelFuture write(Json.Writer writer) {
     if (ex.isDone() || dropped) {
+      return null;
+    }
+    if (!started) {
+      early.add(writer); // bounded by what the model makes while the head waits (BalanceCache)
       return null;
     }
     ChannelFuture f = ex.writeStream(event(ex.alloc(), writer));
