@@ -712,6 +712,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         s.firstStepNanos = startNanos;
       }
       s.steps++;
+      s.batchCompany += n - 1; // the other sequences in this step
       s.lastShare = step.share(row);
       if (stepPrefill[row]) {
         s.prefillNs += step.share(row);
@@ -920,6 +921,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long prefillNs = s.prefillNs;
     long decodeNs = s.decodeNs;
     int steps = s.steps;
+    long batchCompany = s.batchCompany;
     int generated = s.generated;
     FinishReason reason = s.reason;
     List<Choice> choices = new ArrayList<>(s.request.n());
@@ -929,6 +931,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         prefillNs += c.prefillNs;
         decodeNs += c.decodeNs;
         steps += c.steps;
+        batchCompany += c.batchCompany;
         generated += c.generated;
         if (severity(c.reason) > severity(reason)) {
           reason = c.reason;
@@ -971,7 +974,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             clock.instant(),
             s.request.sessionId(),
             s.kv.byteNs(),
-            s.kv.peakBytes());
+            s.kv.peakBytes(),
+            batchCompany);
     CompletableFuture<Void> durable;
     try {
       durable = sink.publish(record);
@@ -1054,6 +1058,9 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long prefillNs;
     long decodeNs;
     int steps;
+
+    /** Sum over its steps of the other sequences in each (the record's batch company). */
+    long batchCompany;
 
     /** This choice's share of its last step (the guard's estimate of the next). */
     long lastShare;

@@ -139,8 +139,14 @@ final class RequestsEndpoint {
     g.writeNumberField("prefill_time_ns", r.prefillNs());
     g.writeNumberField("decode_time_ns", r.decodeNs());
     g.writeNumberField("steps", r.steps());
-    // The ledger holds no per-request batch size (UsageRecord has none), so nothing is derived.
-    g.writeNullField("batch_company");
+    // Σ (sequences in the step − 1) over its steps, divided by its steps (V19); null: not measured
+    if (r.batchCompany() == null) {
+      g.writeNullField("batch_company");
+      g.writeNullField("batch_company_sum");
+    } else {
+      g.writeNumberField("batch_company", r.batchCompany());
+      g.writeNumberField("batch_company_sum", r.batchCompanySum());
+    }
     if (r.costMicros() == null) {
       g.writeNullField("cost_micros");
       g.writeNullField("cost");
