@@ -119,10 +119,14 @@ final class BudgetMetrics {
   private void addMoney(Budgets.Reservation r, long ns, int which) {
     long price = r.priceMicrosPerSecond();
     String currency = r.currency();
-    if (price < 0 || currency == null) {
-      return; // not charged in money
+    if (currency == null) {
+      return;
     }
-    BigInteger amount = BigInteger.valueOf(Math.max(0, ns)).multiply(BigInteger.valueOf(price));
+    // not charged in money (price -1): nothing added, but the currency's series exists (at 0)
+    BigInteger amount =
+        price < 0
+            ? BigInteger.ZERO
+            : BigInteger.valueOf(Math.max(0, ns)).multiply(BigInteger.valueOf(price));
     synchronized (money) {
       BigInteger[] sums =
           money.computeIfAbsent(currency, c -> new BigInteger[] {BigInteger.ZERO, BigInteger.ZERO});
