@@ -282,7 +282,7 @@ final class SseStream {
     }
     if (!ex.isDone()) {
       ex.writeStream(Unpooled.wrappedBuffer(DONE));
-      ex.endStream(StreamReceipts.trailers(result.usage(), receipt));
+      ex.endStream(StreamReceipts.trailers(ex, result.usage(), receipt));
     }
   }
 

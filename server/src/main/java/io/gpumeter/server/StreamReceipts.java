@@ -39,8 +39,14 @@ final class StreamReceipts {
     }
   }
 
-  /** The trailers of a stream whose charge is durable: device time and, when priced, the cost. */
-  static HttpHeaders trailers(UsageRecord usage, Receipt receipt) {
+  /**
+   * The trailers of a stream whose charge is durable: device time and, when priced, the cost; null
+   * for an HTTP/1.0 answer (not chunked: no trailers).
+   */
+  static HttpHeaders trailers(Exchange ex, UsageRecord usage, Receipt receipt) {
+    if (!ex.request().protocolVersion().equals(HttpVersion.HTTP_1_1)) {
+      return null;
+    }
     HttpHeaders t = new DefaultHttpHeaders();
     t.set(CompletionsEndpoint.X_DEVICE_TIME_NS, Long.toString(usage.deviceNs()));
     if (receipt.cost() != null) {
