@@ -32,7 +32,7 @@ final class RequestsEndpoint {
   /** Request ids are generated ({@code cmpl-...}); anything this long is not one. */
   static final int MAX_CURSOR_LENGTH = 256;
 
-  private static final Set<String> PARAMS = Set.of("limit", "before");
+  private static final Set<String> PARAMS = Set.of("limit", "before", "format");
 
   private final Authenticator auth;
   private final UsageQueries usage;
@@ -51,6 +51,7 @@ final class RequestsEndpoint {
   private void list(Exchange ex, ApiKeyPrincipal principal) {
     OrganizationReads.onlyParameters(ex, PARAMS);
     int limit = limit(ex.query("limit"));
+    boolean csv = RequestLogCsv.wanted(ex);
     String before = ex.query("before");
     if (before != null && (before.isBlank() || before.length() > MAX_CURSOR_LENGTH)) {
       throw ApiException.invalid(
@@ -75,7 +76,13 @@ final class RequestsEndpoint {
               }
               return page.get();
             }),
-        rows -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, rows, limit)));
+        rows -> {
+          if (csv) {
+            RequestLogCsv.respond(ex, rows, limit);
+          } else {
+            ex.respondJson(HttpResponseStatus.OK, g -> write(g, rows, limit));
+          }
+        });
   }
 
   /**

@@ -221,6 +221,30 @@ class OrganizationPortalTest {
     JsonNode lone = request(log, alone.json().get("id").asText());
     assertThat(lone.get("batch_company_sum").asLong()).isZero();
     assertThat(lone.get("batch_company").decimalValue()).isEqualByComparingTo("0");
+
+    // the same page as CSV: a header row with the JSON names, the same figures
+    Reply csv = get(RequestsEndpoint.PATH + "?format=csv", key);
+    assertThat(csv.status()).as(csv.toString()).isEqualTo(200);
+    assertThat(csv.header("content-type")).startsWith("text/csv");
+    assertThat(csv.header("x-gpumeter-has-more")).isEqualTo("false");
+    String[] lines = csv.raw().body().split("\r\n");
+    assertThat(lines[0]).isEqualTo(RequestLogCsv.HEADER);
+    assertThat(lines).hasSize(4);
+    List<String> header = List.of(lines[0].split(","));
+    for (int i = 1; i < lines.length; i++) {
+      String[] cells = lines[i].split(",", -1);
+      assertThat(cells).hasSize(header.size());
+      JsonNode row = request(log, cells[header.indexOf("request_id")]);
+      assertThat(cells[header.indexOf("batch_company_sum")])
+          .isEqualTo(row.get("batch_company_sum").asText());
+      assertThat(new java.math.BigDecimal(cells[header.indexOf("batch_company")]))
+          .isEqualByComparingTo(row.get("batch_company").decimalValue());
+      assertThat(cells[header.indexOf("cost_micros")]).isEqualTo(row.get("cost_micros").asText());
+    }
+    assertThat(lines[lines.length - 1]).startsWith(csv.header("x-gpumeter-last-id") + ",");
+    Reply badFormat = get(RequestsEndpoint.PATH + "?format=xml", key);
+    assertThat(badFormat.status()).isEqualTo(400);
+    assertThat(badFormat.json().at("/error/param").asText()).isEqualTo("format");
   }
 
   @Test
