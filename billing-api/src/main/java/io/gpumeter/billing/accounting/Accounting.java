@@ -84,7 +84,7 @@ public final class Accounting {
    * minLead} when null. Every replica's receipt cache ({@code pricing.PriceCache}) must know a
    * version before it applies, so that a receipt equals its stored charge across a price change
    * (DESIGN.md invariant 8); a version therefore starts at least {@code minLead} after now ({@code
-   * pricing.min_lead}; zero: no lead).
+   * pricing.min_lead}; zero: no lead, any start is taken).
    *
    * @throws IllegalArgumentException when {@code requested} is earlier than now + {@code minLead}
    */
@@ -93,7 +93,7 @@ public final class Accounting {
     if (requested == null) {
       return earliest;
     }
-    if (requested.isBefore(earliest)) {
+    if (!minLead.isZero() && requested.isBefore(earliest)) {
       throw new IllegalArgumentException(
           "a new price version must start at least "
               + minLead
