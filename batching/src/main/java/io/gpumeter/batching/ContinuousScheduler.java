@@ -726,6 +726,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         s.firstStepNanos = startNanos;
       }
       s.steps++;
+      s.batchCompany += n - 1; // the other sequences in this step
       s.lastShare = step.share(row);
       if (stepPrefill[row]) {
         s.prefillNs += step.share(row);
@@ -941,6 +942,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long prefillNs = 0;
     long decodeNs = 0;
     int steps = 0;
+    long batchCompany = 0;
     int generated = 0;
     int promptTokens = 0;
     long kvByteNs = 0;
@@ -953,6 +955,7 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
       prefillNs += c.prefillNs;
       decodeNs += c.decodeNs;
       steps += c.steps;
+      batchCompany += c.batchCompany;
       generated += c.generated;
       if (severity(c.reason) > severity(reason)) {
         reason = c.reason;
@@ -1008,7 +1011,8 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
             clock.instant(),
             s.request.sessionId(),
             kvByteNs,
-            peakKvBytes);
+            peakKvBytes,
+            batchCompany);
     CompletableFuture<Void> durable;
     try {
       durable = sink.publish(record);
@@ -1103,6 +1107,9 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     long prefillNs;
     long decodeNs;
     int steps;
+
+    /** Sum over its steps of the other sequences in each (the record's batch company). */
+    long batchCompany;
 
     /** This choice's share of its last step (the guard's estimate of the next). */
     long lastShare;

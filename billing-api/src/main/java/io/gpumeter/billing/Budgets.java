@@ -62,5 +62,19 @@ public interface Budgets {
      * reservation is released and the charge counted against the lease. Idempotent.
      */
     void settle(long chargedNs);
+
+    /**
+     * The price the reservation was made at: micro-units of {@link #currency()} per device-second
+     * (the price version current at admission); -1 when the request is not charged in money (no
+     * price for the account's currency).
+     */
+    default long priceMicrosPerSecond() {
+      return -1;
+    }
+
+    /** The account's currency (ISO 4217), or null when not known. */
+    default String currency() {
+      return null;
+    }
   }
 }

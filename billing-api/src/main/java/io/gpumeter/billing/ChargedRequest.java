@@ -17,6 +17,8 @@ import java.time.Instant;
  *     null when unpriced
  * @param priceVersionId the price version it was priced with; null when unpriced
  * @param voidReason why the charge was voided ({@code charge_voids.reason}), null when it stands
+ * @param batchCompanySum the sum over its steps of the other sequences in each step (V19), null
+ *     where not measured; {@link #batchCompany()} is its mean
  */
 public record ChargedRequest(
     String requestId,
@@ -36,4 +38,18 @@ public record ChargedRequest(
     BigInteger costNanoMicros,
     Long costMicros,
     Long priceVersionId,
-    String voidReason) {}
+    String voidReason,
+    Long batchCompanySum) {
+
+  /**
+   * The mean number of other sequences in the steps the request ran in: {@code batchCompanySum /
+   * steps}, exactly, rounded half to even to 3 decimals; null when not measured or without steps.
+   */
+  public java.math.BigDecimal batchCompany() {
+    if (batchCompanySum == null || steps == 0) {
+      return null;
+    }
+    return java.math.BigDecimal.valueOf(batchCompanySum)
+        .divide(java.math.BigDecimal.valueOf(steps), 3, java.math.RoundingMode.HALF_EVEN);
+  }
+}

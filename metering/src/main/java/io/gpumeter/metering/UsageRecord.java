@@ -30,6 +30,10 @@ import java.util.Objects;
  * @param kvByteNs KV-cache bytes the sequence held, integrated over its steps (byte-nanoseconds of
  *     step time); 0 where not measured
  * @param peakKvBytes the most KV-cache bytes the sequence held at once; 0 where not measured
+ * @param batchCompanySum the sum over its steps of the other sequences in each step (sequences in
+ *     the step − 1; a request's own other choices count), an exact integer: divided by {@code
+ *     steps} it is the mean company the request had in its batches; {@link #NOT_MEASURED} (−1)
+ *     where not measured (records made outside the scheduler, or read from an older outbox version)
  */
 public record UsageRecord(
     String requestId,
@@ -50,7 +54,55 @@ public record UsageRecord(
     Instant finishedAt,
     String sessionId,
     long kvByteNs,
-    long peakKvBytes) {
+    long peakKvBytes,
+    long batchCompanySum) {
+
+  /** {@link #batchCompanySum} of a record whose batches were not measured. */
+  public static final long NOT_MEASURED = -1;
+
+  /** A record whose batch company was not measured. */
+  public UsageRecord(
+      String requestId,
+      long apiKeyId,
+      long accountId,
+      String model,
+      TimerInfo timer,
+      String weightPolicy,
+      long deviceNs,
+      long prefillNs,
+      long decodeNs,
+      int promptTokens,
+      int completionTokens,
+      long queueNs,
+      int steps,
+      UsageStatus status,
+      Instant startedAt,
+      Instant finishedAt,
+      String sessionId,
+      long kvByteNs,
+      long peakKvBytes) {
+    this(
+        requestId,
+        apiKeyId,
+        accountId,
+        model,
+        timer,
+        weightPolicy,
+        deviceNs,
+        prefillNs,
+        decodeNs,
+        promptTokens,
+        completionTokens,
+        queueNs,
+        steps,
+        status,
+        startedAt,
+        finishedAt,
+        sessionId,
+        kvByteNs,
+        peakKvBytes,
+        NOT_MEASURED);
+  }
 
   /** A record without a session of its own (its session is its request id) and no KV measure. */
   public UsageRecord(
@@ -89,7 +141,8 @@ public record UsageRecord(
         finishedAt,
         requestId,
         0,
-        0);
+        0,
+        NOT_MEASURED);
   }
 
   public UsageRecord {
@@ -116,6 +169,15 @@ public record UsageRecord(
     }
     if (promptTokens < 0 || completionTokens < 0 || steps < 0) {
       throw new IllegalArgumentException("negative count in record " + requestId);
+    }
+    if (batchCompanySum < NOT_MEASURED) {
+      throw new IllegalArgumentException(
+          "batch company "
+              + batchCompanySum
+              + " below "
+              + NOT_MEASURED
+              + " in record "
+              + requestId);
     }
   }
 }

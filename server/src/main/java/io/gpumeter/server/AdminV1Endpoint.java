@@ -30,6 +30,7 @@ import java.io.InputStream;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.time.Clock;
+import java.time.Duration;
 import java.time.Instant;
 import java.time.YearMonth;
 import java.time.format.DateTimeParseException;
@@ -135,9 +136,12 @@ final class AdminV1Endpoint {
   private final ApiKeys keys;
   private final Executor blocking;
   private final Clock clock;
+  private final Duration priceMinLead;
   private final byte[] openApi;
 
-  AdminV1Endpoint(Accounting accounting, ApiKeys keys, Executor blocking, Clock clock) {
+  AdminV1Endpoint(
+      Accounting accounting, ApiKeys keys, Executor blocking, Clock clock, Duration priceMinLead) {
+    this.priceMinLead = priceMinLead;
     this.accounting = accounting;
     this.keys = keys;
     this.blocking = blocking;
@@ -387,8 +391,14 @@ final class AdminV1Endpoint {
     String deviceClass = b.requiredString("device_class");
     String currency = b.optionalString("currency");
     long micros = b.requiredLong("micros_per_device_second");
-    Instant from = b.optionalInstant("effective_from");
     Instant to = b.optionalInstant("effective_to");
+    Instant from;
+    try {
+      // at least pricing.min_lead ahead, so every replica's receipts know it first (invariant 8)
+      from = accounting.priceStart(b.optionalInstant("effective_from"), priceMinLead);
+    } catch (IllegalArgumentException e) {
+      throw ApiException.invalid("effective_from", "effective_from: " + e.getMessage() + ".");
+    }
     run(
         ex,
         () ->
@@ -397,7 +407,7 @@ final class AdminV1Endpoint {
                 deviceClass,
                 currency == null ? DEFAULT_CURRENCY : currency,
                 micros,
-                from == null ? now() : from,
+                from,
                 to),
         HttpResponseStatus.CREATED,
         AdminV1Endpoint::writePrice);

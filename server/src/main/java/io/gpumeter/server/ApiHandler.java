@@ -1,6 +1,7 @@
 package io.gpumeter.server;
 
 import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelFuture;
 import io.netty.channel.ChannelHandlerContext;
@@ -10,10 +11,12 @@ import io.netty.channel.socket.ChannelInputShutdownEvent;
 import io.netty.channel.socket.SocketChannel;
 import io.netty.handler.codec.PrematureChannelClosureException;
 import io.netty.handler.codec.http.DefaultHttpContent;
+import io.netty.handler.codec.http.DefaultLastHttpContent;
 import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpHeaderValues;
+import io.netty.handler.codec.http.HttpHeaders;
 import io.netty.handler.codec.http.HttpResponse;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.HttpUtil;
@@ -332,13 +335,18 @@ final class ApiHandler extends ChannelInboundHandlerAdapter {
   }
 
   /** Ends a streamed response; the next pipelined request begins (or the connection closes). */
-  void sendStreamEnd(Exchange ex) {
+  void sendStreamEnd(Exchange ex, HttpHeaders trailers) {
     if (ex != current) {
       return;
     }
     current = null;
     metrics.responded(ex.path(), HttpResponseStatus.OK.code(), ex.startNanos());
-    ChannelFuture written = ctx.writeAndFlush(LastHttpContent.EMPTY_LAST_CONTENT);
+    LastHttpContent last = LastHttpContent.EMPTY_LAST_CONTENT;
+    if (trailers != null && !trailers.isEmpty()) {
+      last = new DefaultLastHttpContent(Unpooled.EMPTY_BUFFER);
+      last.trailingHeaders().set(trailers);
+    }
+    ChannelFuture written = ctx.writeAndFlush(last);
     ex.release();
     if (!streamKeepAlive) {
       closing = true;

@@ -521,24 +521,28 @@ final class CompletionsEndpoint {
               ex.loop());
         });
     if (sse != null) {
-      // The head goes out before the cost is known: only the remaining funds, when cached.
-      balances.cached(principal.accountId()).ifPresent(b -> Receipt.addRateLimitHeaders(ex, b));
-      sse.start(generation);
+      // The head waits for the remaining funds (loaded off the loop; the text waits in the
+      // stream); the cost follows as trailers (StreamReceipts).
       ex.then(
-          observed,
-          result -> {
-            if (!SseStream.finished(result)) {
-              throw unfinished(result);
-            }
-            sse.finish(result);
+          balance,
+          funds -> {
+            StreamReceipts.head(ex, funds);
+            sse.start(generation);
             ex.then(
-                result.durable().handle((ok, err) -> Optional.ofNullable(err)),
-                durableError -> {
-                  if (durableError.isPresent()) {
-                    throw streamNotDurable(result, durableError.get());
+                observed,
+                result -> {
+                  if (!SseStream.finished(result)) {
+                    throw unfinished(result);
                   }
+                  sse.finish(result);
                   ex.then(
-                      balance, b -> sse.close(result, stream.includeUsage(), receipt(result, b)));
+                      result.durable().handle((ok, err) -> Optional.ofNullable(err)),
+                      durableError -> {
+                        if (durableError.isPresent()) {
+                          throw streamNotDurable(result, durableError.get());
+                        }
+                        sse.close(result, stream.includeUsage(), receipt(result, funds));
+                      });
                 });
           });
       return;

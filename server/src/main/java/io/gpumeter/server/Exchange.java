@@ -418,11 +418,19 @@ final class Exchange {
 
   /** Ends the stream (the last, empty chunk); the exchange is done. */
   void endStream() {
+    endStream(null);
+  }
+
+  /**
+   * Ends the stream with {@code trailers} (null or empty: none) in its last chunk (HTTP/1.1 chunked
+   * trailers; an HTTP/1.0 body has none); the exchange is done.
+   */
+  void endStream(HttpHeaders trailers) {
     if (done) {
       return;
     }
     done = true;
-    handler.sendStreamEnd(this);
+    handler.sendStreamEnd(this, trailers);
   }
 
   /** Closes the connection under a stream; the exchange is then abandoned like a disconnect. */

@@ -295,12 +295,21 @@ final class MoneyCommands {
           names = "--from",
           paramLabel = "ISO",
           converter = ReconcileCommand.IsoInstant.class,
-          description = "Start, ISO-8601 with an offset (default: now).")
+          description = {
+            "Start, ISO-8601 with an offset; at least pricing.min_lead (30s) from now, so that",
+            "every replica's receipts know the price before it applies (default: that)."
+          })
       Instant from;
 
       @Override
       String run(Accounting money) {
-        Instant start = from == null ? Instant.now() : from;
+        java.time.Duration lead;
+        try {
+          lead = config.load().priceMinLead(); // read once already by call(), before this
+        } catch (java.io.IOException e) {
+          throw new java.io.UncheckedIOException(e);
+        }
+        Instant start = money.priceStart(from, lead);
         return PRICE_HEADER
             + "\n"
             + priceRow(money.setPrice(model, deviceClass, currency, micros, start, null));

@@ -32,7 +32,7 @@ final class RequestsEndpoint {
   /** Request ids are generated ({@code cmpl-...}); anything this long is not one. */
   static final int MAX_CURSOR_LENGTH = 256;
 
-  private static final Set<String> PARAMS = Set.of("limit", "before");
+  private static final Set<String> PARAMS = Set.of("limit", "before", "format");
 
   private final Authenticator auth;
   private final UsageQueries usage;
@@ -51,6 +51,7 @@ final class RequestsEndpoint {
   private void list(Exchange ex, ApiKeyPrincipal principal) {
     OrganizationReads.onlyParameters(ex, PARAMS);
     int limit = limit(ex.query("limit"));
+    boolean csv = RequestLogCsv.wanted(ex);
     String before = ex.query("before");
     if (before != null && (before.isBlank() || before.length() > MAX_CURSOR_LENGTH)) {
       throw ApiException.invalid(
@@ -75,7 +76,13 @@ final class RequestsEndpoint {
               }
               return page.get();
             }),
-        rows -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, rows, limit)));
+        rows -> {
+          if (csv) {
+            RequestLogCsv.respond(ex, rows, limit);
+          } else {
+            ex.respondJson(HttpResponseStatus.OK, g -> write(g, rows, limit));
+          }
+        });
   }
 
   /**
@@ -139,8 +146,14 @@ final class RequestsEndpoint {
     g.writeNumberField("prefill_time_ns", r.prefillNs());
     g.writeNumberField("decode_time_ns", r.decodeNs());
     g.writeNumberField("steps", r.steps());
-    // The ledger holds no per-request batch size (UsageRecord has none), so nothing is derived.
-    g.writeNullField("batch_company");
+    // Σ (sequences in the step − 1) over its steps, divided by its steps (V19); null: not measured
+    if (r.batchCompany() == null) {
+      g.writeNullField("batch_company");
+      g.writeNullField("batch_company_sum");
+    } else {
+      g.writeNumberField("batch_company", r.batchCompany());
+      g.writeNumberField("batch_company_sum", r.batchCompanySum());
+    }
     if (r.costMicros() == null) {
       g.writeNullField("cost_micros");
       g.writeNullField("cost");

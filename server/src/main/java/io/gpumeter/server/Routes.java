@@ -123,7 +123,11 @@ final class Routes {
             Clock.systemUTC(),
             new ModelAdminEndpoint(modelAdmin, blocking),
             new AdminV1Endpoint(
-                billing.accounting(), billing.apiKeys(), blocking, Clock.systemUTC()));
+                billing.accounting(),
+                billing.apiKeys(),
+                blocking,
+                Clock.systemUTC(),
+                config.priceMinLead()));
     this.consoleSessions = new ConsoleSessions(Clock.systemUTC(), config.consoleSessionTtl());
     this.console = new ConsoleEndpoint(consoleSessions, auth, admin);
     this.metrics = new MetricsWriter(models.values(), serverMetrics, readiness, billing);

@@ -70,6 +70,7 @@ public final class ServerConfig {
     k.put("auth.failure_window", "60s");
     k.put("console.session_ttl", "8h");
     k.put("billing.balance_cache_ttl", "5s");
+    k.put("pricing.min_lead", "30s");
     k.put("metrics.spend_accounts", "");
     k.put("metrics.spend_top_accounts", "10");
     k.put("http.max_body_bytes", "1048576");
@@ -127,6 +128,7 @@ public final class ServerConfig {
   private final Duration authFailureWindow;
   private final Duration consoleSessionTtl;
   private final Duration balanceCacheTtl;
+  private final Duration priceMinLead;
   private final Set<String> spendAccounts;
   private final int spendTopAccounts;
   private final int maxBodyBytes;
@@ -206,6 +208,7 @@ public final class ServerConfig {
     authFailureWindow = v.duration("auth.failure_window", Duration.ofSeconds(1));
     consoleSessionTtl = v.duration("console.session_ttl", Duration.ofSeconds(1));
     balanceCacheTtl = v.duration("billing.balance_cache_ttl", Duration.ofMillis(100));
+    priceMinLead = v.duration("pricing.min_lead", Duration.ZERO);
     spendAccounts = v.parse("metrics.spend_accounts", ServerConfig::accountNames);
     spendTopAccounts = v.intIn("metrics.spend_top_accounts", 0, 1_000);
     maxBodyBytes = v.intIn("http.max_body_bytes", 1024, 256 * 1024 * 1024);
@@ -430,6 +433,14 @@ public final class ServerConfig {
    */
   public Duration balanceCacheTtl() {
     return balanceCacheTtl;
+  }
+
+  /**
+   * How far ahead of now a new price version must start ({@code pricing.min_lead}; zero: no lead),
+   * so that every replica's receipt price cache knows it before it applies.
+   */
+  public Duration priceMinLead() {
+    return priceMinLead;
   }
 
   /** Accounts that always have their own spend series ({@code metrics.spend_accounts}). */

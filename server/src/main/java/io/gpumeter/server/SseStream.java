@@ -106,6 +106,12 @@ final class SseStream {
   private Generation generation;
   private boolean delivered;
   private boolean dropped;
+  private boolean started;
+
+  /**
+   * Events produced before {@link #start} sent the head (the head waits for the receipt's funds).
+   */
+  private final List<Json.Writer> early = new ArrayList<>();
 
   /** A token on its way from the scheduler thread to the event loop. */
   private record Queued(int choice, int token, TokenLogprob logprob) {}
@@ -205,10 +211,15 @@ final class SseStream {
     };
   }
 
-  /** Sends the head (and the opening events); the generation is cancelled if the stream is cut. */
+  /**
+   * Sends the head (with the headers the exchange holds now), the opening events and the text that
+   * arrived before it; the generation is cancelled if the stream is cut.
+   */
   void start(Generation generation) {
     this.generation = generation;
+    started = true;
     if (!ex.startStream()) {
+      early.clear();
       return;
     }
     for (int i = 0; i < lanes.length; i++) {
@@ -217,6 +228,11 @@ final class SseStream {
         write(opening);
       }
     }
+    writeUnsent(); // text that arrived before the head, then what finished meanwhile
+    for (Json.Writer w : early) {
+      write(w);
+    }
+    early.clear();
   }
 
   /**
@@ -227,15 +243,20 @@ final class SseStream {
   private void drain() {
     drainQueued.set(false);
     Queued q;
-    boolean wrote = false;
     while ((q = queued.poll()) != null) {
       if (!ex.isDone()) {
         onToken(q.choice(), q.token(), q.logprob());
       }
     }
-    if (ex.isDone()) {
-      return;
+    if (ex.isDone() || !started) {
+      return; // before the head, the text waits in its lane for start()
     }
+    writeUnsent();
+  }
+
+  /** One event per choice with text not sent yet, then one flush. */
+  private void writeUnsent() {
+    boolean wrote = false;
     for (int i = 0; i < lanes.length; i++) {
       Lane lane = lanes[i];
       if (lane.unsent != null) {
@@ -311,8 +332,10 @@ final class SseStream {
     unfinished = lanes.length;
     for (int i = 0; i < lanes.length; i++) {
       Lane lane = lanes[i];
-      String text = lane.holdback.offer(lane.decoder.flush()) + lane.holdback.finish();
-      lane.sentChars += text.length();
+      String rest = lane.holdback.offer(lane.decoder.flush()) + lane.holdback.finish();
+      lane.sentChars += rest.length();
+      String text = lane.unsent == null ? rest : lane.unsent + rest; // unsent: before the head
+      lane.unsent = null;
       FinishReason why =
           i < result.choices().size()
               ? result.choices().get(i).finishReason()
@@ -329,7 +352,10 @@ final class SseStream {
     }
   }
 
-  /** The charge is settled: the usage event when asked for, then {@code [DONE]}, and the end. */
+  /**
+   * The charge is settled: the usage event when asked for, then {@code [DONE]}, and the end, whose
+   * trailers carry the receipt ({@link StreamReceipts#trailers}).
+   */
   void close(GenerationResult result, boolean includeUsage, Receipt receipt) {
     if (ex.isDone()) {
       return;
@@ -339,7 +365,7 @@ final class SseStream {
     }
     if (!ex.isDone()) {
       ex.writeStream(Unpooled.wrappedBuffer(DONE));
-      ex.endStream();
+      ex.endStream(StreamReceipts.trailers(ex, result.usage(), receipt));
     }
   }
 
@@ -360,6 +386,10 @@ final class SseStream {
 
   private ChannelFuture write(Json.Writer writer, boolean flush) {
     if (ex.isDone() || dropped) {
+      return null;
+    }
+    if (!started) {
+      early.add(writer); // bounded by what the model makes while the head waits (BalanceCache)
       return null;
     }
     return checked(ex.writeStream(event(ex.alloc(), writer), flush));

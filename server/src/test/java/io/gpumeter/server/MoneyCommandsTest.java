@@ -40,7 +40,9 @@ class MoneyCommandsTest {
     Files.createDirectories(data);
     Path cache = Path.of("target", "pg-binaries").toAbsolutePath();
     file = data.resolve("gpumeter.properties");
-    Files.writeString(file, "data.dir=" + data + "\ndb.binary_cache_dir=" + cache + "\n");
+    // back-dated price history below: no lead (the lead is PriceChangeReceiptsTest's)
+    Files.writeString(
+        file, "data.dir=" + data + "\ndb.binary_cache_dir=" + cache + "\npricing.min_lead=0s\n");
     cfg = file.toString();
   }
 

@@ -177,6 +177,76 @@ class OrganizationPortalTest {
 
   // ---- the request log
 
+  /**
+   * {@code batch_company} (issue 11): two requests generated at the same time each count the other
+   * in every step they shared, so their sums are equal and positive, each is its stored record's
+   * exact integer, and {@code batch_company} is that sum over the request's steps; a request alone
+   * afterwards had no company.
+   */
+  @Test
+  void twoConcurrentRequestsEachCountTheOtherInTheStepsTheyShared() throws Exception {
+    CreatedApiKey key = server.billing().apiKeys().create("batchco");
+    accounting.grantCredit("batchco", "topup", 1_000_000_000L, null, "batch company");
+    String body = "{\"model\":\"demo-byte-lm\",\"prompt\":\"Two at once\",\"max_tokens\":24}";
+    var first = client.postAsync("/v1/completions", key.plaintext(), body);
+    var second = client.postAsync("/v1/completions", key.plaintext(), body);
+    List<String> ids = new ArrayList<>();
+    for (var f : List.of(first, second)) {
+      Reply r = f.get(5, TimeUnit.MINUTES);
+      assertThat(r.status()).as(r.toString()).isEqualTo(200);
+      ids.add(r.json().get("id").asText());
+    }
+    Reply alone = client.post("/v1/completions", key.plaintext(), body);
+    assertThat(alone.status()).as(alone.toString()).isEqualTo(200);
+
+    Reply log = get(RequestsEndpoint.PATH, key);
+    assertThat(ids(log)).hasSize(3);
+    List<Long> sums = new ArrayList<>();
+    for (String id : ids) {
+      JsonNode row = request(log, id);
+      long sum = row.get("batch_company_sum").asLong();
+      int steps = row.get("steps").asInt();
+      assertThat(sum)
+          .as(row.toString())
+          .isEqualTo(server.billing().usage().find(id).orElseThrow().record().batchCompanySum())
+          .isBetween(1L, (long) steps);
+      assertThat(row.get("batch_company").decimalValue())
+          .isEqualByComparingTo(
+              java.math.BigDecimal.valueOf(sum)
+                  .divide(
+                      java.math.BigDecimal.valueOf(steps), 3, java.math.RoundingMode.HALF_EVEN));
+      sums.add(sum);
+    }
+    assertThat(sums.get(0)).as("each counts the other once per shared step").isEqualTo(sums.get(1));
+    JsonNode lone = request(log, alone.json().get("id").asText());
+    assertThat(lone.get("batch_company_sum").asLong()).isZero();
+    assertThat(lone.get("batch_company").decimalValue()).isEqualByComparingTo("0");
+
+    // the same page as CSV: a header row with the JSON names, the same figures
+    Reply csv = get(RequestsEndpoint.PATH + "?format=csv", key);
+    assertThat(csv.status()).as(csv.toString()).isEqualTo(200);
+    assertThat(csv.header("content-type")).startsWith("text/csv");
+    assertThat(csv.header("x-gpumeter-has-more")).isEqualTo("false");
+    String[] lines = csv.raw().body().split("\r\n");
+    assertThat(lines[0]).isEqualTo(RequestLogCsv.HEADER);
+    assertThat(lines).hasSize(4);
+    List<String> header = List.of(lines[0].split(","));
+    for (int i = 1; i < lines.length; i++) {
+      String[] cells = lines[i].split(",", -1);
+      assertThat(cells).hasSize(header.size());
+      JsonNode row = request(log, cells[header.indexOf("request_id")]);
+      assertThat(cells[header.indexOf("batch_company_sum")])
+          .isEqualTo(row.get("batch_company_sum").asText());
+      assertThat(new java.math.BigDecimal(cells[header.indexOf("batch_company")]))
+          .isEqualByComparingTo(row.get("batch_company").decimalValue());
+      assertThat(cells[header.indexOf("cost_micros")]).isEqualTo(row.get("cost_micros").asText());
+    }
+    assertThat(lines[lines.length - 1]).startsWith(csv.header("x-gpumeter-last-id") + ",");
+    Reply badFormat = get(RequestsEndpoint.PATH + "?format=xml", key);
+    assertThat(badFormat.status()).isEqualTo(400);
+    assertThat(badFormat.json().at("/error/param").asText()).isEqualTo("format");
+  }
+
   @Test
   void theRequestLogListsTheCallersChargesNewestFirstWithTheirStoredCost() throws Exception {
     Reply r = get(RequestsEndpoint.PATH, admin);
@@ -199,8 +269,9 @@ class OrganizationPortalTest {
     assertThat(p01.get("decode_time_ns").asLong()).isEqualTo(500_000_000L);
     assertThat(p01.get("steps").asInt()).isEqualTo(4);
     assertThat(p01.get("finished_at").asLong() - p01.get("created_at").asLong()).isBetween(4L, 6L);
-    // the ledger holds no per-request batch size: nothing is made up
+    // a record made outside the scheduler has no batch measure: nothing is made up
     assertThat(p01.get("batch_company").isNull()).isTrue();
+    assertThat(p01.get("batch_company_sum").isNull()).isTrue();
     // the cost is the stored charge's, by the one rounding rule, as an integer
     assertThat(p01.get("cost_micros").isIntegralNumber()).isTrue();
     assertThat(p01.get("cost_micros").asLong()).isEqualTo(COST_MICROS);

@@ -229,6 +229,90 @@ class ReceiptsTest {
     }
   }
 
+  /**
+   * A streamed answer (issue 11): its head carries the remaining funds also for an account whose
+   * balance was never read before (the head waits for the load) and declares its trailers; the last
+   * chunk's trailers carry the device time and the cost, equal to the usage event and to the stored
+   * charge; the official client still reads such a stream.
+   */
+  @Test
+  void aStreamedAnswerCarriesTheFundsInItsHeadAndItsCostAsTrailers() throws Exception {
+    var accounting = server.billing().accounting();
+    for (String path : List.of("/v1/completions", "/v1/chat/completions")) {
+      String account = "stream-" + (path.contains("chat") ? "chat" : "text");
+      CreatedApiKey key = server.billing().apiKeys().create(account);
+      accounting.grantCredit(account, "topup", CREDIT_MICROS, null, "streamed receipts");
+      String body =
+          (path.contains("chat")
+                  ? "{\"model\":\"demo-byte-lm\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+                  : "{\"model\":\"demo-byte-lm\",\"prompt\":\"Hi\",")
+              + "\"max_tokens\":4,\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
+      RawChunkedHttp.Response r =
+          RawChunkedHttp.post(server.port(), path, key.plaintext(), body, 120_000);
+      assertThat(r.status()).as(r.toString()).isEqualTo(200);
+      assertThat(r.headers())
+          .as("the head of a fresh account's first stream")
+          .containsEntry("x-ratelimit-remaining-credit-micros", Long.toString(CREDIT_MICROS))
+          .containsEntry("x-ratelimit-remaining-allowance-device-ns", "0")
+          .containsEntry("trailer", "x-gpumeter-device-time-ns, x-gpumeter-cost-micros")
+          .doesNotContainKey("x-gpumeter-cost-micros");
+      JsonNode last = null;
+      for (String line : r.body().split("\n")) {
+        if (line.startsWith("data: {")) {
+          JsonNode event = Json.MAPPER.readTree(line.substring(6));
+          if (event.hasNonNull("usage")) {
+            last = event;
+          }
+        }
+      }
+      assertThat(last).as(r.body()).isNotNull();
+      assertThat(r.body()).endsWith("data: [DONE]\n\n");
+      String id = last.get("id").asText();
+      ChargeCost c = stored(id);
+      assertThat(Long.parseLong(r.trailers().get("x-gpumeter-device-time-ns")))
+          .as(r.trailers().toString())
+          .isEqualTo(c.deviceNs())
+          .isEqualTo(last.at("/usage/device_time_ns").asLong());
+      assertReceipt(last.get("usage"), r.trailers().get("x-gpumeter-cost-micros"), id);
+    }
+
+    // the official client reads a stream with trailers (OkHttp consumes them)
+    String account = "stream-client";
+    CreatedApiKey key = server.billing().apiKeys().create(account);
+    accounting.grantCredit(account, "topup", CREDIT_MICROS, null, "streamed receipts");
+    com.openai.client.OpenAIClient openai =
+        com.openai.client.okhttp.OpenAIOkHttpClient.builder()
+            .apiKey(key.plaintext())
+            .baseUrl("http://127.0.0.1:" + server.port() + "/v1")
+            .maxRetries(0)
+            .timeout(Duration.ofSeconds(120))
+            .build();
+    try {
+      List<com.openai.models.completions.Completion> chunks;
+      try (var s =
+          openai
+              .completions()
+              .createStreaming(
+                  com.openai.models.completions.CompletionCreateParams.builder()
+                      .model("demo-byte-lm")
+                      .prompt("Hi")
+                      .maxTokens(4)
+                      .streamOptions(
+                          com.openai.models.chat.completions.ChatCompletionStreamOptions.builder()
+                              .includeUsage(true)
+                              .build())
+                      .build())) {
+        chunks = s.stream().toList();
+      }
+      var last = chunks.get(chunks.size() - 1);
+      var usage = last.usage().orElseThrow();
+      assertThat(usage._additionalProperties().get("cost").convert(Long.class))
+          .isEqualTo(stored(last.id()).roundedMicros());
+    } finally {
+      openai.close();
+    }
+  }
+
   @Test
   void anIdempotentReplayCarriesTheReceiptHeaders() throws Exception {
     Map<String, Reply> replies = new HashMap<>();
@@ -337,6 +421,62 @@ class ReceiptsTest {
               assertThat((long) sum).isEqualTo(total);
               assertThat(text).contains("gpumeter_account_spend_micros_total{account=\"");
             });
+  }
+
+  /** One sample of {@code /metrics} (0 when absent), e.g. {@code name{currency="USD"}}. */
+  private static double metric(String text, String series) {
+    for (String line : text.split("\n")) {
+      if (line.startsWith(series + " ")) {
+        return Double.parseDouble(line.substring(series.length() + 1).strip());
+      }
+    }
+    return 0;
+  }
+
+  /**
+   * The budget's reservation and settlement counters in money (issue 11): per currency, the
+   * device-ns amounts priced at the reservation's price, rounded once; the settled amount is the
+   * stored charges' device time at that price.
+   */
+  @Test
+  void budgetCountersAreAlsoInMoneyPerCurrency() throws Exception {
+    String reservedNs = "gpumeter_budget_reserved_device_nanoseconds_total";
+    String settledNs = "gpumeter_budget_settled_device_nanoseconds_total";
+    String reservedMicros = "gpumeter_budget_reserved_micros_total{currency=\"USD\"}";
+    String settledMicros = "gpumeter_budget_settled_micros_total{currency=\"USD\"}";
+    String settlements = "gpumeter_budget_settlements_total";
+    String before = client.get("/metrics", null).raw().body();
+    long stored = 0;
+    for (int i = 0; i < 3; i++) {
+      Reply r =
+          client.post(
+              "/v1/completions",
+              payer.plaintext(),
+              "{\"model\":\"demo-byte-lm\",\"prompt\":\"budget " + i + "\",\"max_tokens\":3}");
+      assertThat(r.status()).as(r.toString()).isEqualTo(200);
+      stored += stored(r.json().get("id").asText()).deviceNs();
+    }
+    long charged = stored;
+    // a reservation settles once its charge is durable, next to the answer: wait for all three
+    await()
+        .atMost(Duration.ofSeconds(60))
+        .until(
+            () ->
+                metric(client.get("/metrics", null).raw().body(), settlements)
+                    >= metric(before, settlements) + 3);
+    String after = client.get("/metrics", null).raw().body();
+    long dSettledNs = (long) (metric(after, settledNs) - metric(before, settledNs));
+    long dReservedNs = (long) (metric(after, reservedNs) - metric(before, reservedNs));
+    long dSettledMicros = (long) (metric(after, settledMicros) - metric(before, settledMicros));
+    long dReservedMicros = (long) (metric(after, reservedMicros) - metric(before, reservedMicros));
+    assertThat(dSettledNs).isEqualTo(charged);
+    // every reservation of this window is at PRICE micro-units per second: ns x PRICE / 10^9
+    // micro-units, each counter rounded once, so a difference of two is within one micro-unit
+    assertThat((double) dSettledMicros)
+        .isCloseTo(charged * (double) PRICE / 1e9, org.assertj.core.data.Offset.offset(1.0));
+    assertThat(dReservedMicros).isPositive();
+    assertThat((double) dReservedMicros)
+        .isCloseTo(dReservedNs * (double) PRICE / 1e9, org.assertj.core.data.Offset.offset(1.0));
   }
 
   private static long storedDeviceNs(String account) throws Exception {

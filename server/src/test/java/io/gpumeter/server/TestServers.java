@@ -39,7 +39,9 @@ public final class TestServers {
         .dataDir(data)
         // one root-safe repack of the PostgreSQL binaries for the whole build
         .set("db.binary_cache_dir", Path.of("target", "pg-binaries").toAbsolutePath().toString())
-        .set("shutdown.grace", "10s");
+        .set("shutdown.grace", "10s")
+        // tests back-date price history; the lead itself is PriceChangeReceiptsTest's
+        .set("pricing.min_lead", "0s");
   }
 
   /** The shared folder of the root-safe PostgreSQL binaries (one repack per build). */

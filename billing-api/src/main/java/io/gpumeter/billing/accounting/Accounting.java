@@ -18,6 +18,7 @@ import io.gpumeter.billing.pricing.Money;
 import io.gpumeter.billing.pricing.PriceBook;
 import java.math.BigInteger;
 import java.time.Clock;
+import java.time.Duration;
 import java.time.Instant;
 import java.time.YearMonth;
 import java.util.List;
@@ -76,6 +77,33 @@ public final class Accounting {
       Instant from,
       Instant to) {
     return prices.set(model, deviceClass, currency, priceMicrosPerSecond, from, to);
+  }
+
+  /**
+   * The start of a new price version set by an operator now: {@code requested}, or now + {@code
+   * minLead} when null. Every replica's receipt cache ({@code pricing.PriceCache}) must know a
+   * version before it applies, so that a receipt equals its stored charge across a price change
+   * (DESIGN.md invariant 8); a version therefore starts at least {@code minLead} after now ({@code
+   * pricing.min_lead}; zero: no lead, any start is taken).
+   *
+   * @throws IllegalArgumentException when {@code requested} is earlier than now + {@code minLead}
+   */
+  public Instant priceStart(Instant requested, Duration minLead) {
+    Instant earliest = clock.instant().plus(minLead);
+    if (requested == null) {
+      return earliest;
+    }
+    if (!minLead.isZero() && requested.isBefore(earliest)) {
+      throw new IllegalArgumentException(
+          "a new price version must start at least "
+              + minLead
+              + " from now (pricing.min_lead), so that every replica knows it before it applies;"
+              + " was "
+              + requested
+              + ", earliest "
+              + earliest.truncatedTo(java.time.temporal.ChronoUnit.SECONDS).plusSeconds(1));
+    }
+    return requested;
   }
 
   public List<PriceVersion> listPrices() {

@@ -338,5 +338,15 @@ final class AccountBudget {
     public void settle(long chargedNs) {
       account.settle(this, chargedNs);
     }
+
+    @Override
+    public long priceMicrosPerSecond() {
+      return price < 0 ? -1 : price;
+    }
+
+    @Override
+    public String currency() {
+      return account.currency();
+    }
   }
 }

@@ -89,7 +89,7 @@ public final class JdbcLedgerStore implements LedgerStore {
       "request_id, api_key_id, account_id, model, device, device_name, device_uuid, timer_kind,"
           + " driver_version, cuda_version, weight_policy, device_ns, prefill_ns, decode_ns,"
           + " prompt_tokens, completion_tokens, queue_ns, steps, status, started_at, finished_at,"
-          + " kv_byte_ns, peak_kv_bytes, session_id";
+          + " kv_byte_ns, peak_kv_bytes, session_id, batch_company_sum";
 
   /** The record CTEs after {@code input}: {@code claimed}, {@code inserted}, {@code rolled}. */
   private static final String RECORD_CTES =
@@ -135,7 +135,8 @@ public final class JdbcLedgerStore implements LedgerStore {
           + "  SELECT * FROM unnest(?::text[], ?::int8[], ?::int8[],"
           + " ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],"
           + " ?::text[], ?::int8[], ?::int8[], ?::int8[], ?::int4[], ?::int4[], ?::int8[],"
-          + " ?::int4[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::int8[], ?::int8[], ?::text[])\n"
+          + " ?::int4[], ?::text[], ?::timestamptz[], ?::timestamptz[], ?::int8[], ?::int8[], ?::text[],"
+          + " ?::int8[])\n"
           + "    WITH ORDINALITY AS t("
           + COLUMNS
           + ", ord)\n";
@@ -143,7 +144,7 @@ public final class JdbcLedgerStore implements LedgerStore {
   static final String UNNEST_SQL = UNNEST_INPUT + WRITE_TAIL;
 
   /** Parameters of {@link #UNNEST_INPUT}: one array per column. */
-  private static final int RECORD_PARAMETERS = 24;
+  private static final int RECORD_PARAMETERS = 25;
 
   /**
    * The measured side of a batch ({@link MeasuredBatch}): claims the batch id, and only if the
@@ -215,7 +216,8 @@ public final class JdbcLedgerStore implements LedgerStore {
           + " driver_version text, cuda_version text, weight_policy text, device_ns int8,"
           + " prefill_ns int8, decode_ns int8, prompt_tokens int4, completion_tokens int4,"
           + " queue_ns int8, steps int4, status text, started_at timestamptz,"
-          + " finished_at timestamptz, kv_byte_ns int8, peak_kv_bytes int8, session_id text) ON COMMIT DELETE ROWS";
+          + " finished_at timestamptz, kv_byte_ns int8, peak_kv_bytes int8, session_id text,"
+          + " batch_company_sum int8) ON COMMIT DELETE ROWS";
 
   static final String COPY_SQL = "COPY " + STAGE_TABLE + " (ord, " + COLUMNS + ") FROM STDIN";
 
@@ -414,7 +416,13 @@ public final class JdbcLedgerStore implements LedgerStore {
       sb.append(micros(r.startedAt())).append('\t');
       sb.append(micros(r.finishedAt())).append('\t');
       sb.append(r.kvByteNs()).append('\t').append(r.peakKvBytes()).append('\t');
-      text(sb, r.sessionId()).append('\n');
+      text(sb, r.sessionId()).append('\t');
+      // COPY's text format writes NULL as \N: a record whose batches were not measured
+      if (r.batchCompanySum() == UsageRecord.NOT_MEASURED) {
+        sb.append("\\N\n");
+      } else {
+        sb.append(r.batchCompanySum()).append('\n');
+      }
     }
     return sb.toString().getBytes(StandardCharsets.UTF_8);
   }
@@ -703,6 +711,7 @@ public final class JdbcLedgerStore implements LedgerStore {
     Long[] kvByteNs = new Long[n];
     Long[] peakKvBytes = new Long[n];
     String[] sessionId = new String[n];
+    Long[] batchCompany = new Long[n];
     for (int i = 0; i < n; i++) {
       UsageRecord r = rs.get(i);
       TimerInfo t = r.timer();
@@ -730,6 +739,8 @@ public final class JdbcLedgerStore implements LedgerStore {
       kvByteNs[i] = r.kvByteNs();
       peakKvBytes[i] = r.peakKvBytes();
       sessionId[i] = r.sessionId();
+      batchCompany[i] =
+          r.batchCompanySum() == UsageRecord.NOT_MEASURED ? null : r.batchCompanySum();
     }
     List<Array> arrays = new ArrayList<>(RECORD_PARAMETERS + 12);
     try (PreparedStatement ps = c.prepareStatement(sql)) {
@@ -757,7 +768,8 @@ public final class JdbcLedgerStore implements LedgerStore {
         finishedAt,
         kvByteNs,
         peakKvBytes,
-        sessionId
+        sessionId,
+        batchCompany
       };
       for (int col = 0; col < columns.length; col++) {
         ps.setArray(col + 1, array(c, columns[col], arrays));

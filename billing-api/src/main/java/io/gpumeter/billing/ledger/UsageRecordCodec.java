@@ -19,10 +19,13 @@ import java.time.Instant;
  * started (epoch seconds, nanos), finished (epoch seconds, nanos). Version 3 (2 is taken by the
  * measured-batch frame's type byte, {@link MeasuredBatch#TYPE}) appends session id, KV byte-ns and
  * peak KV bytes; a version 1 record decodes with its request id as session and 0 for both KV
- * measures. A new field means a new version number; readers keep decoding old versions.
+ * measures. Version 4 appends the batch company sum ({@link UsageRecord#batchCompanySum}); versions
+ * 1 and 3 decode with it {@link UsageRecord#NOT_MEASURED}. A new field means a new version number;
+ * readers keep decoding old versions.
  */
 final class UsageRecordCodec {
-  static final byte VERSION = 3;
+  static final byte VERSION = 4;
+  static final byte VERSION_3 = 3;
   private static final byte VERSION_1 = 1;
 
   private UsageRecordCodec() {}
@@ -58,6 +61,7 @@ final class UsageRecordCodec {
       out.writeUTF(r.sessionId());
       out.writeLong(r.kvByteNs());
       out.writeLong(r.peakKvBytes());
+      out.writeLong(r.batchCompanySum());
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
@@ -70,7 +74,7 @@ final class UsageRecordCodec {
   public static UsageRecord decode(byte[] payload) throws IOException {
     try (DataInputStream in = new DataInputStream(new ByteArrayInputStream(payload))) {
       byte version = in.readByte();
-      if (version != VERSION && version != VERSION_1) {
+      if (version != VERSION && version != VERSION_3 && version != VERSION_1) {
         throw new IOException("unknown usage record version " + version);
       }
       String requestId = in.readUTF();
@@ -94,10 +98,14 @@ final class UsageRecordCodec {
       String session = requestId;
       long kvByteNs = 0;
       long peakKvBytes = 0;
-      if (version == VERSION) {
+      long batchCompany = UsageRecord.NOT_MEASURED;
+      if (version >= VERSION_3) {
         session = in.readUTF();
         kvByteNs = in.readLong();
         peakKvBytes = in.readLong();
+      }
+      if (version >= VERSION) {
+        batchCompany = in.readLong();
       }
       if (in.available() != 0) {
         throw new IOException("trailing bytes after usage record " + requestId);
@@ -121,7 +129,8 @@ final class UsageRecordCodec {
           finished,
           session,
           kvByteNs,
-          peakKvBytes);
+          peakKvBytes,
+          batchCompany);
     } catch (IllegalArgumentException e) {
       throw new IOException("invalid usage record: " + e.getMessage(), e);
     }

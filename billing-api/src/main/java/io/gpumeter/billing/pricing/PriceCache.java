@@ -4,12 +4,15 @@ import io.gpumeter.billing.ChargeCost;
 import io.gpumeter.billing.PriceVersion;
 import io.gpumeter.metering.UsageRecord;
 import java.math.BigInteger;
+import java.time.Duration;
 import java.time.Instant;
+import java.time.temporal.ChronoUnit;
 import java.util.List;
 import java.util.Optional;
-import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -28,27 +31,43 @@ import org.slf4j.LoggerFactory;
  * daemon thread, coalescing requests that arrive while one is queued.
  *
  * <p>Staleness: a version committed elsewhere reaches the cache after the notification (within the
- * invalidation listener's poll, 250 ms) and one reload; a receipt priced in that window by a
- * version that the change closed or superseded can differ from the stored charge. While the
- * listener is disconnected, its gap handler reloads once it is back.
+ * invalidation listener's poll, 250 ms) and one reload; while the listener is disconnected, its gap
+ * handler reloads once it is back; and whatever happens to notifications, the cache reloads itself
+ * every {@link #FALLBACK_RELOAD}. So a version is known here at most about that long after it is
+ * committed.
+ *
+ * <p>Exactness (DESIGN.md invariant 8): the cache holds future versions too, and picks by the
+ * record's {@code finished_at} truncated to microseconds, the value the ledger stores and the
+ * trigger prices by. A receipt therefore equals its stored charge whenever every version that could
+ * cover it was known here when it was priced: that is what the price book's lead time ({@code
+ * pricing.min_lead}, longer than {@link #FALLBACK_RELOAD}) guarantees for versions set through the
+ * admin API or the command line, which must start at least that far in the future.
  */
 public final class PriceCache implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(PriceCache.class);
 
+  /**
+   * How often the cache reloads on its own, whether or not a notification came: the bound on its
+   * staleness when a notification is lost. {@code pricing.min_lead} must be longer.
+   */
+  public static final Duration FALLBACK_RELOAD = Duration.ofSeconds(10);
+
   private final PriceBook book;
-  private final ExecutorService reloader;
+  private final ScheduledExecutorService reloader;
   private final AtomicBoolean queued = new AtomicBoolean();
   private volatile List<PriceVersion> versions = List.of();
 
   public PriceCache(PriceBook book) {
     this.book = book;
     this.reloader =
-        Executors.newSingleThreadExecutor(
+        Executors.newSingleThreadScheduledExecutor(
             r -> {
               Thread t = new Thread(r, "gpumeter-price-cache");
               t.setDaemon(true);
               return t;
             });
+    long every = FALLBACK_RELOAD.toMillis();
+    reloader.scheduleWithFixedDelay(this::reloadSoon, every, every, TimeUnit.MILLISECONDS);
   }
 
   /**
@@ -111,7 +130,8 @@ public final class PriceCache implements AutoCloseable {
     if (cls == null) {
       return Optional.empty();
     }
-    return find(r.model(), cls, currency, r.finishedAt())
+    // the instant the ledger stores (JdbcLedgerStore truncates to PostgreSQL's microseconds)
+    return find(r.model(), cls, currency, r.finishedAt().truncatedTo(ChronoUnit.MICROS))
         .map(
             v -> {
               BigInteger exact = Money.cost(r.deviceNs(), v.priceMicrosPerSecond());

@@ -252,6 +252,12 @@ public final class UsageQueries {
     }
   }
 
+  /** The stored batch company sum, {@link UsageRecord#NOT_MEASURED} for NULL. */
+  private static long batchCompany(ResultSet rs) throws SQLException {
+    long v = rs.getLong("batch_company_sum");
+    return rs.wasNull() ? UsageRecord.NOT_MEASURED : v;
+  }
+
   /**
    * The stored record with this request id, if any.
    *
@@ -265,8 +271,8 @@ public final class UsageQueries {
                     + " device_uuid, timer_kind, driver_version, cuda_version, weight_policy,"
                     + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens,"
                     + " queue_ns, steps, status, started_at, finished_at, recorded_at,"
-                    + " kv_byte_ns, peak_kv_bytes, coalesce(session_id, request_id) AS session_id"
-                    + " FROM usage_records WHERE request_id = ?")) {
+                    + " kv_byte_ns, peak_kv_bytes, coalesce(session_id, request_id) AS session_id,"
+                    + " batch_company_sum FROM usage_records WHERE request_id = ?")) {
       ps.setString(1, requestId);
       try (ResultSet rs = ps.executeQuery()) {
         if (!rs.next()) {
@@ -300,7 +306,8 @@ public final class UsageQueries {
                 rs.getTimestamp("finished_at").toInstant(),
                 rs.getString("session_id"),
                 rs.getLong("kv_byte_ns"),
-                rs.getLong("peak_kv_bytes"));
+                rs.getLong("peak_kv_bytes"),
+                batchCompany(rs));
         return Optional.of(new StoredUsage(r, rs.getTimestamp("recorded_at").toInstant()));
       }
     } catch (SQLException e) {

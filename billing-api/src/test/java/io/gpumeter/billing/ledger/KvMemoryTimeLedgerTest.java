@@ -98,4 +98,58 @@ class KvMemoryTimeLedgerTest {
         .isEqualTo(new KvUsage(T0.plusSeconds(3_600), "toy", BigInteger.valueOf(5), 4096));
     assertThat(usage.kvUsage(301, T0.minusSeconds(7_200), T0)).isEmpty();
   }
+
+  /** A record of key 301 with the given batch company sum (issue 11, V19). */
+  static UsageRecord withBatchCompany(String id, Instant at, long sum) {
+    UsageRecord r = withKv(id, at, 0, 0);
+    return new UsageRecord(
+        r.requestId(),
+        r.apiKeyId(),
+        r.accountId(),
+        r.model(),
+        r.timer(),
+        r.weightPolicy(),
+        r.deviceNs(),
+        r.prefillNs(),
+        r.decodeNs(),
+        r.promptTokens(),
+        r.completionTokens(),
+        r.queueNs(),
+        r.steps(),
+        r.status(),
+        r.startedAt(),
+        r.finishedAt(),
+        r.sessionId(),
+        r.kvByteNs(),
+        r.peakKvBytes(),
+        sum);
+  }
+
+  @Test
+  void bothStoreMethodsRoundTripTheBatchCompanyAndNullWhereNotMeasured() throws Exception {
+    UsageRecord unnest = withBatchCompany("bc-unnest", T0.plusSeconds(50), 17);
+    UsageRecord unnestNone =
+        withBatchCompany("bc-unnest-none", T0.plusSeconds(51), UsageRecord.NOT_MEASURED);
+    UsageRecord copy = withBatchCompany("bc-copy", T0.plusSeconds(52), Long.MAX_VALUE);
+    UsageRecord copyNone =
+        withBatchCompany("bc-copy-none", T0.plusSeconds(53), UsageRecord.NOT_MEASURED);
+    new JdbcLedgerStore(db.dataSource(), JdbcLedgerStore.Method.UNNEST)
+        .write(List.of(unnest, unnestNone));
+    new JdbcLedgerStore(db.dataSource(), JdbcLedgerStore.Method.COPY)
+        .write(List.of(copy, copyNone));
+    for (UsageRecord r : List.of(unnest, unnestNone, copy, copyNone)) {
+      assertThat(usage.find(r.requestId()).orElseThrow().record().batchCompanySum())
+          .as(r.requestId())
+          .isEqualTo(r.batchCompanySum());
+    }
+    try (Connection c = db.dataSource().getConnection();
+        Statement s = c.createStatement();
+        var rs =
+            s.executeQuery(
+                "SELECT count(*) FROM usage_records WHERE request_id LIKE 'bc-%-none'"
+                    + " AND batch_company_sum IS NULL")) {
+      rs.next();
+      assertThat(rs.getInt(1)).as("not measured is stored as NULL").isEqualTo(2);
+    }
+  }
 }

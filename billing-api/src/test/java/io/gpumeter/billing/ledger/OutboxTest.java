@@ -46,7 +46,9 @@ class OutboxTest {
         t.plusMillis(5),
         i % 2 == 0 ? "req-" + i : "conversation-" + (i / 2),
         1_000_000_000_000L * i,
-        4096L * i);
+        4096L * i,
+        // every third not measured, the others an exact sum over the steps
+        i % 3 == 0 ? UsageRecord.NOT_MEASURED : 5L * i);
   }
 
   private static List<UsageRecord> records(int from, int to) {
@@ -82,8 +84,9 @@ class OutboxTest {
   void aVersionOneRecordDecodesWithItsRequestIdAsSessionAndNoKvMeasure() throws Exception {
     UsageRecord r = record(3);
     byte[] v2 = UsageRecordCodec.encode(r);
-    // Version 1 is version 2 without the three trailing fields (session, kv byte-ns, peak kv).
-    int tail = 2 + r.sessionId().length() + 8 + 8;
+    // Version 1 is version 4 without the four trailing fields (session, kv byte-ns, peak kv,
+    // batch company).
+    int tail = 2 + r.sessionId().length() + 8 + 8 + 8;
     byte[] v1 = java.util.Arrays.copyOf(v2, v2.length - tail);
     v1[0] = 1;
     UsageRecord old = UsageRecordCodec.decode(v1);
@@ -92,6 +95,31 @@ class OutboxTest {
     assertThat(old.peakKvBytes()).isZero();
     assertThat(old.deviceNs()).isEqualTo(r.deviceNs());
     assertThat(old.finishedAt()).isEqualTo(r.finishedAt());
+  }
+
+  /**
+   * Older codec versions stay readable: a version 3 record (before the batch company, issue 11)
+   * decodes with every field it has and the batch company not measured.
+   */
+  @Test
+  void olderCodecVersionsStayReadable() throws Exception {
+    UsageRecord r = record(4);
+    assertThat(r.batchCompanySum()).isEqualTo(20);
+    byte[] v4 = UsageRecordCodec.encode(r);
+    assertThat(v4[0]).isEqualTo(UsageRecordCodec.VERSION).isEqualTo((byte) 4);
+    // version 3 is version 4 without the trailing batch company
+    byte[] v3 = java.util.Arrays.copyOf(v4, v4.length - 8);
+    v3[0] = 3;
+    UsageRecord old = UsageRecordCodec.decode(v3);
+    assertThat(old.batchCompanySum()).isEqualTo(UsageRecord.NOT_MEASURED);
+    assertThat(old.sessionId()).isEqualTo(r.sessionId());
+    assertThat(old.kvByteNs()).isEqualTo(r.kvByteNs());
+    assertThat(old.peakKvBytes()).isEqualTo(r.peakKvBytes());
+    assertThat(old.steps()).isEqualTo(r.steps());
+    // a version 4 record cut short is refused, not read as version 3
+    byte[] cut = java.util.Arrays.copyOf(v4, v4.length - 8);
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> UsageRecordCodec.decode(cut))
+        .isInstanceOf(java.io.IOException.class);
   }
 
   @Test
