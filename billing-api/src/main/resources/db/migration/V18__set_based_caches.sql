@@ -236,3 +236,31 @@ BEGIN
   RETURN NULL;
 END $$;
 
+-- A change to what an account may spend, committed by any replica, the command line or by hand,
+-- reaches every replica's budget leases at once (InvalidationListener, kind 'account': each
+-- LeasedBudgets renews that account's lease on its budget thread) instead of at its next periodic
+-- renewal: a suspension or resumption, a postpaid switch, a credit grant, a plan assigned. Not a
+-- deduction (the ledger's hot path; a replica counts its own charges, and renewals see the rest).
+-- Caught by: billing-api SuspensionPropagationTest.
+CREATE FUNCTION accounts_notify_budget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('gpumeter_invalidate', 'account:' || NEW.id);
+  RETURN NULL;
+END $$;
+
+CREATE TRIGGER accounts_notify_budget AFTER UPDATE ON accounts
+  FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                     OR OLD.postpaid_allowed IS DISTINCT FROM NEW.postpaid_allowed)
+  EXECUTE FUNCTION accounts_notify_budget();
+
+CREATE FUNCTION account_funds_notify_budget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('gpumeter_invalidate', 'account:' || NEW.account_id);
+  RETURN NULL;
+END $$;
+
+CREATE TRIGGER credit_grants_notify_budget AFTER INSERT ON credit_grants
+  FOR EACH ROW EXECUTE FUNCTION account_funds_notify_budget();
+
+CREATE TRIGGER subscriptions_notify_budget AFTER INSERT OR UPDATE ON subscriptions
+  FOR EACH ROW EXECUTE FUNCTION account_funds_notify_budget();
