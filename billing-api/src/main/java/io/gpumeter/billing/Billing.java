@@ -152,6 +152,8 @@ public final class Billing implements AutoCloseable {
         InvalidationListener.create(database.dataSource(), INVALIDATION_POLL, INVALIDATION_RETRY)
             .subscribe("api_key", apiKeys::invalidateCachedHash, apiKeys::invalidateCache)
             .subscribe("price_version", id -> prices.reloadSoon(), prices::reloadSoon)
+            .subscribe(
+                "account", id -> budgets.renewSoon(Long.parseLong(id)), budgets::renewAllSoon)
             .start();
   }
 

@@ -16,11 +16,12 @@ import javax.sql.DataSource;
 /**
  * What pricing and deduction at charge time (trigger {@code usage_records_price}) cost the ledger's
  * batch path: the same {@link LedgerThroughput} workload (UNNEST, one connection) written in
- * alternating rounds with the trigger disabled, with V7's record-by-record function and with V16's
- * set-based one, on one database in one run, so the three are compared side by side under the same
- * load. Every record's account exists, has a price for its (model, device class) and prepaid
- * credit; half the accounts are on a plan whose small allowance runs out during the run, so all
- * deduction steps run.
+ * alternating rounds with the trigger disabled, with V16's set-based deduction under V7's per-row
+ * cache triggers and V14's cost rollup trigger, and with V18's (statement-level cache triggers, the
+ * rollup in the function), on one database in one run, so the three are compared side by side under
+ * the same load. Every record's account exists, has a price for its (model, device class) and
+ * prepaid credit; half the accounts are on a plan whose small allowance runs out during the run, so
+ * all deduction steps run.
  *
  * <p>Usage: {@code PricingOverhead [records per round] [batch] [rounds]}.
  */
@@ -80,18 +81,57 @@ public final class PricingOverhead {
         System.out.println(
             "| pricing | round | records | seconds | records/s | PostgreSQL CPU µs/record (all processes) |");
         System.out.println("|---|---:|---:|---:|---:|---:|");
-        String v7 = function("V7__money.sql");
-        String v16 = function("V16__set_based_deduction.sql");
+        String v16 = function("V16__set_based_deduction.sql", "price_and_deduct_charges");
+        String v18 = function("V18__set_based_caches.sql", "price_and_deduct_charges");
+        try (Connection c = owner.getConnection();
+            Statement st = c.createStatement()) {
+          // V7's per-row cache triggers, renamed, beside V18's statement-level ones, for V16 mode
+          for (String[] t :
+              new String[][] {
+                {"balance_entries_track", "balance_entries"},
+                {"charge_deductions_track", "charge_deductions"}
+              }) {
+            st.execute(function("V7__money.sql", t[0]).replace(t[0] + "()", "v7_" + t[0] + "()"));
+            st.execute(
+                "CREATE TRIGGER v7_"
+                    + t[0]
+                    + " AFTER INSERT ON "
+                    + t[1]
+                    + " FOR EACH ROW EXECUTE FUNCTION v7_"
+                    + t[0]
+                    + "()");
+          }
+        }
+        try (Connection c = owner.getConnection();
+            Statement st = c.createStatement()) {
+          // V14's cost rollup trigger (V18 rolls up in its function), for V16 mode
+          st.execute(
+              "CREATE TRIGGER v14_cost_hourly AFTER INSERT ON charge_prices REFERENCING NEW TABLE"
+                  + " AS new_prices FOR EACH STATEMENT EXECUTE FUNCTION cost_hourly_add()");
+        }
         for (int round = 1; round <= rounds; round++) {
-          for (String mode : new String[] {"off", "V7", "V16"}) {
+          for (String mode : new String[] {"off", "V16", "V18"}) {
             try (Connection c = owner.getConnection();
                 Statement st = c.createStatement()) {
               st.execute(
                   "ALTER TABLE usage_records "
                       + (mode.equals("off") ? "DISABLE" : "ENABLE")
                       + " TRIGGER usage_records_price");
+              String row = mode.equals("V16") ? "ENABLE" : "DISABLE";
+              String set = mode.equals("V16") ? "DISABLE" : "ENABLE";
+              st.execute(
+                  "ALTER TABLE balance_entries " + row + " TRIGGER v7_balance_entries_track");
+              st.execute(
+                  "ALTER TABLE balance_entries " + set + " TRIGGER balance_entries_after_insert");
+              st.execute(
+                  "ALTER TABLE charge_deductions " + row + " TRIGGER v7_charge_deductions_track");
+              st.execute(
+                  "ALTER TABLE charge_deductions "
+                      + set
+                      + " TRIGGER charge_deductions_after_insert");
+              st.execute("ALTER TABLE charge_prices " + row + " TRIGGER v14_cost_hourly");
               if (!mode.equals("off")) {
-                st.execute(mode.equals("V7") ? v7 : v16);
+                st.execute(mode.equals("V16") ? v16 : v18);
               }
             }
             List<UsageRecord> rs = LedgerThroughput.records("p" + round + mode, records);
@@ -122,17 +162,17 @@ public final class PricingOverhead {
   }
 
   /**
-   * The function {@code price_and_deduct_charges()} as the migration {@code file} on the class path
-   * defines it, as a {@code CREATE OR REPLACE}: V7's record-by-record deduction or V16's set-based
-   * one, swapped between rounds on the same database.
+   * The function {@code name()} as the migration {@code file} on the class path defines it, as a
+   * {@code CREATE OR REPLACE}: V16's or V18's {@code price_and_deduct_charges()}, swapped between
+   * rounds on the same database, or one of V7's per-row cache functions.
    */
-  static String function(String file) throws java.io.IOException {
+  static String function(String file, String name) throws java.io.IOException {
     String sql;
     try (java.io.InputStream in =
         PricingOverhead.class.getResourceAsStream("/db/migration/" + file)) {
       sql = new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
     }
-    int start = sql.indexOf("FUNCTION price_and_deduct_charges()");
+    int start = sql.indexOf("FUNCTION " + name + "()");
     int end = sql.indexOf("END $$;", start) + "END $$;".length();
     return "CREATE OR REPLACE " + sql.substring(start, end);
   }

@@ -178,6 +178,43 @@ public final class LeasedBudgets implements Budgets, AutoCloseable {
     }
   }
 
+  /**
+   * Renews the lease of account {@code accountId} now, on the budget thread, if this replica holds
+   * one: a suspension, a resumption, a credit grant or a plan change committed anywhere reaches
+   * every replica through {@code db.InvalidationListener} (notification {@code account:<id>},
+   * migration V18) instead of at the next periodic renewal. Returns at once; does nothing after
+   * {@link #close()}.
+   */
+  public void renewSoon(long accountId) {
+    runOnBudgetThread(
+        () -> {
+          AccountBudget a = accounts.get(accountId);
+          if (a != null) {
+            try {
+              renew(a, null, 0);
+            } catch (RuntimeException e) {
+              log.warn("budget lease of account {} not renewed after a change", accountId, e);
+            }
+          }
+        });
+  }
+
+  /**
+   * Renews every lease now, on the budget thread (after notifications may have been missed).
+   * Returns at once; does nothing after {@link #close()}.
+   */
+  public void renewAllSoon() {
+    runOnBudgetThread(this::renewAllQuietly);
+  }
+
+  private void runOnBudgetThread(Runnable task) {
+    try {
+      thread.execute(task);
+    } catch (java.util.concurrent.RejectedExecutionException closed) {
+      log.debug("budget renewal after a change skipped: closed");
+    }
+  }
+
   private void renewAllQuietly() {
     try {
       renewAll();

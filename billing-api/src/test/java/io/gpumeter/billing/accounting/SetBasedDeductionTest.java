@@ -27,13 +27,13 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * V16's set-based {@code price_and_deduct_charges()} deducts a batch exactly as V7's
- * record-by-record function does: the same batch (many accounts, two device classes, a model's own
- * price and a class-wide one, two usage months, an allowance that runs out, credits that run out
- * across grants, postpaid and overspend, a voided record, an unpriced record, and the two cases
- * that take the record-by-record path: a grant expiring and a plan changing inside the batch's time
- * span) is inserted in one statement under each function, into two copies of the same accounts, and
- * every row they write is compared.
+ * V16's and V18's set-based {@code price_and_deduct_charges()} deduct a batch exactly as V7's
+ * record-by-record function does (all three under V18's statement-level cache triggers): the same
+ * batch (many accounts, two device classes, a model's own price and a class-wide one, two usage
+ * months, an allowance that runs out, credits that run out across grants, postpaid and overspend, a
+ * voided record, an unpriced record, and the two cases that take the record-by-record path: a grant
+ * expiring and a plan changing inside the batch's time span) is inserted in one statement under
+ * each function, into two copies of the same accounts, and every row they write is compared.
  */
 class SetBasedDeductionTest {
   @TempDir static Path tmp;
@@ -93,6 +93,27 @@ class SetBasedDeductionTest {
     List<Row> v7 = run("v7", function("V7__money.sql"), now, t0);
     List<Row> v16 = run("v16", function("V16__set_based_deduction.sql"), now, t0);
     assertThat(v16).isEqualTo(v7);
+    List<Row> v18 = run("v18", function("V18__set_based_caches.sql"), now, t0);
+    assertThat(v18).isEqualTo(v7);
+    // V18 keeps V14's cost rollup itself: per account, exactly the unvoided priced charges
+    try (Connection c = db.maintenanceDataSource().getConnection();
+        Statement st = c.createStatement();
+        ResultSet rs =
+            st.executeQuery(
+                "SELECT a.name, (SELECT count(*) || ' ' || coalesce(sum(p.cost_nmicros), 0)"
+                    + "   FROM charge_prices p WHERE p.account_id = a.id AND NOT EXISTS"
+                    + "   (SELECT 1 FROM charge_voids v WHERE v.request_id = p.request_id"
+                    + "    AND v.applied_ns IS NOT NULL)),"
+                    + " (SELECT coalesce(sum(h.requests), 0) || ' ' || coalesce(sum(h.cost_nmicros),"
+                    + "   0) FROM cost_hourly h WHERE h.account_id = a.id)"
+                    + " FROM accounts a WHERE a.name LIKE 'v18-%' ORDER BY a.name")) {
+      int accounts = 0;
+      while (rs.next()) {
+        assertThat(rs.getString(3)).as(rs.getString(1)).isEqualTo(rs.getString(2));
+        accounts++;
+      }
+      assertThat(accounts).isEqualTo(ACCOUNTS.length);
+    }
 
     // the batch exercised what it is meant to
     List<String> charges =
