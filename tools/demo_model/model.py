@@ -3,6 +3,7 @@
 scripted with TorchScript, and sampling from a scripted model."""
 
 import math
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -54,52 +55,30 @@ class Block(nn.Module):
         x = x + self.proj(y)
         return x + self.mlp(x)
 
-    def attend_cached(self, q: Tensor, qpos: Tensor, gslots: Tensor, kc: Tensor, vc: Tensor,
-                      p: int) -> Tensor:
-        """q: [G, T, H, Dh] queries of G sequences (padded to T), qpos: [G, T] their positions,
-        gslots: [G] cache slots, kc/vc: [S, C, H, Dh]. Keys/values at positions [0, p) of each
-        slot; key position > query position is masked. Returns [G, T, H, Dh]."""
-        keys = kc.narrow(1, 0, p).index_select(0, gslots)  # [G, P, H, Dh]
-        vals = vc.narrow(1, 0, p).index_select(0, gslots)
-        scores = torch.matmul(q.transpose(1, 2), keys.permute(0, 2, 3, 1)) * self.scale
+    def attend_slot(self, q: Tensor, p0: int, keys: Tensor, vals: Tensor) -> Tensor:
+        """One sequence's T queries q [T, H, Dh] at positions p0..p0+T-1 over keys, vals
+        [P, H, Dh] (P = p0 + T): views of its cache slot, read through strides by the products,
+        never gathered. Key position > query position is masked (only when T > 1: a single
+        query is at the last position). Returns [T, H * Dh]."""
+        t = q.size(0)
+        p = keys.size(0)
+        scores = torch.matmul(q.transpose(0, 1), keys.permute(1, 2, 0)) * self.scale  # [H, T, P]
         kpos = torch.arange(p, device=q.device)
-        dist = (qpos.unsqueeze(2) - kpos.view(1, 1, p)).clamp(min=0).to(scores.dtype)  # [G,T,P]
-        scores = scores - self.slopes.view(1, -1, 1, 1) * dist.unsqueeze(1)
-        masked = kpos.view(1, 1, p) > qpos.unsqueeze(2)  # [G, T, P]
-        scores = scores.masked_fill(masked.unsqueeze(1), float("-inf"))  # [G, H, T, P]
+        qpos = torch.arange(p0, p0 + t, device=q.device)
+        dist = (qpos.view(t, 1) - kpos.view(1, p)).clamp(min=0).to(scores.dtype)  # [T, P]
+        scores = scores - self.slopes.view(-1, 1, 1) * dist.unsqueeze(0)
+        if t > 1:
+            masked = kpos.view(1, p) > qpos.view(t, 1)  # [T, P]
+            scores = scores.masked_fill(masked.unsqueeze(0), float("-inf"))
         att = torch.softmax(scores, dim=-1)
-        return torch.matmul(att, vals.transpose(1, 2)).transpose(1, 2)  # [G, T, H, Dh]
+        y = torch.matmul(att, vals.transpose(0, 1))  # [H, T, Dh]
+        return y.transpose(0, 1).reshape(t, self.n_heads * self.head_dim)
 
-    def attend_decode(self, q: Tensor, qpos: Tensor, gslots: Tensor, kc: Tensor, vc: Tensor,
-                      p: int) -> Tensor:
-        """One query per sequence (decode). q: [G, H, Dh], qpos: [G], gslots: [G].
-
-        The keys are gathered once as [G, P, H*Dh] and used as they lie: a block-diagonal query
-        [G, H, H*Dh] makes one batched product give every head's scores, so the gathered keys
-        and values are not copied a second time into a head-major layout. This step is memory
-        bound; the extra multiplications by zero cost less than that copy. Returns [G, H, Dh]."""
-        g = q.size(0)
-        h = self.n_heads
-        hd = h * self.head_dim
-        keys = kc.narrow(1, 0, p).index_select(0, gslots).view(g, p, hd)  # [G, P, H*Dh]
-        vals = vc.narrow(1, 0, p).index_select(0, gslots).view(g, p, hd)
-        eye = torch.eye(h, dtype=q.dtype, device=q.device).view(1, h, h, 1)
-        qb = (q.unsqueeze(1) * eye).reshape(g, h, hd)  # qb[g, i, j*Dh + d] = q[g, j, d] [i == j]
-        scores = torch.bmm(qb, keys.transpose(1, 2)) * self.scale  # [G, H, P]
-        kpos = torch.arange(p, device=q.device)
-        dist = (qpos.view(g, 1) - kpos.view(1, p)).clamp(min=0).to(scores.dtype)  # [G, P]
-        scores = scores - self.slopes.view(1, -1, 1) * dist.unsqueeze(1)
-        masked = kpos.view(1, p) > qpos.view(g, 1)  # [G, P]
-        scores = scores.masked_fill(masked.unsqueeze(1), float("-inf"))
-        att = torch.softmax(scores, dim=-1)  # [G, H, P]
-        out = torch.bmm(att, vals).view(g, h, h, self.head_dim)  # [G, H, H, Dh]: keep i == j
-        return torch.diagonal(out, 0, 1, 2).transpose(1, 2)  # [G, H, Dh]
-
-    def step(self, x: Tensor, slots: Tensor, positions: Tensor, kc: Tensor, vc: Tensor, p: int,
-             single_idx: Tensor, single_pos: Tensor, single_slots: Tensor,
-             multi_seq_slots: Tensor, multi_idx: Tensor, multi_row: Tensor, multi_col: Tensor,
-             multi_t: int) -> Tensor:
-        """Packed ragged step over x: [N, D]; writes k, v into kc/vc [S, C, H, Dh] in place."""
+    def step(self, x: Tensor, slots: Tensor, positions: Tensor, kc: Tensor, vc: Tensor,
+             ends: List[int], seq_slot: List[int], seq_end_pos: List[int]) -> Tensor:
+        """Packed ragged step over x: [N, D]; writes k, v into kc/vc [S, C, H, Dh] in place.
+        Sequence i owns rows [ends[i-1], ends[i]), slot seq_slot[i], and attends over a view
+        of its slot's positions [0, seq_end_pos[i]) (no copy of the cached prefix)."""
         n = x.size(0)
         qkv = self.qkv(self.ln1(x)).view(n, 3, self.n_heads, self.head_dim)
         q = qkv[:, 0]
@@ -107,28 +86,17 @@ class Block(nn.Module):
         v = qkv[:, 2]
         kc.index_put_((slots, positions), k)
         vc.index_put_((slots, positions), v)
-        if multi_idx.numel() == 0:
-            # decode only: every token is its own sequence, in order
-            y = self.attend_decode(q, positions, slots, kc, vc, p)
-            x = x + self.proj(y.reshape(n, self.n_heads * self.head_dim))
-            return x + self.mlp(x)
-        y = torch.empty_like(q)
-        if single_idx.numel() > 0:
-            # tokens that are alone in their sequence this step (decode): one row each
-            out = self.attend_decode(q.index_select(0, single_idx), single_pos, single_slots,
-                                     kc, vc, p)
-            y.index_copy_(0, single_idx, out)
-        if multi_idx.numel() > 0:
-            # sequences with several tokens (prefill chunks): padded to the longest of them
-            g = multi_seq_slots.size(0)
-            qp = torch.zeros(g, multi_t, self.n_heads, self.head_dim, dtype=q.dtype,
-                             device=q.device)
-            qp.index_put_((multi_row, multi_col), q.index_select(0, multi_idx))
-            pp = torch.full([g, multi_t], p - 1, dtype=torch.long, device=q.device)
-            pp.index_put_((multi_row, multi_col), positions.index_select(0, multi_idx))
-            out = self.attend_cached(qp, pp, multi_seq_slots, kc, vc, p)
-            y.index_copy_(0, multi_idx, out[multi_row, multi_col])
-        x = x + self.proj(y.reshape(n, self.n_heads * self.head_dim))
+        ys: List[Tensor] = []
+        start = 0
+        for i in range(len(ends)):
+            t = ends[i] - start
+            p = seq_end_pos[i]
+            keys = kc.select(0, seq_slot[i]).narrow(0, 0, p)  # [P, H, Dh], a view
+            vals = vc.select(0, seq_slot[i]).narrow(0, 0, p)
+            ys.append(self.attend_slot(q.narrow(0, start, t), p - t, keys, vals))
+            start = ends[i]
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)
+        x = x + self.proj(y)
         return x + self.mlp(x)
 
 
@@ -195,46 +163,16 @@ class ByteLM(nn.Module):
         [L, S, C, H, Dh] float32, written in place at [l, slot, position]. Returns [B, V]
         float32: logits of each sequence's last token.
         """
-        n = tokens.size(0)
-        b = last_index.size(0)
-        dev = tokens.device
-        p = int(positions.max().item()) + 1
-        if n == b:
-            # decode only (every sequence has one token): no structure to work out
-            none = torch.zeros(0, dtype=torch.long, device=dev)
-            single_idx = torch.arange(n, device=dev)
-            single_pos = positions
-            single_slots = slots
-            multi_idx = none
-            multi_row = none
-            multi_col = none
-            multi_seq_slots = none
-            multi_t = 0
-        else:
-            # sequence structure: seq b owns tokens [starts[b], ends[b])
-            ends = last_index + 1
-            starts = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), ends[:-1]])
-            lens = ends - starts
-            seq_of = torch.repeat_interleave(torch.arange(b, device=dev), lens)  # [N]
-            col = torch.arange(n, device=dev) - starts.index_select(0, seq_of)  # offset in seq
-            token_len = lens.index_select(0, seq_of)
-            single_idx = torch.nonzero(token_len == 1).view(-1)
-            single_pos = positions.index_select(0, single_idx)
-            single_slots = slots.index_select(0, single_idx)
-            multi_idx = torch.nonzero(token_len > 1).view(-1)
-            multi_seq = torch.nonzero(lens > 1).view(-1)
-            multi_rank = torch.cumsum((lens > 1).to(torch.long), 0) - 1  # per seq
-            multi_row = multi_rank.index_select(0, seq_of.index_select(0, multi_idx))
-            multi_col = col.index_select(0, multi_idx)
-            multi_seq_slots = slots.index_select(0, last_index.index_select(0, multi_seq))
-            multi_t = int(lens.index_select(0, multi_seq).max().item())
-
+        # sequence i owns tokens [ends[i-1], ends[i]); its tokens have consecutive positions,
+        # so its last position is its largest
+        ends: List[int] = (last_index + 1).tolist()
+        seq_slot: List[int] = slots.index_select(0, last_index).tolist()
+        seq_end_pos: List[int] = (positions.index_select(0, last_index) + 1).tolist()
         x = self.tok(tokens) + self.pos(positions)  # [N, D]
         layer = 0
         for blk in self.blocks:
-            x = blk.step(x, slots, positions, k_cache[layer], v_cache[layer], p, single_idx,
-                         single_pos, single_slots, multi_seq_slots, multi_idx, multi_row,
-                         multi_col, multi_t)
+            x = blk.step(x, slots, positions, k_cache[layer], v_cache[layer], ends, seq_slot,
+                         seq_end_pos)
             layer += 1
         x = x.index_select(0, last_index)
         return self.head(self.ln_f(x))

@@ -83,6 +83,18 @@ def main():
                  f"{f.get('default_p90_pct')}%, calibrated {f.get('calibrated_mean_pct')}%/"
                  f"{f.get('calibrated_p90_pct')}%; noise {f.get('noise_pct')}%; {f.get('members')}"
                  f" members; fit R^2 {f.get('r2')}" if st(f) == "OK" else why(f)))
+    x = find({"check": "llama-export"}, {"check": "llama"})
+    rows.append(("8 llama export", st(x),
+                 f"{x.get('preset')} {x.get('dtype')}: {x.get('params')} parameters, context"
+                 f" {x.get('context')}, exported in {x.get('export_s')} s" if st(x) == "OK" else why(x)))
+    for b in ("1", "32"):
+        r = find({"check": "llama-decode", "batch": b})
+        rows.append((f"8 llama batch {b}", "INFO" if st(r) == "OK" else st(r),
+                     f"TorchScript step {r.get('torchscript_tok_s')} tok/s vs eager"
+                     f" {r.get('eager_tok_s')} tok/s: ratio {r.get('ratio')}" if st(r) == "OK"
+                     else why(r)))
+    j = find({"check": "llama-djl"})
+    rows.append(("8 llama djl", st(j), why(j)))
     w0 = max(len(r[0]) for r in rows)
     print(f"{'check':<{w0}}  {'status':<7} details")
     for name, status, details in rows:

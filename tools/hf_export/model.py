@@ -84,6 +84,29 @@ class Block(nn.Module):
         y = y.view(g, self.kv_heads, t, r, self.head_dim).permute(0, 2, 1, 3, 4)
         return y.reshape(g, t, self.n_heads * self.head_dim)
 
+    def attend_slot(self, q: Tensor, p0: int, keys: Tensor, vals: Tensor) -> Tensor:
+        """One sequence's T queries q [T, Hq, Dh] at positions p0..p0+T-1 over keys, vals
+        [P, Hkv, Dh] (P = p0 + T; views of the cache, used as they lie: the products read them
+        through strides, nothing is gathered). Key positions > the query's are masked (only
+        when T > 1: a single query is the last position). Returns [T, Hq * Dh]."""
+        t = q.size(0)
+        p = keys.size(0)
+        r = self.n_heads // self.kv_heads
+        qg = q.reshape(t, self.kv_heads, r, self.head_dim).permute(1, 0, 2, 3)
+        qg = qg.reshape(self.kv_heads, t * r, self.head_dim)  # [Hkv, T*R, Dh] (copies q only)
+        scores = torch.matmul(qg, keys.permute(1, 2, 0)).float()  # [Hkv, T*R, P]
+        scores = scores * (1.0 / math.sqrt(self.head_dim))
+        if t > 1:
+            kpos = torch.arange(p, device=q.device)
+            qpos = torch.arange(p0, p0 + t, device=q.device)
+            masked = kpos.view(1, p) > qpos.view(t, 1)  # [T, P]
+            scores = scores.view(self.kv_heads, t, r, p).masked_fill(
+                masked.view(1, t, 1, p), float("-inf")).view(self.kv_heads, t * r, p)
+        att = torch.softmax(scores, dim=-1).to(vals.dtype)
+        y = torch.matmul(att, vals.transpose(0, 1))  # [Hkv, T*R, Dh]
+        y = y.view(self.kv_heads, t, r, self.head_dim).permute(1, 0, 2, 3)
+        return y.reshape(t, self.n_heads * self.head_dim)
+
 
 class DecoderLM(nn.Module):
     def __init__(self, arch: str, weights: dict, layers: List[dict], vocab_size: int,
@@ -160,28 +183,18 @@ class DecoderLM(nn.Module):
              k_cache: Tensor, v_cache: Tensor) -> Tensor:
         """Packed ragged step (model-store/README.md): N tokens of B sequences; sequence b owns
         tokens (last_index[b-1], last_index[b]]. k_cache, v_cache: [L, S, C, Hkv, Dh], written
-        in place at [l, slot, position]. Returns [B, V] float32 logits of each last token."""
-        n = tokens.size(0)
+        in place at [l, slot, position]. Returns [B, V] float32 logits of each last token.
+
+        Attention reads the cache without copying it: each sequence attends over a view of its
+        own slot, k_cache[l, slot, 0:p] with p its last position + 1 (the contract gives a
+        sequence's tokens in one step consecutive positions, so the last is the largest). No
+        gather of the [B, P, Hkv, Dh] prefix, no padding of ragged sequences: the per-sequence
+        loop costs a few small operations per sequence and layer, where a gather copies
+        2 * B * P * Hkv * Dh values per layer, which grows with the context."""
         b = last_index.size(0)
-        dev = tokens.device
-        p = int(positions.max().item()) + 1
-        seq_slots = slots.index_select(0, last_index)  # [B]
-        if n == b:
-            # decode only: one token per sequence, already in order
-            row = torch.arange(n, device=dev)
-            col = torch.zeros(n, dtype=torch.long, device=dev)
-            t = 1
-            qpos = positions.view(b, 1)
-        else:
-            ends = last_index + 1
-            starts = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), ends[:-1]])
-            lens = ends - starts
-            row = torch.repeat_interleave(torch.arange(b, device=dev), lens)  # [N] sequence
-            col = torch.arange(n, device=dev) - starts.index_select(0, row)  # [N] offset in it
-            t = int(lens.max().item())
-            # padding queries sit at position 0: finite scores, results dropped
-            qpos = torch.zeros(b, t, dtype=torch.long, device=dev)
-            qpos.index_put_((row, col), positions)
+        ends: List[int] = (last_index + 1).tolist()
+        seq_slot: List[int] = slots.index_select(0, last_index).tolist()
+        seq_end_pos: List[int] = (positions.index_select(0, last_index) + 1).tolist()
         x = self.embed_at(tokens, positions)  # [N, D]
         layer = 0
         for blk in self.blocks:
@@ -192,14 +205,16 @@ class DecoderLM(nn.Module):
             vc = v_cache[layer]
             kc.index_put_((slots, positions), k)
             vc.index_put_((slots, positions), v)
-            keys = kc.narrow(1, 0, p).index_select(0, seq_slots)  # [B, P, Hkv, Dh]
-            vals = vc.narrow(1, 0, p).index_select(0, seq_slots)
-            if n == b:
-                qp = q.view(b, 1, self.n_heads, self.head_dim)
-            else:
-                qp = torch.zeros(b, t, self.n_heads, self.head_dim, dtype=q.dtype, device=dev)
-                qp.index_put_((row, col), q)
-            y = blk.attend(qp, qpos, keys, vals)[row, col]  # [N, Hq*Dh]
+            ys: List[Tensor] = []
+            start = 0
+            for i in range(b):
+                t = ends[i] - start
+                p = seq_end_pos[i]
+                keys = kc.select(0, seq_slot[i]).narrow(0, 0, p)  # [P, Hkv, Dh], a view
+                vals = vc.select(0, seq_slot[i]).narrow(0, 0, p)
+                ys.append(blk.attend_slot(q.narrow(0, start, t), p - t, keys, vals))
+                start = ends[i]
+            y = ys[0] if b == 1 else torch.cat(ys)  # [N, Hq*Dh]
             x = x + F.linear(y, blk.wo, blk.bo)
             x = x + blk.mlp(x)
             layer += 1

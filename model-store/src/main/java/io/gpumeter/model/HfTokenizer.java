@@ -29,9 +29,11 @@ import java.util.TreeSet;
  *       to 4 tokens of left context and removes the context's text), so decoders that strip a
  *       leading space of the first token (SentencePiece's metaspace) stream the same text as one
  *       decode of everything.
- *   <li>{@link #decodableEnd} holds back at most 3 trailing tokens whose text ends in U+FFFD, the
- *       sign of a UTF-8 character split over byte tokens, so a stream never shows a broken
- *       character that a later token completes.
+ *   <li>{@link #decodableEnd} holds back the trailing tokens whose text ends in U+FFFD, the sign of
+ *       a UTF-8 character split over byte tokens, so a stream never shows a broken character that a
+ *       later token completes; once more than 3 do (invalid bytes, not a split character), it lets
+ *       out the text before the last 3 where cutting there leaves the decoded text as it is. So
+ *       pieces joined equal one decode of the whole sequence, invalid bytes included.
  * </ul>
  *
  * <p>Thread-safe (the native tokenizer is immutable after loading). {@link #close} frees the native
@@ -201,7 +203,16 @@ public final class HfTokenizer implements Tokenizer, AutoCloseable {
         return e;
       }
     }
-    return to; // more than 3 tokens ending in U+FFFD: the text really holds it
+    // the last 3 tokens may still begin a character: emit up to a point before them where the
+    // text is settled, i.e. splitting there does not change the decoded text (an invalid sequence
+    // that later bytes could extend, such as F0 9F 98 then C3, is not cut in two U+FFFD)
+    String whole = decode(tokens, from, to);
+    for (int e = to - MAX_HELD_BACK; e > from; e--) {
+      if ((decode(tokens, from, e) + decode(tokens, e, to)).equals(whole)) {
+        return e;
+      }
+    }
+    return from;
   }
 
   @Override

@@ -1,7 +1,6 @@
 package io.gpumeter.model;
 
 import java.util.Arrays;
-import java.util.Objects;
 
 /**
  * Turns a stream of generated tokens into text pieces that never end inside a character: each
@@ -10,16 +9,20 @@ import java.util.Objects;
  * left once the stream ends (an unfinished character then decodes to U+FFFD). The pieces joined
  * equal {@code tokenizer.decode(allTokens)} whenever the full text has no invalid sequence.
  *
+ * <p>The token-at-a-time face of {@link StreamDecoder}, which does the decoding: it keeps the
+ * sequence's ids and hands them to one {@code StreamDecoder}, so the server's streaming (SSE, stop
+ * strings, logprobs text) and any other caller of {@code StreamDecoder} cut text the same way, for
+ * every tokenizer (bytes, Hugging Face BPE with byte tokens or byte fallback).
+ *
  * <p>Not thread-safe: one decoder per stream, used by one thread at a time.
  */
 public final class IncrementalDecoder {
-  private final Tokenizer tokenizer;
+  private final StreamDecoder stream;
   private int[] tokens = new int[16];
   private int length;
-  private int emitted;
 
   public IncrementalDecoder(Tokenizer tokenizer) {
-    this.tokenizer = Objects.requireNonNull(tokenizer, "tokenizer");
+    this.stream = new StreamDecoder(tokenizer);
   }
 
   /** Adds one token; returns the text it completes (often empty, never null). */
@@ -28,23 +31,12 @@ public final class IncrementalDecoder {
       tokens = Arrays.copyOf(tokens, length * 2);
     }
     tokens[length++] = token;
-    int end = tokenizer.decodableEnd(tokens, emitted, length);
-    if (end <= emitted) {
-      return "";
-    }
-    String piece = tokenizer.decode(tokens, emitted, end);
-    emitted = end;
-    return piece;
+    return stream.next(tokens, length);
   }
 
   /** The text held back so far, decoded as it is; the decoder is then empty of pending bytes. */
   public String flush() {
-    if (emitted == length) {
-      return "";
-    }
-    String piece = tokenizer.decode(tokens, emitted, length);
-    emitted = length;
-    return piece;
+    return stream.finish(tokens, length);
   }
 
   /** Tokens added so far. */

@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import com.openai.client.OpenAIClient;
 import com.openai.client.okhttp.OpenAIOkHttpClient;
 import com.openai.core.JsonValue;
+import com.openai.core.http.StreamResponse;
 import com.openai.models.completions.Completion;
 import com.openai.models.completions.CompletionCreateParams;
 import com.openai.models.completions.CompletionUsage;
@@ -94,6 +95,65 @@ class LlamaOpenAiClientTest {
     assertThat(m.id()).isEqualTo(MODEL);
     assertThat(m._additionalProperties().get("parameters").convert(Long.class))
         .isEqualTo(1_054_848L);
+  }
+
+  /**
+   * Streaming a BPE model (whose multi-byte characters are split over byte tokens) goes through the
+   * tokenizer's {@code StreamDecoder}: with the bytes of é, 中 and 😀 favoured by logit_bias and
+   * sampling at temperature 1 under fixed seeds, each streamed completion, joined, equals the same
+   * request unstreamed, and the texts hold whole multi-byte characters (and, where sampling drew
+   * broken byte runs, the same U+FFFD in both).
+   */
+  @Test
+  void streamedTextOfTheBpeModelEqualsTheUnstreamedTextWithMultiByteCharacters() throws Exception {
+    Path json = TestServers.repoRoot().resolve("models").resolve(MODEL).resolve("tokenizer.json");
+    CompletionCreateParams.LogitBias.Builder bias = CompletionCreateParams.LogitBias.builder();
+    for (int b : new int[] {0xC3, 0xA9, 0xE4, 0xB8, 0xAD, 0xF0, 0x9F, 0x98, 0x80}) {
+      bias.putAdditionalProperty(Integer.toString(byteToken(json, b)), JsonValue.from(6));
+    }
+    StringBuilder all = new StringBuilder();
+    for (long seed = 1; seed <= 6; seed++) {
+      CompletionCreateParams p =
+          CompletionCreateParams.builder()
+              .model(MODEL)
+              .prompt("café naïve — 中文 😀 ")
+              .maxTokens(40)
+              .temperature(1.0)
+              .seed(seed)
+              .logitBias(bias.build())
+              .build();
+      String whole = openai.completions().create(p).choices().get(0).text();
+      StringBuilder streamed = new StringBuilder();
+      try (StreamResponse<Completion> s = openai.completions().createStreaming(p)) {
+        s.stream().forEach(c -> c.choices().forEach(ch -> streamed.append(ch.text())));
+      }
+      assertThat(streamed.toString()).as("seed %d", seed).isEqualTo(whole);
+      all.append(whole);
+    }
+    String text = all.toString();
+    assertThat(text.codePoints().filter(c -> c >= 0x80 && c != 0xFFFD).count())
+        .as("whole multi-byte characters in %s", text)
+        .isPositive();
+  }
+
+  /** The byte-level token that is the single byte {@code b} (GPT-2's byte-to-character table). */
+  private static int byteToken(Path tokenizerJson, int b) throws java.io.IOException {
+    int rank = 0;
+    int ch = -1;
+    for (int x = 0; x < 256; x++) {
+      boolean printable =
+          (x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF);
+      int c = printable ? x : 256 + rank++;
+      if (x == b) {
+        ch = c;
+      }
+    }
+    return Json.MAPPER
+        .readTree(tokenizerJson.toFile())
+        .get("model")
+        .get("vocab")
+        .get(new String(Character.toChars(ch)))
+        .asInt();
   }
 
   /** device_ns of the request's one usage record (the response waited for it to be durable). */
