@@ -118,8 +118,8 @@ public final class UsageQueryBenchmark {
         // Priced after they are stored (a version in place before would have made the V7/V16
         // trigger price and deduct the 10 million rows record by record; the charge rows are the
         // same): one price version from before the month, one charge_prices row per record with
-        // the trigger's exact cost, and cost_hourly rolled up from them as V14's statement
-        // trigger adds a batch (disabled while loading, the same statement run once instead).
+        // the trigger's exact cost, and cost_hourly rolled up from them with one statement, as
+        // V18's price_and_deduct_charges() adds a batch's rollup (no trigger on charge_prices).
         try (Statement s = c.createStatement()) {
           s.executeUpdate(
               "INSERT INTO price_versions (model, device_class, currency, price_micros_per_s,"
@@ -128,7 +128,6 @@ public final class UsageQueryBenchmark {
                   + ", tstzrange('"
                   + start.minus(Duration.ofDays(1))
                   + "', NULL, '[)'))");
-          s.execute("ALTER TABLE charge_prices DISABLE TRIGGER charge_prices_cost_hourly");
           s.executeUpdate(
               "INSERT INTO charge_prices (request_id, account_id, model, device_class,"
                   + " finished_at, device_ns, price_version_id, price_micros_per_s, cost_nmicros)"
@@ -137,7 +136,6 @@ public final class UsageQueryBenchmark {
                   + " r.device_ns::numeric * v.price_micros_per_s"
                   + " FROM usage_records r CROSS JOIN price_versions v");
           long t3 = System.nanoTime();
-          s.execute("ALTER TABLE charge_prices ENABLE TRIGGER charge_prices_cost_hourly");
           s.executeUpdate(
               "INSERT INTO cost_hourly (hour, api_key_id, account_id, model, device, requests,"
                   + " cost_nmicros)"
