@@ -16,12 +16,13 @@ import javax.sql.DataSource;
 /**
  * What pricing and deduction at charge time (trigger {@code usage_records_price}) cost the ledger's
  * batch path: the same {@link LedgerThroughput} workload (UNNEST, one connection) written in
- * alternating rounds with the trigger disabled, with V16's set-based deduction under V7's per-row
- * cache triggers and V14's cost rollup trigger, and with V18's (statement-level cache triggers, the
- * rollup in the function), on one database in one run, so the three are compared side by side under
- * the same load. Every record's account exists, has a price for its (model, device class) and
- * prepaid credit; half the accounts are on a plan whose small allowance runs out during the run, so
- * all deduction steps run.
+ * alternating rounds with the trigger disabled, with V18's set-based deduction (statement-level
+ * cache triggers, the rollup in the function) and with V20's (V18's plus the class-weighted pool
+ * and the plan's overage price), on one database in one run, so the three are compared side by side
+ * under the same load. (V16 mode, with V7's per-row cache triggers and V14's rollup trigger, was
+ * dropped when V20 dropped {@code cost_hourly_add()}; its figures stay in RESULTS.md.) Every
+ * record's account exists, has a price for its (model, device class) and prepaid credit; half the
+ * accounts are on a plan whose small allowance runs out during the run, so all deduction steps run.
  *
  * <p>Usage: {@code PricingOverhead [records per round] [batch] [rounds]}.
  */
@@ -60,6 +61,10 @@ public final class PricingOverhead {
                 + " tstzrange('2020-01-01', NULL)), ('llama-3-8b', 'nvidia-h100-80gb', 'USD', 1200,"
                 + " tstzrange('2020-01-01', NULL))");
         st.execute("INSERT INTO plans (name, included_ns) VALUES ('bench', 50000000)");
+        // a class-weighted pool (V20; V18's function ignores the weight)
+        st.execute(
+            "INSERT INTO plan_class_weights (plan_id, device_class, weight_ppm)"
+                + " SELECT id, 'nvidia-h100-80gb', 2500000 FROM plans");
         st.execute(
             "INSERT INTO subscriptions (account_id, plan_id, active) SELECT 1000 + k,"
                 + " (SELECT id FROM plans), tstzrange('2020-01-01', NULL)"
@@ -81,57 +86,18 @@ public final class PricingOverhead {
         System.out.println(
             "| pricing | round | records | seconds | records/s | PostgreSQL CPU µs/record (all processes) |");
         System.out.println("|---|---:|---:|---:|---:|---:|");
-        String v16 = function("V16__set_based_deduction.sql", "price_and_deduct_charges");
         String v18 = function("V18__set_based_caches.sql", "price_and_deduct_charges");
-        try (Connection c = owner.getConnection();
-            Statement st = c.createStatement()) {
-          // V7's per-row cache triggers, renamed, beside V18's statement-level ones, for V16 mode
-          for (String[] t :
-              new String[][] {
-                {"balance_entries_track", "balance_entries"},
-                {"charge_deductions_track", "charge_deductions"}
-              }) {
-            st.execute(function("V7__money.sql", t[0]).replace(t[0] + "()", "v7_" + t[0] + "()"));
-            st.execute(
-                "CREATE TRIGGER v7_"
-                    + t[0]
-                    + " AFTER INSERT ON "
-                    + t[1]
-                    + " FOR EACH ROW EXECUTE FUNCTION v7_"
-                    + t[0]
-                    + "()");
-          }
-        }
-        try (Connection c = owner.getConnection();
-            Statement st = c.createStatement()) {
-          // V14's cost rollup trigger (V18 rolls up in its function), for V16 mode
-          st.execute(
-              "CREATE TRIGGER v14_cost_hourly AFTER INSERT ON charge_prices REFERENCING NEW TABLE"
-                  + " AS new_prices FOR EACH STATEMENT EXECUTE FUNCTION cost_hourly_add()");
-        }
+        String v20 = function("V20__plan_pools_and_overage.sql", "price_and_deduct_charges");
         for (int round = 1; round <= rounds; round++) {
-          for (String mode : new String[] {"off", "V16", "V18"}) {
+          for (String mode : new String[] {"off", "V18", "V20"}) {
             try (Connection c = owner.getConnection();
                 Statement st = c.createStatement()) {
               st.execute(
                   "ALTER TABLE usage_records "
                       + (mode.equals("off") ? "DISABLE" : "ENABLE")
                       + " TRIGGER usage_records_price");
-              String row = mode.equals("V16") ? "ENABLE" : "DISABLE";
-              String set = mode.equals("V16") ? "DISABLE" : "ENABLE";
-              st.execute(
-                  "ALTER TABLE balance_entries " + row + " TRIGGER v7_balance_entries_track");
-              st.execute(
-                  "ALTER TABLE balance_entries " + set + " TRIGGER balance_entries_after_insert");
-              st.execute(
-                  "ALTER TABLE charge_deductions " + row + " TRIGGER v7_charge_deductions_track");
-              st.execute(
-                  "ALTER TABLE charge_deductions "
-                      + set
-                      + " TRIGGER charge_deductions_after_insert");
-              st.execute("ALTER TABLE charge_prices " + row + " TRIGGER v14_cost_hourly");
               if (!mode.equals("off")) {
-                st.execute(mode.equals("V16") ? v16 : v18);
+                st.execute(mode.equals("V18") ? v18 : v20);
               }
             }
             List<UsageRecord> rs = LedgerThroughput.records("p" + round + mode, records);
@@ -163,8 +129,8 @@ public final class PricingOverhead {
 
   /**
    * The function {@code name()} as the migration {@code file} on the class path defines it, as a
-   * {@code CREATE OR REPLACE}: V16's or V18's {@code price_and_deduct_charges()}, swapped between
-   * rounds on the same database, or one of V7's per-row cache functions.
+   * {@code CREATE OR REPLACE}: V18's or V20's {@code price_and_deduct_charges()}, swapped between
+   * rounds on the same database.
    */
   static String function(String file, String name) throws java.io.IOException {
     String sql;

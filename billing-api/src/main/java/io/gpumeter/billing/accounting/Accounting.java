@@ -114,6 +114,18 @@ public final class Accounting {
     return plans.create(name, includedNs);
   }
 
+  /**
+   * A plan with an overage price (null: the price book) and class weights in parts per million of
+   * its pool (V20; see {@link Plans#create(String, long, Long, java.util.Map)}).
+   */
+  public Plan createPlan(
+      String name,
+      long includedNs,
+      Long overagePriceMicrosPerSecond,
+      java.util.Map<String, Long> classWeightsPpm) {
+    return plans.create(name, includedNs, overagePriceMicrosPerSecond, classWeightsPpm);
+  }
+
   public List<Plan> listPlans() {
     return plans.list();
   }

@@ -325,11 +325,16 @@ public final class LeasedBudgets implements Budgets, AutoCloseable {
     try (PreparedStatement ps =
         c.prepareStatement(
             "SELECT a.status = 'suspended', a.postpaid_allowed, a.currency,"
-                + " greatest(0, coalesce((SELECT p.included_ns FROM subscriptions s"
-                + "   JOIN plans p ON p.id = s.plan_id"
-                + "   WHERE s.account_id = a.id AND s.active @> now()), 0)"
-                + "   - coalesce((SELECT u.used_ns FROM allowance_used u WHERE u.account_id = a.id"
+                // the device-ns the pool covers at least, whatever the class: what is left of it
+                // in ppm-ns (V20) over the plan's largest weight, rounded down
+                + " coalesce((SELECT div(greatest(0, p.included_ns::numeric * 1000000"
+                + "   - coalesce((SELECT u.used_pool FROM allowance_used u"
+                + "   WHERE u.account_id = a.id"
                 + "   AND u.period = date_trunc('month', now(), 'UTC')::date), 0)),"
+                + "   greatest(1000000, (SELECT max(w.weight_ppm) FROM plan_class_weights w"
+                + "   WHERE w.plan_id = p.id)))::bigint"
+                + "   FROM subscriptions s JOIN plans p ON p.id = s.plan_id"
+                + "   WHERE s.account_id = a.id AND s.active @> now()), 0),"
                 + " coalesce((SELECT sum(r.remaining_nmicros) FROM grant_remaining r"
                 + "   WHERE r.account_id = a.id AND (r.expires_at IS NULL OR r.expires_at > now())),"
                 + "   0),"

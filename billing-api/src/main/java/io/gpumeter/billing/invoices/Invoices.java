@@ -37,7 +37,9 @@ import javax.sql.DataSource;
  */
 public final class Invoices {
   private static final String LEDGER_ROWS =
-      "SELECT p.model, p.device_class, p.price_version_id, p.price_micros_per_s, d.usage_period,"
+      "SELECT p.model, p.device_class, p.price_version_id,"
+          // the plan's overage price where it priced the charge (V20), else the price book's
+          + " coalesce(d.unit_price_micros_per_s, p.price_micros_per_s), d.usage_period,"
           + " d.invoice_period, d.kind, d.included_ns, d.billable_ns, d.credit_nmicros"
           + " FROM charge_deductions d JOIN charge_prices p ON p.request_id = d.request_id"
           + " WHERE d.account_id = ? AND d.invoice_period = ?";
@@ -46,7 +48,8 @@ public final class Invoices {
       "SELECT d.request_id, u.model, dc.cls, pv.id, pv.price_micros_per_s, d.usage_period,"
           + " d.invoice_period, d.kind, d.included_ns, d.billable_ns, d.credit_nmicros,"
           + " d.postpaid_nmicros, d.overspend_nmicros, u.device_ns,"
-          + " date_trunc('month', u.finished_at, 'UTC')::date"
+          + " date_trunc('month', u.finished_at, 'UTC')::date, pl.overage, pl.weight,"
+          + " coalesce(d.pool_used, d.included_ns::numeric * 1000000)"
           + " FROM charge_deductions d JOIN usage_records u ON u.request_id = d.request_id"
           + " JOIN accounts a ON a.id = u.account_id"
           + " CROSS JOIN LATERAL (SELECT device_class(u.device, u.device_name) AS cls) dc"
@@ -54,6 +57,13 @@ public final class Invoices {
           + " WHERE v.currency = a.currency AND v.device_class = dc.cls"
           + " AND v.model IN (u.model, '*') AND v.effective @> u.finished_at"
           + " ORDER BY v.model = '*' LIMIT 1) pv ON true"
+          // the plan the account was on when the charge finished: its overage price and the
+          // weight of the charge's class in its pool (V20)
+          + " LEFT JOIN LATERAL (SELECT p.overage_price_micros_per_s AS overage,"
+          + " coalesce(w.weight_ppm, 1000000) AS weight FROM subscriptions s"
+          + " JOIN plans p ON p.id = s.plan_id LEFT JOIN plan_class_weights w"
+          + " ON w.plan_id = p.id AND w.device_class = dc.cls"
+          + " WHERE s.account_id = u.account_id AND s.active @> u.finished_at) pl ON true"
           + " WHERE d.account_id = ? AND d.invoice_period = ?";
 
   private final DataSource dataSource;
@@ -231,7 +241,11 @@ public final class Invoices {
               problems.add("request " + rid + ": no price version covers it");
               continue;
             }
-            long price = rs.getLong(5);
+            long bookPrice = rs.getLong(5);
+            long overage = rs.getLong(16);
+            long price = rs.wasNull() ? bookPrice : overage;
+            long weight = rs.getObject(17) == null ? 1_000_000L : rs.getLong(17);
+            BigInteger poolUsed = rs.getBigDecimal(18).toBigIntegerExact();
             LocalDate usage = rs.getDate(6).toLocalDate();
             LocalDate invoiced = rs.getDate(7).toLocalDate();
             int sign = "void".equals(rs.getString(8)) ? -1 : 1;
@@ -252,6 +266,21 @@ public final class Invoices {
                       + billable
                       + " ns is not its device time "
                       + rawNs);
+            }
+            BigInteger w = BigInteger.valueOf(weight);
+            if (poolUsed.signum() * sign < 0
+                || poolUsed.abs().compareTo(BigInteger.valueOf(Math.abs(rawNs)).multiply(w)) > 0
+                || !poolUsed.divide(w).equals(BigInteger.valueOf(included))) {
+              problems.add(
+                  "request "
+                      + rid
+                      + ": included "
+                      + included
+                      + " ns is not its pool use "
+                      + poolUsed
+                      + " ppm-ns at weight "
+                      + weight
+                      + " ppm");
             }
             BigInteger cost = BigInteger.valueOf(billable).multiply(BigInteger.valueOf(price));
             if (!credit.add(postpaid).add(overspend).equals(cost)) {

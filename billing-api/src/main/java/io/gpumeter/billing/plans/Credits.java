@@ -161,7 +161,10 @@ public final class Credits {
                     + " WHERE account_id = ?), 0),"
                     + " coalesce((SELECT p.included_ns FROM subscriptions s JOIN plans p"
                     + " ON p.id = s.plan_id WHERE s.account_id = ? AND s.active @> ?::timestamptz), 0),"
-                    + " coalesce((SELECT used_ns FROM allowance_used WHERE account_id = ?"
+                    // weighted device-ns used (V20 pool, ppm-ns / 10^6 rounded up, so what is
+                    // shown as left is never more than the pool has)
+                    + " coalesce((SELECT div(used_pool + 999999, 1000000) FROM allowance_used"
+                    + " WHERE account_id = ?"
                     + " AND period = date_trunc('month', ?::timestamptz, 'UTC')::date), 0),"
                     + " (SELECT currency FROM accounts WHERE id = ?)")) {
       Timestamp t = Timestamp.from(now);
@@ -263,7 +266,13 @@ public final class Credits {
                     + " || coalesce(d.s, 0) FROM allowance_used u LEFT JOIN (SELECT account_id,"
                     + " usage_period, sum(included_ns) s FROM charge_deductions"
                     + " GROUP BY 1, 2) d ON d.account_id = u.account_id"
-                    + " AND d.usage_period = u.period WHERE u.used_ns <> coalesce(d.s, 0)");
+                    + " AND d.usage_period = u.period WHERE u.used_ns <> coalesce(d.s, 0)"
+                    + " UNION ALL SELECT 'pool of account ' || u.account_id || ' in '"
+                    + " || u.period || ': used ' || u.used_pool || ' ppm-ns but deductions sum to '"
+                    + " || coalesce(d.s, 0) FROM allowance_used u LEFT JOIN (SELECT account_id,"
+                    + " usage_period, sum(coalesce(pool_used, included_ns::numeric * 1000000)) s"
+                    + " FROM charge_deductions GROUP BY 1, 2) d ON d.account_id = u.account_id"
+                    + " AND d.usage_period = u.period WHERE u.used_pool <> coalesce(d.s, 0)");
         ResultSet rs = ps.executeQuery()) {
       List<String> out = new ArrayList<>();
       while (rs.next()) {

@@ -11,15 +11,20 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Timestamp;
+import java.sql.Types;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
+import java.util.TreeMap;
+import java.util.regex.Pattern;
 import javax.sql.DataSource;
 
 /**
  * Plans and subscriptions. A plan includes device nanoseconds per UTC month (one pool over all
- * device classes); a charge uses the allowance of its usage month first (V7 {@code deduct_charge}).
+ * device classes, each at its weight, V20); a charge uses the allowance of its usage month first
+ * (V20 {@code deduct_charge} and {@code price_and_deduct_charges}).
  */
 public final class Plans {
   private final DataSource dataSource;
@@ -31,44 +36,139 @@ public final class Plans {
   }
 
   /**
-   * Creates a plan.
+   * Creates an unweighted plan priced by the price book.
    *
    * @throws IllegalArgumentException for a bad name, a negative allowance or a taken name
    */
   public Plan create(String name, long includedNs) {
+    return create(name, includedNs, null, Map.of());
+  }
+
+  /**
+   * Creates a plan with an optional overage price (micro-units per device-second, for the part of a
+   * charge beyond the allowance; null: the price book) and class weights in parts per million (a
+   * class not listed weighs {@link Plan#UNIT_WEIGHT_PPM}). Nothing is written when it refuses.
+   *
+   * @throws IllegalArgumentException for a bad name, a negative allowance, a negative overage
+   *     price, a weight outside 1..10^12 ppm, a class the price book has never priced, or a taken
+   *     name ({@link ConflictException})
+   */
+  public Plan create(
+      String name, long includedNs, Long overagePriceMicrosPerSecond, Map<String, Long> weights) {
     if (name == null || name.isBlank() || name.length() > 200) {
       throw new IllegalArgumentException("plan name must be 1-200 characters, was '" + name + "'");
     }
     if (includedNs < 0) {
       throw new IllegalArgumentException("included device time must be >= 0 ns, was " + includedNs);
     }
-    try (Connection c = dataSource.getConnection();
-        PreparedStatement ps =
-            c.prepareStatement(
-                "INSERT INTO plans (name, included_ns) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
-                    + " RETURNING id")) {
-      ps.setString(1, name);
-      ps.setLong(2, includedNs);
-      try (ResultSet rs = ps.executeQuery()) {
-        if (!rs.next()) {
-          throw new ConflictException("a plan named '" + name + "' exists already");
+    if (overagePriceMicrosPerSecond != null && overagePriceMicrosPerSecond < 0) {
+      throw new IllegalArgumentException(
+          "overage price must be >= 0 micro-units per device-second, was "
+              + overagePriceMicrosPerSecond);
+    }
+    Map<String, Long> w = new TreeMap<>();
+    for (Map.Entry<String, Long> e : weights.entrySet()) {
+      String cls = e.getKey();
+      Long ppm = e.getValue();
+      if (cls == null || !CLASS.matcher(cls).matches()) {
+        throw new IllegalArgumentException(
+            "device class must look like 'nvidia-h200' or 'cpu', was '" + cls + "'");
+      }
+      if (ppm == null || ppm < 1 || ppm > MAX_WEIGHT_PPM) {
+        throw new IllegalArgumentException(
+            "weight of device class '"
+                + cls
+                + "' must be 1-"
+                + MAX_WEIGHT_PPM
+                + " parts per million, was "
+                + ppm);
+      }
+      w.put(cls, ppm);
+    }
+    try (Connection c = dataSource.getConnection()) {
+      c.setAutoCommit(false);
+      try {
+        for (String cls : w.keySet()) {
+          try (PreparedStatement ps =
+              c.prepareStatement("SELECT 1 FROM price_versions WHERE device_class = ? LIMIT 1")) {
+            ps.setString(1, cls);
+            try (ResultSet rs = ps.executeQuery()) {
+              if (!rs.next()) {
+                throw new IllegalArgumentException(
+                    "unknown device class '"
+                        + cls
+                        + "': the price book has no price for it (set one with 'price set' first)");
+              }
+            }
+          }
         }
-        return new Plan(rs.getLong(1), name, includedNs);
+        long id;
+        try (PreparedStatement ps =
+            c.prepareStatement(
+                "INSERT INTO plans (name, included_ns, overage_price_micros_per_s) VALUES (?, ?, ?)"
+                    + " ON CONFLICT (name) DO NOTHING RETURNING id")) {
+          ps.setString(1, name);
+          ps.setLong(2, includedNs);
+          ps.setObject(3, overagePriceMicrosPerSecond, Types.BIGINT);
+          try (ResultSet rs = ps.executeQuery()) {
+            if (!rs.next()) {
+              throw new ConflictException("a plan named '" + name + "' exists already");
+            }
+            id = rs.getLong(1);
+          }
+        }
+        try (PreparedStatement ps =
+            c.prepareStatement(
+                "INSERT INTO plan_class_weights (plan_id, device_class, weight_ppm)"
+                    + " VALUES (?, ?, ?)")) {
+          for (Map.Entry<String, Long> e : w.entrySet()) {
+            ps.setLong(1, id);
+            ps.setString(2, e.getKey());
+            ps.setLong(3, e.getValue());
+            ps.addBatch();
+          }
+          ps.executeBatch();
+        }
+        c.commit();
+        return new Plan(id, name, includedNs, overagePriceMicrosPerSecond, w);
+      } catch (SQLException | RuntimeException e) {
+        c.rollback();
+        throw e;
       }
     } catch (SQLException e) {
       throw new BillingException("could not create plan '" + name + "'", e);
     }
   }
 
+  private static final long MAX_WEIGHT_PPM = 1_000_000_000_000L;
+  private static final Pattern CLASS = Pattern.compile("[a-z0-9]+(-[a-z0-9]+)*");
+  private static final String COLUMNS =
+      "p.id, p.name, p.included_ns, p.overage_price_micros_per_s, (SELECT coalesce(string_agg("
+          + "w.device_class || '=' || w.weight_ppm, ',' ORDER BY w.device_class), '')"
+          + " FROM plan_class_weights w WHERE w.plan_id = p.id)";
+
+  private static Plan plan(ResultSet rs) throws SQLException {
+    long over = rs.getLong(4);
+    Long overage = rs.wasNull() ? null : over;
+    Map<String, Long> w = new TreeMap<>();
+    for (String kv : rs.getString(5).split(",")) {
+      if (!kv.isEmpty()) {
+        int eq = kv.indexOf('=');
+        w.put(kv.substring(0, eq), Long.parseLong(kv.substring(eq + 1)));
+      }
+    }
+    return new Plan(rs.getLong(1), rs.getString(2), rs.getLong(3), overage, w);
+  }
+
   /** Every plan, by id. */
   public List<Plan> list() {
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
-            c.prepareStatement("SELECT id, name, included_ns FROM plans ORDER BY id");
+            c.prepareStatement("SELECT " + COLUMNS + " FROM plans p ORDER BY id");
         ResultSet rs = ps.executeQuery()) {
       List<Plan> out = new ArrayList<>();
       while (rs.next()) {
-        out.add(new Plan(rs.getLong(1), rs.getString(2), rs.getLong(3)));
+        out.add(plan(rs));
       }
       return out;
     } catch (SQLException e) {
@@ -92,13 +192,23 @@ public final class Plans {
       c.setAutoCommit(false);
       try {
         long planId;
-        try (PreparedStatement ps = c.prepareStatement("SELECT id FROM plans WHERE name = ?")) {
+        try (PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT id, overage_price_micros_per_s IS NOT NULL FROM plans WHERE name = ?")) {
           ps.setString(1, plan);
           try (ResultSet rs = ps.executeQuery()) {
             if (!rs.next()) {
               throw new NotFoundException("plan", "no plan named '" + plan + "'");
             }
             planId = rs.getLong(1);
+            if (rs.getBoolean(2) && !a.postpaidAllowed()) {
+              throw new IllegalArgumentException(
+                  "plan '"
+                      + plan
+                      + "' has an overage price, which is billed postpaid, but account '"
+                      + account
+                      + "' does not allow postpaid overage");
+            }
           }
         }
         Timestamp f = Timestamp.from(from);
@@ -150,14 +260,14 @@ public final class Plans {
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
-                "SELECT p.id, p.name, p.included_ns FROM subscriptions s JOIN plans p"
+                "SELECT "
+                    + COLUMNS
+                    + " FROM subscriptions s JOIN plans p"
                     + " ON p.id = s.plan_id WHERE s.account_id = ? AND s.active @> ?::timestamptz")) {
       ps.setLong(1, a.id());
       ps.setTimestamp(2, Timestamp.from(at));
       try (ResultSet rs = ps.executeQuery()) {
-        return rs.next()
-            ? Optional.of(new Plan(rs.getLong(1), rs.getString(2), rs.getLong(3)))
-            : Optional.empty();
+        return rs.next() ? Optional.of(plan(rs)) : Optional.empty();
       }
     } catch (SQLException e) {
       throw new BillingException("could not read the plan of '" + account + "'", e);

@@ -95,6 +95,9 @@ class SetBasedDeductionTest {
     assertThat(v16).isEqualTo(v7);
     List<Row> v18 = run("v18", function("V18__set_based_caches.sql"), now, t0);
     assertThat(v18).isEqualTo(v7);
+    // V20 (pool weights and overage prices) deducts plans without either exactly as before
+    List<Row> v20 = run("v20", function("V20__plan_pools_and_overage.sql"), now, t0);
+    assertThat(v20).isEqualTo(v7);
     // V18 keeps V14's cost rollup itself: per account, exactly the unvoided priced charges
     try (Connection c = db.maintenanceDataSource().getConnection();
         Statement st = c.createStatement();
