@@ -37,6 +37,7 @@ import java.time.format.DateTimeParseException;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.StringJoiner;
 import java.util.concurrent.CompletableFuture;
@@ -418,12 +419,21 @@ final class AdminV1Endpoint {
   }
 
   private void createPlan(Exchange ex, List<String> params) {
-    Body b = Body.parse(ex, Set.of("name", "included_device_ns"));
+    Body b =
+        Body.parse(
+            ex,
+            Set.of(
+                "name",
+                "included_device_ns",
+                "overage_price_micros_per_device_second",
+                "class_weights_ppm"));
     String name = b.requiredString("name");
     long included = b.requiredLong("included_device_ns");
+    Long overage = b.optionalLong("overage_price_micros_per_device_second");
+    Map<String, Long> weights = b.optionalLongMap("class_weights_ppm");
     run(
         ex,
-        () -> accounting.createPlan(name, included),
+        () -> accounting.createPlan(name, included, overage, weights),
         HttpResponseStatus.CREATED,
         AdminV1Endpoint::writePlan);
   }
@@ -698,6 +708,28 @@ final class AdminV1Endpoint {
       return Instant.ofEpochSecond(seconds);
     }
 
+    Long optionalLong(String name) {
+      JsonNode n = present(name);
+      return n == null ? null : integer(name, n);
+    }
+
+    /** An object of integers by name (empty when absent), in the order given. */
+    Map<String, Long> optionalLongMap(String name) {
+      JsonNode n = present(name);
+      Map<String, Long> out = new java.util.LinkedHashMap<>();
+      if (n == null) {
+        return out;
+      }
+      if (!n.isObject()) {
+        throw ApiException.wrongType(name, "an object", n.getNodeType().toString());
+      }
+      for (Iterator<Map.Entry<String, JsonNode>> it = n.fields(); it.hasNext(); ) {
+        Map.Entry<String, JsonNode> e = it.next();
+        out.put(e.getKey(), integer(name + "." + e.getKey(), e.getValue()));
+      }
+      return out;
+    }
+
     boolean optionalBoolean(String name, boolean absent) {
       JsonNode n = present(name);
       if (n == null) {
@@ -804,6 +836,19 @@ final class AdminV1Endpoint {
     g.writeNumberField("id", p.id());
     g.writeStringField("name", p.name());
     g.writeNumberField("included_device_ns", p.includedNs());
+    if (p.overagePriceMicrosPerSecond() == null) {
+      g.writeNullField("overage_price_micros_per_device_second");
+      g.writeNullField("overage_price_per_device_second");
+    } else {
+      g.writeNumberField("overage_price_micros_per_device_second", p.overagePriceMicrosPerSecond());
+      g.writeStringField(
+          "overage_price_per_device_second", Accounting.decimal(p.overagePriceMicrosPerSecond()));
+    }
+    g.writeObjectFieldStart("class_weights_ppm");
+    for (Map.Entry<String, Long> w : new java.util.TreeMap<>(p.classWeightsPpm()).entrySet()) {
+      g.writeNumberField(w.getKey(), w.getValue());
+    }
+    g.writeEndObject();
     g.writeEndObject();
   }
 

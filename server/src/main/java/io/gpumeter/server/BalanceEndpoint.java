@@ -107,6 +107,19 @@ final class BalanceEndpoint {
       g.writeNumberField("remaining_device_ns", Math.max(0, included - used));
       g.writeEndObject();
       g.writeEndArray();
+      Plan p = r.plan().get();
+      g.writeObjectFieldStart("class_weights_ppm");
+      for (java.util.Map.Entry<String, Long> w :
+          new java.util.TreeMap<>(p.classWeightsPpm()).entrySet()) {
+        g.writeNumberField(w.getKey(), w.getValue());
+      }
+      g.writeEndObject();
+      if (p.overagePriceMicrosPerSecond() == null) {
+        g.writeNullField("overage_price_micros_per_device_second");
+      } else {
+        g.writeNumberField(
+            "overage_price_micros_per_device_second", p.overagePriceMicrosPerSecond());
+      }
       g.writeEndObject();
     }
     BigInteger spendable = BigInteger.ZERO;

@@ -331,10 +331,27 @@ final class MoneyCommands {
 
   // ---------------------------------------------------------------- plan
 
-  static final String PLAN_HEADER = "ID\tNAME\tINCLUDED_NS";
+  static final String PLAN_HEADER =
+      "ID\tNAME\tINCLUDED_NS\tOVERAGE_MICROS_PER_S\tOVERAGE\tCLASS_WEIGHTS_PPM";
 
   static String planRow(Plan p) {
-    return p.id() + "\t" + p.name() + "\t" + p.includedNs();
+    Long over = p.overagePriceMicrosPerSecond();
+    StringBuilder weights = new StringBuilder();
+    new java.util.TreeMap<>(p.classWeightsPpm())
+        .forEach(
+            (c, w) ->
+                weights.append(weights.length() == 0 ? "" : ",").append(c).append('=').append(w));
+    return p.id()
+        + "\t"
+        + p.name()
+        + "\t"
+        + p.includedNs()
+        + "\t"
+        + (over == null ? "-" : over)
+        + "\t"
+        + (over == null ? "-" : Accounting.decimal(over))
+        + "\t"
+        + (weights.length() == 0 ? "-" : weights);
   }
 
   @Command(
@@ -364,9 +381,29 @@ final class MoneyCommands {
           description = "Included device-seconds per month, a whole number >= 0.")
       long includedSeconds;
 
+      @Option(
+          names = "--overage-micros-per-second",
+          paramLabel = "N",
+          description =
+              "Price of the part of a charge beyond the allowance, micro-units per device-second"
+                  + " (default: the price book); the plan then needs postpaid accounts.")
+      Long overageMicrosPerSecond;
+
+      @Option(
+          names = "--weight",
+          paramLabel = "CLASS=PPM",
+          description =
+              "Repeatable: a device-second of CLASS uses PPM/1000000 weighted seconds of the pool"
+                  + " (classes not named: 1000000).")
+      java.util.Map<String, Long> weights = new java.util.LinkedHashMap<>();
+
       @Override
       String run(Accounting money) {
-        return PLAN_HEADER + "\n" + planRow(money.createPlan(name, secondsToNs(includedSeconds)));
+        return PLAN_HEADER
+            + "\n"
+            + planRow(
+                money.createPlan(
+                    name, secondsToNs(includedSeconds), overageMicrosPerSecond, weights));
       }
     }
 

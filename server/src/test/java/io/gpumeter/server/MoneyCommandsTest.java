@@ -92,6 +92,50 @@ class MoneyCommandsTest {
                     "2026-01-01T00:00:00Z")
                 .out())
         .contains("\tacme\tsmall\t2026-01-01T00:00:00Z\t-");
+    // a class-weighted pool with an overage price (V20), and its refusals
+    assertThat(
+            ok(
+                    "plan",
+                    "create",
+                    "weighted",
+                    "--included-seconds",
+                    "2",
+                    "--weight",
+                    "cpu=2500000",
+                    "--overage-micros-per-second",
+                    "4000")
+                .out())
+        .startsWith(MoneyCommands.PLAN_HEADER + "\n")
+        .contains("\tweighted\t" + 2 * SECOND + "\t4000\t0.004000\tcpu=2500000");
+    bad(
+        "negative weight",
+        "weight of device class 'cpu'",
+        "plan",
+        "create",
+        "w2",
+        "--included-seconds",
+        "1",
+        "--weight",
+        "cpu=-1");
+    bad(
+        "unknown class",
+        "unknown device class 'nvidia-b300'",
+        "plan",
+        "create",
+        "w3",
+        "--included-seconds",
+        "1",
+        "--weight",
+        "nvidia-b300=5");
+    bad(
+        "overage price on a prepaid account",
+        "does not allow postpaid",
+        "plan",
+        "assign",
+        "--account",
+        "acme",
+        "--plan",
+        "weighted");
     String plans = ok("plan", "list").out();
 
     // credits

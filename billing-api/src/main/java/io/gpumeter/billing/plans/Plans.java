@@ -47,7 +47,8 @@ public final class Plans {
   /**
    * Creates a plan with an optional overage price (micro-units per device-second, for the part of a
    * charge beyond the allowance; null: the price book) and class weights in parts per million (a
-   * class not listed weighs {@link Plan#UNIT_WEIGHT_PPM}). Nothing is written when it refuses.
+   * class not listed weighs {@link Plan#UNIT_WEIGHT_PPM}; null or empty: none). Nothing is written
+   * when it refuses.
    *
    * @throws IllegalArgumentException for a bad name, a negative allowance, a negative overage
    *     price, a weight outside 1..10^12 ppm, a class the price book has never priced, or a taken
@@ -67,7 +68,8 @@ public final class Plans {
               + overagePriceMicrosPerSecond);
     }
     Map<String, Long> w = new TreeMap<>();
-    for (Map.Entry<String, Long> e : weights.entrySet()) {
+    for (Map.Entry<String, Long> e :
+        (weights == null ? Map.<String, Long>of() : weights).entrySet()) {
       String cls = e.getKey();
       Long ppm = e.getValue();
       if (cls == null || !CLASS.matcher(cls).matches()) {
