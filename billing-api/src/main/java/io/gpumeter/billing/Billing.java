@@ -256,6 +256,15 @@ public final class Billing implements AutoCloseable {
     return databaseDurability;
   }
 
+  /**
+   * This replica's id (the outbox directory's owner id, stable across restarts on that directory):
+   * what {@code reconcile --replica} takes and what the per-replica lines of a reconciliation
+   * report name.
+   */
+  public java.util.UUID replicaId() {
+    return ledger.replicaId();
+  }
+
   /** Counters of the ledger's writer since start. */
   public LedgerStats ledgerStats() {
     return ledger.stats();

@@ -114,6 +114,18 @@ public final class BillingAdmin implements AutoCloseable {
   }
 
   /**
+   * The reconciliation report over {@code [from, to)} of one replica's charges and measured time
+   * ({@code replica}: an outbox owner id, see {@link Billing#replicaId()}); null for the whole
+   * ledger.
+   *
+   * @throws IllegalArgumentException if {@code to} is not after {@code from}
+   * @throws BillingException if the database fails
+   */
+  public ReconciliationReport reconcile(Instant from, Instant to, java.util.UUID replica) {
+    return reconciliation.report(from, to, replica);
+  }
+
+  /**
    * Re-applies the charges set aside in the outbox at {@code outboxDirectory} (quarantined
    * segments, dead letters) while no server runs on it; see {@link Billing#replaySetAside()}.
    *

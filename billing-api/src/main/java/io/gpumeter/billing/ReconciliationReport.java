@@ -5,6 +5,7 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.UUID;
 
 /**
  * Measured device time against the ledger over {@code [from, to)} (whole UTC minutes); see {@link
@@ -19,6 +20,9 @@ import java.util.TreeMap;
  *     within a day (some of their steps lie in the range, their charge after it)
  * @param voidedNsByReason device time of the voided records in the range, by {@code
  *     charge_voids.reason} (DESIGN.md invariant 15): charged, then voided, so billed to nobody
+ * @param replica the one replica (outbox owner id) the report covers; null for the whole ledger
+ * @param replicas one per replica seen on either side (the same time as {@code lines}, grouped by
+ *     the replica that measured it instead of by model and device), sorted by id
  */
 public record ReconciliationReport(
     Instant from,
@@ -26,11 +30,59 @@ public record ReconciliationReport(
     List<Line> lines,
     long straddlingAtFrom,
     long straddlingAtTo,
-    Map<String, Long> voidedNsByReason) {
+    Map<String, Long> voidedNsByReason,
+    UUID replica,
+    List<ReplicaLine> replicas) {
+
+  /**
+   * {@code device_time_minutely.replica} of minutes measured before V23, and the replica that
+   * records stored before V23 or without an outbox ({@code usage_records.replica} NULL) count
+   * under.
+   */
+  public static final UUID UNKNOWN_REPLICA = new UUID(0, 0);
 
   public ReconciliationReport {
     lines = List.copyOf(lines);
     voidedNsByReason = Collections.unmodifiableMap(new TreeMap<>(voidedNsByReason));
+    replicas = List.copyOf(replicas);
+  }
+
+  /**
+   * One replica (an outbox directory, whose owner id survives restarts of the process on it): the
+   * measured time it recorded and the charges it stored, over every model and device.
+   *
+   * @param replica the outbox owner id; {@link #UNKNOWN_REPLICA} for time and charges from before
+   *     V23 or stored without an outbox
+   * @param measuredNs Σ measured_ns of its minutes in the range
+   * @param chargedNs Σ charged_ns of its minutes
+   * @param systemNs Σ system_ns of its minutes
+   * @param unbilledNs Σ unbilled_ns of its minutes (what its crashed processes handed out but never
+   *     stored, settled by its next process)
+   * @param steps Σ steps
+   * @param ledgerNs Σ device_ns of the records it stored whose finished_at is in the range
+   * @param records how many such records
+   * @param voidedNs Σ device_ns of those records whose charge was voided
+   */
+  public record ReplicaLine(
+      UUID replica,
+      long measuredNs,
+      long chargedNs,
+      long systemNs,
+      long unbilledNs,
+      long steps,
+      long ledgerNs,
+      long records,
+      long voidedNs) {
+
+    /** chargedNs - ledgerNs: positive when this replica's charges are missing from the ledger. */
+    public long driftNs() {
+      return chargedNs - ledgerNs;
+    }
+
+    /** measuredNs - chargedNs - systemNs - unbilledNs. */
+    public long unattributedNs() {
+      return measuredNs - chargedNs - systemNs - unbilledNs;
+    }
   }
 
   /**
@@ -90,20 +142,35 @@ public record ReconciliationReport(
     return straddlingAtFrom == 0 && straddlingAtTo == 0;
   }
 
-  /** Every line has zero drift and zero unattributed time. */
+  /** Every line and every replica has zero drift and zero unattributed time. */
   public boolean balanced() {
     for (Line l : lines) {
       if (l.driftNs() != 0 || l.unattributedNs() != 0) {
         return false;
       }
     }
+    for (ReplicaLine r : replicas) {
+      if (r.driftNs() != 0 || r.unattributedNs() != 0) {
+        return false;
+      }
+    }
     return true;
+  }
+
+  /** Some line or some replica drifts. */
+  public boolean drifts() {
+    return lines.stream().anyMatch(l -> l.driftNs() != 0)
+        || replicas.stream().anyMatch(r -> r.driftNs() != 0);
   }
 
   /** A fixed-width table for a terminal ({@code gpumeter reconcile}). */
   public String toText() {
     StringBuilder sb = new StringBuilder();
-    sb.append("reconciliation [").append(from).append(", ").append(to).append(")\n");
+    sb.append("reconciliation [").append(from).append(", ").append(to).append(")");
+    if (replica != null) {
+      sb.append(" of replica ").append(replica);
+    }
+    sb.append('\n');
     sb.append(
         String.format(
             "%-24s %-10s %18s %18s %18s %18s %18s %10s %10s%n",
@@ -129,6 +196,28 @@ public record ReconciliationReport(
               l.driftNs(),
               l.records(),
               l.steps()));
+    }
+    sb.append(
+        String.format(
+            "%-36s %18s %18s %18s %18s %18s %10s%n",
+            "replica",
+            "measured_ns",
+            "charged_ns",
+            "unbilled_ns",
+            "ledger_ns",
+            "drift_ns",
+            "records"));
+    for (ReplicaLine r : replicas) {
+      sb.append(
+          String.format(
+              "%-36s %18d %18d %18d %18d %18d %10d%n",
+              r.replica(),
+              r.measuredNs(),
+              r.chargedNs(),
+              r.unbilledNs(),
+              r.ledgerNs(),
+              r.driftNs(),
+              r.records()));
     }
     if (!voidedNsByReason.isEmpty()) {
       sb.append("voided (charged, then voided: billed to nobody) by reason: ")

@@ -23,6 +23,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.Iterator;
 import java.util.Map;
+import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -31,10 +32,12 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO}; {@code POST
- * /admin/replay} (re-applies the charges set aside: quarantined outbox segments and dead letters,
- * idempotently; answers what was applied, already present and still refused); and API keys: {@code
- * GET /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}} and
+ * The admin API, under {@code /admin/}: {@code GET /admin/reconcile?from=ISO&to=ISO[&replica=UUID]}
+ * (the whole ledger with drift per replica, or one replica's; 400 {@code invalid_request} naming
+ * {@code replica} for a value that is not a UUID); {@code POST /admin/replay} (re-applies the
+ * charges set aside: quarantined outbox segments and dead letters, idempotently; answers what was
+ * applied, already present and still refused); and API keys: {@code GET
+ * /admin/keys[?account=NAME]}, {@code POST /admin/keys} with {@code {"account": NAME}} and
  * optionally {@code "scope": "inference"|"account_admin"} (billing-api README, "Key scopes"),
  * {@code POST /admin/keys/{id}/revoke}, {@code POST /admin/keys/{id}/rotate}; models: {@code POST
  * /admin/models/load}, {@code POST /admin/models/{id}/unload} ({@link ModelAdminEndpoint}); and the
@@ -298,11 +301,12 @@ final class AdminEndpoint {
       throw ApiException.invalid(
           "from", "the range may span at most " + MAX_WINDOW.toDays() + " days.");
     }
+    UUID replica = replica(ex.query("replica"));
     CompletableFuture<ReconciliationReport> report;
     try {
       report =
           CompletableFuture.supplyAsync(
-              () -> reconciliation.report(from, to), // writes the recorder's totals first
+              () -> reconciliation.report(from, to, replica), // writes the recorder's totals first
               blocking);
     } catch (RejectedExecutionException e) {
       throw Authenticator.overloaded();
@@ -320,6 +324,25 @@ final class AdminEndpoint {
                   CompletionsEndpoint.BILLING_UNAVAILABLE);
             }),
         r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, r)));
+  }
+
+  /** The {@code replica} parameter: absent for the whole ledger, else an outbox owner's UUID. */
+  static UUID replica(String text) {
+    if (text == null) {
+      return null;
+    }
+    try {
+      UUID id = UUID.fromString(text.trim());
+      if (!id.toString().equals(text.trim().toLowerCase(java.util.Locale.ROOT))) {
+        throw new IllegalArgumentException(text);
+      }
+      return id;
+    } catch (IllegalArgumentException e) {
+      throw ApiException.invalid(
+          "replica",
+          "replica must be a replica's id, a UUID such as 9f0c8a52-3c1e-4d2b-9a43-1b7c2e5d6f70"
+              + " (GET /readyz shows ledger_replica).");
+    }
   }
 
   private void listKeys(Exchange ex) {
@@ -517,6 +540,26 @@ final class AdminEndpoint {
     g.writeBooleanField("balanced", r.balanced());
     g.writeNumberField("straddling_at_from", r.straddlingAtFrom());
     g.writeNumberField("straddling_at_to", r.straddlingAtTo());
+    if (r.replica() != null) {
+      g.writeStringField("replica", r.replica().toString());
+    }
+    g.writeArrayFieldStart("replicas");
+    for (ReconciliationReport.ReplicaLine l : r.replicas()) {
+      g.writeStartObject();
+      g.writeStringField("replica", l.replica().toString());
+      g.writeNumberField("measured_ns", l.measuredNs());
+      g.writeNumberField("charged_ns", l.chargedNs());
+      g.writeNumberField("system_ns", l.systemNs());
+      g.writeNumberField("unbilled_ns", l.unbilledNs());
+      g.writeNumberField("ledger_ns", l.ledgerNs());
+      g.writeNumberField("drift_ns", l.driftNs());
+      g.writeNumberField("unattributed_ns", l.unattributedNs());
+      g.writeNumberField("steps", l.steps());
+      g.writeNumberField("records", l.records());
+      g.writeNumberField("voided_ns", l.voidedNs());
+      g.writeEndObject();
+    }
+    g.writeEndArray();
     g.writeArrayFieldStart("lines");
     for (ReconciliationReport.Line l : r.lines()) {
       g.writeStartObject();

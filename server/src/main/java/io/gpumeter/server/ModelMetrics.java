@@ -19,23 +19,51 @@ final class ModelMetrics {
   private final DistributionDataPoint queueWait;
   private final DistributionDataPoint stepDuration;
   private final DistributionDataPoint sequencesPerStep;
+  private final String device;
+  private final SlidingMax maxStep;
 
+  /**
+   * @param device the {@code device} label of this model's series (also of its exact max-step
+   *     gauge, {@link #maxStepNs()})
+   */
   ModelMetrics(
       Ticker ticker,
       DistributionDataPoint timeToFirstToken,
       DistributionDataPoint queueWait,
       DistributionDataPoint stepDuration,
-      DistributionDataPoint sequencesPerStep) {
+      DistributionDataPoint sequencesPerStep,
+      String device) {
     this.ticker = ticker;
+    this.device = device;
+    this.maxStep = new SlidingMax(ticker, MAX_STEP_SLOTS, MAX_STEP_SLOT_NANOS);
     this.timeToFirstToken = timeToFirstToken;
     this.queueWait = queueWait;
     this.stepDuration = stepDuration;
     this.sequencesPerStep = sequencesPerStep;
   }
 
+  /** Slots of the max-step window: 6 × 10 s, so a step shows for 50–60 s (4+ scrapes at 15 s). */
+  static final int MAX_STEP_SLOTS = 6;
+
+  static final long MAX_STEP_SLOT_NANOS = 10_000_000_000L;
+
+  /** The {@code device} label of this model's series. */
+  String device() {
+    return device;
+  }
+
+  /**
+   * The longest step (measured device time, exact) of the last 50–60 s ({@code
+   * gpumeter_step_max_seconds}); 0 when no step ran in it.
+   */
+  long maxStepNs() {
+    return maxStep.max();
+  }
+
   /** One model step: its measured device time and the sequences it ran. */
   void observeStep(long measuredNs, int sequences) {
     stepDuration.observe(measuredNs / 1e9);
+    maxStep.observe(measuredNs);
     sequencesPerStep.observe(sequences);
   }
 

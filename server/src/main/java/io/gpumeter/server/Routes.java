@@ -439,6 +439,8 @@ final class Routes {
           writeReplicas(g);
           writeFailures(g, modelAdmin.failures());
           writeLedger(g, h);
+          // this replica's id in the ledger (outbox owner): what reconcile --replica takes
+          g.writeStringField("ledger_replica", billing.replicaId().toString());
           writeDatabaseDurability(g, billing.databaseDurability());
           g.writeEndObject();
         });
@@ -524,6 +526,8 @@ final class Routes {
           g.writeStringField("reason", why);
           writeReplicas(g);
           writeLedger(g, h);
+          // this replica's id in the ledger (outbox owner): what reconcile --replica takes
+          g.writeStringField("ledger_replica", billing.replicaId().toString());
           writeDatabaseDurability(g, billing.databaseDurability());
           g.writeEndObject();
         });

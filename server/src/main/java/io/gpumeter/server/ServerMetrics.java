@@ -2,6 +2,7 @@ package io.gpumeter.server;
 
 import io.gpumeter.metering.Ticker;
 import io.prometheus.metrics.config.PrometheusProperties;
+import io.prometheus.metrics.core.metrics.GaugeWithCallback;
 import io.prometheus.metrics.core.metrics.Histogram;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
 import java.util.Map;
@@ -82,6 +83,19 @@ final class ServerMetrics {
             "gpumeter_sequences_per_step",
             "Sequences in each model step (the batch size).",
             SEQUENCES_PER_STEP_BUCKETS);
+    GaugeWithCallback.builder(properties)
+        .name("gpumeter_step_max_seconds")
+        .help(
+            "Longest model step (measured device time, exact, not bucketed) of the last 50-60 s;"
+                + " 0 when none ran.")
+        .labelNames("model", "device")
+        .callback(
+            cb -> {
+              for (Map.Entry<String, ModelMetrics> m : models.entrySet()) {
+                cb.call(m.getValue().maxStepNs() / 1e9, m.getKey(), m.getValue().device());
+              }
+            })
+        .register(registry);
     budget.register(registry, properties);
   }
 
@@ -125,7 +139,8 @@ final class ServerMetrics {
             timeToFirstToken.labelValues(model, device),
             queueWait.labelValues(model, device),
             stepDuration.labelValues(model, device),
-            sequencesPerStep.labelValues(model, device));
+            sequencesPerStep.labelValues(model, device),
+            device);
     if (models.putIfAbsent(model, m) != null) {
       throw new IllegalStateException("model " + model + " already has metrics");
     }

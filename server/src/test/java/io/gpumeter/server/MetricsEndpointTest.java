@@ -37,10 +37,14 @@ class MetricsEndpointTest {
   private static final Map<String, String> MODEL = Map.of("model", "demo-byte-lm", "device", "cpu");
 
   private static final AtomicLong stepsSeen = new AtomicLong();
+  private static final AtomicLong lastStepNs = new AtomicLong();
+  private static final Set<Long> stepNs = java.util.concurrent.ConcurrentHashMap.newKeySet();
   private static final StepListener countSteps =
       r -> {
         if (r.kind() == StepReport.Kind.CHARGED) {
           stepsSeen.incrementAndGet();
+          stepNs.add(r.measuredNs());
+          lastStepNs.set(r.measuredNs());
         }
       };
 
@@ -104,6 +108,13 @@ class MetricsEndpointTest {
     double chargedSeconds = p.value("gpumeter_device_charged_nanoseconds_total", MODEL) / 1e9;
     assertThat(p.value("gpumeter_step_duration_seconds_sum", MODEL))
         .isCloseTo(chargedSeconds, within(chargedSeconds * 1e-9));
+
+    // The exact max-step gauge: one of the measured step times itself (not a bucket bound), at
+    // least the last step's (certainly inside its 50-60 s window), at most the longest.
+    double maxStep = p.value("gpumeter_step_max_seconds", MODEL);
+    assertThat(maxStep).isGreaterThanOrEqualTo(lastStepNs.get() / 1e9);
+    assertThat(stepNs.stream().map(ns -> ns / 1e9)).contains(maxStep);
+    assertThat(p.types()).containsEntry("gpumeter_step_max_seconds", "gauge");
 
     assertThat(p.value("gpumeter_generations_completed_total", MODEL)).isEqualTo(COMPLETIONS);
     assertThat(p.value("gpumeter_queue_wait_seconds_count", MODEL)).isEqualTo(COMPLETIONS);

@@ -48,6 +48,7 @@ class ObservabilityFilesTest {
             "gpumeter_device_measured_nanoseconds_total",
             "gpumeter_queue_wait_seconds",
             "gpumeter_step_duration_seconds",
+            "gpumeter_step_max_seconds",
             "gpumeter_sequences_per_step",
             "gpumeter_ledger_queue_length",
             "gpumeter_ledger_outbox_bytes",

@@ -101,10 +101,10 @@ public final class JdbcLedgerStore implements LedgerStore {
           + "), inserted AS (\n"
           + "  INSERT INTO usage_records ("
           + COLUMNS
-          + ")\n"
+          + ", replica)\n"
           + "  SELECT "
           + COLUMNS
-          + " FROM input JOIN claimed USING (request_id)\n"
+          + ", ?::uuid FROM input JOIN claimed USING (request_id)\n"
           + "  RETURNING api_key_id, account_id, model, device, finished_at, device_ns,"
           + " prefill_ns, decode_ns, prompt_tokens, completion_tokens\n"
           + "), rolled AS (\n"
@@ -143,8 +143,11 @@ public final class JdbcLedgerStore implements LedgerStore {
 
   static final String UNNEST_SQL = UNNEST_INPUT + WRITE_TAIL;
 
-  /** Parameters of {@link #UNNEST_INPUT}: one array per column. */
-  private static final int RECORD_PARAMETERS = 25;
+  /**
+   * Parameters of {@link #UNNEST_INPUT} (one array per column) and of {@link #RECORD_CTES} (the
+   * replica, bound last).
+   */
+  private static final int RECORD_PARAMETERS = 26;
 
   /**
    * The measured side of a batch ({@link MeasuredBatch}): claims the batch id, and only if the
@@ -156,14 +159,15 @@ public final class JdbcLedgerStore implements LedgerStore {
           + "  INSERT INTO measured_batches (batch_id, instance_id) VALUES (?::uuid, ?::uuid)\n"
           + "  ON CONFLICT (batch_id) DO NOTHING RETURNING 1\n"
           + "), minutes AS (\n"
-          + "  INSERT INTO device_time_minutely (minute, model, device, measured_ns, charged_ns,"
-          + " system_ns, steps)\n"
-          + "  SELECT to_timestamp(m * 60), model, device, measured, charged, system, steps\n"
+          + "  INSERT INTO device_time_minutely (minute, model, device, replica, measured_ns,"
+          + " charged_ns, system_ns, steps)\n"
+          + "  SELECT to_timestamp(m * 60), model, device, ?::uuid, measured, charged, system,"
+          + " steps\n"
           + "  FROM unnest(?::int8[], ?::text[], ?::text[], ?::int8[], ?::int8[], ?::int8[],"
           + " ?::int8[]) AS t(m, model, device, measured, charged, system, steps)\n"
           + "  WHERE EXISTS (SELECT 1 FROM claim)\n"
           + "  ORDER BY 1, 2, 3\n"
-          + "  ON CONFLICT (minute, model, device) DO UPDATE SET\n"
+          + "  ON CONFLICT (minute, model, device, replica) DO UPDATE SET\n"
           + "    measured_ns = device_time_minutely.measured_ns + EXCLUDED.measured_ns,\n"
           + "    charged_ns = device_time_minutely.charged_ns + EXCLUDED.charged_ns,\n"
           + "    system_ns = device_time_minutely.system_ns + EXCLUDED.system_ns,\n"
@@ -227,19 +231,34 @@ public final class JdbcLedgerStore implements LedgerStore {
   private final DataSource dataSource;
   private final Method method;
 
+  /** The outbox owner id stamped on every record ({@code usage_records.replica}); may be null. */
+  private final String replica;
+
   /**
    * Physical connections that already have the staging table (temporary tables are per session).
    */
   private final Set<PGConnection> staged = Collections.newSetFromMap(new WeakHashMap<>());
 
-  /** A store using {@link Method#UNNEST}. */
+  /** A store using {@link Method#UNNEST} that records no replica (tools and benchmarks). */
   public JdbcLedgerStore(DataSource dataSource) {
     this(dataSource, Method.UNNEST);
   }
 
+  /** A store that records no replica ({@code usage_records.replica} NULL). */
   public JdbcLedgerStore(DataSource dataSource, Method method) {
+    this(dataSource, method, null);
+  }
+
+  /**
+   * A store whose records carry {@code replica} (the outbox owner id of the ledger writing them, so
+   * reconciliation can report drift per replica; null: not recorded). A batch written with a
+   * measured side is stamped with that side's {@link MeasuredBatch#ownerId()} instead, records and
+   * measured time alike.
+   */
+  public JdbcLedgerStore(DataSource dataSource, Method method, java.util.UUID replica) {
     this.dataSource = Objects.requireNonNull(dataSource, "dataSource");
     this.method = Objects.requireNonNull(method, "method");
+    this.replica = replica == null ? null : replica.toString();
   }
 
   public Method method() {
@@ -342,10 +361,12 @@ public final class JdbcLedgerStore implements LedgerStore {
               }
             }
             int inserted;
-            try (PreparedStatement ps = c.prepareStatement(COPY_WRITE_SQL);
-                ResultSet result = ps.executeQuery()) {
-              result.next();
-              inserted = (int) result.getLong(1);
+            try (PreparedStatement ps = c.prepareStatement(COPY_WRITE_SQL)) {
+              ps.setString(1, replicaOf(measured));
+              try (ResultSet result = ps.executeQuery()) {
+                result.next();
+                inserted = (int) result.getLong(1);
+              }
             }
             if (measured != null) {
               writeMeasured(c, measured);
@@ -465,6 +486,14 @@ public final class JdbcLedgerStore implements LedgerStore {
     }
   }
 
+  /**
+   * The replica stamped on a batch's records: the owner of its measured side (records and measured
+   * time of one batch always come from one replica), else this store's.
+   */
+  private String replicaOf(MeasuredBatch measured) {
+    return measured != null ? measured.ownerId().toString() : replica;
+  }
+
   /** Adds the measured side of a batch on {@code c}, inside the caller's transaction. */
   static void writeMeasured(Connection c, MeasuredBatch b) throws SQLException {
     List<Array> arrays = new ArrayList<>(12);
@@ -478,7 +507,7 @@ public final class JdbcLedgerStore implements LedgerStore {
     }
   }
 
-  /** Binds the measured side's 14 parameters after the first {@code offset}. */
+  /** Binds the measured side's 17 parameters after the first {@code offset}. */
   private static void bindMeasured(
       Connection c, PreparedStatement ps, int offset, MeasuredBatch b, List<Array> arrays)
       throws SQLException {
@@ -516,15 +545,16 @@ public final class JdbcLedgerStore implements LedgerStore {
     }
     ps.setString(offset + 1, b.batchId().toString());
     ps.setString(offset + 2, b.instanceId().toString());
+    ps.setString(offset + 3, b.ownerId().toString());
     Object[][] deltaColumns = {minute, model, device, measuredNs, charged, system, steps};
     for (int i = 0; i < deltaColumns.length; i++) {
-      ps.setArray(offset + 3 + i, array(c, deltaColumns[i], arrays));
+      ps.setArray(offset + 4 + i, array(c, deltaColumns[i], arrays));
     }
-    ps.setString(offset + 10, b.ownerId().toString());
-    ps.setString(offset + 11, b.instanceId().toString());
+    ps.setString(offset + 11, b.ownerId().toString());
+    ps.setString(offset + 12, b.instanceId().toString());
     Object[][] accrualColumns = {aModel, aDevice, accrued, recorded, lastMinute};
     for (int i = 0; i < accrualColumns.length; i++) {
-      ps.setArray(offset + 12 + i, array(c, accrualColumns[i], arrays));
+      ps.setArray(offset + 13 + i, array(c, accrualColumns[i], arrays));
     }
   }
 
@@ -568,7 +598,10 @@ public final class JdbcLedgerStore implements LedgerStore {
   }
 
   private record Open(
-      String instance, String model, String device, long outstanding, Instant last) {}
+      String owner, String instance, String model, String device, long outstanding, Instant last) {}
+
+  /** {@code device_time_minutely.replica} of rows measured before V23. */
+  static final String UNKNOWN_REPLICA = "00000000-0000-0000-0000-000000000000";
 
   private static long settle(Connection c, String owner, String self) throws SQLException {
     List<Open> open = new ArrayList<>();
@@ -583,6 +616,7 @@ public final class JdbcLedgerStore implements LedgerStore {
         while (rs.next()) {
           open.add(
               new Open(
+                  owner,
                   rs.getString(1),
                   rs.getString(2),
                   rs.getString(3),
@@ -631,21 +665,30 @@ public final class JdbcLedgerStore implements LedgerStore {
 
   private static long moveToUnbilled(Connection c, Open o) throws SQLException {
     List<Instant> minutes = new ArrayList<>();
+    List<String> replicas = new ArrayList<>();
     List<Long> charged = new ArrayList<>();
+    // The owner's own minutes (V23), latest first; then minutes measured before V23 (nil
+    // replica), where the owner's earlier time may lie. Never another replica's minutes.
     try (PreparedStatement ps =
         c.prepareStatement(
-            "SELECT minute, charged_ns FROM device_time_minutely WHERE model = ? AND device = ?"
-                + " AND minute <= ? AND charged_ns > 0 ORDER BY minute DESC FOR UPDATE")) {
+            "SELECT minute, replica::text, charged_ns FROM device_time_minutely"
+                + " WHERE model = ? AND device = ? AND replica IN (?::uuid, ?::uuid)"
+                + " AND minute <= ? AND charged_ns > 0"
+                + " ORDER BY replica = ?::uuid DESC, minute DESC FOR UPDATE")) {
       ps.setString(1, o.model());
       ps.setString(2, o.device());
-      ps.setTimestamp(3, java.sql.Timestamp.from(o.last()));
+      ps.setString(3, o.owner());
+      ps.setString(4, UNKNOWN_REPLICA);
+      ps.setTimestamp(5, java.sql.Timestamp.from(o.last()));
+      ps.setString(6, o.owner());
       ps.setFetchSize(64);
       try (ResultSet rs = ps.executeQuery()) {
         long sum = 0;
         while (rs.next() && sum < o.outstanding()) {
           minutes.add(rs.getTimestamp(1).toInstant());
-          charged.add(rs.getLong(2));
-          sum += rs.getLong(2);
+          replicas.add(rs.getString(2));
+          charged.add(rs.getLong(3));
+          sum += rs.getLong(3);
         }
       }
     }
@@ -656,12 +699,14 @@ public final class JdbcLedgerStore implements LedgerStore {
       try (PreparedStatement ps =
           c.prepareStatement(
               "UPDATE device_time_minutely SET charged_ns = charged_ns - ?,"
-                  + " unbilled_ns = unbilled_ns + ? WHERE minute = ? AND model = ? AND device = ?")) {
+                  + " unbilled_ns = unbilled_ns + ? WHERE minute = ? AND model = ? AND device = ?"
+                  + " AND replica = ?::uuid")) {
         ps.setLong(1, take);
         ps.setLong(2, take);
         ps.setTimestamp(3, minute);
         ps.setString(4, o.model());
         ps.setString(5, o.device());
+        ps.setString(6, replicas.get(i));
         ps.executeUpdate();
       }
       try (PreparedStatement ps =
@@ -774,6 +819,7 @@ public final class JdbcLedgerStore implements LedgerStore {
       for (int col = 0; col < columns.length; col++) {
         ps.setArray(col + 1, array(c, columns[col], arrays));
       }
+      ps.setString(columns.length + 1, replicaOf(measured));
       if (measured != null) {
         bindMeasured(c, ps, RECORD_PARAMETERS, measured, arrays);
       }

@@ -67,7 +67,8 @@ public final class Ledger implements AutoCloseable {
         Outbox.open(outboxDirectory, config.outboxMaxBytes(), config.outboxSegmentBytes());
     OutboxReplayer replayer = null;
     try {
-      JdbcLedgerStore jdbc = new JdbcLedgerStore(dataSource);
+      JdbcLedgerStore jdbc =
+          new JdbcLedgerStore(dataSource, JdbcLedgerStore.Method.UNNEST, outbox.ownerId());
       FailoverLedgerStore store =
           measured == null
               ? new FailoverLedgerStore(jdbc, outbox, config)
@@ -92,6 +93,16 @@ public final class Ledger implements AutoCloseable {
       outbox.close();
       throw e;
     }
+  }
+
+  /**
+   * This replica's id: the outbox directory's owner id, the same for every process that opens the
+   * directory. Stored with every charge and every minute of measured time this ledger writes
+   * ({@code usage_records.replica}, {@code device_time_minutely.replica}), so reconciliation can
+   * report drift per replica.
+   */
+  public UUID replicaId() {
+    return outbox.ownerId();
   }
 
   /** Where usage records are published; see {@link LedgerWriter#publish}. */
@@ -133,7 +144,10 @@ public final class Ledger implements AutoCloseable {
       DataSource dataSource, Path outboxDirectory, LedgerConfig config) {
     try (Outbox outbox =
         Outbox.open(outboxDirectory, config.outboxMaxBytes(), config.outboxSegmentBytes())) {
-      return toReplay(OutboxReplayer.replaySetAside(outbox, new JdbcLedgerStore(dataSource)));
+      return toReplay(
+          OutboxReplayer.replaySetAside(
+              outbox,
+              new JdbcLedgerStore(dataSource, JdbcLedgerStore.Method.UNNEST, outbox.ownerId())));
     } catch (IllegalStateException e) {
       throw e;
     } catch (Exception e) {

@@ -13,9 +13,12 @@ import java.time.Clock;
 import java.time.Instant;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.TreeMap;
+import java.util.UUID;
 import javax.sql.DataSource;
 
 /**
@@ -106,7 +109,8 @@ public final class Reconciliation {
 
   /**
    * Reports over {@code [from, to)}, widened to whole minutes: {@code from} rounded down, {@code
-   * to} rounded up.
+   * to} rounded up; the whole ledger, with one {@link ReconciliationReport.ReplicaLine} per
+   * replica.
    *
    * <p>A recording {@code Reconciliation} first writes what its recorder holds, so the minutes up
    * to now are in the report.
@@ -115,6 +119,22 @@ public final class Reconciliation {
    * @throws BillingException if the database fails
    */
   public ReconciliationReport report(Instant from, Instant to) {
+    return report(from, to, null);
+  }
+
+  /**
+   * Like {@link #report(Instant, Instant)}, over one replica's measured time and charges only
+   * ({@code replica}: an outbox owner id, {@code device_time_minutely.replica} and {@code
+   * usage_records.replica}; {@link ReconciliationReport#UNKNOWN_REPLICA} for what was stored before
+   * V23 or without an outbox); null for the whole ledger. A replica's drift is 0 on its own: a
+   * charge is stored by the replica whose scheduler split it (its outbox is replayed only by a
+   * process on the same directory), and a crashed process's unstored shares are settled as unbilled
+   * in that replica's own minutes.
+   *
+   * @throws IllegalArgumentException if {@code to} is not after {@code from}
+   * @throws BillingException if the database fails
+   */
+  public ReconciliationReport report(Instant from, Instant to, UUID replica) {
     Objects.requireNonNull(from, "from");
     Objects.requireNonNull(to, "to");
     Instant start = from.truncatedTo(ChronoUnit.MINUTES);
@@ -128,43 +148,49 @@ public final class Reconciliation {
     if (writeMeasured != null) {
       writeMeasured.run();
     }
-    Map<String, long[]> measured = new TreeMap<>();
-    Map<String, long[]> ledger = new TreeMap<>();
+    String scope = replica == null ? "" : " AND " + LEDGER_REPLICA + " = ?::uuid";
+    // measured: model, device, replica -> measured, charged, system, steps, unbilled
+    Map<List<String>, long[]> measured = new TreeMap<>(KEY_ORDER);
+    // ledger: model, device, replica -> device_ns, records, voided device_ns
+    Map<List<String>, long[]> ledger = new TreeMap<>(KEY_ORDER);
     Map<String, Long> voidedByReason = new TreeMap<>();
     long atFrom;
     long atTo;
     try (Connection c = dataSource.getConnection()) {
       try (PreparedStatement ps =
           c.prepareStatement(
-              "SELECT model, device, sum(measured_ns)::int8, sum(charged_ns)::int8,"
+              "SELECT model, device, replica::text, sum(measured_ns)::int8, sum(charged_ns)::int8,"
                   + " sum(system_ns)::int8, sum(steps)::int8, sum(unbilled_ns)::int8"
-                  + " FROM device_time_minutely"
-                  + " WHERE minute >= ? AND minute < ? GROUP BY model, device")) {
-        ps.setTimestamp(1, Timestamp.from(start));
-        ps.setTimestamp(2, Timestamp.from(end));
+                  + " FROM device_time_minutely WHERE minute >= ? AND minute < ?"
+                  + (replica == null ? "" : " AND replica = ?::uuid")
+                  + " GROUP BY model, device, replica")) {
+        bindRange(ps, start, end, replica);
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) {
             measured.put(
-                key(rs.getString(1), rs.getString(2)),
+                List.of(rs.getString(1), rs.getString(2), rs.getString(3)),
                 new long[] {
-                  rs.getLong(3), rs.getLong(4), rs.getLong(5), rs.getLong(6), rs.getLong(7)
+                  rs.getLong(4), rs.getLong(5), rs.getLong(6), rs.getLong(7), rs.getLong(8)
                 });
           }
         }
       }
       try (PreparedStatement ps =
           c.prepareStatement(
-              "SELECT r.model, r.device, sum(r.device_ns)::int8, count(*),"
+              "SELECT r.model, r.device, "
+                  + LEDGER_REPLICA
+                  + "::text, sum(r.device_ns)::int8, count(*),"
                   + " coalesce(sum(r.device_ns) FILTER (WHERE v.request_id IS NOT NULL), 0)::int8"
                   + " FROM usage_records r LEFT JOIN charge_voids v USING (request_id)"
-                  + " WHERE r.finished_at >= ? AND r.finished_at < ? GROUP BY r.model, r.device")) {
-        ps.setTimestamp(1, Timestamp.from(start));
-        ps.setTimestamp(2, Timestamp.from(end));
+                  + " WHERE r.finished_at >= ? AND r.finished_at < ?"
+                  + scope
+                  + " GROUP BY 1, 2, 3")) {
+        bindRange(ps, start, end, replica);
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) {
             ledger.put(
-                key(rs.getString(1), rs.getString(2)),
-                new long[] {rs.getLong(3), rs.getLong(4), rs.getLong(5)});
+                List.of(rs.getString(1), rs.getString(2), rs.getString(3)),
+                new long[] {rs.getLong(4), rs.getLong(5), rs.getLong(6)});
           }
         }
       }
@@ -173,67 +199,92 @@ public final class Reconciliation {
               "SELECT v.reason, sum(r.device_ns)::int8, count(*)"
                   + " FROM usage_records r JOIN charge_voids v USING (request_id)"
                   + " WHERE r.finished_at >= ? AND r.finished_at < ?"
+                  + scope
                   + " GROUP BY v.reason ORDER BY v.reason")) {
-        ps.setTimestamp(1, Timestamp.from(start));
-        ps.setTimestamp(2, Timestamp.from(end));
+        bindRange(ps, start, end, replica);
         try (ResultSet rs = ps.executeQuery()) {
           while (rs.next()) {
             voidedByReason.put(rs.getString(1), rs.getLong(2));
           }
         }
       }
-      atFrom =
-          count(
-              c,
-              "SELECT count(*) FROM usage_records WHERE finished_at >= ? AND finished_at < ?"
-                  + " AND started_at < ?",
-              start,
-              end,
-              start);
-      atTo =
-          count(
-              c,
-              "SELECT count(*) FROM usage_records WHERE finished_at >= ? AND finished_at < ?"
-                  + " AND started_at < ?",
-              end,
-              end.plus(1, ChronoUnit.DAYS),
-              end);
+      String straddling =
+          "SELECT count(*) FROM usage_records r WHERE r.finished_at >= ? AND r.finished_at < ?"
+              + " AND r.started_at < ?"
+              + scope;
+      atFrom = count(c, straddling, start, end, start, replica);
+      atTo = count(c, straddling, end, end.plus(1, ChronoUnit.DAYS), end, replica);
     } catch (SQLException e) {
       throw new BillingException("could not compute the reconciliation report", e);
     }
-    TreeMap<String, ReconciliationReport.Line> lines = new TreeMap<>();
-    for (Map.Entry<String, long[]> e : measured.entrySet()) {
-      String[] md = e.getKey().split("\u0000", 2);
-      long[] m = e.getValue();
-      long[] l = ledger.getOrDefault(e.getKey(), new long[3]);
-      lines.put(
-          e.getKey(),
-          new ReconciliationReport.Line(
-              md[0], md[1], m[0], m[1], m[2], m[4], m[3], l[0], l[1], l[2]));
+    // lines: model, device -> measured(5) + ledger(3); replicas: replica -> the same
+    Map<List<String>, long[]> byDevice = new TreeMap<>(KEY_ORDER);
+    Map<String, long[]> byReplica = new TreeMap<>();
+    for (Map.Entry<List<String>, long[]> e : measured.entrySet()) {
+      List<String> k = e.getKey();
+      add(byDevice.computeIfAbsent(List.of(k.get(0), k.get(1)), x -> new long[8]), 0, e.getValue());
+      add(byReplica.computeIfAbsent(k.get(2), x -> new long[8]), 0, e.getValue());
     }
-    for (Map.Entry<String, long[]> e : ledger.entrySet()) {
-      if (!lines.containsKey(e.getKey())) {
-        String[] md = e.getKey().split("\u0000", 2);
-        long[] l = e.getValue();
-        lines.put(
-            e.getKey(),
-            new ReconciliationReport.Line(md[0], md[1], 0, 0, 0, 0, 0, l[0], l[1], l[2]));
-      }
+    for (Map.Entry<List<String>, long[]> e : ledger.entrySet()) {
+      List<String> k = e.getKey();
+      add(byDevice.computeIfAbsent(List.of(k.get(0), k.get(1)), x -> new long[8]), 5, e.getValue());
+      add(byReplica.computeIfAbsent(k.get(2), x -> new long[8]), 5, e.getValue());
     }
+    List<ReconciliationReport.Line> lines = new ArrayList<>(byDevice.size());
+    byDevice.forEach(
+        (k, a) ->
+            lines.add(
+                new ReconciliationReport.Line(
+                    k.get(0), k.get(1), a[0], a[1], a[2], a[4], a[3], a[5], a[6], a[7])));
+    List<ReconciliationReport.ReplicaLine> replicas = new ArrayList<>(byReplica.size());
+    byReplica.forEach(
+        (k, a) ->
+            replicas.add(
+                new ReconciliationReport.ReplicaLine(
+                    UUID.fromString(k), a[0], a[1], a[2], a[4], a[3], a[5], a[6], a[7])));
     return new ReconciliationReport(
-        start, end, new ArrayList<>(lines.values()), atFrom, atTo, voidedByReason);
+        start, end, lines, atFrom, atTo, voidedByReason, replica, replicas);
   }
 
-  private static String key(String model, String device) {
-    return model + '\u0000' + device;
+  /** The replica a stored record counts under: NULL (before V23, no outbox) is the nil UUID. */
+  private static final String LEDGER_REPLICA =
+      "coalesce(r.replica, '00000000-0000-0000-0000-000000000000'::uuid)";
+
+  private static final Comparator<List<String>> KEY_ORDER =
+      (a, b) -> {
+        for (int i = 0; i < a.size(); i++) {
+          int c = a.get(i).compareTo(b.get(i));
+          if (c != 0) {
+            return c;
+          }
+        }
+        return 0;
+      };
+
+  private static void add(long[] into, int offset, long[] values) {
+    for (int i = 0; i < values.length; i++) {
+      into[offset + i] += values[i];
+    }
   }
 
-  private static long count(Connection c, String sql, Instant a, Instant b, Instant d)
+  private static void bindRange(PreparedStatement ps, Instant start, Instant end, UUID replica)
+      throws SQLException {
+    ps.setTimestamp(1, Timestamp.from(start));
+    ps.setTimestamp(2, Timestamp.from(end));
+    if (replica != null) {
+      ps.setString(3, replica.toString());
+    }
+  }
+
+  private static long count(Connection c, String sql, Instant a, Instant b, Instant d, UUID replica)
       throws SQLException {
     try (PreparedStatement ps = c.prepareStatement(sql)) {
       ps.setTimestamp(1, Timestamp.from(a));
       ps.setTimestamp(2, Timestamp.from(b));
       ps.setTimestamp(3, Timestamp.from(d));
+      if (replica != null) {
+        ps.setString(4, replica.toString());
+      }
       try (ResultSet rs = ps.executeQuery()) {
         rs.next();
         return rs.getLong(1);

@@ -43,7 +43,7 @@ class ReconciliationTest {
   @BeforeAll
   static void start() {
     db = Database.start(TestSupport.embedded(tmp.resolve("pg")));
-    ledger = new JdbcLedgerStore(db.ledgerDataSource());
+    ledger = new JdbcLedgerStore(db.ledgerDataSource(), JdbcLedgerStore.Method.UNNEST, OWNER);
     reconciliation = new Reconciliation(db.dataSource());
   }
 
@@ -283,6 +283,91 @@ class ReconciliationTest {
     assertThat(after.balanced()).isTrue();
     // taken from the latest minute first (all of its 600), the rest (200) from the one before
     assertThat(unbilled(model, dead)).containsExactly(200L, 600L);
+  }
+
+  @Test
+  void driftIsReportedPerReplicaAndACrashIsSettledInItsOwnReplicasMinutes() throws Exception {
+    String model = "replicas";
+    Instant h = hour(11);
+    UUID one = UUID.randomUUID();
+    UUID two = UUID.randomUUID();
+    UUID twoDead = UUID.randomUUID();
+    // both replicas run the model on a device labelled "cpu", in the same minutes
+    ReconciliationRecorder rec1 = new ReconciliationRecorder(Clock.systemUTC());
+    ReconciliationRecorder rec2 = new ReconciliationRecorder(Clock.systemUTC());
+    Req a = new Req("r-a", h.plusSeconds(1));
+    Req b = new Req("r-b", h.plusSeconds(1));
+    Req c = new Req("r-c", h.plusSeconds(1));
+    step(rec1, h.plusSeconds(2), model, 1_000, List.of(a));
+    step(rec2, h.plusSeconds(2), model, 3_000, List.of(b, c));
+    step(rec1, h.plusSeconds(3), model, 500, List.of(a));
+    rec2.record(h.plusSeconds(3), model, "cpu", 70, 0, 70, 0); // system time on replica 2
+    UsageRecord ra = a.finish(h.plusSeconds(4), model);
+    UsageRecord rb = b.finish(h.plusSeconds(4), model);
+    ledger.write(List.of(ra), MeasuredBatch.of(one, UUID.randomUUID(), rec1.take(), List.of(ra)));
+    // replica 2's process dies with c in flight; b's charge was stored with its steps
+    ledger.write(List.of(rb), MeasuredBatch.of(two, twoDead, rec2.take(), List.of(rb)));
+    Instant to = h.plus(1, ChronoUnit.MINUTES);
+
+    ReconciliationReport before = reconciliation.report(h, to);
+    assertThat(before.lines())
+        .singleElement()
+        .satisfies(l -> assertThat(l.driftNs()).isEqualTo(1_500));
+    assertThat(before.replicas())
+        .extracting(ReconciliationReport.ReplicaLine::replica)
+        .containsExactlyElementsOf(new java.util.TreeSet<>(List.of(one, two)));
+    assertThat(replica(before, one).driftNs()).isZero();
+    assertThat(replica(before, one).ledgerNs()).isEqualTo(1_500);
+    assertThat(replica(before, two).driftNs()).isEqualTo(c.share).isEqualTo(1_500);
+    assertThat(replica(before, two).systemNs()).isEqualTo(70);
+    assertThat(before.drifts()).isTrue();
+
+    // replica 2's next process settles what its dead one handed out: only in replica 2's minutes
+    assertThat(ledger.settleEarlierInstances(two, UUID.randomUUID())).isEqualTo(c.share);
+    ReconciliationReport after = reconciliation.report(h, to);
+    assertThat(after.balanced()).isTrue();
+    assertThat(after.drifts()).isFalse();
+    assertThat(after.totalDriftNs()).isZero();
+    assertThat(replica(after, one).chargedNs()).isEqualTo(1_500);
+    assertThat(replica(after, one).unbilledNs()).isZero();
+    assertThat(replica(after, two).unbilledNs()).isEqualTo(1_500);
+    assertThat(replica(after, two).chargedNs()).isEqualTo(rb.deviceNs());
+    assertThat(after.toText()).contains(one.toString()).contains(two.toString());
+
+    // one replica alone: its lines and its line only
+    ReconciliationReport onlyOne = reconciliation.report(h, to, one);
+    assertThat(onlyOne.replica()).isEqualTo(one);
+    assertThat(onlyOne.replicas())
+        .extracting(ReconciliationReport.ReplicaLine::replica)
+        .containsExactly(one);
+    assertThat(onlyOne.lines())
+        .singleElement()
+        .satisfies(
+            l -> {
+              assertThat(l.measuredNs()).isEqualTo(1_500);
+              assertThat(l.records()).isEqualTo(1);
+              assertThat(l.driftNs()).isZero();
+            });
+    assertThat(onlyOne.toText()).contains("of replica " + one).doesNotContain(two.toString());
+    ReconciliationReport onlyTwo = reconciliation.report(h, to, two);
+    assertThat(onlyTwo.lines().get(0).measuredNs()).isEqualTo(3_070);
+    assertThat(onlyTwo.lines().get(0).records()).isEqualTo(1);
+    assertThat(onlyTwo.balanced()).isTrue();
+
+    // a charge of replica 1 lost: drift on replica 1 only, and overall
+    Req d = new Req("r-d", h.plusSeconds(5));
+    step(rec1, h.plusSeconds(6), model, 400, List.of(d));
+    ledger.write(List.of(), MeasuredBatch.of(one, UUID.randomUUID(), rec1.take(), List.of()));
+    ReconciliationReport lost = reconciliation.report(h, to);
+    assertThat(replica(lost, one).driftNs()).isEqualTo(400);
+    assertThat(replica(lost, two).driftNs()).isZero();
+    assertThat(lost.totalDriftNs()).isEqualTo(400);
+    assertThat(reconciliation.report(h, to, two).drifts()).isFalse();
+    assertThat(reconciliation.report(h, to, one).drifts()).isTrue();
+  }
+
+  static ReconciliationReport.ReplicaLine replica(ReconciliationReport r, UUID id) {
+    return r.replicas().stream().filter(l -> l.replica().equals(id)).findFirst().orElseThrow();
   }
 
   @Test

@@ -187,6 +187,31 @@ class ReconciliationTest {
     assertThat(line.get("drift_ns").asLong()).isZero();
     assertThat(line.get("unattributed_ns").asLong()).isZero();
     assertThat(line.get("steps").asLong()).isPositive();
+
+    // Per replica: this server is the only one, under the id /readyz shows; its drift is 0.
+    String replica = client.get("/readyz", null).json().get("ledger_replica").asText();
+    assertThat(report.get("replicas")).as(r.toString()).hasSize(1);
+    JsonNode own = report.get("replicas").get(0);
+    assertThat(own.get("replica").asText()).isEqualTo(replica);
+    assertThat(own.get("drift_ns").asLong()).isZero();
+    assertThat(own.get("unattributed_ns").asLong()).isZero();
+    assertThat(own.get("records").asLong()).isEqualTo(expected);
+    Reply scoped = client.get(path + "&replica=" + replica, TOKEN);
+    assertThat(scoped.status()).as(scoped.toString()).isEqualTo(200);
+    assertThat(scoped.json().get("replica").asText()).isEqualTo(replica);
+    assertThat(scoped.json().get("total_drift_ns").asLong()).isZero();
+    assertThat(FaultSupport.lineOf(scoped.json(), FaultSupport.MODEL).get("records").asLong())
+        .isEqualTo(expected);
+    // another replica's id: nothing of this server's
+    Reply other = client.get(path + "&replica=" + java.util.UUID.randomUUID(), TOKEN);
+    assertThat(other.status()).isEqualTo(200);
+    assertThat(other.json().get("lines")).isEmpty();
+    assertThat(other.json().get("replicas")).isEmpty();
+    // not a replica id: 400 naming the parameter
+    Reply bad = client.get(path + "&replica=replica-1", TOKEN);
+    assertThat(bad.status()).as(bad.toString()).isEqualTo(400);
+    assertThat(bad.json().get("error").get("type").asText()).isEqualTo("invalid_request_error");
+    assertThat(bad.json().get("error").get("param").asText()).isEqualTo("replica");
   }
 
   @Test

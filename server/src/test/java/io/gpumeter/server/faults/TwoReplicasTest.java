@@ -37,8 +37,10 @@ import org.junit.jupiter.api.io.TempDir;
  * that the test starts (embedded, fixed port), under a mixed load of completions on both: replica 2
  * is killed with SIGKILL and restarted on its folder, PostgreSQL is killed and restarted. Then
  * every answered completion is charged exactly once, the hourly rollup (written by both at once)
- * equals the raw records, {@code reconcile} over the whole run exits 0 with drift 0, and a key
- * revoked through replica 1's admin API is refused by replica 2, which had it cached for 60 s,
+ * equals the raw records, {@code reconcile} over the whole run exits 0 with drift 0 overall and per
+ * replica (each replica's id, its outbox owner, read from {@code /readyz}; replica 2's restarted
+ * process is still replica 2), {@code reconcile --replica} of the killed replica alone too, and a
+ * key revoked through replica 1's admin API is refused by replica 2, which had it cached for 60 s,
  * within 1 s.
  */
 class TwoReplicasTest {
@@ -71,6 +73,9 @@ class TwoReplicasTest {
       ServerProcess two = start("replica-2", settings("replica-2", dbUrl), processes);
       int p1 = one.awaitReady(Duration.ofMinutes(2));
       int p2 = two.awaitReady(Duration.ofMinutes(2));
+      String replica1 = ledgerReplica(p1);
+      String replica2 = ledgerReplica(p2);
+      assertThat(replica1).as("each replica has its own id").isNotEqualTo(replica2);
 
       Load load1 = track(new Load(p1, key.plaintext(), 2, 4).start(), loads);
       Load load2 = track(new Load(p2, key.plaintext(), 2, 4).start(), loads);
@@ -84,6 +89,9 @@ class TwoReplicasTest {
       load2.stop();
       ServerProcess twoAgain = start("replica-2b", settings("replica-2", dbUrl), processes);
       int p2b = twoAgain.awaitReady(Duration.ofMinutes(2));
+      assertThat(ledgerReplica(p2b))
+          .as("the restarted process on replica 2's folder is replica 2")
+          .isEqualTo(replica2);
       Load load2b = track(new Load(p2b, key.plaintext(), 2, 4).start(), loads);
       await(() -> load2b.count(200) >= 5, Duration.ofMinutes(2), "replica 2 serving again");
 
@@ -192,6 +200,31 @@ class TwoReplicasTest {
           .as("reconcile's exit status (%d: drift)\n%s", Main.EXIT_DRIFT, out)
           .isZero();
       assertThat(out).contains("total drift_ns: 0");
+      // Drift per replica: each replica's charges against the time its own processes measured
+      // (replica 2's killed process's unstored shares settled as unbilled in replica 2's minutes).
+      Map<String, long[]> perReplica = replicaRows(out);
+      assertThat(perReplica).as(out).containsOnlyKeys(replica1, replica2);
+      for (Map.Entry<String, long[]> r : perReplica.entrySet()) {
+        assertThat(r.getValue()[4]).as("drift_ns of replica %s\n%s", r.getKey(), out).isZero();
+        assertThat(r.getValue()[5]).as("records of replica %s", r.getKey()).isPositive();
+      }
+      // ... and reconcile --replica for the killed one alone.
+      ServerProcess reconcile2 =
+          ServerProcess.start(
+              "reconcile-replica-2",
+              settings("replica-1", dbUrl),
+              "reconcile",
+              "--from",
+              from.toString(),
+              "--to",
+              to.toString(),
+              "--replica",
+              replica2);
+      int status2 = reconcile2.waitFor(Duration.ofMinutes(2));
+      String out2 = reconcile2.output();
+      assertThat(status2).as("reconcile --replica %s\n%s", replica2, out2).isZero();
+      assertThat(replicaRows(out2)).containsOnlyKeys(replica2);
+      assertThat(out2).contains("of replica " + replica2).contains("total drift_ns: 0");
     } finally {
       for (Load l : loads) {
         l.stop();
@@ -283,6 +316,41 @@ class TwoReplicasTest {
     } catch (Exception e) {
       return false;
     }
+  }
+
+  /** This replica's id in the ledger, from /readyz. */
+  private String ledgerReplica(int port) throws Exception {
+    HttpResponse<String> r =
+        http.send(
+            HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/readyz"))
+                .timeout(Duration.ofSeconds(5))
+                .build(),
+            HttpResponse.BodyHandlers.ofString());
+    String id = FaultSupport.MAPPER.readTree(r.body()).path("ledger_replica").asText("");
+    assertThat(id).as(r.body()).matches("[0-9a-f-]{36}");
+    return id;
+  }
+
+  private static final java.util.regex.Pattern REPLICA_ROW =
+      java.util.regex.Pattern.compile(
+          "(?m)^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+              + "\\s+(-?\\d+)\\s+(-?\\d+)\\s+(-?\\d+)\\s+(-?\\d+)\\s+(-?\\d+)\\s+(\\d+)\\s*$");
+
+  /**
+   * The per-replica rows of {@code reconcile}'s table: replica → measured, charged, unbilled,
+   * ledger, drift, records.
+   */
+  private static Map<String, long[]> replicaRows(String out) {
+    Map<String, long[]> rows = new HashMap<>();
+    java.util.regex.Matcher m = REPLICA_ROW.matcher(out);
+    while (m.find()) {
+      long[] v = new long[6];
+      for (int i = 0; i < 6; i++) {
+        v[i] = Long.parseLong(m.group(i + 2));
+      }
+      rows.put(m.group(1), v);
+    }
+    return rows;
   }
 
   private static long settledAccruals(DataSource ds) {
