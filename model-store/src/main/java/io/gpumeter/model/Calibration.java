@@ -232,9 +232,19 @@ public final class Calibration {
   /**
    * Fits the points' medians.
    *
-   * @throws IllegalArgumentException with fewer than 4 points
+   * @throws IllegalArgumentException with fewer than 5 points
    */
   public static Fit fit(List<Measured> points) {
+    return fit(points, true);
+  }
+
+  /**
+   * Fits the points' medians, with or without the tokens×context term (without it: the form of
+   * format-1 weight files, kept to compare the two).
+   *
+   * @throws IllegalArgumentException with fewer than 5 points
+   */
+  public static Fit fit(List<Measured> points, boolean tokenContext) {
     int n = points.size();
     if (n < TERMS) {
       throw new IllegalArgumentException(
@@ -249,6 +259,7 @@ public final class Calibration {
     }
     boolean[] active = new boolean[TERMS];
     Arrays.fill(active, true);
+    active[TERMS - 1] = tokenContext;
     double[] beta;
     while (true) {
       beta = solve(x, y, active);
