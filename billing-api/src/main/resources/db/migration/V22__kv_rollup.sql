@@ -13,6 +13,11 @@
 --    it from the bucket's raw records (one key, one hour: the usage_records_key_finished_idx
 --    index), holding the rollup row's lock first so a concurrent insert into the bucket either
 --    committed before (and is seen) or waits and takes greatest() with the recomputed value.
+--    Lock order: a void locks its usage_hourly_voided row, then the usage_hourly row; a ledger
+--    batch whose record has a void already waiting locks them the other way round. The two can
+--    deadlock only when a void of a record being inserted meets another void of the same key,
+--    hour, model and device; PostgreSQL then aborts one, and both retry (the ledger on 40P01, a
+--    void every second until stored: ChargeVoids).
 --
 -- Rows written before this migration are filled from the raw records still stored; hours whose
 -- records retention already dropped keep 0 (not measured then).
