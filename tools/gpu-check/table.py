@@ -81,8 +81,10 @@ def main():
     rows.append(("6 attribution", st(f),
                  f"share vs marginal cost, mean/p90 error: default {f.get('default_mean_pct')}%/"
                  f"{f.get('default_p90_pct')}%, calibrated {f.get('calibrated_mean_pct')}%/"
-                 f"{f.get('calibrated_p90_pct')}%; noise {f.get('noise_pct')}%; {f.get('members')}"
-                 f" members; fit R^2 {f.get('r2')}" if st(f) == "OK" else why(f)))
+                 f"{f.get('calibrated_p90_pct')}% over {f.get('resolved')} resolved of"
+                 f" {f.get('members')} members; misattributed variable time: default"
+                 f" {f.get('default_mis_pct')}%, calibrated {f.get('calibrated_mis_pct')}%;"
+                 f" fit R^2 {f.get('r2')}" if st(f) == "OK" else why(f)))
     x = find({"check": "llama-export"}, {"check": "llama"})
     rows.append(("8 llama export", st(x),
                  f"{x.get('preset')} {x.get('dtype')}: {x.get('params')} parameters, context"

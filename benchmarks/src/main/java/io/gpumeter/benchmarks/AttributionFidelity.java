@@ -26,32 +26,50 @@ import java.util.Random;
  * cost, its marginal cost {@code T(batch) − T(batch without it)} on the same device.
  *
  * <p><b>Method.</b> The model is loaded and warmed; the weight policy is calibrated in this process
- * ({@link Calibration}, the {@code calibrate} command's design and fit). Then {@code --batches}
- * batches are sampled at random (2 to 8 members; each a decode at a random context, or a prompt
- * chunk of 8 to 128 tokens at a random earlier context): none of them is a calibration point. For
- * each batch, the batch and each batch-without-one-member are timed {@code --repeats} times,
- * interleaved (every repeat runs all of them in a fresh shuffled order, so machine load falls on
- * all alike), and each is summarised by its median. A member's marginal cost is the batch's median
- * minus its batch-without-it's median.
+ * ({@link Calibration}, the {@code calibrate} command's design and fit, with and without its
+ * tokens×context term). Then {@code --batches} batches are sampled at random (2 to 8 members; each
+ * a decode at a random context, or a prompt chunk of 8 to 128 tokens at a random earlier context):
+ * none of them is a calibration point.
+ *
+ * <p><b>Estimator (paired differences).</b> For each batch, {@code --repeats} rounds; each round
+ * visits the members in a fresh shuffled order and, for each, times the whole batch and the batch
+ * without that member back to back (which of the two runs first is a coin flip). The member's
+ * difference in that round is one sample of its marginal cost: the two steps ran seconds apart at
+ * most, so load that drifts over the run cancels. A member's marginal cost is the 20% trimmed mean
+ * of its differences (the 20% largest and smallest dropped: a step that waited for the machine is
+ * an outlier, not a sample); its standard error is the winsorized standard deviation over {@code (1
+ * − 2·0.2)·√n} (Tukey–McLaughlin).
  *
  * <p><b>Error.</b> The fixed cost of a step is in every batch-without-one too, so marginal costs
- * never see it. So shares are compared as fractions of the step, each against the member's fraction
- * of the batch's marginal costs: {@code err_i = |w_i/Σw − m_i/Σm| / (m_i/Σm)}. Mean and p90 over
- * all members, for the default policy (tokens) and the calibrated one.
+ * never see it; shares are compared as fractions of the step, each against the member's fraction of
+ * the batch's marginal costs (negative estimates counted as 0): {@code err_i = |w_i/Σw − m_i/Σm| /
+ * (m_i/Σm)}. Two figures:
  *
- * <p><b>Noise.</b> Each marginal cost is computed again from the odd and from the even repeats
- * alone; the median of {@code |m_odd − m_even| / m} is reported as the noise of a marginal cost.
- * Where it is larger than the error, the error is not resolved. The load average is printed at the
- * start and the end.
+ * <ul>
+ *   <li><b>per member</b>, mean and p90 of {@code err_i}, only over <em>resolved</em> members:
+ *       those whose marginal cost's standard error is at most {@code --max-rel-se} (default 10%) of
+ *       it. An unresolved member's relative error is mostly measurement noise (a decode's marginal
+ *       cost is a few percent of a step on a CPU), so it is counted but not averaged;
+ *   <li><b>misattributed share of the variable time</b>, over all members of all batches: {@code ½
+ *       Σ_i |w_i/Σw − m_i/Σm|} per batch (what one member gets too much another gets too little),
+ *       averaged over batches. It weighs each member by its size, so small noisy members barely
+ *       move it.
+ * </ul>
+ *
+ * <p>Both for the default policy (tokens), the calibrated one, and the calibrated one without the
+ * tokens×context term. The load average is printed at the start and the end.
  *
  * <p>{@code --timer thread-cpu} ({@link ThreadCpuStepTimer}) times steps by the scheduler thread's
  * CPU time, for a CPU shared with other work, where the wall clock mostly measures the wait for a
  * core. Run: {@code java -cp <benchmarks classpath> io.gpumeter.benchmarks.AttributionFidelity
- * [--models-dir models] [--device cpu] [--batches 16] [--repeats 21] [--calib-repeats 7] [--seed
- * 18]}
+ * [--models-dir models] [--device cpu] [--batches 16] [--repeats 21] [--calib-repeats 7]
+ * [--max-rel-se 0.1] [--seed 18]}
  */
 public final class AttributionFidelity {
   private AttributionFidelity() {}
+
+  /** Share of each tail dropped by the trimmed mean. */
+  static final double TRIM = 0.2;
 
   public static void main(String[] args) throws Exception {
     Path modelsDir = Path.of(arg(args, "--models-dir", "models"));
@@ -59,20 +77,25 @@ public final class AttributionFidelity {
     int batches = Integer.parseInt(arg(args, "--batches", "16"));
     int repeats = Integer.parseInt(arg(args, "--repeats", "21"));
     int calibRepeats = Integer.parseInt(arg(args, "--calib-repeats", "7"));
+    double maxRelSe = Double.parseDouble(arg(args, "--max-rel-se", "0.1"));
     long seed = Long.parseLong(arg(args, "--seed", "18"));
     String timerKind = arg(args, "--timer", "device");
     if (!timerKind.equals("device") && !timerKind.equals("thread-cpu")) {
       throw new IllegalArgumentException("--timer is device or thread-cpu, was " + timerKind);
     }
+    if (repeats < 5) {
+      throw new IllegalArgumentException("--repeats must be >= 5 to trim, was " + repeats);
+    }
     System.out.printf(
         Locale.ROOT,
         "attribution fidelity: device=%s timer=%s batches=%d repeats=%d calib-repeats=%d"
-            + " seed=%d%n",
+            + " max-rel-se=%.2f seed=%d%n",
         device,
         timerKind,
         batches,
         repeats,
         calibRepeats,
+        maxRelSe,
         seed);
     System.out.println("load average at start: " + loadAverage());
     try (ModelStore store = ModelStore.open(modelsDir, device, StepTimerFactory.auto())) {
@@ -84,158 +107,241 @@ public final class AttributionFidelity {
           served.timer().info().device(),
           timer.info().timerKind(),
           served.timer().info().deviceName());
-      Result r = run(served.model(), timer, batches, repeats, calibRepeats, seed);
+      Result r = run(served.model(), timer, batches, repeats, calibRepeats, maxRelSe, seed);
       System.out.print(r.text());
       System.out.printf(
           Locale.ROOT,
           "RESULT check=attribution status=OK device=%s default_mean_pct=%.1f default_p90_pct=%.1f"
-              + " calibrated_mean_pct=%.1f calibrated_p90_pct=%.1f noise_pct=%.1f members=%d"
-              + " r2=%.4f%n",
+              + " calibrated_mean_pct=%.1f calibrated_p90_pct=%.1f nottc_mean_pct=%.1f"
+              + " default_mis_pct=%.1f calibrated_mis_pct=%.1f nottc_mis_pct=%.1f resolved=%d"
+              + " members=%d r2=%.4f%n",
           served.timer().info().device(),
           100 * r.defaultMean(),
           100 * r.defaultP90(),
           100 * r.calibratedMean(),
           100 * r.calibratedP90(),
-          100 * r.noise(),
+          100 * r.noTcMean(),
+          100 * r.defaultMis(),
+          100 * r.calibratedMis(),
+          100 * r.noTcMis(),
+          r.resolved(),
           r.members(),
           r.r2());
     }
     System.out.println("load average at end: " + loadAverage());
   }
 
-  /** The figures of one run. */
+  /** The figures of one run (errors as fractions: 0.1 is 10%). */
   public record Result(
       String text,
       double defaultMean,
       double defaultP90,
       double calibratedMean,
       double calibratedP90,
-      double noise,
+      double noTcMean,
+      double defaultMis,
+      double calibratedMis,
+      double noTcMis,
+      int resolved,
       int members,
       double r2) {}
 
+  /** A member's marginal cost: trimmed mean of its paired differences and its standard error. */
+  record Marginal(double ns, double seNs) {}
+
   /** Calibrates, samples batches, measures and compares; see the class comment. */
   public static Result run(
-      LanguageModel model, StepTimer timer, int batches, int repeats, int calibRepeats, long seed) {
+      LanguageModel model,
+      StepTimer timer,
+      int batches,
+      int repeats,
+      int calibRepeats,
+      double maxRelSe,
+      long seed) {
     ModelConfig c = model.config();
     StringBuilder out = new StringBuilder();
-    Calibration.Fit fit =
-        Calibration.fit(
-            Calibration.measure(
-                model, timer, Calibration.design(c.contextLength()), calibRepeats, seed));
+    List<Calibration.Measured> points =
+        Calibration.measure(
+            model, timer, Calibration.design(c.contextLength()), calibRepeats, seed);
+    Calibration.Fit fit = Calibration.fit(points);
+    Calibration.Fit fitNoTc = Calibration.fit(points, false);
     out.append(fit.report());
-    LinearWeightPolicy calibrated = fit.policy();
+    out.append("without the tokens x context term: R^2 = ")
+        .append(String.format(Locale.ROOT, "%.4f", fitNoTc.r2()))
+        .append(String.format(Locale.ROOT, ", rms residual = %.0f ns%n", fitNoTc.rmsResidualNs()));
     WeightPolicy tokens = WeightPolicy.tokens();
+    LinearWeightPolicy calibrated = fit.policy();
+    LinearWeightPolicy noTc = fitNoTc.policy();
+    WeightPolicy[] policies = {tokens, calibrated, noTc};
     out.append("default policy:    ").append(tokens.describe()).append('\n');
     out.append("calibrated policy: ").append(calibrated.describe()).append('\n');
+    out.append("calibrated, no tc: ").append(noTc.describe()).append('\n');
 
     Random rnd = new Random(seed);
-    List<Double> errDefault = new ArrayList<>();
-    List<Double> errCalibrated = new ArrayList<>();
-    List<Double> noise = new ArrayList<>();
-    int nonPositive = 0;
-    // Misattributed time: sum over members of |policy fraction - marginal fraction|, halved (what
-    // one member gets too much another gets too little), over all batches: the share of the steps'
-    // variable time that went to the wrong request.
-    double misDefault = 0;
-    double misCalibrated = 0;
+    List<List<Double>> errs = List.of(new ArrayList<>(), new ArrayList<>(), new ArrayList<>());
+    double[] mis = new double[policies.length];
     int misBatches = 0;
+    int members = 0;
+    List<Double> relSe = new ArrayList<>();
     out.append(
         String.format(
             Locale.ROOT,
-            "%5s %4s %7s %8s %9s %12s %9s %9s %9s%n",
+            "%5s %4s %7s %6s %7s %11s %8s %8s %8s %8s %8s%n",
             "batch",
             "mem",
             "kind",
             "tokens",
             "context",
             "marginal_ns",
+            "rel_se",
             "m_frac",
-            "dflt_frac",
-            "cal_frac"));
+            "dflt",
+            "cal",
+            "cal_notc"));
     for (int b = 0; b < batches; b++) {
       StepShape batch = sample(rnd, c.contextLength());
       int n = batch.members().size();
-      long[][] samples = measure(model, timer, batch, repeats, rnd);
-      double[] marginal = new double[n];
-      double[] halfA = new double[n];
-      double[] halfB = new double[n];
+      long[][] diffs = measurePaired(model, timer, batch, repeats, rnd);
+      Marginal[] marginal = new Marginal[n];
+      double sumM = 0;
       for (int i = 0; i < n; i++) {
-        marginal[i] = median(samples[0], 0, 1) - median(samples[i + 1], 0, 1);
-        halfA[i] = median(samples[0], 0, 2) - median(samples[i + 1], 0, 2);
-        halfB[i] = median(samples[0], 1, 2) - median(samples[i + 1], 1, 2);
+        marginal[i] = marginal(diffs[i]);
+        sumM += Math.max(0, marginal[i].ns());
       }
-      double sumM = Arrays.stream(marginal).sum();
-      long[] wd = weights(batch, tokens);
-      long[] wc = weights(batch, calibrated);
-      double sumWd = Arrays.stream(wd).sum();
-      double sumWc = Arrays.stream(wc).sum();
+      double[][] frac = new double[policies.length][];
+      for (int p = 0; p < policies.length; p++) {
+        frac[p] = fractions(weights(batch, policies[p]));
+      }
       if (sumM > 0) {
-        double md = 0;
-        double mc = 0;
-        for (int i = 0; i < n; i++) {
-          md += Math.abs(wd[i] / sumWd - marginal[i] / sumM);
-          mc += Math.abs(wc[i] / sumWc - marginal[i] / sumM);
+        for (int p = 0; p < policies.length; p++) {
+          double d = 0;
+          for (int i = 0; i < n; i++) {
+            d += Math.abs(frac[p][i] - Math.max(0, marginal[i].ns()) / sumM);
+          }
+          mis[p] += d / 2;
         }
-        misDefault += md / 2;
-        misCalibrated += mc / 2;
         misBatches++;
       }
       for (int i = 0; i < n; i++) {
         StepShape.Member m = batch.members().get(i);
-        double mf = marginal[i] / sumM;
-        double df = wd[i] / sumWd;
-        double cf = wc[i] / sumWc;
+        members++;
+        double mf = sumM > 0 ? Math.max(0, marginal[i].ns()) / sumM : 0;
+        double rse =
+            marginal[i].ns() > 0 ? marginal[i].seNs() / marginal[i].ns() : Double.POSITIVE_INFINITY;
+        boolean resolved = rse <= maxRelSe && mf > 0;
         out.append(
             String.format(
                 Locale.ROOT,
-                "%5d %4d %7s %8d %9d %12.0f %9.3f %9.3f %9.3f%n",
+                "%5d %4d %7s %6d %7d %11.0f %7.1f%% %8.3f %8.3f %8.3f %8.3f%s%n",
                 b,
                 i,
                 m.prefill() ? "prefill" : "decode",
                 m.tokens(),
                 m.context(),
-                marginal[i],
+                marginal[i].ns(),
+                100 * Math.min(rse, 9.99),
                 mf,
-                df,
-                cf));
-        if (marginal[i] <= 0 || sumM <= 0) {
-          nonPositive++; // unresolvable under this noise: its error would be infinite
-          continue;
+                frac[0][i],
+                frac[1][i],
+                frac[2][i],
+                resolved ? "" : "  (unresolved)"));
+        if (marginal[i].ns() > 0) {
+          relSe.add(rse);
         }
-        errDefault.add(Math.abs(df - mf) / mf);
-        errCalibrated.add(Math.abs(cf - mf) / mf);
-        noise.add(Math.abs(halfA[i] - halfB[i]) / marginal[i]);
+        if (resolved) {
+          for (int p = 0; p < policies.length; p++) {
+            errs.get(p).add(Math.abs(frac[p][i] - mf) / mf);
+          }
+        }
       }
     }
-    double dMean = mean(errDefault);
-    double dP90 = quantile(errDefault, 0.9);
-    double cMean = mean(errCalibrated);
-    double cP90 = quantile(errCalibrated, 0.9);
-    double nMed = quantile(noise, 0.5);
+    int resolved = errs.get(0).size();
+    for (int p = 0; p < policies.length; p++) {
+      mis[p] /= Math.max(1, misBatches);
+    }
     out.append(
         String.format(
             Locale.ROOT,
-            "members compared: %d (%d more had a marginal cost <= 0 under the noise and are left"
-                + " out)%n"
-                + "relative error of the share vs the marginal cost:%n"
-                + "  default    (%s): mean %.1f%%, p90 %.1f%%%n"
-                + "  calibrated (%s): mean %.1f%%, p90 %.1f%%%n"
-                + "noise of a marginal cost (median |odd-half - even-half| / marginal): %.1f%%%n"
-                + "misattributed share of a step's variable time (mean over batches):"
-                + " default %.1f%%, calibrated %.1f%%%n",
-            errDefault.size(),
-            nonPositive,
+            "members: %d; resolved (marginal cost's standard error <= %.0f%% of it): %d;"
+                + " median relative standard error of a marginal cost: %.1f%%%n"
+                + "relative error of the share vs the marginal cost, resolved members:%n"
+                + "  default      (%s): mean %.1f%%, p90 %.1f%%%n"
+                + "  calibrated   (%s): mean %.1f%%, p90 %.1f%%%n"
+                + "  cal. no tc   (%s): mean %.1f%%, p90 %.1f%%%n"
+                + "misattributed share of a step's variable time, all members (mean over %d"
+                + " batches): default %.1f%%, calibrated %.1f%%, calibrated without tc %.1f%%%n",
+            members,
+            100 * maxRelSe,
+            resolved,
+            100 * quantile(relSe, 0.5),
             tokens.describe(),
-            100 * dMean,
-            100 * dP90,
+            100 * mean(errs.get(0)),
+            100 * quantile(errs.get(0), 0.9),
             calibrated.describe(),
-            100 * cMean,
-            100 * cP90,
-            100 * nMed,
-            100 * misDefault / Math.max(1, misBatches),
-            100 * misCalibrated / Math.max(1, misBatches)));
-    return new Result(out.toString(), dMean, dP90, cMean, cP90, nMed, errDefault.size(), fit.r2());
+            100 * mean(errs.get(1)),
+            100 * quantile(errs.get(1), 0.9),
+            noTc.describe(),
+            100 * mean(errs.get(2)),
+            100 * quantile(errs.get(2), 0.9),
+            misBatches,
+            100 * mis[0],
+            100 * mis[1],
+            100 * mis[2]));
+    return new Result(
+        out.toString(),
+        mean(errs.get(0)),
+        quantile(errs.get(0), 0.9),
+        mean(errs.get(1)),
+        quantile(errs.get(1), 0.9),
+        mean(errs.get(2)),
+        mis[0],
+        mis[1],
+        mis[2],
+        resolved,
+        members,
+        fit.r2());
+  }
+
+  static double[] fractions(long[] w) {
+    double sum = 0;
+    for (long x : w) {
+      sum += x;
+    }
+    double[] f = new double[w.length];
+    for (int i = 0; i < w.length; i++) {
+      f[i] = sum > 0 ? w[i] / sum : 1.0 / w.length;
+    }
+    return f;
+  }
+
+  /**
+   * The 20% trimmed mean of {@code samples} and its standard error from the winsorized variance:
+   * {@code s_w / ((1 − 2·TRIM)·√n)}.
+   */
+  static Marginal marginal(long[] samples) {
+    long[] s = samples.clone();
+    Arrays.sort(s);
+    int n = s.length;
+    int g = (int) Math.floor(TRIM * n);
+    double sum = 0;
+    for (int i = g; i < n - g; i++) {
+      sum += s[i];
+    }
+    double trimmed = sum / (n - 2 * g);
+    double wMean = 0;
+    double[] w = new double[n];
+    for (int i = 0; i < n; i++) {
+      w[i] = s[Math.min(Math.max(i, g), n - 1 - g)];
+      wMean += w[i];
+    }
+    wMean /= n;
+    double var = 0;
+    for (double x : w) {
+      var += (x - wMean) * (x - wMean);
+    }
+    var /= Math.max(1, n - 1);
+    double se = Math.sqrt(var) / ((1 - 2 * TRIM) * Math.sqrt(n));
+    return new Marginal(trimmed, se);
   }
 
   /** A random batch: 2 to 8 members, decodes first, as the scheduler orders a step. */
@@ -257,35 +363,46 @@ public final class AttributionFidelity {
   }
 
   /**
-   * Times the batch (row 0) and each batch-without-member-i (row i+1), {@code repeats} times each,
-   * every repeat in a fresh shuffled order.
+   * Paired differences: {@code d[i][r]} is, in round {@code r}, the time of the whole batch minus
+   * the time of the batch without member {@code i}, the two timed back to back in a random order.
    */
-  static long[][] measure(
+  static long[][] measurePaired(
       LanguageModel model, StepTimer timer, StepShape batch, int repeats, Random rnd) {
     ModelConfig c = model.config();
     int n = batch.members().size();
-    List<StepShape> shapes = new ArrayList<>();
-    shapes.add(batch);
+    StepShape[] without = new StepShape[n];
     for (int i = 0; i < n; i++) {
-      shapes.add(batch.without(i));
+      without[i] = batch.without(i);
     }
-    long[][] samples = new long[shapes.size()][repeats];
+    long[][] diffs = new long[n][repeats];
     StepBatch sb = new StepBatch(batch.prefillTokens() + batch.decodes(), n);
     float[][] logits = new float[n][c.vocabSize()];
     List<Integer> order = new ArrayList<>();
-    for (int i = 0; i < shapes.size(); i++) {
+    for (int i = 0; i < n; i++) {
       order.add(i);
     }
     try (KvCache cache = model.newCache(n)) {
       for (int r = 0; r < repeats; r++) {
         Collections.shuffle(order, rnd);
         for (int i : order) {
-          shapes.get(i).fill(sb, c.vocabSize(), c.contextLength());
-          samples[i][r] = Calibration.time(model, timer, sb, cache, logits);
+          boolean fullFirst = rnd.nextBoolean();
+          long full = 0;
+          long rest = 0;
+          for (int k = 0; k < 2; k++) {
+            boolean runFull = (k == 0) == fullFirst;
+            (runFull ? batch : without[i]).fill(sb, c.vocabSize(), c.contextLength());
+            long t = Calibration.time(model, timer, sb, cache, logits);
+            if (runFull) {
+              full = t;
+            } else {
+              rest = t;
+            }
+          }
+          diffs[i][r] = full - rest;
         }
       }
     }
-    return samples;
+    return diffs;
   }
 
   static long[] weights(StepShape s, WeightPolicy p) {
@@ -295,17 +412,6 @@ public final class AttributionFidelity {
       w[i] = p.weight(m.prefill(), m.tokens(), m.context());
     }
     return w;
-  }
-
-  /** Median of {@code v[from], v[from+step], ...}. */
-  static double median(long[] v, int from, int step) {
-    List<Long> xs = new ArrayList<>();
-    for (int i = from; i < v.length; i += step) {
-      xs.add(v[i]);
-    }
-    Collections.sort(xs);
-    int k = xs.size();
-    return k % 2 == 1 ? xs.get(k / 2) : (xs.get(k / 2 - 1) + xs.get(k / 2)) / 2.0;
   }
 
   static double mean(List<Double> xs) {

@@ -20,12 +20,14 @@ public final class BillingAdmin implements AutoCloseable {
   private final ApiKeys apiKeys;
   private final Reconciliation reconciliation;
   private final Accounting accounting;
+  private final io.gpumeter.billing.usage.UsageQueries usage;
 
   private BillingAdmin(Database database) {
     this.database = database;
     this.apiKeys = new ApiKeys(database.dataSource());
     this.reconciliation = new Reconciliation(database.dataSource());
     this.accounting = new Accounting(database.dataSource(), java.time.Clock.systemUTC());
+    this.usage = new io.gpumeter.billing.usage.UsageQueries(database.dataSource());
   }
 
   /**
@@ -140,6 +142,11 @@ public final class BillingAdmin implements AutoCloseable {
   /** The outbox folder of {@code ledger} for this database; see {@link Billing#outboxDirectory}. */
   public Path outboxDirectory(LedgerConfig ledger) {
     return Billing.outboxDirectory(database.config(), ledger);
+  }
+
+  /** The read side of the ledger (the {@code usage} command: a key's hourly usage). */
+  public io.gpumeter.billing.usage.UsageQueries usage() {
+    return usage;
   }
 
   /** Accounts, prices, plans, credits, balances and invoices. */

@@ -19,6 +19,9 @@ import java.time.Instant;
  * @param voidReason why the charge was voided ({@code charge_voids.reason}), null when it stands
  * @param batchCompanySum the sum over its steps of the other sequences in each step (V19), null
  *     where not measured; {@link #batchCompany()} is its mean
+ * @param kvByteNs the KV-cache bytes it held, integrated over its steps (byte-nanoseconds; 0 for
+ *     records stored before V10)
+ * @param peakKvBytes the most KV-cache bytes it held at once
  */
 public record ChargedRequest(
     String requestId,
@@ -39,7 +42,9 @@ public record ChargedRequest(
     Long costMicros,
     Long priceVersionId,
     String voidReason,
-    Long batchCompanySum) {
+    Long batchCompanySum,
+    long kvByteNs,
+    long peakKvBytes) {
 
   /**
    * The mean number of other sequences in the steps the request ran in: {@code batchCompanySum /

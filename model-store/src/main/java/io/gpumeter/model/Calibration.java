@@ -13,19 +13,25 @@ import java.util.Random;
  * Calibration of the weight policy on a model and its device (issue 18): runs designed steps, times
  * them with the real step timer, and fits by least squares
  *
- * <pre>T(step) = a + p · prefillTokens + d · decodeSequences + c · Σ contexts</pre>
+ * <pre>
+ * T(step) = a + p · prefillTokens + d · decodeSequences + c · Σ contexts + q · Σ tokens×context
+ * </pre>
  *
- * <p>where {@code Σ contexts} adds up every member's positions after the step. This is exactly the
- * sum of {@link LinearWeightPolicy} weights over the step with {@code (p, d, c)} as its per-token
- * weights, so the fitted policy predicts each step's variable cost, and {@code a} is the step's
- * fixed cost (launches, the logits copy, the framework). How {@code a} is shared: see DESIGN.md,
- * "What a share means" (by weight).
+ * <p>where {@code Σ contexts} adds up every member's positions after the step and {@code Σ
+ * tokens×context} every member's tokens times its positions (a prompt chunk's attention: each of
+ * its tokens attends to up to its context; for a decode it equals its context). This is exactly the
+ * sum of {@link LinearWeightPolicy} weights over the step with {@code (p, d, c, q)} as its weights,
+ * so the fitted policy predicts each step's variable cost, and {@code a} is the step's fixed cost
+ * (launches, the logits copy, the framework). How {@code a} is shared: see DESIGN.md, "What a share
+ * means" (by weight).
  *
- * <p><b>Design:</b> prefill tokens {0, 32, 128, 256} (in chunks of at most 128, as the scheduler
+ * <p><b>Design:</b> prefill tokens {0, 8, 32, 128, 256} (in chunks of at most 128, as the scheduler
  * sends them), decode sequences {0, 1, 4, 16}, contexts {64, half, nearly all of the model's
  * context length}; a prefill chunk ends at the step's context (a later chunk of a long prompt) so
- * the context term is not tied to the prefill term. Every (point, repeat) runs in a shuffled order
- * so that load on a shared machine spreads over all points; each point's median is fitted.
+ * the context term is not tied to the prefill term, and chunks of 8 to 128 tokens at each context
+ * separate the per-chunk context term {@code c} from the per-token one {@code q}. Every (point,
+ * repeat) runs in a shuffled order so that load on a shared machine spreads over all points; each
+ * point's median is fitted.
  *
  * <p><b>Fit:</b> ordinary least squares on the medians, solved from the normal equations; a slope
  * that comes out negative is fixed at 0 and the rest refitted (a weight cannot be negative). The
@@ -34,6 +40,9 @@ import java.util.Random;
  */
 public final class Calibration {
   private Calibration() {}
+
+  /** Terms of the fit: intercept, prefill, decode, context, tokens×context. */
+  static final int TERMS = 5;
 
   /** Prefill tokens per chunk, as the scheduler's default {@code prefillChunk}. */
   static final int CHUNK = 128;
@@ -60,6 +69,7 @@ public final class Calibration {
       double prefillPerTokenNs,
       double decodePerSequenceNs,
       double contextPerTokenNs,
+      double tokenContextNs,
       double r2,
       double rmsResidualNs,
       List<Measured> points,
@@ -70,7 +80,8 @@ public final class Calibration {
       return interceptNs
           + prefillPerTokenNs * s.prefillTokens()
           + decodePerSequenceNs * s.decodes()
-          + contextPerTokenNs * s.contextSum();
+          + contextPerTokenNs * s.contextSum()
+          + tokenContextNs * s.tokenContextSum();
     }
 
     /**
@@ -82,10 +93,11 @@ public final class Calibration {
       long p = Math.round(prefillPerTokenNs * 1000);
       long d = Math.round(decodePerSequenceNs * 1000);
       long c = Math.round(contextPerTokenNs * 1000);
-      if (p <= 0 && d <= 0 && c <= 0) {
+      long q = Math.round(tokenContextNs * 1000);
+      if (p <= 0 && d <= 0 && c <= 0 && q <= 0) {
         throw new IllegalStateException("the fit found no positive cost per token: " + this);
       }
-      return new LinearWeightPolicy(Math.max(0, p), Math.max(0, d), Math.max(0, c));
+      return new LinearWeightPolicy(Math.max(0, p), Math.max(0, d), Math.max(0, c), Math.max(0, q));
     }
 
     /** A table of the points and residuals, and the fit's statistics. */
@@ -121,11 +133,13 @@ public final class Calibration {
           String.format(
               Locale.ROOT,
               "fit: T = %.0f ns + %.1f ns/prefill token + %.1f ns/decode + %.3f ns/context"
-                  + " position%nR^2 = %.4f, rms residual = %.0f ns over %d points%n",
+                  + " position + %.4f ns/(token x position)%nR^2 = %.4f, rms residual = %.0f ns"
+                  + " over %d points%n",
               interceptNs,
               prefillPerTokenNs,
               decodePerSequenceNs,
               contextPerTokenNs,
+              tokenContextNs,
               r2,
               rmsResidualNs,
               points.size()));
@@ -135,7 +149,7 @@ public final class Calibration {
 
   /** The designed steps for a model of context length {@code contextLength}. */
   public static List<StepShape> design(int contextLength) {
-    int[] prefills = {0, 32, 128, 256};
+    int[] prefills = {0, 8, 32, 128, 256};
     int[] decodes = {0, 1, 4, 16};
     int[] contexts = {
       Math.min(64, contextLength), Math.max(1, contextLength / 2), Math.max(1, contextLength - 8)
@@ -218,26 +232,39 @@ public final class Calibration {
   /**
    * Fits the points' medians.
    *
-   * @throws IllegalArgumentException with fewer than 4 points
+   * @throws IllegalArgumentException with fewer than 5 points
    */
   public static Fit fit(List<Measured> points) {
+    return fit(points, true);
+  }
+
+  /**
+   * Fits the points' medians, with or without the tokens×context term (without it: the form of
+   * format-1 weight files, kept to compare the two).
+   *
+   * @throws IllegalArgumentException with fewer than 5 points
+   */
+  public static Fit fit(List<Measured> points, boolean tokenContext) {
     int n = points.size();
-    if (n < 4) {
-      throw new IllegalArgumentException("need at least 4 points to fit 4 terms, got " + n);
+    if (n < TERMS) {
+      throw new IllegalArgumentException(
+          "need at least " + TERMS + " points to fit " + TERMS + " terms, got " + n);
     }
     double[][] x = new double[n][];
     double[] y = new double[n];
     for (int i = 0; i < n; i++) {
       StepShape s = points.get(i).shape();
-      x[i] = new double[] {1, s.prefillTokens(), s.decodes(), s.contextSum()};
+      x[i] = new double[] {1, s.prefillTokens(), s.decodes(), s.contextSum(), s.tokenContextSum()};
       y[i] = points.get(i).medianNs();
     }
-    boolean[] active = {true, true, true, true};
+    boolean[] active = new boolean[TERMS];
+    Arrays.fill(active, true);
+    active[TERMS - 1] = tokenContext;
     double[] beta;
     while (true) {
       beta = solve(x, y, active);
       int worst = -1;
-      for (int j = 1; j < 4; j++) { // the intercept may have any sign
+      for (int j = 1; j < TERMS; j++) { // the intercept may have any sign
         if (active[j] && beta[j] < 0 && (worst < 0 || beta[j] < beta[worst])) {
           worst = j;
         }
@@ -253,7 +280,7 @@ public final class Calibration {
     double[] residuals = new double[n];
     for (int i = 0; i < n; i++) {
       double pred = 0;
-      for (int j = 0; j < 4; j++) {
+      for (int j = 0; j < TERMS; j++) {
         pred += beta[j] * x[i][j];
       }
       residuals[i] = y[i] - pred;
@@ -266,6 +293,7 @@ public final class Calibration {
         beta[1],
         beta[2],
         beta[3],
+        beta[4],
         r2,
         Math.sqrt(ssRes / n),
         List.copyOf(points),

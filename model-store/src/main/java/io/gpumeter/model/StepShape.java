@@ -52,6 +52,14 @@ public record StepShape(List<Member> members) {
     return members.stream().mapToLong(Member::context).sum();
   }
 
+  /**
+   * Σ over the members of tokens × context: the attention work of the step (a prompt chunk's tokens
+   * each attend to up to its context; a decode's one token to its context).
+   */
+  public long tokenContextSum() {
+    return members.stream().mapToLong(m -> (long) m.tokens() * m.context()).sum();
+  }
+
   /** The largest context of a member (the cache must hold it). */
   public int maxContext() {
     return members.stream().mapToInt(Member::context).max().orElse(0);

@@ -22,18 +22,26 @@ import java.util.Optional;
  * steps with it when the file is there (and with the default token weights when it is not).
  *
  * <pre>{@code
- * {"format": 1, "version": 2, "fittedAt": "2026-11-30T17:40:12Z", "model": "demo-byte-lm",
+ * {"format": 2, "version": 3, "fittedAt": "2026-12-01T02:40:12Z", "model": "demo-byte-lm",
  *  "device": "cpu", "deviceName": "...", "timer": "host", "unit": "ps",
  *  "prefillPerToken": 8100, "decodePerToken": 52000, "contextPerToken": 40,
- *  "interceptNs": 1400000, "fixedCost": "by-weight",
- *  "fit": {"r2": 0.993, "rmsResidualNs": 90000, "points": 45, "repeats": 7}}
+ *  "tokenContext": 3, "interceptNs": 1400000, "fixedCost": "by-weight",
+ *  "fit": {"r2": 0.993, "rmsResidualNs": 90000, "points": 57, "repeats": 7}}
  * }</pre>
+ *
+ * <p>Format 2 added {@code tokenContext} (picoseconds per token × context position). A format-1
+ * file (written before the term existed) is still read, as a policy whose tokens×context weight is
+ * 0, so a model directory calibrated by an older build keeps splitting as it did.
  *
  * <p>Written to a temporary file and moved into place, so a reader never sees half a file.
  */
 public final class WeightsFile {
   public static final String FILE_NAME = "weights.json";
-  static final int FORMAT = 1;
+  static final int FORMAT = 2;
+
+  /** The oldest format this build reads (1: without {@code tokenContext}). */
+  static final int OLDEST_FORMAT = 1;
+
   private static final ObjectMapper MAPPER =
       new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
@@ -62,8 +70,9 @@ public final class WeightsFile {
         throw new ModelException(file + ": expected a JSON object");
       }
       int format = integer(file, root, "format");
-      if (format != FORMAT) {
-        throw new ModelException(file + ": format " + format + ", this build reads " + FORMAT);
+      if (format < OLDEST_FORMAT || format > FORMAT) {
+        throw new ModelException(
+            file + ": format " + format + ", this build reads " + OLDEST_FORMAT + " to " + FORMAT);
       }
       if (!"ps".equals(root.path("unit").asText())) {
         throw new ModelException(file + ": field 'unit' must be \"ps\"");
@@ -72,7 +81,8 @@ public final class WeightsFile {
           new LinearWeightPolicy(
               longValue(file, root, "prefillPerToken"),
               longValue(file, root, "decodePerToken"),
-              longValue(file, root, "contextPerToken"));
+              longValue(file, root, "contextPerToken"),
+              format >= 2 ? longValue(file, root, "tokenContext") : 0);
       return Optional.of(
           new Calibrated(
               new CalibratedWeightPolicy(
@@ -118,6 +128,7 @@ public final class WeightsFile {
     root.put("prefillPerToken", linear.prefillPerToken());
     root.put("decodePerToken", linear.decodePerToken());
     root.put("contextPerToken", linear.contextPerToken());
+    root.put("tokenContext", linear.tokenContext());
     root.put("interceptNs", Math.round(fit.interceptNs()));
     root.put("fixedCost", "by-weight");
     ObjectNode stats = root.putObject("fit");

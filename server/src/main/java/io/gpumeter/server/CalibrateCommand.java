@@ -34,6 +34,7 @@ import picocli.CommandLine.Spec;
     versionProvider = Main.Version.class,
     description = {
       "Fits the weight policy (prefill per token, decode per sequence, context per position,"
+          + " tokens x context,"
           + " fixed cost per step) of each model on its device by least squares over designed"
           + " steps, prints R^2 and residuals, and writes <model dir>/weights.json (versioned).",
       "Run it on the machine and device that will serve, while nothing else runs on the device."

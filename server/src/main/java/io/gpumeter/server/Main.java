@@ -50,6 +50,7 @@ import picocli.CommandLine.ParseResult;
       ReconcileCommand.class,
       ReplayCommand.class,
       CalibrateCommand.class,
+      UsageCommand.class,
       ModelCommand.class,
       MoneyCommands.AccountCommand.class,
       MoneyCommands.PriceCommand.class,

@@ -23,7 +23,7 @@ final class RequestLogCsv {
   static final String HEADER =
       "request_id,created_at,finished_at,model,api_key_id,session_id,status,prompt_tokens,"
           + "completion_tokens,device_time_ns,prefill_time_ns,decode_time_ns,steps,batch_company,"
-          + "batch_company_sum,cost_micros,cost,cost_exact_nano_micros,price_version,currency,"
+          + "batch_company_sum,kv_byte_ns,peak_kv_bytes,cost_micros,cost,cost_exact_nano_micros,price_version,currency,"
           + "voided,void_reason";
 
   /**
@@ -71,6 +71,8 @@ final class RequestLogCsv {
       boolean company = r.batchCompany() != null;
       sb.append(company ? r.batchCompany().toPlainString() : "").append(',');
       sb.append(company ? r.batchCompanySum().toString() : "").append(',');
+      sb.append(r.kvByteNs()).append(',');
+      sb.append(r.peakKvBytes()).append(',');
       boolean priced = r.costMicros() != null;
       sb.append(priced ? r.costMicros().toString() : "").append(',');
       sb.append(priced ? Accounting.decimal(r.costMicros()) : "").append(',');

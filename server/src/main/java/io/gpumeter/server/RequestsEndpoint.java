@@ -154,6 +154,9 @@ final class RequestsEndpoint {
       g.writeNumberField("batch_company", r.batchCompany());
       g.writeNumberField("batch_company_sum", r.batchCompanySum());
     }
+    // KV memory-time (issue 18): bytes held integrated over its steps, and the most held at once
+    g.writeNumberField("kv_byte_ns", r.kvByteNs());
+    g.writeNumberField("peak_kv_bytes", r.peakKvBytes());
     if (r.costMicros() == null) {
       g.writeNullField("cost_micros");
       g.writeNullField("cost");

@@ -216,6 +216,13 @@ class OrganizationPortalTest {
                   .divide(
                       java.math.BigDecimal.valueOf(steps), 3, java.math.RoundingMode.HALF_EVEN));
       sums.add(sum);
+      // KV memory-time (issue 18): the stored record's, and positive for a request that ran
+      var stored = server.billing().usage().find(id).orElseThrow().record();
+      assertThat(row.get("kv_byte_ns").asLong())
+          .as(row.toString())
+          .isEqualTo(stored.kvByteNs())
+          .isPositive();
+      assertThat(row.get("peak_kv_bytes").asLong()).isEqualTo(stored.peakKvBytes()).isPositive();
     }
     assertThat(sums.get(0)).as("each counts the other once per shared step").isEqualTo(sums.get(1));
     JsonNode lone = request(log, alone.json().get("id").asText());
@@ -240,6 +247,9 @@ class OrganizationPortalTest {
       assertThat(new java.math.BigDecimal(cells[header.indexOf("batch_company")]))
           .isEqualByComparingTo(row.get("batch_company").decimalValue());
       assertThat(cells[header.indexOf("cost_micros")]).isEqualTo(row.get("cost_micros").asText());
+      assertThat(cells[header.indexOf("kv_byte_ns")]).isEqualTo(row.get("kv_byte_ns").asText());
+      assertThat(cells[header.indexOf("peak_kv_bytes")])
+          .isEqualTo(row.get("peak_kv_bytes").asText());
     }
     assertThat(lines[lines.length - 1]).startsWith(csv.header("x-gpumeter-last-id") + ",");
     Reply badFormat = get(RequestsEndpoint.PATH + "?format=xml", key);

@@ -43,7 +43,10 @@ import org.slf4j.LoggerFactory;
  *       are pruned only after their rows are dropped), so a conflict there would be a broken
  *       invariant and fails loudly (23505) instead of being skipped;
  *   <li>{@code rolled}: exactly the inserted rows, grouped by {@code (date_trunc('hour',
- *       finished_at, 'UTC'), api_key_id, model, device)}, are added into {@code usage_hourly}.
+ *       finished_at, 'UTC'), api_key_id, model, device)}, are added into {@code usage_hourly}: sums
+ *       of the counters and of the KV byte-nanoseconds, the largest peak KV bytes (V22; a void
+ *       applied later subtracts its KV memory-time through {@code usage_hourly_voided} and
+ *       recomputes the bucket's peak without it: trigger {@code charge_voids_kv_rollup}).
  * </ol>
  *
  * All in one transaction: a duplicate request id never reaches the raw table or the rollup, and raw
@@ -106,14 +109,16 @@ public final class JdbcLedgerStore implements LedgerStore {
           + COLUMNS
           + ", ?::uuid FROM input JOIN claimed USING (request_id)\n"
           + "  RETURNING api_key_id, account_id, model, device, finished_at, device_ns,"
-          + " prefill_ns, decode_ns, prompt_tokens, completion_tokens\n"
+          + " prefill_ns, decode_ns, prompt_tokens, completion_tokens, kv_byte_ns,"
+          + " peak_kv_bytes\n"
           + "), rolled AS (\n"
           + "  INSERT INTO usage_hourly (hour, api_key_id, account_id, model, device, requests,"
-          + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens)\n"
+          + " device_ns, prefill_ns, decode_ns, prompt_tokens, completion_tokens, kv_byte_ns,"
+          + " peak_kv_bytes)\n"
           + "  SELECT date_trunc('hour', finished_at, 'UTC') AS hour, api_key_id,"
           + " max(account_id), model, device, count(*), sum(device_ns)::int8,"
           + " sum(prefill_ns)::int8, sum(decode_ns)::int8, sum(prompt_tokens)::int8,"
-          + " sum(completion_tokens)::int8\n"
+          + " sum(completion_tokens)::int8, sum(kv_byte_ns), max(peak_kv_bytes)\n"
           + "  FROM inserted GROUP BY api_key_id, 1, model, device\n"
           + "  ORDER BY api_key_id, 1, model, device\n"
           + "  ON CONFLICT (api_key_id, hour, model, device) DO UPDATE SET\n"
@@ -122,7 +127,9 @@ public final class JdbcLedgerStore implements LedgerStore {
           + "    prefill_ns = usage_hourly.prefill_ns + EXCLUDED.prefill_ns,\n"
           + "    decode_ns = usage_hourly.decode_ns + EXCLUDED.decode_ns,\n"
           + "    prompt_tokens = usage_hourly.prompt_tokens + EXCLUDED.prompt_tokens,\n"
-          + "    completion_tokens = usage_hourly.completion_tokens + EXCLUDED.completion_tokens\n"
+          + "    completion_tokens = usage_hourly.completion_tokens + EXCLUDED.completion_tokens,\n"
+          + "    kv_byte_ns = usage_hourly.kv_byte_ns + EXCLUDED.kv_byte_ns,\n"
+          + "    peak_kv_bytes = greatest(usage_hourly.peak_kv_bytes, EXCLUDED.peak_kv_bytes)\n"
           + "  RETURNING 1\n"
           + ")";
 

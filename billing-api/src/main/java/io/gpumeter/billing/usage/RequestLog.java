@@ -32,7 +32,7 @@ final class RequestLog {
       "SELECT u.request_id, u.api_key_id, u.model, coalesce(u.session_id, u.request_id),"
           + " u.status, u.started_at, u.finished_at, u.prompt_tokens, u.completion_tokens,"
           + " u.device_ns, u.prefill_ns, u.decode_ns, u.steps, a.currency, p.cost_nmicros,"
-          + " p.price_version_id, v.reason, u.batch_company_sum"
+          + " p.price_version_id, v.reason, u.batch_company_sum, u.kv_byte_ns, u.peak_kv_bytes"
           + " FROM usage_records u JOIN accounts a ON a.id = u.account_id"
           + " LEFT JOIN charge_prices p ON p.request_id = u.request_id"
           + " LEFT JOIN charge_voids v ON v.request_id = u.request_id"
@@ -137,7 +137,9 @@ final class RequestLog {
         exact == null ? null : Money.roundToMicros(exact),
         priceVersion,
         rs.getString(17),
-        batchCompany(rs.getLong(18), rs.wasNull()));
+        batchCompany(rs.getLong(18), rs.wasNull()),
+        rs.getLong(19),
+        rs.getLong(20));
   }
 
   private static Long batchCompany(long sum, boolean isNull) {

@@ -316,10 +316,12 @@ public final class UsageQueries {
   }
 
   /**
-   * KV memory-time of one key's requests per hour and model, over the same whole hours as {@link
-   * #usage}, excluding voided charges. Read from {@code usage_records} (not rolled up), so it
-   * covers the retention period (at least 90 days); older hours read as absent. Records stored
-   * before migration V10 count 0.
+   * KV memory-time of one key's requests per hour and model, over the same whole hours (and the
+   * same hours present) as {@link #usage}, excluding voided charges: from the hourly rollup (V22:
+   * {@code usage_hourly} minus {@code usage_hourly_voided} for the byte-nanoseconds; the peak is
+   * kept net of voids in {@code usage_hourly}), so it is kept for good like the rest of the report.
+   * Records stored before migration V10 count 0, as do hours whose records retention had dropped
+   * before V22 filled the rollup.
    *
    * @throws BillingException if the database fails
    */
@@ -333,15 +335,17 @@ public final class UsageQueries {
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
-                "SELECT date_trunc('hour', r.finished_at, 'UTC') AS hour, r.model,"
-                    + " sum(r.kv_byte_ns), max(r.peak_kv_bytes) FROM usage_records r"
-                    + " WHERE r.api_key_id = ? AND r.finished_at >= ? AND r.finished_at < ?"
-                    + " AND NOT EXISTS (SELECT 1 FROM charge_voids v"
-                    + " WHERE v.request_id = r.request_id)"
-                    + " GROUP BY 1, 2 ORDER BY 1, 2")) {
-      ps.setLong(1, apiKeyId);
-      ps.setTimestamp(2, Timestamp.from(start));
-      ps.setTimestamp(3, Timestamp.from(end));
+                "SELECT hour, model, sum(kv), max(peak) FROM ("
+                    + " SELECT hour, model, requests, kv_byte_ns AS kv, peak_kv_bytes AS peak"
+                    + " FROM usage_hourly WHERE api_key_id = ? AND hour >= ? AND hour < ?"
+                    + " UNION ALL SELECT hour, model, -requests, -kv_byte_ns, 0"
+                    + " FROM usage_hourly_voided WHERE api_key_id = ? AND hour >= ? AND hour < ?)"
+                    + " u GROUP BY hour, model HAVING sum(requests) > 0 ORDER BY hour, model")) {
+      for (int i = 0; i < 2; i++) {
+        ps.setLong(1 + 3 * i, apiKeyId);
+        ps.setTimestamp(2 + 3 * i, Timestamp.from(start));
+        ps.setTimestamp(3 + 3 * i, Timestamp.from(end));
+      }
       try (ResultSet rs = ps.executeQuery()) {
         while (rs.next()) {
           out.add(
