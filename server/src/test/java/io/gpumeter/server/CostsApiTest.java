@@ -9,13 +9,9 @@ import com.openai.models.admin.organization.usage.UsageCostsParams;
 import com.openai.models.admin.organization.usage.UsageCostsResponse;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
-import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.VoidReason;
 import io.gpumeter.billing.accounting.Accounting;
 import io.gpumeter.billing.db.Database;
-import io.gpumeter.metering.TimerInfo;
-import io.gpumeter.metering.UsageRecord;
-import io.gpumeter.metering.UsageStatus;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
 import java.math.BigInteger;
@@ -24,7 +20,6 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.time.Duration;
 import java.time.Instant;
-import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -44,12 +39,12 @@ import org.junit.jupiter.api.Timeout;
 @Timeout(value = 15, unit = TimeUnit.MINUTES)
 class CostsApiTest {
   private static final String PATH = "/v1/organization/costs";
-  private static final TimerInfo TIMER = new TimerInfo("test", "cpu", "cpu", "", "", "");
 
   /** 1.500001 per device-second: costs with fractions of a micro-unit. */
   private static final long PRICE = 1_500_001;
 
   private static GpumeterServer server;
+  private static OrganizationFixture fixture;
   private static Database db;
   private static Client client;
   private static CreatedApiKey a1; // acme, inference
@@ -65,12 +60,12 @@ class CostsApiTest {
     server = GpumeterServer.start(TestServers.config("costs-api").build(), StepListener.NONE);
     db = Database.start(server.config().toolDatabaseConfig());
     client = new Client(server.port());
-    var keys = server.billing().apiKeys();
-    a1 = keys.create("acme");
-    a2 = keys.create("acme");
-    admin = keys.create("acme", KeyScope.ACCOUNT_ADMIN);
-    g1 = keys.create("globex", KeyScope.ACCOUNT_ADMIN);
-    day = Instant.now().truncatedTo(ChronoUnit.DAYS).minus(Duration.ofDays(2));
+    fixture = new OrganizationFixture(server);
+    a1 = fixture.a1;
+    a2 = fixture.a2;
+    admin = fixture.admin;
+    g1 = fixture.g1;
+    day = fixture.day;
     server
         .billing()
         .accounting()
@@ -92,30 +87,7 @@ class CostsApiTest {
 
   private static CompletableFuture<Void> publish(
       String id, CreatedApiKey key, String model, Instant at, long deviceNs, String session) {
-    return server
-        .billing()
-        .ledger()
-        .publish(
-            new UsageRecord(
-                id,
-                key.keyId(),
-                key.accountId(),
-                model,
-                TIMER,
-                "test",
-                deviceNs,
-                deviceNs - 1,
-                1,
-                3,
-                4,
-                0,
-                1,
-                UsageStatus.OK,
-                at.minusMillis(1),
-                at,
-                session,
-                0,
-                0));
+    return fixture.publish(id, key, model, at, deviceNs - 1, 1, 3, 4, session);
   }
 
   @AfterAll
@@ -133,7 +105,7 @@ class CostsApiTest {
   }
 
   private static String range(Instant from, Instant to) {
-    return "start_time=" + from.getEpochSecond() + "&end_time=" + to.getEpochSecond();
+    return OrganizationFixture.range(from, to);
   }
 
   /** The one rounding of the exact cost of these device times at {@link #PRICE}. */

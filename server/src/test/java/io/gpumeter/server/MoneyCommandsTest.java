@@ -389,6 +389,63 @@ class MoneyCommandsTest {
     assertThat(ok("invoice", "list", "--account", "acme").out().strip().split("\n")).hasSize(2);
   }
 
+  /**
+   * {@code price set --from} earlier than {@code pricing.min_lead} after now (the default 30 s
+   * here) is refused with exit status 2, a message naming the setting and the earliest start, and
+   * nothing changed; with no {@code --from} the version starts the lead from now.
+   */
+  @Test
+  void aPriceStartingInsideTheMinimumLeadIsRefusedAndChangesNothing() throws Exception {
+    Path data = Path.of("target", "test-data", "money-lead-" + System.nanoTime()).toAbsolutePath();
+    Files.createDirectories(data);
+    Path leadFile = data.resolve("gpumeter.properties");
+    // no pricing.min_lead: the default, 30 s
+    Files.writeString(
+        leadFile,
+        "data.dir="
+            + data
+            + "\ndb.binary_cache_dir="
+            + Path.of("target", "pg-binaries").toAbsolutePath()
+            + "\n");
+    String lead = leadFile.toString();
+    Cli empty = run("price", "list", "--config", lead);
+    assertThat(empty.status()).as(empty.toString()).isZero();
+    String[] base = {
+      "price", "set", "--model", "*", "--device-class", "cpu", "--micros-per-second", "3000"
+    };
+    for (Instant from :
+        new Instant[] {
+          Instant.now().plusSeconds(5), Instant.now().minusSeconds(3600), Instant.now()
+        }) {
+      String[] args = java.util.Arrays.copyOf(base, base.length + 4);
+      args[base.length] = "--from";
+      args[base.length + 1] = from.toString();
+      args[base.length + 2] = "--config";
+      args[base.length + 3] = lead;
+      Cli r = run(args);
+      assertThat(r.status()).as(from + ": " + r).isEqualTo(2);
+      assertThat(r.err())
+          .as(from + ": " + r)
+          .contains("must start at least PT30S from now (pricing.min_lead)")
+          .contains("was ")
+          .contains("earliest ");
+      assertThat(r.out()).as(from + ": " + r).isEmpty();
+    }
+    assertThat(run("price", "list", "--config", lead).out()).isEqualTo(empty.out());
+
+    // no --from: it starts the lead from now
+    Instant before = Instant.now();
+    String[] args = java.util.Arrays.copyOf(base, base.length + 2);
+    args[base.length] = "--config";
+    args[base.length + 1] = lead;
+    Cli set = run(args);
+    assertThat(set.status()).as(set.toString()).isZero();
+    String[] row = set.out().strip().split("\n")[1].split("\t");
+    Instant start = Instant.parse(row[6]);
+    assertThat(start).as(set.toString()).isAfter(before.plusSeconds(29));
+    assertThat(run("price", "list", "--config", lead).out().strip().split("\n")).hasSize(2);
+  }
+
   @Test
   void helpWorksOnEveryMoneyCommand() {
     String[][] asks = {

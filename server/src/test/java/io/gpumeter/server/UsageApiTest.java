@@ -12,9 +12,6 @@ import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.VoidReason;
 import io.gpumeter.billing.db.Database;
-import io.gpumeter.metering.TimerInfo;
-import io.gpumeter.metering.UsageRecord;
-import io.gpumeter.metering.UsageStatus;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
 import java.io.BufferedInputStream;
@@ -30,7 +27,6 @@ import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.time.Duration;
 import java.time.Instant;
-import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -51,9 +47,9 @@ import org.junit.jupiter.api.Timeout;
 class UsageApiTest {
   private static final String ADMIN_TOKEN = "admin-token-for-usage-tests-0123456789";
   private static final String PATH = "/v1/organization/usage/completions";
-  private static final TimerInfo TIMER = new TimerInfo("test", "cpu", "cpu", "", "", "");
 
   private static GpumeterServer server;
+  private static OrganizationFixture fixture;
   private static Database db;
   private static Client client;
 
@@ -78,11 +74,12 @@ class UsageApiTest {
     client = new Client(server.port());
     var keys = server.billing().apiKeys();
     caller = keys.create("sessions");
-    a1 = keys.create("acme");
-    a2 = keys.create("acme");
-    admin = keys.create("acme", KeyScope.ACCOUNT_ADMIN);
-    g1 = keys.create("globex", KeyScope.ACCOUNT_ADMIN);
-    day = Instant.now().truncatedTo(ChronoUnit.DAYS).minus(Duration.ofDays(2));
+    fixture = new OrganizationFixture(server);
+    a1 = fixture.a1;
+    a2 = fixture.a2;
+    admin = fixture.admin;
+    g1 = fixture.g1;
+    day = fixture.day;
     List<CompletableFuture<Void>> fs = new ArrayList<>();
     // the last millisecond of the day before, and the first instant of the day
     fs.add(publish("r1", a1, "m1", day.minusMillis(1), 100, 10, 5, 1, "s1"));
@@ -105,30 +102,7 @@ class UsageApiTest {
       int prompt,
       int completion,
       String session) {
-    return server
-        .billing()
-        .ledger()
-        .publish(
-            new UsageRecord(
-                id,
-                key.keyId(),
-                key.accountId(),
-                model,
-                TIMER,
-                "test",
-                prefill + decode,
-                prefill,
-                decode,
-                prompt,
-                completion,
-                0,
-                1,
-                UsageStatus.OK,
-                at.minusMillis(1),
-                at,
-                session,
-                0,
-                0));
+    return fixture.publish(id, key, model, at, prefill, decode, prompt, completion, session);
   }
 
   @AfterAll
@@ -229,7 +203,7 @@ class UsageApiTest {
   }
 
   private static String range(Instant from, Instant to) {
-    return "start_time=" + from.getEpochSecond() + "&end_time=" + to.getEpochSecond();
+    return OrganizationFixture.range(from, to);
   }
 
   @Test
