@@ -1,5 +1,7 @@
 package io.gpumeter.batching;
 
+import java.util.List;
+
 /**
  * Receives generated tokens on the scheduler thread. Must not block: hand off (for example to a
  * Netty event loop) and return.
@@ -21,4 +23,11 @@ public interface TokenListener {
       onToken(token);
     }
   }
+
+  /**
+   * The logprobs of prompt {@code prompt}'s tokens after its first (a request that asked for them:
+   * {@link GenerationRequest#promptLogprobs()}), called once per prompt on the scheduler thread
+   * when its prefill ends, before any token of that prompt's choices. Ignored by default.
+   */
+  default void onPromptLogprobs(int prompt, List<TokenLogprob> logprobs) {}
 }

@@ -111,14 +111,11 @@ final class CompletionsEndpoint {
     SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
     int maxRunning = m.scheduler().config().maxRunning();
     CompletionOptions options = CompletionOptions.parse(p.body(), maxRunning);
-    if (options.echo() && p.stream().stream()) {
-      throw ApiException.invalid("echo", "echo cannot be streamed yet; omit it or do not stream.");
-    }
     int logprobs = LogprobParams.completion(p.body());
     int[][] tokens =
         PromptList.parse(
             p.body().get("prompt"), m.model().tokenizer(), vocab, m.model().config().eosId());
-    PromptList.checkSlots(tokens.length, options.n(), maxRunning);
+    PromptList.checkSequences(tokens.length, options.n());
     String session = session(ex, p.user(), requestId);
     withTicket(
         ex,
@@ -356,7 +353,10 @@ final class CompletionsEndpoint {
                 stop::holdback,
                 streamBufferBytes,
                 logprobs != null,
-                prompt.length * extras.n())
+                prompt.length * extras.n(),
+                extras.echo()
+                    ? SseStream.Echo.of(prompt, extras.n(), m.model().tokenizer(), logprobs)
+                    : null)
             : null;
     GenerationRequest request =
         new GenerationRequest(
