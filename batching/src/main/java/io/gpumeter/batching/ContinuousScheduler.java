@@ -813,6 +813,9 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
               s.rng);
       emit(s, token, logprob(s, logprobScratch, token));
     }
+    for (int row = 0; row < n; row++) {
+      stepSeqs[row].request.listener().onStepEnd(); // the step's tokens are all out
+    }
     clearStepRefs(n);
   }
 

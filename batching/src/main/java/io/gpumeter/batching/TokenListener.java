@@ -30,4 +30,14 @@ public interface TokenListener {
    * when its prefill ends, before any token of that prompt's choices. Ignored by default.
    */
   default void onPromptLogprobs(int prompt, List<TokenLogprob> logprobs) {}
+
+  /**
+   * A step's tokens are all out: called on the scheduler thread after the step's last token was
+   * emitted, for every request that took part in it (once per choice of it in the step, so maybe
+   * several times). A listener that hands tokens to another thread can hand over a step's tokens at
+   * once here instead of one hand-off per token. A token emitted before its request's result
+   * completes may not be followed by this call (the result completes during the step); a listener
+   * must also look for tokens not handed over when it sees the result. Ignored by default.
+   */
+  default void onStepEnd() {}
 }

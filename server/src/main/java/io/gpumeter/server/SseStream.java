@@ -28,12 +28,15 @@ import org.slf4j.LoggerFactory;
  * {chunk}\n\n} per event, ending with {@code data: [DONE]\n\n}, OpenAI's wire format.
  *
  * <p><b>Threads:</b> {@link #listener} runs on the scheduler thread for every generated token; it
- * only puts the token in this stream's queue (lock-free) and, when no drain of that queue is
- * waiting on the connection's event loop, queues one ({@link EventLoop#execute}, a non-blocking
- * offer), and returns. Everything else runs on the event loop. Tokens and the result are handed
- * over in the order the scheduler produced them (the loop's task queue is FIFO, and a token's drain
- * is queued, or running, before the result's continuation is queued after the last token), so the
- * finishing chunk always follows the text.
+ * only puts the token in this stream's queue (lock-free) and returns. When the step's tokens are
+ * all out ({@link TokenListener#onStepEnd}) it queues one drain of that queue on the connection's
+ * event loop ({@link EventLoop#execute}, a non-blocking offer) unless one is waiting there already:
+ * one hand-off per stream per step, all of a step's at once, so an event loop wakes about once per
+ * step for its streams rather than once per token (issue 12 item 3: the per-token wake-ups were
+ * most of streaming's extra server CPU). Everything else runs on the event loop. The result can
+ * complete during a step, before that step's hand-off: {@link #finish} therefore first takes every
+ * token still queued (all of them were queued before the result completed), so the finishing chunk
+ * always carries, and follows, all of the text.
  *
  * <p><b>Coalescing (issue 12 item 8):</b> a drain takes every token queued so far and writes one
  * event per choice with all their text, then flushes once. While the event loop keeps up that is
@@ -284,8 +287,12 @@ final class SseStream {
         if (choice == 0) {
           also.onToken(token);
         }
-        queued.offer(new Queued(choice, token, logprob, null));
-        if (!drainQueued.get() && drainQueued.compareAndSet(false, true)) {
+        queued.offer(new Queued(choice, token, logprob, null)); // handed over at the step's end
+      }
+
+      @Override
+      public void onStepEnd() {
+        if (!queued.isEmpty() && !drainQueued.get() && drainQueued.compareAndSet(false, true)) {
           loop.execute(drain);
         }
       }
@@ -295,10 +302,7 @@ final class SseStream {
         if (echo == null || !SseStream.this.logprobs) {
           return; // the echo went in at the start
         }
-        queued.offer(new Queued(prompt, 0, null, logprobs));
-        if (!drainQueued.get() && drainQueued.compareAndSet(false, true)) {
-          loop.execute(drain);
-        }
+        queued.offer(new Queued(prompt, 0, null, logprobs)); // handed over at the step's end
       }
     };
   }
@@ -334,6 +338,15 @@ final class SseStream {
    */
   private void drain() {
     drainQueued.set(false);
+    take();
+    if (ex.isDone() || !started) {
+      return; // before the head, the text waits in its lane for start()
+    }
+    writeUnsent();
+  }
+
+  /** Every queued token (and prompt logprobs) into its choice's lane, unwritten. */
+  private void take() {
     Queued q;
     while ((q = queued.poll()) != null) {
       if (ex.isDone()) {
@@ -345,10 +358,6 @@ final class SseStream {
         onToken(q.choice(), q.token(), q.logprob());
       }
     }
-    if (ex.isDone() || !started) {
-      return; // before the head, the text waits in its lane for start()
-    }
-    writeUnsent();
   }
 
   /** One event per choice with text not sent yet, then one flush. */
@@ -422,6 +431,7 @@ final class SseStream {
    * The caller then waits for the charge and calls {@link #close}.
    */
   void finish(GenerationResult result) {
+    take(); // tokens of the result's last step, queued before it completed, not handed over yet
     unfinished = lanes.length;
     for (int i = 0; i < lanes.length; i++) {
       Lane lane = lanes[i];
