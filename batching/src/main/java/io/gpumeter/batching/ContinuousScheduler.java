@@ -346,11 +346,11 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         }
       }
     }
-    if (request.sequences() > config.maxRunning()) {
+    if (request.n() > config.maxRunning()) {
       rejected.incrementAndGet();
       throw new IllegalArgumentException(
-          (request.promptCount() > 1 ? "n × prompts is " : "n is ")
-              + request.sequences()
+          "n is "
+              + request.n()
               + " but model "
               + modelName
               + " runs at most "
@@ -639,26 +639,43 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
     finishGroup(s, failed != null ? FinishReason.ERROR : FinishReason.CANCELLED, failed);
   }
 
+  /**
+   * Gives free slots to waiting requests, a prompt's {@code n} choices at a time: a request's
+   * prompts are admitted in order as their choices fit, and a request with prompts still waiting is
+   * {@link #held} at the head of the line (it is still queued) until its last prompt is in.
+   */
   private void admit() {
     while (freeSlotCount > 0) {
       Seq s = held != null ? held : waiting.poll();
       if (s == null) {
         break;
       }
-      if (s.members.length > freeSlotCount) {
-        // n choices of each prompt need their slots at once: wait at the head of the line until
-        // they are free
-        held = s;
+      int n = s.request.n();
+      while (s.admitted < s.members.length) {
+        Seq leader = s.members[s.admitted];
+        if (leader.done) {
+          // ended before it ran (its request was stopped): its choices are done too
+          s.admitted += n;
+          continue;
+        }
+        if (n > freeSlotCount) {
+          break; // a prompt's n choices need their slots at once
+        }
+        for (int i = s.admitted; i < s.admitted + n; i++) {
+          Seq m = s.members[i];
+          m.slot = freeSlots[--freeSlotCount];
+          if (m.leader) {
+            running[runningCount++] = m; // prefills its prompt
+          } // else reserved; running once its prompt is copied
+        }
+        s.admitted += n;
+      }
+      if (s.admitted < s.members.length) {
+        held = s; // wait at the head of the line for the slots its next prompt needs
         break;
       }
       held = null;
       leaveQueue(s);
-      for (Seq m : s.members) {
-        m.slot = freeSlots[--freeSlotCount];
-        if (m.leader) {
-          running[runningCount++] = m; // prefills its prompt
-        } // else reserved; running once its prompt is copied
-      }
     }
     runningFigure = runningCount;
   }
@@ -772,6 +789,12 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
         }
         continue; // a prompt chunk that did not reach the end of the prompt
       }
+      if (stepPrefill[row] && s.promptLogprobs != null) {
+        // the prompt's last chunk: its logprobs go out before its choices' first tokens
+        s.request
+            .listener()
+            .onPromptLogprobs(s.index / s.request.n(), List.copyOf(s.promptLogprobs));
+      }
       if (s.children != null && !s.forked && !fork(s, logits[row])) {
         continue;
       }
@@ -789,6 +812,9 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
               s.seenCount,
               s.rng);
       emit(s, token, logprob(s, logprobScratch, token));
+    }
+    for (int row = 0; row < n; row++) {
+      stepSeqs[row].request.listener().onStepEnd(); // the step's tokens are all out
     }
     clearStepRefs(n);
   }
@@ -1082,6 +1108,9 @@ public final class ContinuousScheduler implements GenerationService, AutoCloseab
 
     /** Choices of the request not ended yet (on choice 0). */
     int membersLeft;
+
+    /** Choices given slots (or passed over, having ended), a prompt's n at a time (on choice 0). */
+    int admitted;
 
     FinishReason reason;
     Throwable error;

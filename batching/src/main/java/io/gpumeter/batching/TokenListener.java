@@ -1,5 +1,7 @@
 package io.gpumeter.batching;
 
+import java.util.List;
+
 /**
  * Receives generated tokens on the scheduler thread. Must not block: hand off (for example to a
  * Netty event loop) and return.
@@ -21,4 +23,21 @@ public interface TokenListener {
       onToken(token);
     }
   }
+
+  /**
+   * The logprobs of prompt {@code prompt}'s tokens after its first (a request that asked for them:
+   * {@link GenerationRequest#promptLogprobs()}), called once per prompt on the scheduler thread
+   * when its prefill ends, before any token of that prompt's choices. Ignored by default.
+   */
+  default void onPromptLogprobs(int prompt, List<TokenLogprob> logprobs) {}
+
+  /**
+   * A step's tokens are all out: called on the scheduler thread after the step's last token was
+   * emitted, for every request that took part in it (once per choice of it in the step, so maybe
+   * several times). A listener that hands tokens to another thread can hand over a step's tokens at
+   * once here instead of one hand-off per token. A token emitted before its request's result
+   * completes may not be followed by this call (the result completes during the step); a listener
+   * must also look for tokens not handed over when it sees the result. Ignored by default.
+   */
+  default void onStepEnd() {}
 }

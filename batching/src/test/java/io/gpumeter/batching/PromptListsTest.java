@@ -185,15 +185,92 @@ class PromptListsTest {
   }
 
   @Test
-  void morePromptsThanSlotsAreRefusedAndAnEmptyPromptIsInvalid() {
+  void morePromptsThanSlotsQueueTheirChoicesAndRunAsSlotsFreeInOneRecord() throws Exception {
     start(SchedulerConfig.defaults().withMaxRunning(3));
+    List<String> prompts = List.of("The quick brown fox", "Once upon a time there was", "Hi");
+    int[][] alone = new int[prompts.size()][];
+    for (int p = 0; p < prompts.size(); p++) {
+      alone[p] =
+          run(request(List.of(prompts.get(p)), 10, 0, 1, StopCondition.NONE, -1, false)).tokens();
+    }
+    int stepsBefore = stepLog.steps.size();
+    int recordsBefore = sink.records.size();
+
+    // 3 prompts × n = 2 is 6 sequences on 3 slots: one prompt's pair at a time (plus a spare slot)
+    GenerationResult r = run(request(prompts, 10, 0, 2, StopCondition.NONE, -1, false));
+    assertThat(r.finishReason()).isEqualTo(FinishReason.LENGTH);
+    assertThat(r.choices()).hasSize(6);
+    for (int i = 0; i < 6; i++) {
+      assertThat(r.choices().get(i).tokens())
+          .as("choice %d continues prompt %d as that prompt alone does", i, i / 2)
+          .containsExactly(alone[i / 2]);
+    }
+    List<StepReport> mine = stepLog.steps.subList(stepsBefore, stepLog.steps.size());
+    assertThat(mine).allMatch(s -> s.sequences() <= 3, "no step runs more than max_running");
+    assertThat(mine.stream().filter(s -> s.tokens() == 0 && s.sequences() == 1).count())
+        .as("each prompt still prefilled once and copied once")
+        .isEqualTo(3);
+    assertThat(sink.records).as("one request, one record").hasSize(recordsBefore + 1);
+    UsageRecord u = r.usage();
+    assertThat(u.completionTokens()).isEqualTo(6 * 10);
+    assertThat(u.deviceNs())
+        .as("every step of every queued choice is on the one record")
+        .isEqualTo(mine.stream().mapToLong(StepReport::measuredNs).sum());
+    assertThat(sink.deviceNs()).isEqualTo(stepLog.measured());
+    assertThat(scheduler.stats().queued()).isZero();
+
+    // n itself still needs its slots at once
     assertThatThrownBy(
             () ->
                 scheduler.submit(
-                    request(List.of("a", "b"), 4, 0, 2, StopCondition.NONE, -1, false)))
+                    request(List.of("a", "b"), 4, 0, 4, StopCondition.NONE, -1, false)))
         .isInstanceOf(IllegalArgumentException.class)
-        .hasMessageContaining("n × prompts is 4")
+        .hasMessageContaining("n is 4")
         .hasMessageContaining("at most 3");
+  }
+
+  @Test
+  void cancellingARequestWithQueuedChoicesEndsThemAllAndFreesEverySlot() throws Exception {
+    start(SchedulerConfig.defaults().withMaxRunning(2));
+    AtomicLong tokens = new AtomicLong();
+    long id = ids.incrementAndGet();
+    GenerationRequest big =
+        new GenerationRequest(
+            "prompts-" + id,
+            id,
+            id,
+            tok.encode("a"),
+            200,
+            0,
+            7,
+            0,
+            t -> tokens.incrementAndGet(),
+            "prompts-" + id,
+            NO_EOS,
+            1,
+            StopCondition.NONE,
+            -1,
+            List.of(tok.encode("b"), tok.encode("c"), tok.encode("d")),
+            false);
+    Generation g = scheduler.submit(big);
+    org.awaitility.Awaitility.await()
+        .atMost(java.time.Duration.ofSeconds(60))
+        .until(() -> tokens.get() >= 2);
+    g.cancel();
+    GenerationResult r = g.result().get(120, TimeUnit.SECONDS);
+    assertThat(r.finishReason()).isEqualTo(FinishReason.CANCELLED);
+    assertThat(r.choices()).hasSize(4);
+    assertThat(r.choices().get(3).tokens()).as("never admitted: nothing generated").isEmpty();
+    assertThat(sink.records).hasSize(1);
+    assertThat(sink.deviceNs()).isEqualTo(stepLog.measured());
+    assertThat(scheduler.stats().queued()).isZero();
+    // every slot is free again: a request needing both runs
+    assertThat(run(request(List.of("x"), 3, 0, 2, StopCondition.NONE, -1, false)).choices())
+        .hasSize(2);
+  }
+
+  @Test
+  void anEmptyPromptIsInvalid() {
     assertThatThrownBy(
             () ->
                 new GenerationRequest(

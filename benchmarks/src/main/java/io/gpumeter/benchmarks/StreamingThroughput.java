@@ -31,14 +31,22 @@ import java.util.stream.Stream;
  * every inter-token gap (between successive text events); the table gives p50 and p99 over all
  * requests of a slice. At 32 clients it then alternates streaming and non-streaming slices of the
  * same length, side by side, {@code rounds} times, and reports generated tokens/s of each and their
- * ratio (streaming / non-streaming) per round and in total.
+ * ratio (streaming / non-streaming) per round and in total; with {@code --server}, also the server
+ * process's CPU time per generated token in each slice (user + system, from {@link
+ * ProcessHandle.Info#totalCpuDuration}), streaming against not.
+ *
+ * <p>Clients ({@code --client raw|jdk|raw,jdk}, default {@code raw}): {@code raw} is {@link
+ * RawSseClient}, a blocking socket per client that splits events by bytes and parses only the usage
+ * event, so the clients take as little of the shared CPU as possible and the ratio is about the
+ * server; {@code jdk} is the JDK {@link HttpClient} reading the stream as lines (the client of the
+ * earlier figures). With both, each round measures both, side by side.
  *
  * <p>Usage: {@code java -cp benchmarks.jar io.gpumeter.benchmarks.StreamingThroughput [--models
  * DIR] [--seconds 10] [--rounds 3] [--max-tokens 64] [--server label=classpath]... [--server-jfr
- * DIR]}: each {@code --server} starts one {@link StreamingServerProcess} (an empty classpath for
- * this build's own server, another build's jar to compare it), measured in alternation, slice by
- * slice; {@code --server-jfr DIR} records each server process with JFR's profile settings into
- * {@code DIR/label.jfr} (written when it stops).
+ * DIR] [--client raw|jdk|raw,jdk]}: each {@code --server} starts one {@link StreamingServerProcess}
+ * (an empty classpath for this build's own server, another build's jar to compare it), measured in
+ * alternation, slice by slice; {@code --server-jfr DIR} records each server process with JFR's
+ * profile settings into {@code DIR/label.jfr} (written when it stops).
  */
 public final class StreamingThroughput {
   private static final String BODY =
@@ -48,13 +56,16 @@ public final class StreamingThroughput {
   private final Duration slice;
   private final int rounds;
   private final int maxTokens;
+  private final List<String> clientKinds;
   private final AtomicLong seeds = new AtomicLong();
 
-  private StreamingThroughput(Path modelsDir, Duration slice, int rounds, int maxTokens) {
+  private StreamingThroughput(
+      Path modelsDir, Duration slice, int rounds, int maxTokens, List<String> clientKinds) {
     this.modelsDir = modelsDir;
     this.slice = slice;
     this.rounds = rounds;
     this.maxTokens = maxTokens;
+    this.clientKinds = clientKinds;
   }
 
   public static void main(String[] args) throws Exception {
@@ -64,6 +75,7 @@ public final class StreamingThroughput {
     int maxTokens = 64;
     List<String> servers = new ArrayList<>();
     Path jfrDir = null;
+    List<String> clientKinds = List.of("raw");
     for (int i = 0; i + 1 < args.length; i += 2) {
       switch (args[i]) {
         case "--server" -> servers.add(args[i + 1]);
@@ -72,11 +84,20 @@ public final class StreamingThroughput {
         case "--seconds" -> seconds = Integer.parseInt(args[i + 1]);
         case "--rounds" -> rounds = Integer.parseInt(args[i + 1]);
         case "--max-tokens" -> maxTokens = Integer.parseInt(args[i + 1]);
+        case "--client" -> {
+          clientKinds = List.of(args[i + 1].split(","));
+          for (String k : clientKinds) {
+            if (!k.equals("raw") && !k.equals("jdk")) {
+              throw new IllegalArgumentException("--client is raw, jdk or raw,jdk: " + k);
+            }
+          }
+        }
         default -> throw new IllegalArgumentException("unknown option " + args[i]);
       }
     }
     StreamingThroughput bench =
-        new StreamingThroughput(models, Duration.ofSeconds(seconds), rounds, maxTokens);
+        new StreamingThroughput(
+            models, Duration.ofSeconds(seconds), rounds, maxTokens, clientKinds);
     if (servers.isEmpty()) {
       bench.run();
     } else {
@@ -85,14 +106,27 @@ public final class StreamingThroughput {
     System.exit(0);
   }
 
-  /** A server under load: its port, one key per client and its model. */
-  record Target(String label, int port, List<String> keys, String model) {}
+  /**
+   * A server under load: its port, one key per client, its model, and its process (null when it
+   * runs in this JVM).
+   */
+  record Target(String label, int port, List<String> keys, String model, ProcessHandle process) {}
 
-  /** What one slice measured. */
-  record Slice(long tokens, double seconds, long requests, long[] ttftNs, long[] gapNs) {
+  /** What one slice measured; {@code serverCpuNs} is -1 when the server is in this JVM. */
+  record Slice(
+      long tokens, double seconds, long requests, long[] ttftNs, long[] gapNs, long serverCpuNs) {
     double tokensPerSecond() {
       return tokens / seconds;
     }
+
+    /** The server's CPU microseconds per generated token, or NaN. */
+    double cpuMicrosPerToken() {
+      return serverCpuNs < 0 || tokens == 0 ? Double.NaN : serverCpuNs / 1e3 / tokens;
+    }
+  }
+
+  private static long cpuNanos(ProcessHandle p) {
+    return p == null ? -1 : p.info().totalCpuDuration().map(Duration::toNanos).orElse(-1L);
   }
 
   private void run() throws Exception {
@@ -112,7 +146,7 @@ public final class StreamingThroughput {
       keys.add(server.billing().apiKeys().create("stream-client-" + i).plaintext());
     }
     Target t =
-        new Target("in-process", server.port(), keys, server.schedulers().get(0).modelName());
+        new Target("in-process", server.port(), keys, server.schedulers().get(0).modelName(), null);
     try {
       measure(List.of(t), "clients in the server's JVM");
     } finally {
@@ -184,7 +218,7 @@ public final class StreamingThroughput {
                 });
         drain.setDaemon(true);
         drain.start();
-        targets.add(new Target(label, port, keys, model));
+        targets.add(new Target(label, port, keys, model, p.toHandle()));
       }
       measure(targets, "clients in a separate JVM from the server");
     } finally {
@@ -202,16 +236,20 @@ public final class StreamingThroughput {
   private void measure(List<Target> targets, String where) throws Exception {
     System.out.printf(
         Locale.ROOT,
-        "StreamingThroughput %s, %s, %d cores, load %s, max_tokens %d, slices of %d s%n",
+        "StreamingThroughput %s, %s, %d cores, load %s, max_tokens %d, slices of %d s,"
+            + " clients %s%n",
         Instant.now(),
         where,
         Runtime.getRuntime().availableProcessors(),
         Files.readString(Path.of("/proc/loadavg")).trim(),
         maxTokens,
-        slice.toSeconds());
+        slice.toSeconds(),
+        clientKinds);
     for (Target t : targets) {
-      load(t, 8, true, Duration.ofSeconds(3)); // warm-up, not counted
-      load(t, 8, false, Duration.ofSeconds(2));
+      for (String k : clientKinds) {
+        load(t, 8, true, Duration.ofSeconds(3), k); // warm-up, not counted
+        load(t, 8, false, Duration.ofSeconds(2), k);
+      }
     }
     System.out.println();
     System.out.println(
@@ -219,7 +257,7 @@ public final class StreamingThroughput {
     System.out.println("|---|---|---|---|---|---|---|---|");
     for (int b : new int[] {1, 8, 32}) {
       for (Target t : targets) {
-        Slice s = load(t, b, true, slice);
+        Slice s = load(t, b, true, slice, clientKinds.get(0));
         System.out.printf(
             Locale.ROOT,
             "| %s | %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f |%n",
@@ -235,36 +273,55 @@ public final class StreamingThroughput {
     }
     System.out.println();
     System.out.println(
-        "| round | server | streaming tokens/s | non-streaming tokens/s | ratio | load |");
-    System.out.println("|---|---|---|---|---|---|");
-    double[] st = new double[targets.size()];
-    double[] ns = new double[targets.size()];
+        "| round | server | client | streaming tokens/s | non-streaming tokens/s | ratio"
+            + " | server CPU µs/token streaming | non-streaming | load |");
+    System.out.println("|---|---|---|---|---|---|---|---|---|");
+    int kinds = clientKinds.size();
+    double[] st = new double[targets.size() * kinds];
+    double[] ns = new double[targets.size() * kinds];
+    long[][] cpu = new long[targets.size() * kinds][4]; // streaming ns, tokens; non-streaming
     for (int r = 1; r <= rounds; r++) {
       for (int i = 0; i < targets.size(); i++) {
-        Target t = targets.get(i);
-        Slice a = load(t, 32, true, slice);
-        Slice b = load(t, 32, false, slice);
-        st[i] += a.tokensPerSecond();
-        ns[i] += b.tokensPerSecond();
-        System.out.printf(
-            Locale.ROOT,
-            "| %d | %s | %.1f | %.1f | %.3f | %s |%n",
-            r,
-            t.label(),
-            a.tokensPerSecond(),
-            b.tokensPerSecond(),
-            a.tokensPerSecond() / b.tokensPerSecond(),
-            Files.readString(Path.of("/proc/loadavg")).trim().split(" ")[0]);
+        for (int k = 0; k < kinds; k++) {
+          Target t = targets.get(i);
+          int at = i * kinds + k;
+          Slice a = load(t, 32, true, slice, clientKinds.get(k));
+          Slice b = load(t, 32, false, slice, clientKinds.get(k));
+          st[at] += a.tokensPerSecond();
+          ns[at] += b.tokensPerSecond();
+          cpu[at][0] += a.serverCpuNs();
+          cpu[at][1] += a.tokens();
+          cpu[at][2] += b.serverCpuNs();
+          cpu[at][3] += b.tokens();
+          System.out.printf(
+              Locale.ROOT,
+              "| %d | %s | %s | %.1f | %.1f | %.3f | %.1f | %.1f | %s |%n",
+              r,
+              t.label(),
+              clientKinds.get(k),
+              a.tokensPerSecond(),
+              b.tokensPerSecond(),
+              a.tokensPerSecond() / b.tokensPerSecond(),
+              a.cpuMicrosPerToken(),
+              b.cpuMicrosPerToken(),
+              Files.readString(Path.of("/proc/loadavg")).trim().split(" ")[0]);
+        }
       }
     }
     for (int i = 0; i < targets.size(); i++) {
-      System.out.printf(
-          Locale.ROOT,
-          "| all | %s | %.1f | %.1f | %.3f | |%n",
-          targets.get(i).label(),
-          st[i] / rounds,
-          ns[i] / rounds,
-          st[i] / ns[i]);
+      for (int k = 0; k < kinds; k++) {
+        int at = i * kinds + k;
+        System.out.printf(
+            Locale.ROOT,
+            "| all | %s | %s | %.1f | %.1f | **%.3f** | %.1f | %.1f | |%n",
+            targets.get(i).label(),
+            clientKinds.get(k),
+            st[at] / rounds,
+            ns[at] / rounds,
+            st[at] / ns[at],
+            cpu[at][0] < 0 ? Double.NaN : cpu[at][0] / 1e3 / Math.max(1, cpu[at][1]),
+            cpu[at][2] < 0 ? Double.NaN : cpu[at][2] / 1e3 / Math.max(1, cpu[at][3]));
+      }
     }
     System.out.printf(
         Locale.ROOT, "load at the end: %s%n", Files.readString(Path.of("/proc/loadavg")).trim());
@@ -282,7 +339,8 @@ public final class StreamingThroughput {
    * {@code clients} threads loop requests for {@code len}; tokens are counted for requests that
    * finish inside the window (each client stops starting new ones at its end).
    */
-  private Slice load(Target target, int clients, boolean stream, Duration len) throws Exception {
+  private Slice load(Target target, int clients, boolean stream, Duration len, String kind)
+      throws Exception {
     List<String> keys = target.keys();
     String model = target.model();
     HttpClient http =
@@ -296,6 +354,7 @@ public final class StreamingThroughput {
     AtomicLong tokens = new AtomicLong();
     AtomicLong requests = new AtomicLong();
     ExecutorService pool = Executors.newFixedThreadPool(clients);
+    long cpuBefore = cpuNanos(target.process());
     long start = System.nanoTime();
     long end = start + len.toNanos();
     List<Future<?>> fs = new ArrayList<>();
@@ -304,65 +363,89 @@ public final class StreamingThroughput {
       fs.add(
           pool.submit(
               () -> {
-                while (System.nanoTime() < end) {
-                  String body =
-                      String.format(
-                          Locale.ROOT,
-                          BODY,
-                          model,
-                          ServerThroughput.PROMPTS[
-                              (int) (seeds.get() % ServerThroughput.PROMPTS.length)],
-                          maxTokens,
-                          seeds.incrementAndGet(),
-                          stream
-                              ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
-                              : "");
-                  HttpRequest req =
-                      HttpRequest.newBuilder(uri)
-                          .header("Authorization", "Bearer " + key)
-                          .header("Content-Type", "application/json")
-                          .POST(HttpRequest.BodyPublishers.ofString(body))
-                          .build();
-                  long t0 = System.nanoTime();
-                  if (stream) {
-                    HttpResponse<Stream<String>> r =
-                        http.send(req, HttpResponse.BodyHandlers.ofLines());
-                    long last = -1;
-                    long n = 0;
-                    try (Stream<String> lines = r.body()) {
-                      Iterator<String> it = lines.iterator();
-                      while (it.hasNext()) {
-                        String line = it.next();
-                        if (line.startsWith("data: {") && line.contains("\"usage\"")) {
-                          n = ServerThroughput.completionTokens(line.substring(6));
-                          continue;
+                RawSseClient raw = kind.equals("raw") ? new RawSseClient(target.port()) : null;
+                try {
+                  while (System.nanoTime() < end) {
+                    String body =
+                        String.format(
+                            Locale.ROOT,
+                            BODY,
+                            model,
+                            ServerThroughput.PROMPTS[
+                                (int) (seeds.get() % ServerThroughput.PROMPTS.length)],
+                            maxTokens,
+                            seeds.incrementAndGet(),
+                            stream
+                                ? ",\"stream\":true,\"stream_options\":{\"include_usage\":true}"
+                                : "");
+                    HttpRequest req =
+                        HttpRequest.newBuilder(uri)
+                            .header("Authorization", "Bearer " + key)
+                            .header("Content-Type", "application/json")
+                            .POST(HttpRequest.BodyPublishers.ofString(body))
+                            .build();
+                    long t0 = System.nanoTime();
+                    if (raw != null) {
+                      long[] last = {-1};
+                      long n =
+                          raw.post(
+                              key,
+                              body,
+                              stream,
+                              now -> {
+                                if (last[0] < 0) {
+                                  ttft.add(now - t0);
+                                } else {
+                                  gaps.add(now - last[0]);
+                                }
+                                last[0] = now;
+                              });
+                      tokens.addAndGet(n);
+                    } else if (stream) {
+                      HttpResponse<Stream<String>> r =
+                          http.send(req, HttpResponse.BodyHandlers.ofLines());
+                      long last = -1;
+                      long n = 0;
+                      try (Stream<String> lines = r.body()) {
+                        Iterator<String> it = lines.iterator();
+                        while (it.hasNext()) {
+                          String line = it.next();
+                          if (line.startsWith("data: {") && line.contains("\"usage\"")) {
+                            n = ServerThroughput.completionTokens(line.substring(6));
+                            continue;
+                          }
+                          if (!line.startsWith("data: {")
+                              || !line.contains("\"text\":\"")
+                              || line.contains("\"text\":\"\"")) {
+                            continue;
+                          }
+                          long now = System.nanoTime();
+                          if (last < 0) {
+                            ttft.add(now - t0);
+                          } else {
+                            gaps.add(now - last);
+                          }
+                          last = now;
                         }
-                        if (!line.startsWith("data: {")
-                            || !line.contains("\"text\":\"")
-                            || line.contains("\"text\":\"\"")) {
-                          continue;
-                        }
-                        long now = System.nanoTime();
-                        if (last < 0) {
-                          ttft.add(now - t0);
-                        } else {
-                          gaps.add(now - last);
-                        }
-                        last = now;
                       }
+                      if (r.statusCode() != 200) {
+                        throw new IllegalStateException("status " + r.statusCode());
+                      }
+                      tokens.addAndGet(n);
+                    } else {
+                      HttpResponse<String> r = http.send(req, HttpResponse.BodyHandlers.ofString());
+                      if (r.statusCode() != 200) {
+                        throw new IllegalStateException(
+                            "status " + r.statusCode() + " " + r.body());
+                      }
+                      tokens.addAndGet(ServerThroughput.completionTokens(r.body()));
                     }
-                    if (r.statusCode() != 200) {
-                      throw new IllegalStateException("status " + r.statusCode());
-                    }
-                    tokens.addAndGet(n);
-                  } else {
-                    HttpResponse<String> r = http.send(req, HttpResponse.BodyHandlers.ofString());
-                    if (r.statusCode() != 200) {
-                      throw new IllegalStateException("status " + r.statusCode() + " " + r.body());
-                    }
-                    tokens.addAndGet(ServerThroughput.completionTokens(r.body()));
+                    requests.incrementAndGet();
                   }
-                  requests.incrementAndGet();
+                } finally {
+                  if (raw != null) {
+                    raw.close();
+                  }
                 }
                 return null;
               }));
@@ -371,10 +454,17 @@ public final class StreamingThroughput {
       f.get();
     }
     double seconds = (System.nanoTime() - start) / 1e9;
+    long cpuAfter = cpuNanos(target.process());
     pool.shutdown();
     long[] t = ttft.stream().mapToLong(Long::longValue).sorted().toArray();
     long[] g = gaps.stream().mapToLong(Long::longValue).sorted().toArray();
     Arrays.sort(t);
-    return new Slice(tokens.get(), seconds, requests.get(), t, g);
+    return new Slice(
+        tokens.get(),
+        seconds,
+        requests.get(),
+        t,
+        g,
+        cpuBefore < 0 || cpuAfter < 0 ? -1 : cpuAfter - cpuBefore);
   }
 }

@@ -109,18 +109,15 @@ final class ChatCompletionsEndpoint {
         ticket,
         t ->
             completions.generate(
-                ex,
-                requestId,
-                principal,
-                m,
-                promptTokens,
-                p.maxTokens(),
-                p.temperature(),
-                p.seed(),
-                p.stream(),
-                p.stop(),
-                CHAT,
-                new CompletionsEndpoint.Extras(session, sampling, n, false, t, logprobs)));
+                new CompletionContext(
+                    ex,
+                    requestId,
+                    principal,
+                    m,
+                    new int[][] {promptTokens},
+                    CompletionContext.Decoding.of(p),
+                    CHAT,
+                    new CompletionsEndpoint.Extras(session, sampling, n, false, t, logprobs))));
   }
 
   static final CompletionsEndpoint.Answer CHAT =

@@ -111,32 +111,26 @@ final class CompletionsEndpoint {
     SamplingOptions sampling = SamplingParams.parse(p.body(), vocab);
     int maxRunning = m.scheduler().config().maxRunning();
     CompletionOptions options = CompletionOptions.parse(p.body(), maxRunning);
-    if (options.echo() && p.stream().stream()) {
-      throw ApiException.invalid("echo", "echo cannot be streamed yet; omit it or do not stream.");
-    }
     int logprobs = LogprobParams.completion(p.body());
     int[][] tokens =
         PromptList.parse(
             p.body().get("prompt"), m.model().tokenizer(), vocab, m.model().config().eosId());
-    PromptList.checkSlots(tokens.length, options.n(), maxRunning);
+    PromptList.checkSequences(tokens.length, options.n());
     String session = session(ex, p.user(), requestId);
     withTicket(
         ex,
         ticket,
         t ->
             generate(
-                ex,
-                requestId,
-                principal,
-                m,
-                tokens,
-                p.maxTokens(),
-                p.temperature(),
-                p.seed(),
-                p.stream(),
-                p.stop(),
-                COMPLETION,
-                new Extras(session, sampling, options.n(), options.echo(), t, logprobs)));
+                new CompletionContext(
+                    ex,
+                    requestId,
+                    principal,
+                    m,
+                    tokens,
+                    CompletionContext.Decoding.of(p),
+                    COMPLETION,
+                    new Extras(session, sampling, options.n(), options.echo(), t, logprobs))));
   }
 
   /**
@@ -259,55 +253,12 @@ final class CompletionsEndpoint {
       };
 
   /**
-   * {@link #generate(Exchange, String, ApiKeyPrincipal, ModelEndpoint, int[][], int, double, Long,
-   * StreamParams, StopStrings, Answer, Extras)} for one prompt (chat).
-   */
-  void generate(
-      Exchange ex,
-      String requestId,
-      ApiKeyPrincipal principal,
-      ModelEndpoint m,
-      int[] prompt,
-      int maxTokens,
-      double temperature,
-      Long seedOrNull,
-      StreamParams stream,
-      StopStrings stop,
-      Answer answer,
-      Extras extras) {
-    generate(
-        ex,
-        requestId,
-        principal,
-        m,
-        new int[][] {prompt},
-        maxTokens,
-        temperature,
-        seedOrNull,
-        stream,
-        stop,
-        answer,
-        extras);
-  }
-
-  /**
    * Admission, submission, cancellation on disconnect, the durability wait and the answer; shared
    * by {@code /v1/completions} and {@code /v1/chat/completions}. Runs on the event loop. Each of
-   * the {@code prompts} has {@code extras.n()} choices, all in one request charged once.
+   * the context's prompts has {@code extras.n()} choices, all in one request charged once.
    */
-  void generate(
-      Exchange ex,
-      String requestId,
-      ApiKeyPrincipal principal,
-      ModelEndpoint m,
-      int[][] prompt,
-      int maxTokens,
-      double temperature,
-      Long seedOrNull,
-      StreamParams stream,
-      StopStrings stop,
-      Answer answer,
-      Extras extras) {
+  void generate(CompletionContext c) {
+    Exchange ex = c.ex();
     if (!billing.canAcceptWork()) {
       // Nothing unmetered is served: if the charge could not be made durable, do not start.
       LedgerHealth health = billing.health(); // the reason (and a second look)
@@ -321,11 +272,11 @@ final class CompletionsEndpoint {
         BudgetAdmission.reserve(
             billing.budgets(),
             metrics.budget(),
-            m,
-            principal.accountId(),
-            prompt,
-            maxTokens,
-            extras.n());
+            c.model(),
+            c.principal().accountId(),
+            c.prompts(),
+            c.decoding().maxTokens(),
+            c.extras().n());
     // Inline when the lease covered the estimate (the future is complete here, on the loop).
     OnLoop.whenComplete(
         reserved,
@@ -342,20 +293,7 @@ final class CompletionsEndpoint {
             return;
           }
           try {
-            start(
-                ex,
-                requestId,
-                principal,
-                m,
-                prompt,
-                maxTokens,
-                temperature,
-                seedOrNull,
-                stream,
-                stop,
-                answer,
-                extras,
-                reservation);
+            start(c, reservation);
           } catch (Exception | Error e) {
             ex.fail(e);
           }
@@ -363,37 +301,10 @@ final class CompletionsEndpoint {
   }
 
   /** Submission and the answer, once the budget reserved the estimate ({@code reservation}). */
-  private void start(
-      Exchange ex,
-      String requestId,
-      ApiKeyPrincipal principal,
-      ModelEndpoint m,
-      int[][] prompt,
-      int maxTokens,
-      double temperature,
-      Long seedOrNull,
-      StreamParams stream,
-      StopStrings stop,
-      Answer answer,
-      Extras extras,
-      Budgets.Reservation reservation) {
+  private void start(CompletionContext c, Budgets.Reservation reservation) {
     Submitted submitted;
     try {
-      submitted =
-          submit(
-              ex,
-              requestId,
-              principal,
-              m,
-              prompt,
-              maxTokens,
-              temperature,
-              seedOrNull,
-              stream,
-              stop,
-              answer,
-              extras,
-              reservation);
+      submitted = submit(c, reservation);
     } catch (RuntimeException | Error e) {
       reservation.settle(0); // nothing ran
       throw e;
@@ -413,7 +324,7 @@ final class CompletionsEndpoint {
                             reservation.settle(notDurable == null ? r.usage().deviceNs() : 0));
               }
             });
-    follow(ex, requestId, principal, m, prompt, stream, stop, answer, extras, submitted);
+    follow(c, submitted);
   }
 
   /** A submitted generation with what follows it: its metrics observer and its stream, if any. */
@@ -421,43 +332,40 @@ final class CompletionsEndpoint {
       Generation generation, ModelMetrics.GenerationObserver observer, SseStream sse) {}
 
   /** Builds the request and submits it with the reservation as its step guard. */
-  private Submitted submit(
-      Exchange ex,
-      String requestId,
-      ApiKeyPrincipal principal,
-      ModelEndpoint m,
-      int[][] prompt,
-      int maxTokens,
-      double temperature,
-      Long seedOrNull,
-      StreamParams stream,
-      StopStrings stop,
-      Answer answer,
-      Extras extras,
-      Budgets.Reservation reservation) {
+  private Submitted submit(CompletionContext c, Budgets.Reservation reservation) {
+    Exchange ex = c.ex();
+    ModelEndpoint m = c.model();
+    int[][] prompt = c.prompts();
+    Extras extras = c.extras();
+    StopStrings stop = c.decoding().stop();
+    Long seedOrNull = c.decoding().seed();
     long seed = seedOrNull != null ? seedOrNull : ThreadLocalRandom.current().nextLong();
     ModelMetrics.GenerationObserver observer =
         metrics.model(m.name()).newGeneration(ex.startNanos());
     LogprobsJson logprobs = extras.logprobs() >= 0 ? new LogprobsJson(m.model().tokenizer()) : null;
     SseStream sse =
-        stream.stream()
+        c.decoding().stream().stream()
             ? new SseStream(
                 ex,
-                answer.stream(m.name(), requestId, System.currentTimeMillis() / 1000, logprobs),
+                c.answer().stream(
+                    m.name(), c.requestId(), System.currentTimeMillis() / 1000, logprobs),
                 () -> new IncrementalDecoder(m.model().tokenizer()),
                 stop::holdback,
                 streamBufferBytes,
                 logprobs != null,
-                prompt.length * extras.n())
+                prompt.length * extras.n(),
+                extras.echo()
+                    ? SseStream.Echo.of(prompt, extras.n(), m.model().tokenizer(), logprobs)
+                    : null)
             : null;
     GenerationRequest request =
         new GenerationRequest(
-            requestId,
-            principal.keyId(),
-            principal.accountId(),
+            c.requestId(),
+            c.principal().keyId(),
+            c.principal().accountId(),
             prompt[0],
-            maxTokens,
-            temperature,
+            c.decoding().maxTokens(),
+            c.decoding().temperature(),
             seed,
             0L,
             sse != null ? sse.listener(observer) : observer,
@@ -476,17 +384,11 @@ final class CompletionsEndpoint {
   }
 
   /** Cancellation on disconnect, the durability wait and the answer (streamed or whole). */
-  private void follow(
-      Exchange ex,
-      String requestId,
-      ApiKeyPrincipal principal,
-      ModelEndpoint m,
-      int[][] prompt,
-      StreamParams stream,
-      StopStrings stop,
-      Answer answer,
-      Extras extras,
-      Submitted submitted) {
+  private void follow(CompletionContext c, Submitted submitted) {
+    Exchange ex = c.ex();
+    String requestId = c.requestId();
+    ApiKeyPrincipal principal = c.principal();
+    Extras extras = c.extras();
     Generation generation = submitted.generation();
     ModelMetrics.GenerationObserver observer = submitted.observer();
     SseStream sse = submitted.sse();
@@ -541,7 +443,8 @@ final class CompletionsEndpoint {
                         if (durableError.isPresent()) {
                           throw streamNotDurable(result, durableError.get());
                         }
-                        sse.close(result, stream.includeUsage(), receipt(result, funds));
+                        sse.close(
+                            result, c.decoding().stream().includeUsage(), receipt(result, funds));
                       });
                 });
           });
@@ -555,20 +458,7 @@ final class CompletionsEndpoint {
             result -> result.durable().handle((ok, err) -> new Answered(result, err)));
     ex.then(
         answered,
-        a ->
-            ex.then(
-                balance,
-                b ->
-                    finish(
-                        ex,
-                        m,
-                        prompt,
-                        a.result(),
-                        a.notDurable(),
-                        stop,
-                        answer,
-                        extras,
-                        receipt(a.result(), b))));
+        a -> ex.then(balance, b -> finish(c, a.result(), a.notDurable(), receipt(a.result(), b))));
   }
 
   /** A finished generation and why its charge is not durable (null when it is). */
@@ -625,15 +515,12 @@ final class CompletionsEndpoint {
   }
 
   private void finish(
-      Exchange ex,
-      ModelEndpoint m,
-      int[][] prompt,
-      GenerationResult result,
-      Throwable notDurable,
-      StopStrings stop,
-      Answer answer,
-      Extras extras,
-      Receipt receipt) {
+      CompletionContext ctx, GenerationResult result, Throwable notDurable, Receipt receipt) {
+    Exchange ex = ctx.ex();
+    ModelEndpoint m = ctx.model();
+    int[][] prompt = ctx.prompts();
+    StopStrings stop = ctx.decoding().stop();
+    Extras extras = ctx.extras();
     UsageRecord usage = result.usage();
     FinishReason reason = result.finishReason();
     if (notDurable != null) {
@@ -692,7 +579,7 @@ final class CompletionsEndpoint {
         spans.add(extras.echo() ? logprobs.echoed(promptTokens, c, echoed, span) : span);
       }
     }
-    Json.Writer whole = answer.whole(m.name(), texts, result, logprobs, spans, receipt);
+    Json.Writer whole = ctx.answer().whole(m.name(), texts, result, logprobs, spans, receipt);
     // The receipt: the device time charged and its cost, equal to the stored charge (invariant 8).
     String deviceNs = Long.toString(usage.deviceNs());
     receipt.addHeaders(ex);

@@ -76,13 +76,20 @@ final class PromptList {
   }
 
   /**
-   * Refuses more sequences than the model runs at once: each prompt's {@code n} choices run
-   * together.
+   * The most sequences (prompts × {@code n}) one request may have. More than the model runs at once
+   * is served: the choices that do not fit wait in the scheduler and run as slots free (a prompt's
+   * {@code n} choices at a time), still one request with one charge. The bound keeps one request's
+   * bookkeeping (a token array per choice) and its hold on the head of the queue in proportion.
+   */
+  static final int MAX_SEQUENCES = 2048;
+
+  /**
+   * Refuses more than {@link #MAX_SEQUENCES} sequences in one request.
    *
    * @throws ApiException 400 whose param is "prompt"
    */
-  static void checkSlots(int prompts, int n, int maxRunning) {
-    if ((long) prompts * n > maxRunning) {
+  static void checkSequences(int prompts, int n) {
+    if ((long) prompts * n > MAX_SEQUENCES) {
       throw ApiException.invalid(
           "prompt",
           "this request has "
@@ -91,9 +98,9 @@ final class PromptList {
               + n
               + ", that is "
               + (long) prompts * n
-              + " sequences, but this model runs at most "
-              + maxRunning
-              + " at a time (scheduler.max_running); send fewer prompts per request.");
+              + " sequences; one request may have at most "
+              + MAX_SEQUENCES
+              + ". Send fewer prompts per request.");
     }
   }
 

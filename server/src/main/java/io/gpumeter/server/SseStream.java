@@ -6,6 +6,7 @@ import io.gpumeter.batching.GenerationResult;
 import io.gpumeter.batching.TokenListener;
 import io.gpumeter.batching.TokenLogprob;
 import io.gpumeter.model.IncrementalDecoder;
+import io.gpumeter.model.Tokenizer;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.Unpooled;
@@ -27,12 +28,15 @@ import org.slf4j.LoggerFactory;
  * {chunk}\n\n} per event, ending with {@code data: [DONE]\n\n}, OpenAI's wire format.
  *
  * <p><b>Threads:</b> {@link #listener} runs on the scheduler thread for every generated token; it
- * only puts the token in this stream's queue (lock-free) and, when no drain of that queue is
- * waiting on the connection's event loop, queues one ({@link EventLoop#execute}, a non-blocking
- * offer), and returns. Everything else runs on the event loop. Tokens and the result are handed
- * over in the order the scheduler produced them (the loop's task queue is FIFO, and a token's drain
- * is queued, or running, before the result's continuation is queued after the last token), so the
- * finishing chunk always follows the text.
+ * only puts the token in this stream's queue (lock-free) and returns. When the step's tokens are
+ * all out ({@link TokenListener#onStepEnd}) it queues one drain of that queue on the connection's
+ * event loop ({@link EventLoop#execute}, a non-blocking offer) unless one is waiting there already:
+ * one hand-off per stream per step, all of a step's at once, so an event loop wakes about once per
+ * step for its streams rather than once per token (issue 12 item 3: the per-token wake-ups were
+ * most of streaming's extra server CPU). Everything else runs on the event loop. The result can
+ * complete during a step, before that step's hand-off: {@link #finish} therefore first takes every
+ * token still queued (all of them were queued before the result completed), so the finishing chunk
+ * always carries, and follows, all of the text.
  *
  * <p><b>Coalescing (issue 12 item 8):</b> a drain takes every token queued so far and writes one
  * event per choice with all their text, then flushes once. While the event loop keeps up that is
@@ -61,6 +65,15 @@ import org.slf4j.LoggerFactory;
  * <p><b>Logprobs:</b> each text chunk carries the logprobs of the tokens that begin in the text
  * sent so far (a token held back by the decoder or a stop-string holdback waits for the chunk that
  * sends its text; the tokens of a stop string that is cut off are never sent).
+ *
+ * <p><b>Echo:</b> with {@code echo} (completions), each choice's stream starts with its prompt's
+ * text, as OpenAI's does: that text goes into the choice's lane as already decoded and sent text
+ * (stop strings do not apply to it), so it leaves in the choice's first text chunk, ahead of the
+ * generated text, and the generated tokens' {@code text_offset}s count from the start of the echoed
+ * text. With {@code logprobs} the scheduler hands each prompt's logprobs over when its prefill
+ * ends, before any of its choices' tokens ({@link TokenListener#onPromptLogprobs}, through the same
+ * queue as the tokens); the echoed text then waits for them, and its chunk carries the prompt's
+ * tokens (the first unscored, as OpenAI's) before the generated ones.
  *
  * <p><b>Delivery:</b> the stream counts as delivered once the writes of every chunk that carries a
  * {@code finish_reason} succeeded (the whole text is then with the kernel). {@link #delivered()}
@@ -113,8 +126,39 @@ final class SseStream {
    */
   private final List<Json.Writer> early = new ArrayList<>();
 
-  /** A token on its way from the scheduler thread to the event loop. */
-  private record Queued(int choice, int token, TokenLogprob logprob) {}
+  /**
+   * A token on its way from the scheduler thread to the event loop, or (with {@code prompt} set)
+   * the logprobs of prompt {@code choice}'s tokens for its echo.
+   */
+  private record Queued(int choice, int token, TokenLogprob logprob, List<TokenLogprob> prompt) {}
+
+  /**
+   * Each prompt's echoed text (for {@code echo}), with the prompt's tokens and their text offsets
+   * for its logprobs.
+   *
+   * @param texts each prompt's text
+   * @param prompts each prompt's tokens
+   * @param offsets where each prompt token's text begins in its prompt's text ({@link
+   *     LogprobsJson#offsets}); null without logprobs
+   * @param n choices per prompt: choice {@code i} echoes prompt {@code i / n}
+   */
+  record Echo(String[] texts, int[][] prompts, int[][] offsets, int n) {
+    /** The echo of {@code prompts}; {@code logprobs} null when the request has none. */
+    static Echo of(int[][] prompts, int n, Tokenizer tokenizer, LogprobsJson logprobs) {
+      String[] texts = new String[prompts.length];
+      int[][] offsets = logprobs == null ? null : new int[prompts.length][];
+      for (int p = 0; p < prompts.length; p++) {
+        texts[p] = tokenizer.decode(prompts[p]);
+        if (offsets != null) {
+          offsets[p] = logprobs.offsets(prompts[p]);
+        }
+      }
+      return new Echo(texts, prompts, offsets, n);
+    }
+  }
+
+  /** Null without {@code echo}. */
+  private final Echo echo;
 
   private final Queue<Queued> queued = PlatformDependent.newMpscQueue();
   private final AtomicBoolean drainQueued = new AtomicBoolean();
@@ -150,7 +194,7 @@ final class SseStream {
       IncrementalDecoder decoder,
       StopStrings.Holdback holdback,
       long maxUnsentBytes) {
-    this(ex, format, () -> decoder, () -> holdback, maxUnsentBytes, false, 1);
+    this(ex, format, () -> decoder, () -> holdback, maxUnsentBytes, false, 1, null);
   }
 
   /**
@@ -159,6 +203,7 @@ final class SseStream {
    * @param logprobs whether the tokens carry logprobs: each text chunk then carries those of the
    *     tokens that begin in its choice's text sent so far
    * @param n the request's choices: each has its own chunks, which carry its {@code index}
+   * @param echo each choice's prompt text, sent first; null without {@code echo}
    */
   SseStream(
       Exchange ex,
@@ -167,15 +212,54 @@ final class SseStream {
       Supplier<StopStrings.Holdback> holdbacks,
       long maxUnsentBytes,
       boolean logprobs,
-      int n) {
+      int n,
+      Echo echo) {
     this.ex = ex;
     this.format = format;
     this.maxUnsentBytes = maxUnsentBytes;
     this.logprobs = logprobs;
+    this.echo = echo;
     this.lanes = new Lane[n];
     for (int i = 0; i < n; i++) {
       lanes[i] = new Lane(decoders.get(), holdbacks.get());
+      if (echo != null && !logprobs) {
+        addEcho(lanes[i], echo.texts()[i / echo.n()]); // with logprobs: when they arrive
+      }
     }
+  }
+
+  /** The prompt's text, as sent text ahead of anything generated (stop strings skip it). */
+  private static void addEcho(Lane lane, String text) {
+    lane.decodedChars += text.length();
+    lane.sentChars += text.length();
+    if (!text.isEmpty()) {
+      lane.unsent = lane.unsent == null ? text : text + lane.unsent;
+    }
+  }
+
+  /**
+   * On the event loop: prompt {@code prompt}'s logprobs arrived; each of its choices' lanes gets
+   * the echoed text with the prompt's tokens' logprobs, the first one unscored.
+   */
+  private void onEcho(int prompt, List<TokenLogprob> promptLogprobs) {
+    int[] tokens = echo.prompts()[prompt];
+    int[] offsets = echo.offsets()[prompt];
+    for (int i = prompt * echo.n(); i < (prompt + 1) * echo.n(); i++) {
+      Lane lane = lanes[i];
+      for (int t = 0; t < tokens.length; t++) {
+        addPending(lane, t == 0 ? LogprobsJson.unscored(tokens[0]) : promptLogprobs.get(t - 1));
+        lane.pendingOffsets[lane.pending.size() - 1] = offsets[t];
+      }
+      addEcho(lane, echo.texts()[prompt]);
+    }
+  }
+
+  private static void addPending(Lane lane, TokenLogprob logprob) {
+    if (lane.pending.size() == lane.pendingOffsets.length) {
+      lane.pendingOffsets = Arrays.copyOf(lane.pendingOffsets, lane.pendingOffsets.length * 2);
+    }
+    lane.pendingOffsets[lane.pending.size()] = lane.decodedChars;
+    lane.pending.add(logprob);
   }
 
   /** A {@code data:} event holding the JSON {@code writer} writes (the caller owns the buffer). */
@@ -203,10 +287,22 @@ final class SseStream {
         if (choice == 0) {
           also.onToken(token);
         }
-        queued.offer(new Queued(choice, token, logprob));
-        if (!drainQueued.get() && drainQueued.compareAndSet(false, true)) {
+        queued.offer(new Queued(choice, token, logprob, null)); // handed over at the step's end
+      }
+
+      @Override
+      public void onStepEnd() {
+        if (!queued.isEmpty() && !drainQueued.get() && drainQueued.compareAndSet(false, true)) {
           loop.execute(drain);
         }
+      }
+
+      @Override
+      public void onPromptLogprobs(int prompt, List<TokenLogprob> logprobs) {
+        if (echo == null || !SseStream.this.logprobs) {
+          return; // the echo went in at the start
+        }
+        queued.offer(new Queued(prompt, 0, null, logprobs)); // handed over at the step's end
       }
     };
   }
@@ -242,16 +338,26 @@ final class SseStream {
    */
   private void drain() {
     drainQueued.set(false);
-    Queued q;
-    while ((q = queued.poll()) != null) {
-      if (!ex.isDone()) {
-        onToken(q.choice(), q.token(), q.logprob());
-      }
-    }
+    take();
     if (ex.isDone() || !started) {
       return; // before the head, the text waits in its lane for start()
     }
     writeUnsent();
+  }
+
+  /** Every queued token (and prompt logprobs) into its choice's lane, unwritten. */
+  private void take() {
+    Queued q;
+    while ((q = queued.poll()) != null) {
+      if (ex.isDone()) {
+        continue;
+      }
+      if (q.prompt() != null) {
+        onEcho(q.choice(), q.prompt());
+      } else {
+        onToken(q.choice(), q.token(), q.logprob());
+      }
+    }
   }
 
   /** One event per choice with text not sent yet, then one flush. */
@@ -274,11 +380,7 @@ final class SseStream {
     Lane lane = lanes[choice];
     String piece = lane.decoder.add(token);
     if (logprobs && logprob != null) {
-      if (lane.pending.size() == lane.pendingOffsets.length) {
-        lane.pendingOffsets = Arrays.copyOf(lane.pendingOffsets, lane.pendingOffsets.length * 2);
-      }
-      lane.pendingOffsets[lane.pending.size()] = lane.decodedChars;
-      lane.pending.add(logprob);
+      addPending(lane, logprob);
     }
     lane.decodedChars += piece.length();
     String text = lane.holdback.offer(piece);
@@ -329,6 +431,7 @@ final class SseStream {
    * The caller then waits for the charge and calls {@link #close}.
    */
   void finish(GenerationResult result) {
+    take(); // tokens of the result's last step, queued before it completed, not handed over yet
     unfinished = lanes.length;
     for (int i = 0; i < lanes.length; i++) {
       Lane lane = lanes[i];

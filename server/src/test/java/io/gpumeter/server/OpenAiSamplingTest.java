@@ -156,29 +156,6 @@ class OpenAiSamplingTest {
   }
 
   @Test
-  void combinationsNotSupportedYetAre400sNamingTheParameter() {
-    // echo is not streamed (server/README.md): the combination is refused before anything is
-    // generated.
-    List<Map.Entry<Map<String, Object>, String>> cases =
-        List.of(Map.entry(Map.of("echo", true, "stream", true), "echo"));
-    for (Map.Entry<Map<String, Object>, String> c : cases) {
-      CompletionCreateParams.Builder b = params("x", 2);
-      c.getKey().forEach((k, v) -> b.putAdditionalBodyProperty(k, JsonValue.from(v)));
-      assertThatThrownBy(() -> openai.completions().create(b.build()), "%s", c.getKey())
-          .isInstanceOfSatisfying(
-              BadRequestException.class,
-              ex -> assertThat(ex.param()).as("%s", c.getKey()).contains(c.getValue()));
-    }
-    // Each alone is served.
-    assertThat(
-            openai
-                .completions()
-                .create(params("x", 2).putAdditionalBodyProperty("n", JsonValue.from(2)).build())
-                .choices())
-        .hasSize(2);
-  }
-
-  @Test
   void badValuesOfEveryNewParameterAre400sNamingIt() {
     Map<String, Object[]> bad =
         Map.ofEntries(

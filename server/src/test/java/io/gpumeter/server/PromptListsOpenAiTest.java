@@ -14,7 +14,6 @@ import com.openai.models.completions.Completion;
 import com.openai.models.completions.CompletionChoice;
 import com.openai.models.completions.CompletionCreateParams;
 import com.openai.models.completions.CompletionUsage;
-import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.ChargeCost;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.billing.db.Database;
@@ -34,6 +33,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.IntStream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -44,13 +45,19 @@ import org.junit.jupiter.api.Timeout;
  * real PostgreSQL, a price and credit): prompt lists of strings, token ids and token-id arrays with
  * {@code n} choices each, streamed and not; {@code echo} with {@code logprobs}; {@code stop} with
  * {@code n > 1}; bad prompts over raw HTTP. A multi-prompt request is one stored charge, equal to
- * its receipt.
+ * its receipt. The server runs {@value #SLOTS} sequences at a time, so several of these requests
+ * have more choices than slots: the rest wait in the scheduler and run as slots free. {@code echo}
+ * is also streamed.
  */
 @Timeout(value = 10, unit = TimeUnit.MINUTES)
 class PromptListsOpenAiTest {
   private static final String MODEL = "demo-byte-lm";
   private static final long PRICE = 3_333_337;
   private static final long CREDIT_MICROS = 10_000_000_000L;
+  private static final int SLOTS = 4;
+
+  /** The measured time of every step the server ran. */
+  private static final AtomicLong measured = new AtomicLong();
 
   private static GpumeterServer server;
   private static Database db;
@@ -60,7 +67,12 @@ class PromptListsOpenAiTest {
 
   @BeforeAll
   static void start() throws Exception {
-    server = GpumeterServer.start(TestServers.config("prompt-lists").build(), StepListener.NONE);
+    server =
+        GpumeterServer.start(
+            TestServers.config("prompt-lists")
+                .set("scheduler.max_running", Integer.toString(SLOTS))
+                .build(),
+            step -> measured.addAndGet(step.measuredNs()));
     db = Database.start(server.config().toolDatabaseConfig());
     http = new Client(server.port());
     key = server.billing().apiKeys().create("prompts");
@@ -369,6 +381,165 @@ class PromptListsOpenAiTest {
         .isEqualTo(u.completionTokens());
   }
 
+  /** End-of-sequence banned: every choice runs to max_tokens. */
+  private static CompletionCreateParams.LogitBias noEos() {
+    return CompletionCreateParams.LogitBias.builder()
+        .putAdditionalProperty("256", JsonValue.from(-100))
+        .build();
+  }
+
+  @Test
+  void twiceMaxRunningSequencesQueueTheRestAndAreOneChargeOfEveryStep() throws Exception {
+    List<String> prompts = IntStream.range(0, SLOTS).mapToObj(i -> "Prompt " + i + ":").toList();
+    String last = prompts.get(SLOTS - 1);
+    String lastAlone =
+        openai
+            .completions()
+            .create(
+                params(CompletionCreateParams.Prompt.ofString(last), 5)
+                    .temperature(0)
+                    .logitBias(noEos())
+                    .build())
+            .choices()
+            .get(0)
+            .text();
+    long measuredBefore = measured.get();
+    long storedBefore = storedDeviceNs();
+
+    // SLOTS prompts × n = 2: twice the sequences the model runs at once
+    Completion c =
+        openai
+            .completions()
+            .create(
+                params(CompletionCreateParams.Prompt.ofArrayOfStrings(prompts), 5)
+                    .temperature(0)
+                    .n(2)
+                    .logitBias(noEos())
+                    .build());
+    List<String> texts = texts(c);
+    assertThat(texts).hasSize(2 * SLOTS);
+    for (int p = 0; p < SLOTS; p++) {
+      assertThat(texts.get(2 * p + 1))
+          .as("prompt %d's greedy choices agree", p)
+          .isEqualTo(texts.get(2 * p));
+    }
+    assertThat(texts.get(2 * SLOTS - 1)).as("the last, queued prompt").isEqualTo(lastAlone);
+    CompletionUsage u = c.usage().orElseThrow();
+    assertThat(u.completionTokens()).isEqualTo(2L * SLOTS * 5);
+    assertOneChargeEqualToItsReceipt(c.id(), u);
+    long deviceNs = u._additionalProperties().get("device_time_ns").convert(Long.class);
+    assertThat(measured.get() - measuredBefore)
+        .as("conservation: every step run meanwhile is on the one record")
+        .isEqualTo(deviceNs);
+    assertThat(storedDeviceNs() - storedBefore).isEqualTo(deviceNs);
+  }
+
+  @Test
+  void echoIsStreamedPromptFirstWithTheWholeAnswersTextAndLogprobs() throws Exception {
+    List<String> prompts = List.of("Once upon a time", "Hi");
+    for (boolean withLogprobs : new boolean[] {false, true}) {
+      CompletionCreateParams.Builder b =
+          params(CompletionCreateParams.Prompt.ofArrayOfStrings(prompts), 6)
+              .temperature(0)
+              .echo(true)
+              .n(2);
+      if (withLogprobs) {
+        b.logprobs(2);
+      }
+      Completion whole = openai.completions().create(b.build());
+      CompletionCreateParams p =
+          b.streamOptions(ChatCompletionStreamOptions.builder().includeUsage(true).build()).build();
+      Map<Long, String> first = new TreeMap<>();
+      Map<Long, StringBuilder> text = new TreeMap<>();
+      Map<Long, List<String>> tokens = new TreeMap<>();
+      Map<Long, List<Double>> logprobs = new TreeMap<>();
+      Map<Long, List<Long>> offsets = new TreeMap<>();
+      List<CompletionUsage> usage = new ArrayList<>();
+      String id;
+      try (StreamResponse<Completion> s = openai.completions().createStreaming(p)) {
+        List<Completion> chunks = s.stream().toList();
+        id = chunks.get(0).id();
+        for (Completion chunk : chunks) {
+          for (CompletionChoice ch : chunk.choices()) {
+            first.putIfAbsent(ch.index(), ch.text());
+            text.computeIfAbsent(ch.index(), k -> new StringBuilder()).append(ch.text());
+            ch.logprobs()
+                .ifPresent(
+                    lp -> {
+                      tokens
+                          .computeIfAbsent(ch.index(), k -> new ArrayList<>())
+                          .addAll(lp.tokens().orElseThrow());
+                      logprobs
+                          .computeIfAbsent(ch.index(), k -> new ArrayList<>())
+                          .addAll(lp.tokenLogprobs().orElseThrow());
+                      offsets
+                          .computeIfAbsent(ch.index(), k -> new ArrayList<>())
+                          .addAll(lp.textOffset().orElseThrow());
+                    });
+          }
+          chunk.usage().ifPresent(usage::add);
+        }
+      }
+      assertThat(text.keySet()).containsExactly(0L, 1L, 2L, 3L);
+      for (CompletionChoice ch : whole.choices()) {
+        long i = ch.index();
+        String prompt = prompts.get((int) i / 2);
+        assertThat(first.get(i))
+            .as("choice %d's stream starts with its prompt (logprobs %s)", i, withLogprobs)
+            .startsWith(prompt);
+        assertThat(text.get(i).toString()).as("choice %d", i).isEqualTo(ch.text());
+        if (withLogprobs) {
+          CompletionChoice.Logprobs lp = ch.logprobs().orElseThrow();
+          assertThat(tokens.get(i)).isEqualTo(lp.tokens().orElseThrow());
+          assertThat(offsets.get(i)).isEqualTo(lp.textOffset().orElseThrow());
+          List<Double> want = lp.tokenLogprobs().orElseThrow();
+          List<Double> got = logprobs.get(i);
+          assertThat(got).hasSameSizeAs(want);
+          assertThat(got.get(0)).as("the first prompt token is unscored").isNull();
+          for (int t = 1; t < want.size(); t++) {
+            assertThat(got.get(t))
+                .as("token %d of choice %d", t, i)
+                .isCloseTo(want.get(t), within(1e-4));
+          }
+        } else {
+          assertThat(tokens).isEmpty();
+        }
+      }
+      assertThat(usage).hasSize(1);
+      assertOneChargeEqualToItsReceipt(id, usage.get(0));
+    }
+  }
+
+  @Test
+  void badEchoValuesWithStreamAre400sNamingEchoAndChangeNothing() throws Exception {
+    long before = storedCount();
+    for (String echo : List.of("\"yes\"", "1", "[true]", "{}")) {
+      Reply r =
+          http.post(
+              "/v1/completions",
+              key.plaintext(),
+              "{\"model\":\"demo-byte-lm\",\"prompt\":\"x\",\"max_tokens\":2,\"stream\":true,"
+                  + "\"echo\":"
+                  + echo
+                  + "}");
+      assertThat(r.status()).as(echo + " -> " + r).isEqualTo(400);
+      assertThat(r.json().at("/error/param").asText()).as(echo).isEqualTo("echo");
+      assertThat(r.json().at("/error/type").asText()).isEqualTo("invalid_request_error");
+    }
+    assertThat(storedCount()).as("nothing was charged").isEqualTo(before);
+  }
+
+  private static long storedDeviceNs() throws Exception {
+    try (Connection c = db.dataSource().getConnection();
+        PreparedStatement ps =
+            c.prepareStatement("SELECT coalesce(sum(device_ns), 0) FROM usage_records")) {
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+        return rs.getLong(1);
+      }
+    }
+  }
+
   @Test
   void badPromptsAre400sNamingPromptAndChangeNothing() throws Exception {
     long before = storedCount();
@@ -404,16 +575,23 @@ class PromptListsOpenAiTest {
       assertThat(e.get("message").asText()).isNotBlank();
       assertThat(e.has("code")).isTrue();
     }
+    // more sequences than one request may have (more than the slots is served: queued)
+    String many =
+        String.join(
+            ",", java.util.Collections.nCopies(PromptList.MAX_SEQUENCES / slots + 1, "\"a\""));
     Reply tooMany =
         http.post(
             "/v1/completions",
             key.plaintext(),
-            "{\"model\":\"demo-byte-lm\",\"prompt\":[\"a\",\"b\"],\"max_tokens\":2,\"n\":"
+            "{\"model\":\"demo-byte-lm\",\"prompt\":["
+                + many
+                + "],\"max_tokens\":2,\"n\":"
                 + slots
                 + "}");
     assertThat(tooMany.status()).as(tooMany.toString()).isEqualTo(400);
     assertThat(tooMany.json().at("/error/param").asText()).isEqualTo("prompt");
-    assertThat(tooMany.json().at("/error/message").asText()).contains("scheduler.max_running");
+    assertThat(tooMany.json().at("/error/message").asText())
+        .contains("at most " + PromptList.MAX_SEQUENCES);
     assertThat(storedCount()).as("nothing was charged").isEqualTo(before);
 
     Reply ok =
