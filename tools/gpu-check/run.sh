@@ -13,7 +13,8 @@
 #   6 attribution    calibrated vs default weights against marginal costs on cuda:0 (issue 18)
 #   7 replicas       one replica per GPU (devices=all), 32 clients, one replica killed mid-run:
 #                    the others serve, drift 0 per device (issue 17; SKIP with fewer than 2 GPUs)
-#   8 llama          a random-weight 1B Llama exported in bf16: TorchScript step vs eager tok/s
+#   8 llama          a random-weight 1B Llama exported in fp16: TorchScript step vs eager tok/s,
+#                    then the same model through DJL (llama-djl)
 # Full logs: $OUT/gpu-check.log; RESULT lines: $OUT/results.txt; the table: $OUT/table.txt (and last
 # on stdout).
 set -uo pipefail
@@ -219,11 +220,21 @@ else
 fi
 
 # ---------------------------------------------------------------- 8 a 1B Llama shape (issue 13)
-# tools/hf_export exports a random-weight Llama 3.2 1B shape in bf16 here (a few minutes of CPU
-# for the weights), then decode tokens/s at batch 1 and 32 through the exported TorchScript step
-# against PyTorch eager on cuda:0. DJL's side is a SKIP until ModelConfigs serves bf16 models.
+# tools/hf_export exports a random-weight Llama 3.2 1B shape here (a few minutes of CPU for the
+# weights), then decode tokens/s at batch 1 and 32 through the exported TorchScript step against
+# PyTorch eager on cuda:0; then the same model directory through DJL (ModelStore on cuda:0,
+# ModelDecode: the server's path to the model without HTTP) at batch 1 and 32. In float16, not
+# bf16: DJL 0.36's JNI aborts the process on a bfloat16 tensor, so DjlLanguageModel refuses bf16
+# models (model-store/README.md); fp16 costs the same as bf16 on the tensor cores.
 run_check llama 240 python3 "$root/tools/gpu-check/llama_shape.py" --out "$work/llama" \
-  --preset llama-1b --dtype bfloat16 --device cuda:0 --batches 1,32 --steps 32
+  --preset llama-1b --dtype float16 --device cuda:0 --batches 1,32 --steps 32 --keep
+if [ -f "$work/llama/llama-1b/model.json" ]; then
+  run_check llama-djl 150 "${JAVA[@]}" io.gpumeter.benchmarks.ModelDecode \
+    --models "$work/llama" --device cuda:0 --batches 1,32 --max-tokens 32 --slice-s 5
+else
+  echo "RESULT check=llama-djl status=SKIP reason=no_exported_model_(check_llama_failed)" | tee -a "$results"
+fi
+rm -rf "$work/llama"
 
 # ---------------------------------------------------------------- logs and the table
 {

@@ -95,8 +95,19 @@ def main():
                      f"TorchScript step {r.get('torchscript_tok_s')} tok/s vs eager"
                      f" {r.get('eager_tok_s')} tok/s: ratio {r.get('ratio')}" if st(r) == "OK"
                      else why(r)))
-    j = find({"check": "llama-djl"})
-    rows.append(("8 llama djl", st(j), why(j)))
+    for b in ("1", "32"):
+        # ModelDecode: the exported model through ModelStore/DJL, against eager's figure above
+        # a failed or skipped check has one line without a batch
+        j = find({"check": "llama-djl", "batch": b}) or next(
+            (kv for kv in reversed(results) if kv.get("check") == "llama-djl"
+             and "batch" not in kv), {})
+        e = find({"check": "llama-decode", "batch": b})
+        ratio = ""
+        if st(j) == "OK" and st(e) == "OK" and float(e.get("eager_tok_s", 0) or 0) > 0:
+            ratio = f": ratio {float(j['djl_tok_s']) / float(e['eager_tok_s']):.3f}"
+        rows.append((f"8 llama djl batch {b}", "INFO" if st(j) == "OK" else st(j),
+                     f"DJL {j.get('dtype')} on {j.get('device')} {j.get('djl_tok_s')} tok/s vs"
+                     f" eager {e.get('eager_tok_s')} tok/s{ratio}" if st(j) == "OK" else why(j)))
     w0 = max(len(r[0]) for r in rows)
     print(f"{'check':<{w0}}  {'status':<7} details")
     for name, status, details in rows:

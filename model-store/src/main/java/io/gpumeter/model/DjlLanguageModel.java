@@ -49,6 +49,16 @@ public final class DjlLanguageModel implements LanguageModel {
   /** DJL engine name. */
   public static final String ENGINE = "PyTorch";
 
+  /**
+   * Why a {@code bfloat16} model is refused: DJL 0.36's PyTorch JNI aborts the whole process
+   * ({@code terminate called without an active exception}) when it creates a bfloat16 tensor, as
+   * the KV cache must be ({@code NDManager.zeros(shape, BFLOAT16)}, or a float32 tensor's {@code
+   * toType(BFLOAT16)}; seen on the CPU with libtorch 2.7.1, {@code DtypeTest}). float16 works.
+   */
+  static final String BFLOAT16_REFUSAL =
+      "dtype bfloat16 is refused: DJL 0.36's PyTorch JNI aborts the process when it creates a"
+          + " bfloat16 tensor (the KV cache); export the model in float16 (for CUDA) or float32";
+
   /** Name of the exported packed-step method in the TorchScript file. */
   public static final String STEP_METHOD = "step";
 
@@ -58,6 +68,7 @@ public final class DjlLanguageModel implements LanguageModel {
   private final PtSymbolBlock block;
   private final PtNDManager manager;
   private final String device;
+  private final DataType cacheType;
   private final long bytesPerSlot;
   private final Parameters parameters;
   private final InputBuffer tokensIn = new InputBuffer();
@@ -100,8 +111,8 @@ public final class DjlLanguageModel implements LanguageModel {
     this.block = (PtSymbolBlock) b;
     this.manager = (PtNDManager) model.getNDManager();
     this.device = device;
-    this.bytesPerSlot =
-        2L * config.layers() * config.contextLength() * config.kvHeads() * config.headDim() * 4L;
+    this.cacheType = cacheType(config);
+    this.bytesPerSlot = KvFootprint.bytesPerToken(config) * config.contextLength();
     this.parameters = countParameters(block);
   }
 
@@ -135,6 +146,18 @@ public final class DjlLanguageModel implements LanguageModel {
     return new Parameters(count, bytes);
   }
 
+  /** The KV cache's element type: the model's dtype ({@code model.json}'s {@code dtype}). */
+  static DataType cacheType(ModelConfig config) {
+    return switch (config.dtype()) {
+      case "float32" -> DataType.FLOAT32;
+      case "float16" -> DataType.FLOAT16;
+      case "bfloat16" -> DataType.BFLOAT16;
+      default ->
+          throw new ModelException(
+              "model " + config.name() + ": dtype '" + config.dtype() + "' has no KV cache type");
+    };
+  }
+
   private static boolean sameTensor(ai.djl.ndarray.NDArray a, ai.djl.ndarray.NDArray b) {
     return a.getShape().equals(b.getShape())
         && a.getDataType() == b.getDataType()
@@ -158,8 +181,15 @@ public final class DjlLanguageModel implements LanguageModel {
     return load(config, resolveDevice(deviceOption));
   }
 
-  /** Loads onto {@code dev}; see {@link #load(ModelConfig, String)}. */
+  /**
+   * Loads onto {@code dev}; see {@link #load(ModelConfig, String)}.
+   *
+   * @throws ModelException also for a {@code bfloat16} model ({@link #BFLOAT16_REFUSAL})
+   */
   public static DjlLanguageModel load(ModelConfig config, Device dev) {
+    if (config.dtype().equals("bfloat16")) {
+      throw new ModelException("model " + config.name() + ": " + BFLOAT16_REFUSAL);
+    }
     Path file = config.directory().resolve(config.file());
     Criteria<NDList, NDList> criteria =
         Criteria.builder()
@@ -296,8 +326,8 @@ public final class DjlLanguageModel implements LanguageModel {
             config.layers(), slots, config.contextLength(), config.kvHeads(), config.headDim());
     PtNDManager cacheManager = manager.newSubManager(manager.getDevice());
     try {
-      PtNDArray k = (PtNDArray) cacheManager.zeros(shape, DataType.FLOAT32);
-      PtNDArray v = (PtNDArray) cacheManager.zeros(shape, DataType.FLOAT32);
+      PtNDArray k = (PtNDArray) cacheManager.zeros(shape, cacheType);
+      PtNDArray v = (PtNDArray) cacheManager.zeros(shape, cacheType);
       log.debug(
           "model {}: KV cache of {} slots, {} bytes", config.name(), slots, bytesPerSlot * slots);
       return new Cache(this, cacheManager, k, v, slots, bytesPerSlot * slots);
@@ -616,7 +646,7 @@ public final class DjlLanguageModel implements LanguageModel {
     }
   }
 
-  /** Zero-initialised k and v tensors [L, S, C, H, Dh] float32 on the model's device. */
+  /** Zero-initialised k and v tensors [L, S, C, H, Dh] of the model's dtype on its device. */
   private static final class Cache implements KvCache {
     final DjlLanguageModel owner;
     final PtNDManager manager;

@@ -24,8 +24,12 @@ public final class ModelConfigs {
   /** Tokenizer kinds this build can serve. */
   public static final Set<String> TOKENIZERS = Set.of("byte", "hf");
 
-  /** Parameter dtypes this build can serve. */
-  public static final Set<String> DTYPES = Set.of("float32");
+  /**
+   * Parameter dtypes this build can serve: the dtype of the parameters, the KV cache and the
+   * activations of the exported file (logits are float32 in every case). Whether the device can run
+   * a 2-byte dtype is found when the model is loaded ({@link DjlLanguageModel#load}).
+   */
+  public static final Set<String> DTYPES = Set.of("float32", "float16", "bfloat16");
 
   private static final Set<String> FIELDS =
       Set.of(

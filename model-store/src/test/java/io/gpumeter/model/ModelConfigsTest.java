@@ -103,8 +103,13 @@ class ModelConfigsTest {
         .hasMessageContaining("field 'eosId' is 10, a byte id");
     assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("\"byte\"", "\"bpe\""))))
         .hasMessageContaining("field 'tokenizer' is 'bpe'");
-    assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("float32", "float16"))))
-        .hasMessageContaining("field 'dtype' is 'float16'");
+    assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("float32", "int8"))))
+        .hasMessageContaining("field 'dtype' is 'int8'");
+    // 2-byte dtypes are read; whether the engine can serve one is DjlLanguageModel's (DtypeTest)
+    assertThat(ModelConfigs.read(write(VALID.replace("float32", "float16"))).dtype())
+        .isEqualTo("float16");
+    assertThat(ModelConfigs.read(write(VALID.replace("float32", "bfloat16"))).dtype())
+        .isEqualTo("bfloat16");
     assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("model.pt", "other.pt"))))
         .hasMessageContaining("field 'file' is 'other.pt'");
     assertThatThrownBy(() -> ModelConfigs.read(write(VALID.replace("\"m1\"", "\"a b\""))))
