@@ -56,9 +56,10 @@ import org.slf4j.LoggerFactory;
  *     [--http socket,jdk]
  * </pre>
  *
- * <p>{@code --http} chooses the client: {@code socket} (default) is one blocking keep-alive socket per client thread ({@link SocketClient}), the
- * fair measurement; {@code jdk} is {@code java.net.http.HttpClient}, whose selector thread adds
- * hand-offs to every exchange. Both may be given; each mode then runs once per client.
+ * <p>{@code --http} chooses the client: {@code socket} (default) is one blocking keep-alive socket
+ * per client thread ({@link SocketClient}), the fair measurement; {@code jdk} is {@code
+ * java.net.http.HttpClient}, whose selector thread adds hand-offs to every exchange. Both may be
+ * given; each mode then runs once per client.
  *
  * <p>With {@code --rounds N} the modes alternate N times (durable, fast, durable, ...) and each
  * round is reported, so drift of the machine shows. {@code --set} passes any server setting
