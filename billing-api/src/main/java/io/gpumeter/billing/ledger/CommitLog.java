@@ -12,6 +12,9 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.stream.Stream;
 
@@ -43,6 +46,14 @@ import java.util.stream.Stream;
  * shipped again after a crash stores nothing twice. {@link #shipped} drops whole segments that are
  * no longer written to.
  *
+ * <p><b>The next segment is made ahead of time:</b> once a segment is taken into use, a background
+ * thread creates, zero-fills and syncs the next one, so the commit that fills a segment normally
+ * finds its successor ready instead of paying the fill and two syncs itself. A prepared segment
+ * that a crash leaves unused is all zeros: empty to a reader.
+ *
+ * <p><b>Size:</b> {@link #bytesOnDisk()} counts the segments in the directory (prepared one
+ * included) at their preallocated size; a caller bounds the log with it (cheap: one volatile read).
+ *
  * <p><b>Concurrency:</b> {@code lock} guards the queue and the in-flight flag; the file is written
  * only by the leader, outside the lock.
  */
@@ -55,6 +66,15 @@ public final class CommitLog implements AutoCloseable {
   private final Object lock = new Object();
   private final AtomicLong syncs = new AtomicLong();
   private final AtomicLong committedGroups = new AtomicLong();
+  private final AtomicInteger segmentsOnDisk = new AtomicInteger();
+  private final AtomicLong preparedAhead = new AtomicLong();
+  private final ExecutorService preparer =
+      Executors.newSingleThreadExecutor(
+          r -> {
+            Thread t = new Thread(r, "gpumeter-commit-log-preallocate");
+            t.setDaemon(true);
+            return t;
+          });
 
   // guarded by lock
   private final List<Group> queued = new ArrayList<>();
@@ -65,6 +85,8 @@ public final class CommitLog implements AutoCloseable {
   private FileChannel active;
   private long activeNumber;
   private long position;
+  // the next segment, being prepared or ready (number activeNumber + 1), or null
+  private CompletableFuture<FileChannel> spare;
 
   private final List<UsageRecord> recoveredRecords;
   private final List<MeasuredBatch> recoveredMeasured;
@@ -84,11 +106,16 @@ public final class CommitLog implements AutoCloseable {
     long last = 0;
     for (Path p : segments()) {
       Scan s = scan(Files.readAllBytes(p));
+      if (s.records.isEmpty() && s.measured.isEmpty() && s.corrupt == 0 && !s.tornTail) {
+        Files.delete(p); // all zeros: one prepared ahead and never used, or never written
+        continue;
+      }
       records.addAll(s.records);
       measured.addAll(s.measured);
       corrupt += s.corrupt;
       torn += s.tornTail ? 1 : 0;
       last = Math.max(last, number(p));
+      segmentsOnDisk.incrementAndGet();
     }
     this.recoveredRecords = List.copyOf(records);
     this.recoveredMeasured = List.copyOf(measured);
@@ -198,14 +225,53 @@ public final class CommitLog implements AutoCloseable {
     }
   }
 
-  /** A new segment, created at full size, zero-filled and synced (file and directory). */
+  /**
+   * Moves to the next segment: the one prepared ahead of time when it is there (waiting for it if
+   * it is still being filled), else one made now; then has the one after it prepared.
+   */
   private void roll() throws IOException {
     closeActiveQuietly();
     long next = activeNumber + 1;
-    Path p = dir.resolve(String.format("%s%010d%s", PREFIX, next, SUFFIX));
+    FileChannel ch = null;
+    if (spare != null) {
+      CompletableFuture<FileChannel> s = spare;
+      spare = null;
+      try {
+        ch = s.join();
+        preparedAhead.incrementAndGet();
+      } catch (RuntimeException e) {
+        ch = null; // preparing failed (and removed its file): make it here
+      }
+    }
+    if (ch == null) {
+      ch = create(next);
+    }
+    active = ch;
+    activeNumber = next;
+    position = 0;
+    long after = next + 1;
+    try {
+      spare = CompletableFuture.supplyAsync(() -> prepare(after), preparer);
+    } catch (RuntimeException e) {
+      spare = null; // closed: nothing more is prepared
+    }
+  }
+
+  private FileChannel prepare(long number) {
+    try {
+      return create(number);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+
+  /** A new segment, created at full size, zero-filled and synced (file and directory). */
+  private FileChannel create(long number) throws IOException {
+    Path p = dir.resolve(String.format("%s%010d%s", PREFIX, number, SUFFIX));
     FileChannel ch =
         FileChannel.open(
             p, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ, StandardOpenOption.WRITE);
+    segmentsOnDisk.incrementAndGet();
     try {
       ByteBuffer zeros = ByteBuffer.allocate((int) Math.min(segmentBytes, 1 << 20));
       long at = 0;
@@ -222,11 +288,11 @@ public final class CommitLog implements AutoCloseable {
       }
     } catch (IOException e) {
       ch.close();
+      Files.deleteIfExists(p);
+      segmentsOnDisk.decrementAndGet();
       throw e;
     }
-    active = ch;
-    activeNumber = next;
-    position = 0;
+    return ch;
   }
 
   private void closeActiveQuietly() {
@@ -287,6 +353,35 @@ public final class CommitLog implements AutoCloseable {
     return syncs.get();
   }
 
+  /** The segments in the directory (the prepared next one included) at their full size. */
+  public long bytesOnDisk() {
+    return segmentsOnDisk.get() * segmentBytes;
+  }
+
+  /** Waits until the segment being prepared ahead of time, if any, is ready (for tests). */
+  void awaitPreparedAhead() throws InterruptedException {
+    CompletableFuture<FileChannel> s;
+    synchronized (lock) {
+      while (syncing) {
+        lock.wait();
+      }
+      s = spare;
+    }
+    if (s != null) {
+      s.exceptionally(e -> null).join();
+    }
+  }
+
+  /** The preallocated size of a segment. */
+  public long segmentBytes() {
+    return segmentBytes;
+  }
+
+  /** How many times a full segment was followed by one prepared ahead of time. */
+  public long segmentsPreparedAhead() {
+    return preparedAhead.get();
+  }
+
   /** How many groups ({@link #commit} calls) have been made durable since {@link #open}. */
   public long committedGroups() {
     return committedGroups.get();
@@ -295,7 +390,7 @@ public final class CommitLog implements AutoCloseable {
   /**
    * Deletes every segment numbered {@code upTo} or lower that is no longer being written: their
    * contents are stored elsewhere (shipped). The segment in use is kept even when {@code upTo}
-   * names it.
+   * names it, and so is the next one prepared ahead of time.
    */
   public void shipped(long upTo) throws IOException {
     long inUse;
@@ -311,8 +406,9 @@ public final class CommitLog implements AutoCloseable {
       inUse = active == null ? -1 : activeNumber;
       for (Path p : segments()) {
         long n = number(p);
-        if (n <= upTo && n != inUse) {
+        if (n <= upTo && n != inUse && !(spare != null && n == activeNumber + 1)) {
           Files.delete(p);
+          segmentsOnDisk.decrementAndGet();
         }
       }
     }
@@ -353,6 +449,16 @@ public final class CommitLog implements AutoCloseable {
       }
       queued.clear();
       closeActiveQuietly();
+    }
+    preparer.shutdown();
+    CompletableFuture<FileChannel> s = spare;
+    spare = null;
+    if (s != null) {
+      try {
+        s.join().close(); // left on disk, all zeros: an empty segment to the next reader
+      } catch (IOException | RuntimeException e) {
+        // preparing failed or the file could not be closed: nothing to keep
+      }
     }
   }
 

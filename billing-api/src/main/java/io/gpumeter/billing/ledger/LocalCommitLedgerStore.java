@@ -30,8 +30,13 @@ import org.slf4j.LoggerFactory;
  * writes between their commit and their hand-over to the shipper, and segments are dropped only
  * when it is zero, so a synced batch is never in a dropped segment before it is shipped.
  *
- * <p>Not used by the server yet: there is no {@code ledger.commit_point} setting (billing-api
- * README, "The preallocated log").
+ * <p><b>Bound:</b> {@link #isAccepting()} is false while the log holds more than {@code maxBytes}
+ * on disk ({@link CommitLog#bytesOnDisk()}), so the ledger refuses new charges (503) until shipping
+ * frees segments; a batch already accepted is still committed, so the log may pass the bound by
+ * what the writer's queue holds.
+ *
+ * <p>Used by {@link Ledger} when {@code ledger.commit_point=local} (billing-api README, "The
+ * preallocated log").
  */
 public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable {
   private static final Logger log = LoggerFactory.getLogger(LocalCommitLedgerStore.class);
@@ -40,6 +45,8 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
   private final CommitLog commitLog;
   private final LedgerStore downstream;
   private final Duration retryDelay;
+  private final long maxBytes;
+  private volatile String shipError; // the last failure of shipping, null once a batch ships
   private final LinkedBlockingDeque<Shipment> queue = new LinkedBlockingDeque<>();
   private final AtomicInteger committing = new AtomicInteger();
   private final AtomicLong unshippedRecords = new AtomicLong();
@@ -50,8 +57,10 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
 
   private record Shipment(long segment, List<UsageRecord> records, MeasuredBatch measured) {}
 
-  private LocalCommitLedgerStore(CommitLog commitLog, LedgerStore downstream, Duration retryDelay) {
+  private LocalCommitLedgerStore(
+      CommitLog commitLog, LedgerStore downstream, Duration retryDelay, long maxBytes) {
     this.commitLog = commitLog;
+    this.maxBytes = maxBytes;
     this.downstream = downstream;
     this.retryDelay = retryDelay;
     this.shipper = new Thread(this::shipLoop, "gpumeter-commit-log-shipper");
@@ -67,7 +76,18 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
   public static LocalCommitLedgerStore open(
       CommitLog commitLog, LedgerStore downstream, Duration retryDelay)
       throws LedgerWriteException {
-    LocalCommitLedgerStore store = new LocalCommitLedgerStore(commitLog, downstream, retryDelay);
+    return open(commitLog, downstream, retryDelay, Long.MAX_VALUE);
+  }
+
+  /**
+   * Like {@link #open(CommitLog, LedgerStore, Duration)}, refusing new charges ({@link
+   * #isAccepting()}) while the log holds more than {@code maxBytes} on disk.
+   */
+  public static LocalCommitLedgerStore open(
+      CommitLog commitLog, LedgerStore downstream, Duration retryDelay, long maxBytes)
+      throws LedgerWriteException {
+    LocalCommitLedgerStore store =
+        new LocalCommitLedgerStore(commitLog, downstream, retryDelay, maxBytes);
     store.replay();
     store.shipper.start();
     return store;
@@ -122,6 +142,50 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
     } finally {
       committing.decrementAndGet();
     }
+  }
+
+  /** False while the log holds more than its bound on disk (cheap: volatile reads). */
+  @Override
+  public boolean isAccepting() {
+    return !closed && commitLog.bytesOnDisk() <= maxBytes;
+  }
+
+  @Override
+  public String refusalReason() {
+    if (isAccepting()) {
+      return null;
+    }
+    if (closed) {
+      return "the commit log is closed";
+    }
+    String why = shipError;
+    return "the local commit log is full ("
+        + commitLog.bytesOnDisk()
+        + " of "
+        + maxBytes
+        + " bytes, "
+        + unshippedRecords.get()
+        + " records not shipped to the billing database"
+        + (why != null ? ": " + why : "")
+        + ")";
+  }
+
+  /** Why the last attempt to ship a batch failed, or null if the last batch shipped. */
+  public String shipError() {
+    return shipError;
+  }
+
+  /** The log's size on disk and its bound. */
+  public long bytesOnDisk() {
+    return commitLog.bytesOnDisk();
+  }
+
+  public long maxBytes() {
+    return maxBytes;
+  }
+
+  public CommitLog commitLog() {
+    return commitLog;
   }
 
   /** Records committed in the log and not yet stored downstream. */
@@ -179,6 +243,7 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
     while (true) {
       try {
         downstream.write(s.records, s.measured);
+        shipError = null;
         return true;
       } catch (LedgerWriteException e) {
         if (e.isRecordError()) {
@@ -193,13 +258,17 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
         if (closed) {
           return false;
         }
-        log.debug("Shipping from the commit log failed, retrying: {}", e.getMessage());
+        if (shipError == null) {
+          log.warn("Shipping from the commit log failed, retrying: {}", e.getMessage());
+        }
+        shipError = FailoverLedgerStore.describe(e);
         LockSupport.parkNanos(retryDelay.toNanos());
       } catch (RuntimeException e) {
         if (closed) {
           return false;
         }
         log.warn("Shipping from the commit log failed, retrying", e);
+        shipError = FailoverLedgerStore.describe(e);
         LockSupport.parkNanos(retryDelay.toNanos());
       }
     }

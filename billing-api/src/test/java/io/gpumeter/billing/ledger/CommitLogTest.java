@@ -48,17 +48,19 @@ class CommitLogTest {
       log.commit(records(2, 5), null).get(10, TimeUnit.SECONDS);
       assertThat(log.syncs()).isEqualTo(2);
     }
-    // the segment is preallocated: its size did not follow the records
+    // the segments are preallocated: their size did not follow the records; the second is the
+    // one prepared ahead of time, empty (close waited for it)
     try (var files = Files.list(dir)) {
       assertThat(files.toList())
-          .singleElement()
-          .satisfies(p -> assertThat(Files.size(p)).isEqualTo(SEGMENT));
+          .hasSize(2)
+          .allSatisfy(p -> assertThat(Files.size(p)).isEqualTo(SEGMENT));
     }
     try (CommitLog log = CommitLog.open(dir, SEGMENT)) {
       assertThat(log.unshipped()).isEqualTo(records(0, 5));
       assertThat(log.unshippedMeasured()).containsExactly(measured);
       assertThat(log.tornTails()).isZero();
       assertThat(log.corruptFrames()).isZero();
+      assertThat(log.segments()).as("the empty prepared segment is dropped at open").hasSize(1);
     }
   }
 
@@ -171,9 +173,14 @@ class CommitLogTest {
           inThird.add("req-" + i);
         }
       }
-      assertThat(log.segments()).hasSize(3);
-      log.shipped(3); // the third is being written to: kept
-      assertThat(log.segments()).hasSize(1);
+      // the two full ones, the one in use and the next, prepared ahead of time
+      log.awaitPreparedAhead();
+      assertThat(log.segments()).hasSize(4);
+      assertThat(log.segmentsPreparedAhead()).isEqualTo(2);
+      assertThat(log.bytesOnDisk()).isEqualTo(4 * 4096L);
+      log.shipped(3); // the third is being written to, the fourth prepared: both kept
+      assertThat(log.segments()).hasSize(2);
+      assertThat(log.bytesOnDisk()).isEqualTo(2 * 4096L);
     }
     try (CommitLog log = CommitLog.open(dir, 4096)) {
       assertThat(ids(log.unshipped())).isEqualTo(inThird);

@@ -138,6 +138,52 @@ class LocalCommitLedgerStoreTest {
     assertThat(measuredNs(model)).containsExactly(2_500L, 2_000L, 500L, 3L);
   }
 
+  @Test
+  void aFullLogRefusesNewChargesUntilShippingFreesSegments() throws Exception {
+    String model = "local-full";
+    AtomicBoolean down = new AtomicBoolean(true);
+    LedgerStore flaky =
+        new LedgerStore() {
+          @Override
+          public int write(List<UsageRecord> records) throws LedgerWriteException {
+            return write(records, null);
+          }
+
+          @Override
+          public int write(List<UsageRecord> records, MeasuredBatch m) throws LedgerWriteException {
+            if (down.get()) {
+              throw new LedgerWriteException("database down (test)", null, false);
+            }
+            return jdbc.write(records, m);
+          }
+        };
+    long max = 3 * 4096L;
+    try (LocalCommitLedgerStore store =
+        LocalCommitLedgerStore.open(
+            CommitLog.open(tmp.resolve("log-full"), 4096), flaky, Duration.ofMillis(5), max)) {
+      int i = 0;
+      while (store.isAccepting()) {
+        assertThat(i).as("the bound is reached within a few segments").isLessThan(1000);
+        store.write(List.of(record(model, i++)), null);
+      }
+      assertThat(store.bytesOnDisk()).isGreaterThan(max);
+      assertThat(store.refusalReason())
+          .contains("the local commit log is full")
+          .contains("records not shipped")
+          .contains("database down (test)");
+      down.set(false);
+      assertThat(store.awaitShipped(Duration.ofSeconds(30))).isTrue();
+      // one more batch: the shipper (one thread) finished dropping the shipped segments after the
+      // earlier batches before it ships this one
+      store.write(List.of(record(model, i++)), null);
+      assertThat(store.awaitShipped(Duration.ofSeconds(30))).isTrue();
+      assertThat(store.bytesOnDisk()).isLessThanOrEqualTo(max);
+      assertThat(store.isAccepting()).isTrue();
+      assertThat(store.refusalReason()).isNull();
+      assertThat(rows(model)).isEqualTo(i);
+    }
+  }
+
   static long rows(String model) throws SQLException {
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
