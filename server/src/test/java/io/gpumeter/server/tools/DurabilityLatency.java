@@ -61,6 +61,10 @@ import org.slf4j.LoggerFactory;
  * java.net.http.HttpClient}, whose selector thread adds hand-offs to every exchange. Both may be
  * given; each mode then runs once per client.
  *
+ * <p>{@code --modes} takes {@code durable}, {@code fast} and {@code durable-local} ({@code durable}
+ * with {@code ledger.commit_point=local}: the answer waits for the local commit log's sync instead
+ * of PostgreSQL's commit).
+ *
  * <p>With {@code --rounds N} the modes alternate N times (durable, fast, durable, ...) and each
  * round is reported, so drift of the machine shows. {@code --set} passes any server setting
  * (repeatable, e.g. {@code --set scheduler.batch_window=2ms}); {@code --label} names the run in its
@@ -200,7 +204,10 @@ public final class DurabilityLatency {
             .modelsDir(TestServers.repoRoot().resolve("models"))
             .dataDir(data)
             .set("db.binary_cache_dir", data.getParent().resolve("pg-binaries").toString())
-            .set("ledger.durability", variant);
+            .set("ledger.durability", variant.equals("durable-local") ? "durable" : variant);
+    if (variant.equals("durable-local")) {
+      builder.set("ledger.commit_point", "local"); // durable in the local commit log
+    }
     settings.forEach(builder::set);
     if (!kind.equals("socket") && !kind.equals("jdk")) {
       throw new IllegalArgumentException("--http takes socket or jdk, got " + kind);
