@@ -199,8 +199,8 @@ public final class ServerConfig {
                   throw new IllegalArgumentException("must be postgres or local");
               }
             });
-    // two 8 MiB segments: the one in use and the next, prepared ahead
-    commitLogMaxBytes = v.bytes("ledger.commit_log_max_bytes", 16L << 20);
+    // at least four segments of 4 KiB: the one in use, the next (prepared ahead) and two more
+    commitLogMaxBytes = v.bytes("ledger.commit_log_max_bytes", 16L << 10);
     outboxDir =
         v.optional("outbox.dir") == null
             ? dataDir.resolve("outbox")
@@ -426,6 +426,7 @@ public final class ServerConfig {
                 .writers(ledgerWriters)
                 .commitPoint(commitPoint)
                 .commitLogMaxBytes(commitLogMaxBytes)
+                .commitLogSegmentBytes(commitLogSegmentBytes(commitLogMaxBytes))
                 .outboxDirectory(outboxDir)
                 .outboxMaxBytes(outboxMaxBytes)
                 .build())
@@ -523,6 +524,11 @@ public final class ServerConfig {
   /** {@code ledger.commit_point}: where a durable charge is durable when answered. */
   public CommitPoint commitPoint() {
     return commitPoint;
+  }
+
+  /** A quarter of the commit log's bound, from 4 KiB to 8 MiB. */
+  static long commitLogSegmentBytes(long maxBytes) {
+    return Math.max(4096, Math.min(8L << 20, maxBytes / 4));
   }
 
   /** {@code ledger.commit_log_max_bytes}: the local commit log's bound while PostgreSQL is down. */
