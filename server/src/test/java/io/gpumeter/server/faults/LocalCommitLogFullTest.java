@@ -2,9 +2,11 @@ package io.gpumeter.server.faults;
 
 import static io.gpumeter.server.faults.FaultSupport.await;
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
+import io.gpumeter.billing.ShippingLagException;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.server.GpumeterServer;
 import io.gpumeter.server.TestServers;
@@ -12,6 +14,8 @@ import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
@@ -23,8 +27,10 @@ import org.junit.jupiter.api.io.TempDir;
  * {@link OutboxFullTest}'s contract with {@code ledger.commit_point=local}: PostgreSQL is down and
  * the commit log reaches {@code ledger.commit_log_max_bytes} (16k: segments of 4 KiB): new
  * completions get 503 {@code billing_unavailable} saying the log is full, {@code /readyz} is 503
- * with the reason, and nothing goes to the outbox. When PostgreSQL returns the log is shipped,
- * every completion answered before is in the ledger once and the server takes work again.
+ * with the reason, nothing goes to the outbox, and a reconciliation report is refused ({@link
+ * ShippingLagException}) rather than count the unshipped charges as drift. When PostgreSQL returns
+ * the log is shipped, every completion answered before is in the ledger once and the server takes
+ * work again.
  */
 class LocalCommitLogFullTest {
   @TempDir Path tmp;
@@ -82,6 +88,11 @@ class LocalCommitLogFullTest {
       assertThat(ready.status()).as(ready.toString()).isEqualTo(503);
       assertThat(ready.json().get("reason").asText()).contains("local commit log is full");
       assertThat(s.billing().health().outboxedRecords()).as("nothing outboxed").isZero();
+      // a reconciliation now would count what waits in the log as drift: it refuses, saying so
+      Instant to = Instant.now().truncatedTo(ChronoUnit.MINUTES).plus(1, ChronoUnit.MINUTES);
+      assertThatThrownBy(() -> s.billing().reconciliation().report(to.minusSeconds(3600), to))
+          .isInstanceOf(ShippingLagException.class)
+          .hasMessageContaining("charges in the local commit log were not shipped");
       System.out.printf(
           "commit log full: %d completions answered with PostgreSQL down, then %s%n",
           answeredWhileDown, refused);
