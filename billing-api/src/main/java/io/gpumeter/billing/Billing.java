@@ -46,6 +46,12 @@ public final class Billing implements AutoCloseable {
    */
   private static final Duration INVALIDATION_POLL = Duration.ofMillis(250);
 
+  /**
+   * How long a reconciliation report waits for the local commit log to be shipped to PostgreSQL
+   * before it refuses ({@link ShippingLagException}) rather than count the lag as drift.
+   */
+  static final Duration RECONCILE_SHIP_WAIT = Duration.ofSeconds(10);
+
   private static final Duration INVALIDATION_RETRY = Duration.ofSeconds(1);
 
   private final Database database;
@@ -406,9 +412,35 @@ public final class Billing implements AutoCloseable {
     return problem == null ? health() : ledger.health(closed ? "billing is closed" : null, problem);
   }
 
-  /** Writes the measured time pending now (a reconciliation report calls it first). */
+  /**
+   * Writes the measured time pending now (a reconciliation report calls it first) and, with a local
+   * commit point, waits for the commit log to be shipped, so that what is still on its way to
+   * PostgreSQL is not reported as drift.
+   *
+   * @throws ShippingLagException if the log was not shipped within {@link #RECONCILE_SHIP_WAIT}
+   */
   private void flushMeasured() {
     ledger.flushMeasured();
+    if (!ledger.awaitShipped(RECONCILE_SHIP_WAIT)) {
+      throw new ShippingLagException(
+          ledger.unshippedRecords()
+              + " charges in the local commit log were not shipped to the billing database within "
+              + RECONCILE_SHIP_WAIT.toSeconds()
+              + " s; a reconciliation now would count them as drift. Retry later.");
+    }
+  }
+
+  /** Charges committed to the local commit log and not yet in PostgreSQL (0 with postgres). */
+  public long unshippedRecords() {
+    return ledger.unshippedRecords();
+  }
+
+  /**
+   * Waits until every charge committed to the local commit log so far is in PostgreSQL, at most
+   * {@code deadline}; true at once with commit point postgres.
+   */
+  public boolean awaitShipped(Duration deadline) {
+    return ledger.awaitShipped(deadline);
   }
 
   private void runMaintenanceQuietly() {

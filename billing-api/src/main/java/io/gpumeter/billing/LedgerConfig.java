@@ -30,6 +30,9 @@ public final class LedgerConfig {
   private final int breakerMinimumCalls;
   private final float breakerFailureRate;
   private final Duration breakerOpenWait;
+  private final CommitPoint commitPoint;
+  private final long commitLogMaxBytes;
+  private final long commitLogSegmentBytes;
 
   private LedgerConfig(Builder b) {
     this.queueCapacity = b.queueCapacity;
@@ -50,6 +53,9 @@ public final class LedgerConfig {
     this.breakerMinimumCalls = b.breakerMinimumCalls;
     this.breakerFailureRate = b.breakerFailureRate;
     this.breakerOpenWait = b.breakerOpenWait;
+    this.commitPoint = b.commitPoint;
+    this.commitLogMaxBytes = b.commitLogMaxBytes;
+    this.commitLogSegmentBytes = b.commitLogSegmentBytes;
   }
 
   /**
@@ -173,6 +179,25 @@ public final class LedgerConfig {
     return breakerOpenWait;
   }
 
+  /** Where a durable charge is durable when answered (default {@link CommitPoint#POSTGRES}). */
+  public CommitPoint commitPoint() {
+    return commitPoint;
+  }
+
+  /**
+   * With {@link CommitPoint#LOCAL}: the most the commit log may hold on disk (its segments at their
+   * preallocated size, the one prepared ahead included); at it new charges are refused until
+   * shipping to PostgreSQL frees segments. Default 1 GiB.
+   */
+  public long commitLogMaxBytes() {
+    return commitLogMaxBytes;
+  }
+
+  /** The preallocated size of a commit-log segment (default 8 MiB). */
+  public long commitLogSegmentBytes() {
+    return commitLogSegmentBytes;
+  }
+
   public LedgerConfig withQueueCapacity(int capacity) {
     return from(this).queueCapacity(capacity).build();
   }
@@ -219,6 +244,10 @@ public final class LedgerConfig {
         + retryAttempts
         + ", breakerOpenWait="
         + breakerOpenWait
+        + ", commitPoint="
+        + commitPoint
+        + ", commitLogMaxBytes="
+        + commitLogMaxBytes
         + "}";
   }
 
@@ -242,6 +271,9 @@ public final class LedgerConfig {
     private int breakerMinimumCalls = 3;
     private float breakerFailureRate = 50f;
     private Duration breakerOpenWait = Duration.ofSeconds(2);
+    private CommitPoint commitPoint = CommitPoint.POSTGRES;
+    private long commitLogMaxBytes = 1L << 30;
+    private long commitLogSegmentBytes = 8L << 20;
 
     private Builder() {}
 
@@ -264,6 +296,9 @@ public final class LedgerConfig {
       breakerMinimumCalls = c.breakerMinimumCalls;
       breakerFailureRate = c.breakerFailureRate;
       breakerOpenWait = c.breakerOpenWait;
+      commitPoint = c.commitPoint;
+      commitLogMaxBytes = c.commitLogMaxBytes;
+      commitLogSegmentBytes = c.commitLogSegmentBytes;
     }
 
     public Builder queueCapacity(int v) {
@@ -379,7 +414,29 @@ public final class LedgerConfig {
       return this;
     }
 
+    public Builder commitPoint(CommitPoint v) {
+      require(v != null, "commitPoint must not be null, was %s", v);
+      commitPoint = v;
+      return this;
+    }
+
+    public Builder commitLogMaxBytes(long v) {
+      require(v >= 8192, "commitLogMaxBytes must be >= 8192, was %s", v);
+      commitLogMaxBytes = v;
+      return this;
+    }
+
+    public Builder commitLogSegmentBytes(long v) {
+      require(v >= 4096, "commitLogSegmentBytes must be >= 4096, was %s", v);
+      commitLogSegmentBytes = v;
+      return this;
+    }
+
     public LedgerConfig build() {
+      require(
+          commitLogMaxBytes >= 2 * commitLogSegmentBytes,
+          "commitLogMaxBytes must hold two segments (the one in use and the next), was %s",
+          commitLogMaxBytes);
       return new LedgerConfig(this);
     }
 

@@ -9,6 +9,7 @@ import io.gpumeter.billing.KeyScope;
 import io.gpumeter.billing.ReconciliationReport;
 import io.gpumeter.billing.RotatedApiKey;
 import io.gpumeter.billing.SetAsideReplay;
+import io.gpumeter.billing.ShippingLagException;
 import io.gpumeter.billing.keys.ApiKeys;
 import io.gpumeter.billing.reconcile.Reconciliation;
 import io.netty.handler.codec.http.HttpHeaderNames;
@@ -314,7 +315,16 @@ final class AdminEndpoint {
     ex.then(
         report.exceptionally(
             e -> {
-              log.warn("reconciliation report failed", Exchange.unwrap(e));
+              Throwable cause = Exchange.unwrap(e);
+              if (cause instanceof ShippingLagException lag) {
+                throw new ApiException(
+                    HttpResponseStatus.SERVICE_UNAVAILABLE,
+                    ApiException.SERVER,
+                    lag.getMessage(),
+                    null,
+                    CompletionsEndpoint.BILLING_UNAVAILABLE);
+              }
+              log.warn("reconciliation report failed", cause);
               throw new ApiException(
                   HttpResponseStatus.SERVICE_UNAVAILABLE,
                   ApiException.SERVER,

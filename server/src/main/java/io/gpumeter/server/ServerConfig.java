@@ -3,6 +3,7 @@ package io.gpumeter.server;
 import io.gpumeter.batching.SchedulerConfig;
 import io.gpumeter.billing.ApiKeyCacheConfig;
 import io.gpumeter.billing.BillingConfig;
+import io.gpumeter.billing.CommitPoint;
 import io.gpumeter.billing.DatabaseConfig;
 import io.gpumeter.billing.Durability;
 import io.gpumeter.billing.LedgerConfig;
@@ -61,6 +62,8 @@ public final class ServerConfig {
     k.put("ledger.durability", "durable");
     k.put("ledger.allow_unsafe_database", "false");
     k.put("ledger.writers", "1");
+    k.put("ledger.commit_point", "postgres");
+    k.put("ledger.commit_log_max_bytes", "1g");
     k.put("outbox.dir", "");
     k.put("outbox.max_bytes", "1g");
     k.put("retention.days", "90");
@@ -119,6 +122,8 @@ public final class ServerConfig {
   private final Durability durability;
   private final boolean allowUnsafeDatabase;
   private final int ledgerWriters;
+  private final CommitPoint commitPoint;
+  private final long commitLogMaxBytes;
   private final Path outboxDir;
   private final long outboxMaxBytes;
   private final RetentionConfig retention;
@@ -181,6 +186,21 @@ public final class ServerConfig {
             });
     allowUnsafeDatabase = v.bool("ledger.allow_unsafe_database");
     ledgerWriters = v.intIn("ledger.writers", 1, 8);
+    commitPoint =
+        v.parse(
+            "ledger.commit_point",
+            s -> {
+              switch (s.toLowerCase(Locale.ROOT)) {
+                case "postgres":
+                  return CommitPoint.POSTGRES;
+                case "local":
+                  return CommitPoint.LOCAL;
+                default:
+                  throw new IllegalArgumentException("must be postgres or local");
+              }
+            });
+    // at least four segments of 4 KiB: the one in use, the next (prepared ahead) and two more
+    commitLogMaxBytes = v.bytes("ledger.commit_log_max_bytes", 16L << 10);
     outboxDir =
         v.optional("outbox.dir") == null
             ? dataDir.resolve("outbox")
@@ -404,6 +424,9 @@ public final class ServerConfig {
             LedgerConfig.custom()
                 .durability(durability)
                 .writers(ledgerWriters)
+                .commitPoint(commitPoint)
+                .commitLogMaxBytes(commitLogMaxBytes)
+                .commitLogSegmentBytes(commitLogSegmentBytes(commitLogMaxBytes))
                 .outboxDirectory(outboxDir)
                 .outboxMaxBytes(outboxMaxBytes)
                 .build())
@@ -496,6 +519,21 @@ public final class ServerConfig {
    */
   public boolean allowUnsafeDatabase() {
     return allowUnsafeDatabase;
+  }
+
+  /** {@code ledger.commit_point}: where a durable charge is durable when answered. */
+  public CommitPoint commitPoint() {
+    return commitPoint;
+  }
+
+  /** A quarter of the commit log's bound, from 4 KiB to 8 MiB. */
+  static long commitLogSegmentBytes(long maxBytes) {
+    return Math.max(4096, Math.min(8L << 20, maxBytes / 4));
+  }
+
+  /** {@code ledger.commit_log_max_bytes}: the local commit log's bound while PostgreSQL is down. */
+  public long commitLogMaxBytes() {
+    return commitLogMaxBytes;
   }
 
   /** {@code ledger.writers}: the ledger's writer threads, each committing on its own connection. */
@@ -699,6 +737,9 @@ public final class ServerConfig {
         + durability
         + (allowUnsafeDatabase ? " (unsafe database allowed)" : "")
         + (ledgerWriters == 1 ? "" : " with " + ledgerWriters + " writers")
+        + (commitPoint == CommitPoint.LOCAL
+            ? " (commit point local, max " + commitLogMaxBytes + " bytes)"
+            : "")
         + ", outbox="
         + outboxDir
         + " (max "

@@ -50,7 +50,9 @@ import org.slf4j.LoggerFactory;
  * circuit breaker.
  *
  * <p>Availability ({@link #isAccepting()}): new records can be made durable unless the breaker is
- * not CLOSED and the outbox is full, or refused its last append, or its disk failed.
+ * not CLOSED and the outbox is full, or refused its last append, or its disk failed; or the
+ * database store itself refuses ({@link LedgerStore#isAccepting()}: the local commit log at its
+ * bound, with {@code ledger.commit_point=local}).
  */
 public final class FailoverLedgerStore implements LedgerStore {
   private static final Logger LOG = LoggerFactory.getLogger(FailoverLedgerStore.class);
@@ -333,7 +335,9 @@ public final class FailoverLedgerStore implements LedgerStore {
   /** Cheap (volatile reads): can a record handed over now be made durable? */
   @Override
   public boolean isAccepting() {
-    return breaker.getState() == CircuitBreaker.State.CLOSED || !outboxRefusing();
+    // a store that bounds itself (the local commit log) refuses before it is full
+    return database.isAccepting()
+        && (breaker.getState() == CircuitBreaker.State.CLOSED || !outboxRefusing());
   }
 
   private boolean outboxRefusing() {
@@ -346,6 +350,9 @@ public final class FailoverLedgerStore implements LedgerStore {
   public String refusalReason() {
     if (isAccepting()) {
       return null;
+    }
+    if (!database.isAccepting()) {
+      return database.refusalReason();
     }
     String disk = outbox.lastWriteFailure();
     return "the billing database is unavailable (circuit breaker "

@@ -2,6 +2,7 @@ package io.gpumeter.billing.ledger;
 
 import io.github.resilience4j.circuitbreaker.CircuitBreaker;
 import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.CommitPoint;
 import io.gpumeter.billing.LedgerConfig;
 import io.gpumeter.billing.LedgerHealth;
 import io.gpumeter.billing.LedgerStats;
@@ -9,6 +10,7 @@ import io.gpumeter.billing.PendingMeasuredTime;
 import io.gpumeter.billing.SetAsideReplay;
 import io.gpumeter.metering.UsageSink;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
@@ -23,6 +25,15 @@ import org.slf4j.LoggerFactory;
  * outbox directory (one process per outbox) and starts the replayer, whose first pass replays a
  * backlog left by a crash. Close it once: the writer drains first, then the replayer and the outbox
  * stop.
+ *
+ * <p>With {@link CommitPoint#LOCAL} the chain is {@link LedgerWriter} → {@link FailoverLedgerStore}
+ * → {@link LocalCommitLedgerStore} (the {@link CommitLog} in {@code commit-log} beside the outbox,
+ * shipped to {@link JdbcLedgerStore}) | {@link Outbox}: the log is the durable store, and while
+ * PostgreSQL is down it keeps the charges itself (the breaker does not open: the log answers), up
+ * to {@link LedgerConfig#commitLogMaxBytes()}, after which new charges are refused (503). The
+ * outbox is kept only as the fallback for a log whose disk refuses writes (the breaker opens on
+ * those) and for the measured time's owner id; a record the database refuses at shipping stays in
+ * the log (logged), it is not dead-lettered.
  */
 public final class Ledger implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(Ledger.class);
@@ -31,9 +42,18 @@ public final class Ledger implements AutoCloseable {
   private final FailoverLedgerStore store;
   private final OutboxReplayer replayer;
   private final LedgerWriter writer;
+  private final LocalCommitLedgerStore local; // null with commit point POSTGRES
+
+  /** How long {@link #close()} waits for the commit log to be shipped before leaving it. */
+  private static final Duration CLOSE_SHIP_WAIT = Duration.ofSeconds(5);
 
   private Ledger(
-      Outbox outbox, FailoverLedgerStore store, OutboxReplayer replayer, LedgerWriter writer) {
+      Outbox outbox,
+      FailoverLedgerStore store,
+      OutboxReplayer replayer,
+      LedgerWriter writer,
+      LocalCommitLedgerStore local) {
+    this.local = local;
     this.outbox = outbox;
     this.store = store;
     this.replayer = replayer;
@@ -66,29 +86,53 @@ public final class Ledger implements AutoCloseable {
     Outbox outbox =
         Outbox.open(outboxDirectory, config.outboxMaxBytes(), config.outboxSegmentBytes());
     OutboxReplayer replayer = null;
+    LocalCommitLedgerStore local = null;
     try {
       JdbcLedgerStore jdbc =
           new JdbcLedgerStore(dataSource, JdbcLedgerStore.Method.UNNEST, outbox.ownerId());
+      LedgerStore database = jdbc;
+      if (config.commitPoint() == CommitPoint.LOCAL) {
+        Path dir = commitLogDirectory(outboxDirectory);
+        CommitLog commitLog = CommitLog.open(dir, config.commitLogSegmentBytes());
+        try {
+          local =
+              LocalCommitLedgerStore.open(
+                  commitLog, jdbc, config.retryBackoff(), config.commitLogMaxBytes());
+        } catch (LedgerWriteException e) {
+          commitLog.close();
+          throw new BillingException(
+              "the local commit log in "
+                  + dir
+                  + " holds charges that could not be shipped to the billing database: "
+                  + e.getMessage(),
+              e);
+        }
+        database = local;
+      }
       FailoverLedgerStore store =
           measured == null
-              ? new FailoverLedgerStore(jdbc, outbox, config)
+              ? new FailoverLedgerStore(database, outbox, config)
               : new FailoverLedgerStore(
-                  jdbc, outbox, config, measured, outbox.ownerId(), UUID.randomUUID());
+                  database, outbox, config, measured, outbox.ownerId(), UUID.randomUUID());
       replayer =
           new OutboxReplayer(
                   store, jdbc::ping, measured == null ? null : jdbc::settleEarlierInstances, config)
               .start();
       LedgerWriter writer = new LedgerWriter(store, config);
       LOG.info(
-          "Billing ledger: {} mode, outbox {} (max {} bytes, {} bytes waiting)",
+          "Billing ledger: {} mode, commit point {}, outbox {} (max {} bytes, {} bytes waiting)",
           config.durability(),
+          config.commitPoint(),
           outboxDirectory,
           config.outboxMaxBytes(),
           outbox.bytes());
-      return new Ledger(outbox, store, replayer, writer);
+      return new Ledger(outbox, store, replayer, writer, local);
     } catch (RuntimeException e) {
       if (replayer != null) {
         replayer.close();
+      }
+      if (local != null) {
+        local.close();
       }
       outbox.close();
       throw e;
@@ -103,6 +147,32 @@ public final class Ledger implements AutoCloseable {
    */
   public UUID replicaId() {
     return outbox.ownerId();
+  }
+
+  /** The commit log's folder: {@code commit-log} beside the outbox folder. */
+  public static Path commitLogDirectory(Path outboxDirectory) {
+    return outboxDirectory.toAbsolutePath().resolveSibling("commit-log");
+  }
+
+  /** The commit point in use. */
+  public CommitPoint commitPoint() {
+    return local == null ? CommitPoint.POSTGRES : CommitPoint.LOCAL;
+  }
+
+  /**
+   * Waits until every charge committed so far to the local commit log is stored in PostgreSQL, at
+   * most {@code deadline}; true at once with commit point POSTGRES (a durable charge is in
+   * PostgreSQL or the outbox already).
+   *
+   * @return whether it was shipped in time
+   */
+  public boolean awaitShipped(Duration deadline) {
+    return local == null || local.awaitShipped(deadline);
+  }
+
+  /** Charges committed to the local commit log and not yet in PostgreSQL (0 with POSTGRES). */
+  public long unshippedRecords() {
+    return local == null ? 0 : local.unshippedRecords();
   }
 
   /** Where usage records are published; see {@link LedgerWriter#publish}. */
@@ -191,7 +261,11 @@ public final class Ledger implements AutoCloseable {
     long outboxBytes = outbox.bytes();
     long outboxMaxBytes = outbox.maxBytes();
     boolean breakerOpen = breakerState != CircuitBreaker.State.CLOSED;
-    boolean degraded = breakerOpen || databaseProblem != null;
+    String shipError = local == null ? null : local.shipError();
+    if (shipError != null && local.unshippedRecords() == 0) {
+      shipError = null; // the failure was of a batch since shipped: nothing waits
+    }
+    boolean degraded = breakerOpen || databaseProblem != null || shipError != null;
     boolean ready;
     String reason;
     if (closedReason != null) {
@@ -214,6 +288,28 @@ public final class Ledger implements AutoCloseable {
               + " of "
               + outboxMaxBytes
               + " bytes used)";
+    } else if (shipError != null) {
+      ready = true;
+      reason =
+          "degraded: the billing database is unavailable ("
+              + shipError
+              + "); charges wait in the local commit log ("
+              + local.bytesOnDisk()
+              + " of "
+              + local.maxBytes()
+              + " bytes used, "
+              + local.unshippedRecords()
+              + " records not shipped)";
+    } else if (databaseProblem != null && local != null) {
+      ready = true;
+      reason =
+          "degraded: "
+              + databaseProblem
+              + "; charges will wait in the local commit log ("
+              + local.bytesOnDisk()
+              + " of "
+              + local.maxBytes()
+              + " bytes used) and only cached API keys are accepted";
     } else if (databaseProblem != null) {
       ready = true;
       reason =
@@ -236,7 +332,7 @@ public final class Ledger implements AutoCloseable {
             ? databaseProblem
             : breakerOpen
                 ? "circuit breaker " + breakerState + (lastError != null ? ", " + lastError : "")
-                : null;
+                : shipError != null ? "shipping from the local commit log: " + shipError : null;
     return new LedgerHealth(
         ready,
         degraded,
@@ -261,8 +357,9 @@ public final class Ledger implements AutoCloseable {
 
   /**
    * Drains the writer (to the database, or to the outbox if it is down), stops the replayer (what
-   * is left in the outbox is replayed at the next start) and closes the outbox. Each step runs even
-   * if an earlier one failed.
+   * is left in the outbox is replayed at the next start), with a local commit point waits up to 5 s
+   * for the log to be shipped (what is not stays in it for the next start), and closes the outbox.
+   * Each step runs even if an earlier one failed.
    */
   @Override
   public void close() {
@@ -270,6 +367,17 @@ public final class Ledger implements AutoCloseable {
     steps.add(writer::close);
     steps.add(store::flushMeasured);
     steps.add(replayer::close);
+    if (local != null) {
+      steps.add(
+          () -> {
+            if (!local.awaitShipped(CLOSE_SHIP_WAIT)) {
+              LOG.warn(
+                  "{} charges left in the local commit log, shipped at the next start",
+                  local.unshippedRecords());
+            }
+            local.close();
+          });
+    }
     steps.add(outbox::close);
     RuntimeException first = null;
     for (Runnable step : steps) {

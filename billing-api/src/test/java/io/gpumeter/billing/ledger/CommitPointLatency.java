@@ -33,10 +33,14 @@ import java.util.function.Function;
  *       {@code force} per group): the cost if the outbox were the commit point;
  *   <li>{@code pg-measured}: {@code pg-nolinger} with a {@link MeasuredBatch} committed with every
  *       batch, as the server's store does (the records and the measured time in one commit).
+ *   <li>{@code local-log}: the {@link LedgerWriter} onto the preallocated {@link CommitLog}
+ *       (overwrite + {@code fdatasync} per group), records only;
+ *   <li>{@code local-measured}: {@code local-log} with a {@link MeasuredBatch} in every group, as
+ *       {@code pg-measured}: the candidate local commit point.
  * </ul>
  *
- * {@code --variants a,b} runs only those (default: all four); running the same variant on two
- * builds of the store, one after the other, compares them.
+ * {@code --variants a,b} runs only those (default: all six); running the same variant on two builds
+ * of the store, one after the other, compares them.
  *
  * <p>Each variant runs with 1 publisher (sequential: publish, wait, publish) and with {@code
  * --threads} publishers at once (closed loop), reporting p50 / p99 latency and records/s.
@@ -59,7 +63,9 @@ public final class CommitPointLatency {
     int seconds = 5;
     int rounds = 3;
     int threads = 32;
-    List<String> only = List.of("pg-linger2ms", "pg-nolinger", "outbox", "pg-measured");
+    List<String> only =
+        List.of(
+            "pg-linger2ms", "pg-nolinger", "outbox", "pg-measured", "local-log", "local-measured");
     for (int i = 0; i < args.length; i++) {
       switch (args[i]) {
         case "--seconds" -> seconds = Integer.parseInt(args[++i]);
@@ -103,6 +109,14 @@ public final class CommitPointLatency {
               new Variant(
                   "pg-measured",
                   () -> new WithMeasured(new JdbcLedgerStore(db.dataSource())),
+                  base.withLinger(Duration.ZERO)),
+              new Variant(
+                  "local-log",
+                  () -> new LogOnly(CommitLog.open(dir.resolve("log"), 16L << 20), false),
+                  base.withLinger(Duration.ZERO)),
+              new Variant(
+                  "local-measured",
+                  () -> new LogOnly(CommitLog.open(dir.resolve("log-m"), 16L << 20), true),
                   base.withLinger(Duration.ZERO)));
       List<String> names = only;
       List<Variant> variants = all.stream().filter(v -> names.contains(v.name)).toList();
@@ -184,6 +198,10 @@ public final class CommitPointLatency {
     if (store instanceof OutboxOnly o) {
       o.outbox.close();
     }
+    if (store instanceof LogOnly l) {
+      l.log.close();
+      l.log.shipped(Long.MAX_VALUE); // closed: nothing in use, every segment goes
+    }
     if (failures.get() > 0) {
       throw new IllegalStateException(v.name + ": " + failures.get() + " publishes failed");
     }
@@ -249,6 +267,47 @@ public final class CommitPointLatency {
         return records.size();
       } catch (RuntimeException e) {
         throw new LedgerWriteException("outbox append failed", e, false);
+      }
+    }
+  }
+
+  /** The local commit log as the only store: the candidate commit point, per group. */
+  private static final class LogOnly implements LedgerStore {
+    final CommitLog log;
+    final boolean measured;
+    final UUID owner = UUID.randomUUID();
+    final UUID instance = UUID.randomUUID();
+
+    LogOnly(CommitLog log, boolean measured) {
+      this.log = log;
+      this.measured = measured;
+      // create (preallocate) the first segment before the clock starts
+      log.commit(List.of(), null).join();
+    }
+
+    @Override
+    public int write(List<UsageRecord> records) throws LedgerWriteException {
+      MeasuredBatch batch = null;
+      if (measured) {
+        long minute = Math.floorDiv(Instant.now().getEpochSecond(), 60);
+        long ns = 0;
+        for (UsageRecord r : records) {
+          ns += r.deviceNs();
+        }
+        batch =
+            MeasuredBatch.of(
+                owner,
+                instance,
+                List.of(
+                    new MeasuredDelta(
+                        minute, "toy", TestSupport.CPU.device(), ns, ns, 0, records.size())),
+                records);
+      }
+      try {
+        log.commit(records, batch).join();
+        return records.size();
+      } catch (RuntimeException e) {
+        throw new LedgerWriteException("commit log write failed", e, false);
       }
     }
   }

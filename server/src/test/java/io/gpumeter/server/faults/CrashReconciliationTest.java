@@ -33,6 +33,11 @@ import org.junit.jupiter.api.io.TempDir;
 class CrashReconciliationTest {
   @TempDir Path tmp;
 
+  /** {@code ledger.commit_point}; {@link LocalCommitCrashReconciliationTest} runs it with local. */
+  String commitPoint() {
+    return "postgres";
+  }
+
   @Test
   @Timeout(240)
   void aServerKilledUnderLoadReconcilesWithZeroDriftAfterARestart() throws Exception {
@@ -48,7 +53,8 @@ class CrashReconciliationTest {
             "data.dir", data.toString(),
             "db.url", FaultSupport.jdbcUrl(tmp.resolve("pg"), pgPort),
             "db.user", "postgres",
-            "shutdown.grace", "5s");
+            "shutdown.grace", "5s",
+            "ledger.commit_point", commitPoint());
     ServerProcess first = null;
     ServerProcess second = null;
     try {

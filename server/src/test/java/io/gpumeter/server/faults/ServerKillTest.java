@@ -31,6 +31,11 @@ import org.junit.jupiter.api.io.TempDir;
 class ServerKillTest {
   @TempDir Path tmp;
 
+  /** {@code ledger.commit_point}; {@link LocalCommitServerKillTest} runs this test with local. */
+  String commitPoint() {
+    return "postgres";
+  }
+
   @Test
   @Timeout(150)
   void chargesInTheOutboxOfAKilledServerReachPostgresOnce() throws Exception {
@@ -46,7 +51,8 @@ class ServerKillTest {
             "data.dir", data.toString(),
             "db.url", FaultSupport.jdbcUrl(tmp.resolve("pg"), pgPort),
             "db.user", "postgres",
-            "shutdown.grace", "5s");
+            "shutdown.grace", "5s",
+            "ledger.commit_point", commitPoint());
     ServerProcess first = null;
     ServerProcess second = null;
     try {
@@ -77,9 +83,11 @@ class ServerKillTest {
       List<String> ok = load.idsWithStatus(200);
       okIds = new HashSet<>(ok);
       assertThat(okIds).hasSameSizeAs(ok).doesNotContainNull();
-      try (Stream<Path> s = Files.list(data.resolve("outbox"))) {
-        assertThat(s.anyMatch(p -> p.getFileName().toString().startsWith("segment-")))
-            .as("the killed server left outbox segments")
+      boolean local = commitPoint().equals("local");
+      try (Stream<Path> s = Files.list(data.resolve(local ? "commit-log" : "outbox"))) {
+        String prefix = local ? "commit-" : "segment-";
+        assertThat(s.anyMatch(p -> p.getFileName().toString().startsWith(prefix)))
+            .as("the killed server left %s segments", local ? "commit-log" : "outbox")
             .isTrue();
       }
 

@@ -7,10 +7,18 @@ import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.server.GpumeterServer;
 import io.gpumeter.server.ServerConfig;
 import io.gpumeter.server.TestServers;
+import java.io.BufferedInputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.net.Socket;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -45,12 +53,22 @@ import org.slf4j.LoggerFactory;
  * java -cp server/target/test-classes:server/target/classes:$(cat server/target/test-classpath.txt) \
  *     io.gpumeter.server.tools.DurabilityLatency [--seconds 20] [--clients 4] [--warmup 3] \
  *     [--rounds 1] [--modes durable,fast] [--max-tokens 1] [--set key=value]... [--label NAME]
+ *     [--http socket,jdk]
  * </pre>
  *
- * With {@code --rounds N} the modes alternate N times (durable, fast, durable, ...) and each round
- * is reported, so drift of the machine shows. {@code --set} passes any server setting (repeatable,
- * e.g. {@code --set scheduler.batch_window=2ms}); {@code --label} names the run in its lines, so
- * runs of two builds driven by a script can be told apart in one log.
+ * <p>{@code --http} chooses the client: {@code socket} (default) is one blocking keep-alive socket
+ * per client thread ({@link SocketClient}), the fair measurement; {@code jdk} is {@code
+ * java.net.http.HttpClient}, whose selector thread adds hand-offs to every exchange. Both may be
+ * given; each mode then runs once per client.
+ *
+ * <p>{@code --modes} takes {@code durable}, {@code fast} and {@code durable-local} ({@code durable}
+ * with {@code ledger.commit_point=local}: the answer waits for the local commit log's sync instead
+ * of PostgreSQL's commit).
+ *
+ * <p>With {@code --rounds N} the modes alternate N times (durable, fast, durable, ...) and each
+ * round is reported, so drift of the machine shows. {@code --set} passes any server setting
+ * (repeatable, e.g. {@code --set scheduler.batch_window=2ms}); {@code --label} names the run in its
+ * lines, so runs of two builds driven by a script can be told apart in one log.
  */
 public final class DurabilityLatency {
   private DurabilityLatency() {}
@@ -63,6 +81,7 @@ public final class DurabilityLatency {
     int maxTokens = 1;
     String label = "";
     List<String> modes = List.of("durable", "fast");
+    List<String> clientKinds = List.of("socket");
     Map<String, String> settings = new LinkedHashMap<>();
     for (int i = 0; i < args.length; i++) {
       switch (args[i]) {
@@ -72,6 +91,7 @@ public final class DurabilityLatency {
         case "--rounds" -> rounds = Integer.parseInt(args[++i]);
         case "--max-tokens" -> maxTokens = Integer.parseInt(args[++i]);
         case "--modes" -> modes = List.of(args[++i].split(","));
+        case "--http" -> clientKinds = List.of(args[++i].split(","));
         case "--label" -> label = args[++i] + " ";
         case "--set" -> {
           String kv = args[++i];
@@ -92,7 +112,7 @@ public final class DurabilityLatency {
     Files.createDirectories(data);
     System.out.printf(
         "DurabilityLatency: %s%d clients, max_tokens %d, %d s warm-up + %d s per run, %d round(s),"
-            + " %d cores, settings %s, data in %s%n",
+            + " %d cores, http clients %s, settings %s, data in %s%n",
         label,
         clients,
         maxTokens,
@@ -100,34 +120,38 @@ public final class DurabilityLatency {
         seconds,
         rounds,
         Runtime.getRuntime().availableProcessors(),
+        clientKinds,
         settings,
         data);
     List<String> lines = new ArrayList<>();
     for (int round = 1; round <= rounds; round++) {
-      for (String mode : modes) {
-        Result r = run(data, mode, clients, warmup, seconds, maxTokens, settings);
-        String line =
-            String.format(
-                Locale.ROOT,
-                "%sround %d %-7s requests %7d (%7.1f/s, %8.1f tokens/s)  latency p50 %7.3f ms"
-                    + "  p90 %7.3f ms  p99 %7.3f ms  max %8.3f ms  |  overhead p50 %7.3f ms"
-                    + "  p99 %7.3f ms  (device p50 %6.3f ms)  errors %d",
-                label,
-                round,
-                mode,
-                r.count,
-                r.count / (double) seconds,
-                r.tokens / (double) seconds,
-                ms(r.p50),
-                ms(r.p90),
-                ms(r.p99),
-                ms(r.max),
-                ms(r.overheadP50),
-                ms(r.overheadP99),
-                ms(r.deviceP50),
-                r.errors);
-        System.out.println(line);
-        lines.add(line);
+      for (String variant : modes) {
+        for (String kind : clientKinds) {
+          Result r = run(data, variant, kind, clients, warmup, seconds, maxTokens, settings);
+          String line =
+              String.format(
+                  Locale.ROOT,
+                  "%sround %d %-13s %-6s requests %7d (%7.1f/s, %8.1f tokens/s)  latency p50 %7.3f ms"
+                      + "  p90 %7.3f ms  p99 %7.3f ms  max %8.3f ms  |  overhead p50 %7.3f ms"
+                      + "  p99 %7.3f ms  (device p50 %6.3f ms)  errors %d",
+                  label,
+                  round,
+                  variant,
+                  kind,
+                  r.count,
+                  r.count / (double) seconds,
+                  r.tokens / (double) seconds,
+                  ms(r.p50),
+                  ms(r.p90),
+                  ms(r.p99),
+                  ms(r.max),
+                  ms(r.overheadP50),
+                  ms(r.overheadP99),
+                  ms(r.deviceP50),
+                  r.errors);
+          System.out.println(line);
+          lines.add(line);
+        }
       }
     }
     System.out.println("--- summary");
@@ -164,7 +188,8 @@ public final class DurabilityLatency {
 
   private static Result run(
       Path data,
-      String mode,
+      String variant,
+      String kind,
       int clients,
       int warmup,
       int seconds,
@@ -179,8 +204,14 @@ public final class DurabilityLatency {
             .modelsDir(TestServers.repoRoot().resolve("models"))
             .dataDir(data)
             .set("db.binary_cache_dir", data.getParent().resolve("pg-binaries").toString())
-            .set("ledger.durability", mode);
+            .set("ledger.durability", variant.equals("durable-local") ? "durable" : variant);
+    if (variant.equals("durable-local")) {
+      builder.set("ledger.commit_point", "local"); // durable in the local commit log
+    }
     settings.forEach(builder::set);
+    if (!kind.equals("socket") && !kind.equals("jdk")) {
+      throw new IllegalArgumentException("--http takes socket or jdk, got " + kind);
+    }
     ServerConfig config = builder.build();
     try (GpumeterServer server = GpumeterServer.start(config, StepListener.NONE)) {
       CreatedApiKey key = server.billing().apiKeys().create("durability-latency");
@@ -214,32 +245,49 @@ public final class DurabilityLatency {
         Thread th =
             new Thread(
                 () -> {
-                  HttpRequest req =
-                      HttpRequest.newBuilder(uri)
-                          .timeout(Duration.ofSeconds(30))
-                          .header("Authorization", "Bearer " + key.plaintext())
-                          .header("Content-Type", "application/json")
-                          .POST(HttpRequest.BodyPublishers.ofString(body))
-                          .build();
                   int n = 0;
-                  while (true) {
-                    long t0 = System.nanoTime();
-                    if (t0 >= end) {
-                      break;
-                    }
-                    try {
-                      HttpResponse<String> r = http.send(req, HttpResponse.BodyHandlers.ofString());
-                      long t1 = System.nanoTime();
-                      if (r.statusCode() != 200) {
-                        errors.incrementAndGet();
-                      } else if (t0 >= measureFrom && n < samples.length) {
-                        device[n] = field(DEVICE_NS, r.body());
-                        samples[n++] = t1 - t0;
-                        tokens.addAndGet(field(COMPLETION_TOKENS, r.body()));
+                  try (SocketClient socket =
+                      kind.equals("socket")
+                          ? new SocketClient(server.port(), key.plaintext(), body)
+                          : null) {
+                    HttpRequest req =
+                        HttpRequest.newBuilder(uri)
+                            .timeout(Duration.ofSeconds(30))
+                            .header("Authorization", "Bearer " + key.plaintext())
+                            .header("Content-Type", "application/json")
+                            .POST(HttpRequest.BodyPublishers.ofString(body))
+                            .build();
+                    while (true) {
+                      long t0 = System.nanoTime();
+                      if (t0 >= end) {
+                        break;
                       }
-                    } catch (Exception e) {
-                      errors.incrementAndGet();
+                      try {
+                        int status;
+                        String text;
+                        if (socket != null) {
+                          status = socket.exchange();
+                          text = socket.body();
+                        } else {
+                          HttpResponse<String> r =
+                              http.send(req, HttpResponse.BodyHandlers.ofString());
+                          status = r.statusCode();
+                          text = r.body();
+                        }
+                        long t1 = System.nanoTime();
+                        if (status != 200) {
+                          errors.incrementAndGet();
+                        } else if (t0 >= measureFrom && n < samples.length) {
+                          device[n] = field(DEVICE_NS, text);
+                          samples[n++] = t1 - t0;
+                          tokens.addAndGet(field(COMPLETION_TOKENS, text));
+                        }
+                      } catch (Exception e) {
+                        errors.incrementAndGet();
+                      }
                     }
+                  } catch (IOException e) {
+                    errors.incrementAndGet();
                   }
                   counts[id] = n;
                 },
@@ -257,7 +305,8 @@ public final class DurabilityLatency {
         th.join();
       }
       Map<String, double[]> after = histograms(http, server.port());
-      StringBuilder where = new StringBuilder("  where (" + mode + ", server means):");
+      StringBuilder where =
+          new StringBuilder("  where (" + variant + ", " + kind + ", server means):");
       for (String h : after.keySet()) {
         double[] a = after.get(h);
         double[] b = before.getOrDefault(h, new double[2]);
@@ -326,6 +375,108 @@ public final class DurabilityLatency {
       v[m.group(2).equals("sum") ? 0 : 1] += Double.parseDouble(m.group(3));
     }
     return out;
+  }
+
+  /**
+   * The fair client: one blocking keep-alive socket per client thread that writes a prebuilt
+   * request and reads the status line, the headers and {@code Content-Length} bytes of body on the
+   * calling thread. The JDK's {@code HttpClient} hands each exchange to its selector thread and
+   * back, which costs wake-ups that are the client's, not the server's. Only what the server sends
+   * is understood (a body framed by {@code Content-Length}); anything else is an {@link
+   * IOException}.
+   */
+  static final class SocketClient implements AutoCloseable {
+    private final Socket socket;
+    private final InputStream in;
+    private final OutputStream out;
+    private final byte[] request;
+    private byte[] buf = new byte[16384];
+    private int bodyLength;
+
+    SocketClient(int port, String bearer, String body) throws IOException {
+      socket = new Socket();
+      socket.setTcpNoDelay(true);
+      socket.setSoTimeout(30_000);
+      socket.connect(new InetSocketAddress("127.0.0.1", port), 5_000);
+      in = new BufferedInputStream(socket.getInputStream(), 16384);
+      out = socket.getOutputStream();
+      byte[] json = body.getBytes(StandardCharsets.UTF_8);
+      String crlf = "\r\n";
+      String head =
+          String.join(
+              crlf,
+              "POST /v1/completions HTTP/1.1",
+              "Host: 127.0.0.1:" + port,
+              "Authorization: Bearer " + bearer,
+              "Content-Type: application/json",
+              "Content-Length: " + json.length,
+              "",
+              "");
+      byte[] h = head.getBytes(StandardCharsets.US_ASCII);
+      request = Arrays.copyOf(h, h.length + json.length);
+      System.arraycopy(json, 0, request, h.length, json.length);
+    }
+
+    /** Sends the request, reads the whole response, returns its status. */
+    int exchange() throws IOException {
+      out.write(request);
+      out.flush();
+      String status = line();
+      if (!status.startsWith("HTTP/1.1 ") || status.length() < 12) {
+        throw new IOException("bad status line: " + status);
+      }
+      int code = Integer.parseInt(status.substring(9, 12));
+      int length = -1;
+      for (String h = line(); !h.isEmpty(); h = line()) {
+        int colon = h.indexOf(':');
+        if (colon > 0 && h.substring(0, colon).equalsIgnoreCase("content-length")) {
+          length = Integer.parseInt(h.substring(colon + 1).trim());
+        }
+      }
+      if (length < 0) {
+        throw new IOException("response without Content-Length");
+      }
+      if (buf.length < length) {
+        buf = new byte[length];
+      }
+      int at = 0;
+      while (at < length) {
+        int r = in.read(buf, at, length - at);
+        if (r < 0) {
+          throw new EOFException("end of stream in a body");
+        }
+        at += r;
+      }
+      bodyLength = length;
+      return code;
+    }
+
+    String body() {
+      return new String(buf, 0, bodyLength, StandardCharsets.UTF_8);
+    }
+
+    private String line() throws IOException {
+      StringBuilder sb = new StringBuilder(64);
+      while (true) {
+        int c = in.read();
+        if (c < 0) {
+          throw new EOFException("end of stream in a response head");
+        }
+        if (c == '\n') {
+          int len = sb.length();
+          if (len > 0 && sb.charAt(len - 1) == '\r') {
+            sb.setLength(len - 1);
+          }
+          return sb.toString();
+        }
+        sb.append((char) c);
+      }
+    }
+
+    @Override
+    public void close() throws IOException {
+      socket.close();
+    }
   }
 
   /** Nearest-rank percentile. */
