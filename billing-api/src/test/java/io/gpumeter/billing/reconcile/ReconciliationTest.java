@@ -315,7 +315,12 @@ class ReconciliationTest {
         .satisfies(l -> assertThat(l.driftNs()).isEqualTo(1_500));
     assertThat(before.replicas())
         .extracting(ReconciliationReport.ReplicaLine::replica)
-        .containsExactlyElementsOf(new java.util.TreeSet<>(List.of(one, two)));
+        .containsExactlyElementsOf(
+            // the report lists replicas in the order of their text (as PostgreSQL orders uuid),
+            // not UUID.compareTo's signed order
+            List.of(one, two).stream()
+                .sorted(java.util.Comparator.comparing(UUID::toString))
+                .toList());
     assertThat(replica(before, one).driftNs()).isZero();
     assertThat(replica(before, one).ledgerNs()).isEqualTo(1_500);
     assertThat(replica(before, two).driftNs()).isEqualTo(c.share).isEqualTo(1_500);
