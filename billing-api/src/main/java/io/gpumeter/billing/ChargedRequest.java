@@ -22,6 +22,9 @@ import java.time.Instant;
  * @param kvByteNs the KV-cache bytes it held, integrated over its steps (byte-nanoseconds; 0 for
  *     records stored before V10)
  * @param peakKvBytes the most KV-cache bytes it held at once
+ * @param charged how the account paid it ({@code charge_deductions}): the allowance's part, the
+ *     price the rest was billed at (the plan's overage price or the price book's) and credits,
+ *     postpaid and overspend; null while not deducted (unpriced, or not deducted yet)
  */
 public record ChargedRequest(
     String requestId,
@@ -44,7 +47,8 @@ public record ChargedRequest(
     String voidReason,
     Long batchCompanySum,
     long kvByteNs,
-    long peakKvBytes) {
+    long peakKvBytes,
+    ChargeBreakdown charged) {
 
   /**
    * The mean number of other sequences in the steps the request ran in: {@code batchCompanySum /

@@ -24,7 +24,8 @@ final class RequestLogCsv {
       "request_id,created_at,finished_at,model,api_key_id,session_id,status,prompt_tokens,"
           + "completion_tokens,device_time_ns,prefill_time_ns,decode_time_ns,steps,batch_company,"
           + "batch_company_sum,kv_byte_ns,peak_kv_bytes,cost_micros,cost,cost_exact_nano_micros,price_version,currency,"
-          + "voided,void_reason";
+          + "voided,void_reason,"
+          + ChargedColumns.HEADER;
 
   /**
    * Whether the caller asked for CSV.
@@ -80,7 +81,9 @@ final class RequestLogCsv {
       sb.append(priced ? r.priceVersionId().toString() : "").append(',');
       sb.append(r.currency().toLowerCase(Locale.ROOT)).append(',');
       sb.append(r.voidReason() != null).append(',');
-      sb.append(r.voidReason() == null ? "" : r.voidReason()).append("\r\n");
+      sb.append(r.voidReason() == null ? "" : r.voidReason());
+      ChargedColumns.writeCsv(sb, r.charged());
+      sb.append("\r\n");
     }
     HttpHeaders headers = new DefaultHttpHeaders();
     headers.set("x-gpumeter-has-more", Boolean.toString(rows.size() > limit));

@@ -175,6 +175,7 @@ final class RequestsEndpoint {
     } else {
       g.writeStringField("void_reason", r.voidReason());
     }
+    ChargedColumns.writeJson(g, r.charged());
     g.writeEndObject();
   }
 

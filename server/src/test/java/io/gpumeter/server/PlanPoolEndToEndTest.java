@@ -12,11 +12,15 @@ import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.accounting.Accounting;
 import io.gpumeter.server.TestServers.Client;
 import io.gpumeter.server.TestServers.Reply;
+import java.math.BigDecimal;
 import java.math.BigInteger;
 import java.time.Duration;
 import java.time.Instant;
 import java.time.YearMonth;
 import java.time.ZoneOffset;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -172,6 +176,7 @@ class PlanPoolEndToEndTest {
             .maxRetries(0)
             .timeout(Duration.ofSeconds(120))
             .build();
+    Map<String, Long> receiptCost = new TreeMap<>();
     for (int i = 0; i < 3; i++) {
       Completion c =
           openai
@@ -184,6 +189,8 @@ class PlanPoolEndToEndTest {
                       .temperature(0)
                       .build());
       assertThat(c.choices()).hasSize(1);
+      receiptCost.put(
+          c.id(), c.usage().orElseThrow()._additionalProperties().get("cost").convert(Long.class));
     }
     String id =
         "inv_"
@@ -222,9 +229,97 @@ class PlanPoolEndToEndTest {
     JsonNode verify = ok(client.get(V1 + "/invoices/" + id + "/verify", TOKEN), 200);
     assertThat(verify.get("ok").asBoolean()).as(verify.toString()).isTrue();
 
+    // the pool deduction in the pool's unit (weighted device-seconds), beside device-seconds
+    BigInteger pool = new BigInteger(line.get("pool_used_ppm_ns").asText());
+    BigInteger low = BigInteger.valueOf(included).multiply(BigInteger.valueOf(CPU_WEIGHT_PPM));
+    assertThat(pool)
+        .as(line.toString())
+        .isBetween(low, low.add(BigInteger.valueOf(CPU_WEIGHT_PPM - 1)));
+    assertThat(new BigDecimal(line.get("pool_used_weighted_device_seconds").asText()))
+        .isEqualByComparingTo(new BigDecimal(pool, 15));
+    assertThat(line.get("included_device_seconds").asText())
+        .isEqualTo(BigDecimal.valueOf(included, 9).toPlainString());
+    assertThat(client.get(V1 + "/invoices/" + id + "?format=csv", TOKEN).raw().body())
+        .contains("pool_used_ppm_ns,pool_used_weighted_device_seconds")
+        .contains(
+            "," + included + "," + pool + "," + new BigDecimal(pool, 15).toPlainString() + ",");
+    assertThat(client.get(V1 + "/invoices/" + id + "?format=html", TOKEN).raw().body())
+        .contains("Pool used, weighted device-seconds")
+        .contains(new BigDecimal(pool, 15).toPlainString());
+
+    assertReceiptsAgreeWithTheInvoice(key.get("key").asText(), line, pool, receiptCost);
+
     JsonNode balance = ok(client.get(V1 + "/accounts/pooled/balance", TOKEN), 200);
     assertThat(balance.get("allowance_included_device_ns").asLong()).isEqualTo(POOL_NS);
     // used in weighted device-ns: 3 per CPU device-ns
     assertThat(balance.get("allowance_used_device_ns").asLong()).isEqualTo(included * 3);
+  }
+
+  /**
+   * Each request's receipt: the answer's {@code usage.cost} is the list cost (price book) that the
+   * request log shows as {@code cost_micros}; the log's {@code charged_*} fields say how it was
+   * paid (allowance, then the overage price, credits, postpaid), and their exact sums are the
+   * invoice line to the micro-unit; the CSV page has the same figures as the JSON page.
+   */
+  private static void assertReceiptsAgreeWithTheInvoice(
+      String key, JsonNode line, BigInteger pool, Map<String, Long> receiptCost) throws Exception {
+    JsonNode log = ok(client.get("/v1/organization/requests?limit=100", key), 200);
+    JsonNode rows = log.get("data");
+    assertThat(rows).hasSize(receiptCost.size());
+    long included = 0;
+    long billable = 0;
+    BigInteger poolSum = BigInteger.ZERO;
+    BigInteger amount = BigInteger.ZERO;
+    BigInteger credits = BigInteger.ZERO;
+    BigInteger postpaid = BigInteger.ZERO;
+    for (JsonNode r : rows) {
+      String rid = r.get("request_id").asText();
+      assertThat(r.get("cost_micros").asLong()).as(r.toString()).isEqualTo(receiptCost.get(rid));
+      assertThat(r.get("cost_exact_nano_micros").asText())
+          .isEqualTo(
+              BigInteger.valueOf(r.get("device_time_ns").asLong())
+                  .multiply(BigInteger.valueOf(BOOK))
+                  .toString());
+      assertThat(r.get("charged_unit_price_micros_per_device_second").asLong())
+          .as(r.toString())
+          .isEqualTo(OVERAGE);
+      long inc = r.get("charged_included_device_ns").asLong();
+      long bill = r.get("charged_billable_device_ns").asLong();
+      assertThat(inc + bill).isEqualTo(r.get("device_time_ns").asLong());
+      BigInteger amt = new BigInteger(r.get("charged_amount_exact_nano_micros").asText());
+      assertThat(amt).isEqualTo(BigInteger.valueOf(bill).multiply(BigInteger.valueOf(OVERAGE)));
+      assertThat(r.get("charged_amount_micros").asLong()).isEqualTo(Accounting.roundToMicros(amt));
+      BigInteger cr = new BigInteger(r.get("charged_credits_exact_nano_micros").asText());
+      BigInteger pp = new BigInteger(r.get("charged_postpaid_exact_nano_micros").asText());
+      assertThat(cr.add(pp)).as("paid by credits then postpaid, no overspend").isEqualTo(amt);
+      assertThat(r.get("charged_due_micros").asLong())
+          .isEqualTo(Accounting.roundToMicros(amt) - Accounting.roundToMicros(cr));
+      included += inc;
+      billable += bill;
+      poolSum = poolSum.add(new BigInteger(r.get("charged_pool_used_ppm_ns").asText()));
+      amount = amount.add(amt);
+      credits = credits.add(cr);
+      postpaid = postpaid.add(pp);
+    }
+    assertThat(included).isEqualTo(line.get("included_ns").asLong());
+    assertThat(billable).isEqualTo(line.get("billable_ns").asLong());
+    assertThat(poolSum).isEqualTo(pool);
+    assertThat(Accounting.roundToMicros(amount)).isEqualTo(line.get("amount_micros").asLong());
+    assertThat(Accounting.roundToMicros(credits)).isEqualTo(line.get("credits_micros").asLong());
+    assertThat(Accounting.roundToMicros(amount) - Accounting.roundToMicros(credits))
+        .isEqualTo(line.get("due_micros").asLong());
+
+    String csv = client.get("/v1/organization/requests?limit=100&format=csv", key).raw().body();
+    List<String> lines = csv.lines().toList();
+    List<String> header = List.of(lines.get(0).split(",", -1));
+    assertThat(lines).hasSize(rows.size() + 1);
+    for (int i = 0; i < rows.size(); i++) {
+      List<String> cells = List.of(lines.get(i + 1).split(",", -1));
+      for (String name : ChargedColumns.NAMES) {
+        assertThat(cells.get(header.indexOf(name)))
+            .as(name)
+            .isEqualTo(rows.get(i).get(name).asText());
+      }
+    }
   }
 }

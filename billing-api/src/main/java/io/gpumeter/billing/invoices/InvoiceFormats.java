@@ -41,6 +41,9 @@ public final class InvoiceFormats {
       sb.append(",\"device_ns\":").append(l.deviceNs());
       sb.append(",\"device_seconds\":\"").append(seconds(l.deviceNs())).append('"');
       sb.append(",\"included_ns\":").append(l.includedNs());
+      sb.append(",\"included_device_seconds\":\"").append(seconds(l.includedNs())).append('"');
+      sb.append(",\"pool_used_ppm_ns\":").append(l.poolUsedPpmNs());
+      sb.append(",\"pool_used_weighted_device_seconds\":").append(quoteOrNull(l));
       sb.append(",\"billable_ns\":").append(l.billableNs());
       sb.append(",\"billable_device_seconds\":\"").append(seconds(l.billableNs())).append('"');
       sb.append(",\"amount_micros\":").append(l.amountMicros());
@@ -56,6 +59,7 @@ public final class InvoiceFormats {
         new StringBuilder(
             "account,period,currency,model,device_class,price_version,"
                 + "unit_price_micros_per_device_second,late_from,requests,device_ns,included_ns,"
+                + "pool_used_ppm_ns,pool_used_weighted_device_seconds,"
                 + "billable_ns,amount_micros,credits_micros,due_micros\n");
     for (InvoiceLine l : inv.lines()) {
       sb.append(csvField(inv.accountName())).append(',').append(inv.period()).append(',');
@@ -64,12 +68,15 @@ public final class InvoiceFormats {
       sb.append(l.unitPriceMicrosPerSecond()).append(',');
       sb.append(l.lateFrom() == null ? "" : l.lateFrom().toString()).append(',');
       sb.append(l.requests()).append(',').append(l.deviceNs()).append(',');
-      sb.append(l.includedNs()).append(',').append(l.billableNs()).append(',');
+      sb.append(l.includedNs()).append(',');
+      sb.append(l.poolUsedPpmNs() == null ? "" : l.poolUsedPpmNs().toString()).append(',');
+      sb.append(l.poolUsedPpmNs() == null ? "" : l.poolUsedWeightedDeviceSeconds()).append(',');
+      sb.append(l.billableNs()).append(',');
       sb.append(l.amountMicros()).append(',').append(l.creditsMicros()).append(',');
       sb.append(l.dueMicros()).append('\n');
     }
     sb.append(csvField(inv.accountName())).append(',').append(inv.period()).append(',');
-    sb.append(inv.currency()).append(",TOTAL,,,,,,,,,,,").append(inv.totalMicros()).append('\n');
+    sb.append(inv.currency()).append(",TOTAL,,,,,,,,,,,,,").append(inv.totalMicros()).append('\n');
     return sb.toString();
   }
 
@@ -86,7 +93,8 @@ public final class InvoiceFormats {
     sb.append(inv.isFinal() ? "final, " + inv.finalizedAt() : "draft").append("<br>Currency: ");
     sb.append(inv.currency()).append("</p><table><tr><th>Model</th><th>Device class</th>");
     sb.append("<th>Price version</th><th>Late from</th><th>Requests</th><th>Device-seconds</th>");
-    sb.append("<th>Included</th><th>Billable device-seconds</th><th>Unit price / device-s</th>");
+    sb.append("<th>Included device-seconds</th><th>Pool used, weighted device-seconds</th>");
+    sb.append("<th>Billable device-seconds</th><th>Unit price / device-s</th>");
     sb.append("<th>Amount</th><th>Credits</th><th>Due</th></tr>");
     for (InvoiceLine l : inv.lines()) {
       sb.append("<tr><td>").append(esc(l.model())).append("</td><td>").append(l.deviceClass());
@@ -95,14 +103,20 @@ public final class InvoiceFormats {
       sb.append("</td><td class=n>").append(l.requests());
       sb.append("</td><td class=n>").append(seconds(l.deviceNs()));
       sb.append("</td><td class=n>").append(seconds(l.includedNs()));
+      sb.append("</td><td class=n>");
+      sb.append(l.poolUsedPpmNs() == null ? "" : l.poolUsedWeightedDeviceSeconds());
       sb.append("</td><td class=n>").append(seconds(l.billableNs()));
       sb.append("</td><td class=n>").append(Money.decimal(l.unitPriceMicrosPerSecond()));
       sb.append("</td><td class=n>").append(Money.decimal(l.amountMicros()));
       sb.append("</td><td class=n>").append(Money.decimal(l.creditsMicros()));
       sb.append("</td><td class=n>").append(Money.decimal(l.dueMicros())).append("</td></tr>");
     }
-    sb.append("<tr><th colspan=11>Total</th><th class=n>").append(Money.decimal(inv.totalMicros()));
+    sb.append("<tr><th colspan=12>Total</th><th class=n>").append(Money.decimal(inv.totalMicros()));
     return sb.append("</th></tr></table></body></html>").toString();
+  }
+
+  private static String quoteOrNull(InvoiceLine l) {
+    return l.poolUsedPpmNs() == null ? "null" : "\"" + l.poolUsedWeightedDeviceSeconds() + "\"";
   }
 
   /** Nanoseconds as exact decimal seconds. */

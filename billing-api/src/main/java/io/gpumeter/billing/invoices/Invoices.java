@@ -40,7 +40,9 @@ public final class Invoices {
       "SELECT p.model, p.device_class, p.price_version_id,"
           // the plan's overage price where it priced the charge (V20), else the price book's
           + " coalesce(d.unit_price_micros_per_s, p.price_micros_per_s), d.usage_period,"
-          + " d.invoice_period, d.kind, d.included_ns, d.billable_ns, d.credit_nmicros"
+          + " d.invoice_period, d.kind, d.included_ns, d.billable_ns, d.credit_nmicros,"
+          // the pool used in ppm-ns (V20; included_ns x 10^6 on rows written before it)
+          + " coalesce(d.pool_used, d.included_ns::numeric * 1000000)"
           + " FROM charge_deductions d JOIN charge_prices p ON p.request_id = d.request_id"
           + " WHERE d.account_id = ? AND d.invoice_period = ?";
 
@@ -181,8 +183,8 @@ public final class Invoices {
             c.prepareStatement(
                 "INSERT INTO invoice_lines (account_id, period, line_no, model, device_class,"
                     + " price_version_id, unit_price_micros_per_s, late_from, requests, device_ns,"
-                    + " included_ns, billable_ns, amount_micros, credits_micros, due_micros)"
-                    + " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")) {
+                    + " included_ns, billable_ns, amount_micros, credits_micros, due_micros,"
+                    + " pool_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")) {
           int no = 0;
           for (InvoiceLine l : draft.lines()) {
             ins.setLong(1, a.id());
@@ -200,6 +202,7 @@ public final class Invoices {
             ins.setLong(13, l.amountMicros());
             ins.setLong(14, l.creditsMicros());
             ins.setLong(15, l.dueMicros());
+            ins.setBigDecimal(16, new java.math.BigDecimal(l.poolUsedPpmNs()));
             ins.addBatch();
           }
           ins.executeBatch();
@@ -301,11 +304,18 @@ public final class Invoices {
                     rawNs,
                     included,
                     billable,
-                    credit));
+                    credit,
+                    poolUsed));
           }
         }
       }
       List<InvoiceLine> lines = totals.lines();
+      // A line finalized before V24 did not record its pool use: compare the rest of it.
+      for (int i = 0; i < Math.min(lines.size(), stated.lines().size()); i++) {
+        if (stated.lines().get(i).poolUsedPpmNs() == null) {
+          lines.set(i, lines.get(i).withoutPool());
+        }
+      }
       Invoice recomputed =
           new Invoice(
               a.id(),
@@ -385,7 +395,8 @@ public final class Invoices {
                   included + billable,
                   included,
                   billable,
-                  rs.getBigDecimal(10).toBigIntegerExact()));
+                  rs.getBigDecimal(10).toBigIntegerExact(),
+                  rs.getBigDecimal(11).toBigIntegerExact()));
         }
       }
     }
@@ -417,7 +428,7 @@ public final class Invoices {
         c.prepareStatement(
             "SELECT model, device_class, price_version_id, unit_price_micros_per_s, late_from,"
                 + " requests, device_ns, included_ns, billable_ns, amount_micros, credits_micros,"
-                + " due_micros FROM invoice_lines WHERE account_id = ? AND period = ?"
+                + " due_micros, pool_used FROM invoice_lines WHERE account_id = ? AND period = ?"
                 + " ORDER BY line_no")) {
       ps.setLong(1, a.id());
       ps.setDate(2, date(month));
@@ -437,7 +448,8 @@ public final class Invoices {
                   rs.getLong(9),
                   rs.getLong(10),
                   rs.getLong(11),
-                  rs.getLong(12)));
+                  rs.getLong(12),
+                  rs.getBigDecimal(13) == null ? null : rs.getBigDecimal(13).toBigIntegerExact()));
         }
       }
     }

@@ -16,7 +16,10 @@ import java.util.TreeMap;
  * both for the invoice from the ledger and for its recomputation from the raw records.
  */
 final class LineTotals {
-  /** One charge (or, negated, its void) as it counts on an invoice. */
+  /**
+   * One charge (or, negated, its void) as it counts on an invoice; {@code poolUsed} is what it took
+   * from the plan's pool in ppm-ns (weighted device-ns x 10<sup>6</sup>).
+   */
   record Charge(
       String model,
       String deviceClass,
@@ -27,7 +30,8 @@ final class LineTotals {
       long deviceNs,
       long includedNs,
       long billableNs,
-      BigInteger creditNanoMicros) {}
+      BigInteger creditNanoMicros,
+      BigInteger poolUsed) {}
 
   private record Key(
       String model, String deviceClass, long priceVersionId, long price, YearMonth lateFrom) {}
@@ -39,6 +43,7 @@ final class LineTotals {
     long billableNs;
     BigInteger amount = BigInteger.ZERO;
     BigInteger credits = BigInteger.ZERO;
+    BigInteger pool = BigInteger.ZERO;
   }
 
   private static final Comparator<Key> ORDER =
@@ -69,6 +74,7 @@ final class LineTotals {
             BigInteger.valueOf(c.billableNs())
                 .multiply(BigInteger.valueOf(c.priceMicrosPerSecond())));
     s.credits = s.credits.add(c.creditNanoMicros());
+    s.pool = s.pool.add(c.poolUsed());
   }
 
   List<InvoiceLine> lines() {
@@ -91,7 +97,8 @@ final class LineTotals {
               s.billableNs,
               amount,
               credits,
-              Math.subtractExact(amount, credits)));
+              Math.subtractExact(amount, credits),
+              s.pool));
     }
     return out;
   }

@@ -1,6 +1,7 @@
 package io.gpumeter.billing.usage;
 
 import io.gpumeter.billing.BillingException;
+import io.gpumeter.billing.ChargeBreakdown;
 import io.gpumeter.billing.ChargedRequest;
 import io.gpumeter.billing.pricing.Money;
 import java.math.BigDecimal;
@@ -32,9 +33,14 @@ final class RequestLog {
       "SELECT u.request_id, u.api_key_id, u.model, coalesce(u.session_id, u.request_id),"
           + " u.status, u.started_at, u.finished_at, u.prompt_tokens, u.completion_tokens,"
           + " u.device_ns, u.prefill_ns, u.decode_ns, u.steps, a.currency, p.cost_nmicros,"
-          + " p.price_version_id, v.reason, u.batch_company_sum, u.kv_byte_ns, u.peak_kv_bytes"
+          + " p.price_version_id, v.reason, u.batch_company_sum, u.kv_byte_ns, u.peak_kv_bytes,"
+          // how it was paid (V7, V20): the charge's deduction row, if deducted yet
+          + " d.included_ns, coalesce(d.pool_used, d.included_ns::numeric * 1000000),"
+          + " d.billable_ns, coalesce(d.unit_price_micros_per_s, p.price_micros_per_s),"
+          + " d.credit_nmicros, d.postpaid_nmicros, d.overspend_nmicros"
           + " FROM usage_records u JOIN accounts a ON a.id = u.account_id"
           + " LEFT JOIN charge_prices p ON p.request_id = u.request_id"
+          + " LEFT JOIN charge_deductions d ON d.request_id = u.request_id AND d.kind = 'charge'"
           + " LEFT JOIN charge_voids v ON v.request_id = u.request_id"
           + " WHERE u.account_id = ?";
 
@@ -139,7 +145,24 @@ final class RequestLog {
         rs.getString(17),
         batchCompany(rs.getLong(18), rs.wasNull()),
         rs.getLong(19),
-        rs.getLong(20));
+        rs.getLong(20),
+        breakdown(rs));
+  }
+
+  /** The deduction's columns (21..27), or null when the charge has no deduction row. */
+  private static ChargeBreakdown breakdown(ResultSet rs) throws SQLException {
+    long included = rs.getLong(21);
+    if (rs.wasNull()) {
+      return null;
+    }
+    return new ChargeBreakdown(
+        included,
+        rs.getBigDecimal(22).toBigIntegerExact(),
+        rs.getLong(23),
+        rs.getLong(24),
+        rs.getBigDecimal(25).toBigIntegerExact(),
+        rs.getBigDecimal(26).toBigIntegerExact(),
+        rs.getBigDecimal(27).toBigIntegerExact());
   }
 
   private static Long batchCompany(long sum, boolean isNull) {

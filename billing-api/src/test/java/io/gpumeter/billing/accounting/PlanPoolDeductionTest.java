@@ -13,6 +13,7 @@ import io.gpumeter.billing.TestSupport;
 import io.gpumeter.billing.db.Database;
 import java.io.IOException;
 import java.io.InputStream;
+import java.math.BigDecimal;
 import java.math.BigInteger;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -151,6 +152,7 @@ class PlanPoolDeductionTest {
                 .isEqualTo(invoice.lines().stream().mapToLong(InvoiceLine::dueMicros).sum());
             InvoiceVerification v = money.verifyInvoice(copy + "-" + acct, month);
             assertThat(v.problems()).as("%s-%s seed %d", copy, acct, seed).isEmpty();
+            assertPoolLines(copy + "-" + acct, invoice, acct.equals("planless") ? null : plan);
           }
         }
       }
@@ -160,6 +162,41 @@ class PlanPoolDeductionTest {
           Statement st = c.createStatement()) {
         st.execute(function("V20__plan_pools_and_overage.sql"));
       }
+    }
+  }
+
+  /**
+   * The invoice's lines give the pool deduction in the pool's unit: each line's ppm-ns is the exact
+   * sum of its charges' pool use, between {@code included x w} and that plus {@code w - 1} (only
+   * the charge that empties the pool has a sliver), its weighted device-seconds are that / 10^15,
+   * and the lines add up to the account's pool use.
+   */
+  private static void assertPoolLines(String account, Invoice invoice, Plan plan)
+      throws SQLException {
+    BigInteger sum = BigInteger.ZERO;
+    for (InvoiceLine l : invoice.lines()) {
+      long w = plan == null ? Plan.UNIT_WEIGHT_PPM : plan.weightPpm(l.deviceClass());
+      BigInteger low = BigInteger.valueOf(l.includedNs()).multiply(BigInteger.valueOf(w));
+      assertThat(l.poolUsedPpmNs())
+          .as("%s %s", account, l)
+          .isBetween(low, low.add(BigInteger.valueOf(w - 1)));
+      assertThat(new BigDecimal(l.poolUsedWeightedDeviceSeconds()).movePointRight(15))
+          .isEqualByComparingTo(new BigDecimal(l.poolUsedPpmNs()));
+      sum = sum.add(l.poolUsedPpmNs());
+    }
+    try (Connection c = db.maintenanceDataSource().getConnection();
+        PreparedStatement ps =
+            c.prepareStatement(
+                "SELECT coalesce(sum(d.pool_used), 0) FROM charge_deductions d"
+                    + " JOIN accounts a ON a.id = d.account_id WHERE a.name = ?")) {
+      ps.setString(1, account);
+      try (ResultSet rs = ps.executeQuery()) {
+        rs.next();
+        assertThat(sum).as(account).isEqualTo(rs.getBigDecimal(1).toBigIntegerExact());
+      }
+    }
+    if (plan == null) {
+      assertThat(sum).isZero();
     }
   }
 

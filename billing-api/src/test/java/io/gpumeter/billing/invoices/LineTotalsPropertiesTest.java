@@ -36,6 +36,13 @@ class LineTotalsPropertiesTest {
                 ? BigInteger.ZERO
                 : new BigInteger(cost.bitLength(), new java.util.Random(rnd.nextLong())).mod(cost);
         int sign = rnd.nextInt(10) == 0 ? -1 : 1;
+        // the class's weight in the pool (ppm) and what the charge took from it: included x w,
+        // plus, on the one charge that empties the pool, a sliver of under one device-ns
+        long w = rnd.nextLong(1, 3_000_000L);
+        BigInteger pool =
+            BigInteger.valueOf(included)
+                .multiply(BigInteger.valueOf(w))
+                .add(BigInteger.valueOf(rnd.nextInt(8) == 0 ? rnd.nextLong(0, w) : 0));
         charges.add(
             new LineTotals.Charge(
                 models[rnd.nextInt(models.length)],
@@ -47,13 +54,15 @@ class LineTotalsPropertiesTest {
                 sign * ns,
                 sign * included,
                 sign * billable,
-                sign < 0 ? credit.negate() : credit));
+                sign < 0 ? credit.negate() : credit,
+                sign < 0 ? pool.negate() : pool));
       }
       List<InvoiceLine> lines = sum(charges);
       long total = LineTotals.total(lines);
       long viaLines = lines.stream().mapToLong(InvoiceLine::dueMicros).sum();
       assertThat(total).isEqualTo(viaLines);
       Map<String, BigInteger> exact = new HashMap<>();
+      Map<String, BigInteger> pools = new HashMap<>();
       for (LineTotals.Charge c : charges) {
         String k =
             c.model()
@@ -70,7 +79,9 @@ class LineTotalsPropertiesTest {
             Money.cost(Math.abs(c.billableNs()), c.priceMicrosPerSecond())
                 .multiply(BigInteger.valueOf(Long.signum(c.billableNs()))),
             BigInteger::add);
+        pools.merge(k, c.poolUsed(), BigInteger::add);
       }
+      BigInteger poolOfLines = BigInteger.ZERO;
       for (InvoiceLine l : lines) {
         String k =
             l.model()
@@ -85,7 +96,18 @@ class LineTotalsPropertiesTest {
         assertThat(l.amountMicros()).isEqualTo(Money.roundToMicros(exact.get(k)));
         assertThat(l.dueMicros()).isEqualTo(l.amountMicros() - l.creditsMicros());
         assertThat(l.includedNs() + l.billableNs()).isEqualTo(l.deviceNs());
+        // the pool deduction in the pool's unit: the line's exact sum, and its decimal string
+        // is that integer / 10^15 exactly
+        assertThat(l.poolUsedPpmNs()).isEqualTo(pools.get(k));
+        assertThat(new java.math.BigDecimal(l.poolUsedWeightedDeviceSeconds()).movePointRight(15))
+            .isEqualByComparingTo(new java.math.BigDecimal(l.poolUsedPpmNs()));
+        poolOfLines = poolOfLines.add(l.poolUsedPpmNs());
       }
+      assertThat(poolOfLines)
+          .isEqualTo(
+              charges.stream()
+                  .map(LineTotals.Charge::poolUsed)
+                  .reduce(BigInteger.ZERO, BigInteger::add));
       // the order charges arrive in changes nothing
       List<LineTotals.Charge> shuffled = new ArrayList<>(charges);
       Collections.shuffle(shuffled, new java.util.Random(trial));
