@@ -3,6 +3,8 @@ package io.gpumeter.billing;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Objects;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Where the billing database lives and how it is reached. Immutable; build with {@link #builder()},
@@ -31,6 +33,8 @@ public final class DatabaseConfig {
   private final Duration embeddedWatchdogInterval;
   private final boolean attachToRunningEmbedded;
   private final boolean allowUnsafeDatabase;
+  private final String embeddedListenAddress;
+  private final String embeddedClientNetwork;
 
   private DatabaseConfig(Builder b) {
     this.jdbcUrl = b.jdbcUrl;
@@ -53,6 +57,8 @@ public final class DatabaseConfig {
     this.embeddedWatchdogInterval = b.embeddedWatchdogInterval;
     this.attachToRunningEmbedded = b.attachToRunningEmbedded;
     this.allowUnsafeDatabase = b.allowUnsafeDatabase;
+    this.embeddedListenAddress = b.embeddedListenAddress;
+    this.embeddedClientNetwork = b.embeddedClientNetwork;
   }
 
   public static Builder builder() {
@@ -175,6 +181,25 @@ public final class DatabaseConfig {
     return allowUnsafeDatabase;
   }
 
+  /**
+   * One more IPv4 address, besides 127.0.0.1, that the embedded server listens on; null (the
+   * default) for loopback only. Set together with {@link #embeddedClientNetwork()} by {@link
+   * Builder#embeddedRemoteAccess}: for a test or benchmark whose server processes run in other
+   * network namespaces (hosts) than the database. Ignored for an external database.
+   */
+  public String embeddedListenAddress() {
+    return embeddedListenAddress;
+  }
+
+  /**
+   * The IPv4 network (CIDR) from which connections to {@link #embeddedListenAddress()} are
+   * accepted, with a password (scram-sha-256) like every connection; null when the server listens
+   * on loopback only.
+   */
+  public String embeddedClientNetwork() {
+    return embeddedClientNetwork;
+  }
+
   @Override
   public String toString() {
     return isEmbedded()
@@ -199,6 +224,8 @@ public final class DatabaseConfig {
     private Duration embeddedWatchdogInterval = Duration.ofSeconds(5);
     private boolean attachToRunningEmbedded;
     private boolean allowUnsafeDatabase;
+    private String embeddedListenAddress;
+    private String embeddedClientNetwork;
 
     private Builder() {}
 
@@ -313,6 +340,57 @@ public final class DatabaseConfig {
     public Builder allowUnsafeDatabase(boolean allow) {
       this.allowUnsafeDatabase = allow;
       return this;
+    }
+
+    /**
+     * Lets the embedded server listen on {@code listenAddress} too (an IPv4 address literal of this
+     * host, not 0.0.0.0) and accept password connections from {@code clientNetwork} (IPv4 CIDR,
+     * prefix 8 to 32); both null to undo. See {@link DatabaseConfig#embeddedListenAddress()}.
+     */
+    public Builder embeddedRemoteAccess(String listenAddress, String clientNetwork) {
+      if (listenAddress == null && clientNetwork == null) {
+        this.embeddedListenAddress = null;
+        this.embeddedClientNetwork = null;
+        return this;
+      }
+      if (listenAddress == null
+          || !isIpv4(listenAddress)
+          || listenAddress.equals("0.0.0.0")
+          || listenAddress.equals("255.255.255.255")) {
+        throw new IllegalArgumentException(
+            "listenAddress must be one IPv4 address of this host, was '" + listenAddress + "'");
+      }
+      Matcher m = clientNetwork == null ? null : CIDR.matcher(clientNetwork);
+      if (m == null
+          || !m.matches()
+          || !isIpv4(m.group(1))
+          || Integer.parseInt(m.group(2)) < 8
+          || Integer.parseInt(m.group(2)) > 32) {
+        throw new IllegalArgumentException(
+            "clientNetwork must be an IPv4 network a.b.c.d/n with n in [8, 32], was '"
+                + clientNetwork
+                + "'");
+      }
+      this.embeddedListenAddress = listenAddress;
+      this.embeddedClientNetwork = clientNetwork;
+      return this;
+    }
+
+    private static final Pattern IPV4 =
+        Pattern.compile("(\\d{1,3})\\.(\\d{1,3})\\.(\\d{1,3})\\.(\\d{1,3})");
+    private static final Pattern CIDR = Pattern.compile("([0-9.]{7,15})/(\\d{1,2})");
+
+    private static boolean isIpv4(String s) {
+      Matcher m = IPV4.matcher(s);
+      if (!m.matches()) {
+        return false;
+      }
+      for (int i = 1; i <= 4; i++) {
+        if (Integer.parseInt(m.group(i)) > 255) {
+          return false;
+        }
+      }
+      return true;
     }
 
     public DatabaseConfig build() {

@@ -38,8 +38,11 @@ import java.util.stream.Stream;
  * equal to the sums of its raw rows (an EXCEPT both ways over the whole table).
  *
  * <p>Run: {@code java -cp <benchmarks classpath> io.gpumeter.benchmarks.ledger.LedgerWritersCurve
- * [records] [batch] [binary cache folder]}; prints a Markdown table (benchmarks/RESULTS.md, "Ledger
- * writers").
+ * [records] [batch] [binary cache folder] [budget seconds]}; prints a Markdown table
+ * (benchmarks/RESULTS.md, "Ledger writers"). The 1, 2 and 4 writer points (one ledger) come first;
+ * a point is started only while the run, at the pace of the point before, stays within the budget
+ * counted from the database being up (default 200 s, so that with the database's first start the
+ * run fits in 5 minutes): points left out are listed as such, never guessed.
  */
 public final class LedgerWritersCurve {
   private LedgerWritersCurve() {}
@@ -54,6 +57,7 @@ public final class LedgerWritersCurve {
     Path dir = Files.createTempDirectory("ledger-writers");
     // where the embedded PostgreSQL's binaries are unpacked (repacked once to run as root)
     Path binaries = args.length > 2 ? Path.of(args[2]) : dir;
+    long budgetNs = Duration.ofSeconds(args.length > 3 ? Long.parseLong(args[3]) : 200).toNanos();
     int cpus = Runtime.getRuntime().availableProcessors();
     System.out.printf(
         "# LedgerWritersCurve: %d records per point, batches of %d, %d CPUs, load %s, %s, java %s%n%n",
@@ -67,15 +71,27 @@ public final class LedgerWritersCurve {
                 .embeddedWatchdogInterval(Duration.ZERO)
                 .build())) {
       long postmaster = postmasterPid(dir);
+      // The budget counts from here: unpacking the binaries the first time and initdb vary more.
+      long started = System.nanoTime();
       System.out.println(
-          "| servers | writers each | connections | records | seconds | records/s | database CPU"
-              + " share of the machine | database CPU µs/record | JVM CPU µs/record | exact |");
-      System.out.println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+          "| servers | writers each | connections | records | seconds | records/s | vs 1 × 1 |"
+              + " database CPU share of the machine | database CPU µs/record | JVM CPU µs/record |"
+              + " exact |");
+      System.out.println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
       int round = 0;
+      double firstRate = 0;
+      long lastPointNs = 0;
+      List<String> left = new ArrayList<>();
       for (int[] point : POINTS) {
         round++;
         int servers = point[0];
         int writers = point[1];
+        long elapsed = System.nanoTime() - started;
+        if (elapsed + lastPointNs * 3 / 2 > budgetNs) {
+          left.add(servers + " × " + writers);
+          continue;
+        }
+        long pointStart = System.nanoTime();
         List<HikariDataSource> pools = new ArrayList<>();
         List<LedgerWriter> ledgers = new ArrayList<>();
         try {
@@ -130,15 +146,20 @@ public final class LedgerWritersCurve {
           double secs = wall / 1e9;
           double dbCpuSecs = (double) dbTicks / hz;
           String exact = exact(pools.get(0), prefix, records);
+          double rate = records / secs;
+          if (firstRate == 0) {
+            firstRate = rate;
+          }
           System.out.printf(
               Locale.ROOT,
-              "| %d | %d | %d | %d | %.2f | %.0f | %.0f%% | %.1f | %.1f | %s |%n",
+              "| %d | %d | %d | %d | %.2f | %.0f | %.2f | %.0f%% | %.1f | %.1f | %s |%n",
               servers,
               writers,
               servers * writers,
               records,
               secs,
-              records / secs,
+              rate,
+              rate / firstRate,
               100.0 * dbCpuSecs / secs / cpus,
               dbCpuSecs * 1e6 / records,
               jvm / 1e3 / records,
@@ -151,8 +172,18 @@ public final class LedgerWritersCurve {
             ds.close();
           }
         }
+        lastPointNs = System.nanoTime() - pointStart;
       }
-      System.out.printf("%nload after: %s%n", loadAverage());
+      if (!left.isEmpty()) {
+        System.out.printf(
+            "%nnot run, to stay within the %d s budget: %s (servers × writers each)%n",
+            Duration.ofNanos(budgetNs).toSeconds(), String.join(", ", left));
+      }
+      System.out.printf(
+          Locale.ROOT,
+          "%npoints %.0f s; load after: %s%n",
+          (System.nanoTime() - started) / 1e9,
+          loadAverage());
     }
   }
 

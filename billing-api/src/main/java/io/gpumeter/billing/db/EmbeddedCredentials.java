@@ -117,6 +117,23 @@ final class EmbeddedCredentials {
   }
 
   static void writeHba(Path dataDir) throws IOException {
-    writeOwnerOnly(dataDir.resolve("pg_hba.conf"), HBA);
+    writeHba(dataDir, null);
+  }
+
+  /**
+   * {@link #HBA}, plus, when {@code clientNetwork} is not null ({@link
+   * io.gpumeter.billing.DatabaseConfig#embeddedClientNetwork()}), one more line accepting password
+   * connections from that network.
+   */
+  static void writeHba(Path dataDir, String clientNetwork) throws IOException {
+    String hba =
+        clientNetwork == null
+            ? HBA
+            : HBA
+                + "# DatabaseConfig.embeddedRemoteAccess: server processes on other hosts.\n"
+                + "host    all       all   "
+                + clientNetwork
+                + "  scram-sha-256\n";
+    writeOwnerOnly(dataDir.resolve("pg_hba.conf"), hba);
   }
 }

@@ -40,7 +40,9 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Access: the server listens on 127.0.0.1 only, without a Unix socket, and every connection
  * needs a password (scram-sha-256); the passwords are in files of mode 0600 in the data folder
- * ({@link EmbeddedCredentials}).
+ * ({@link EmbeddedCredentials}). Only a {@link DatabaseConfig.Builder#embeddedRemoteAccess} (tests
+ * and benchmarks with server processes in other network namespaces) adds one listen address and the
+ * one client network allowed to use it, still with a password.
  *
  * <p>Postmaster handling: a postmaster left running on the folder by a killed JVM is stopped before
  * the new one starts, and a stale {@code postmaster.pid} of a dead (or zombie) one is cleared. A
@@ -143,8 +145,13 @@ final class EmbeddedPostmaster implements AutoCloseable {
             // TCP only (zonky connects over TCP): no socket lock file in /tmp naming a postmaster
             // that may be a zombie after a crash, which would block every restart.
             .setServerConfig("unix_socket_directories", "")
-            // Loopback only, and a password for every connection (EmbeddedCredentials).
-            .setServerConfig("listen_addresses", "127.0.0.1")
+            // Loopback only (plus DatabaseConfig.embeddedListenAddress when a test or benchmark
+            // set one), and a password for every connection (EmbeddedCredentials).
+            .setServerConfig(
+                "listen_addresses",
+                cfg.embeddedListenAddress() == null
+                    ? "127.0.0.1"
+                    : "127.0.0.1," + cfg.embeddedListenAddress())
             .setServerConfig("password_encryption", "scram-sha-256")
             .setConnectConfig("password", ownerPassword)
             .setLocaleConfig("locale", "C")
@@ -159,7 +166,7 @@ final class EmbeddedPostmaster implements AutoCloseable {
                       Files.delete(pending);
                     }
                     if (!legacy) {
-                      EmbeddedCredentials.writeHba(dir);
+                      EmbeddedCredentials.writeHba(dir, cfg.embeddedClientNetwork());
                     }
                   } catch (IOException e) {
                     throw new UncheckedIOException(e);

@@ -69,6 +69,15 @@ final class FaultSupport {
 
   /** A real PostgreSQL on {@code port} with its data in {@code dir}; the test restarts it. */
   static Database startPostgres(Path dir, int port) {
+    return startPostgres(dir, port, null, null);
+  }
+
+  /**
+   * As {@link #startPostgres(Path, int)}, listening on {@code listenAddress} too for clients in
+   * {@code clientNetwork} (both null: loopback only); see {@code
+   * DatabaseConfig.Builder#embeddedRemoteAccess}.
+   */
+  static Database startPostgres(Path dir, int port, String listenAddress, String clientNetwork) {
     return Database.start(
         DatabaseConfig.builder()
             .dataDirectory(dir)
@@ -76,6 +85,7 @@ final class FaultSupport {
             .port(port)
             .maximumPoolSize(4)
             .embeddedWatchdogInterval(Duration.ZERO)
+            .embeddedRemoteAccess(listenAddress, clientNetwork)
             .build());
   }
 
@@ -176,7 +186,12 @@ final class FaultSupport {
     final ConcurrentLinkedQueue<Outcome> outcomes = new ConcurrentLinkedQueue<>();
 
     Load(int port, String key, int threadCount, int maxTokens) {
-      URI uri = URI.create("http://127.0.0.1:" + port + "/v1/completions");
+      this("127.0.0.1", port, key, threadCount, maxTokens);
+    }
+
+    /** To the server on {@code host} (an IPv4 literal), not loopback. */
+    Load(String host, int port, String key, int threadCount, int maxTokens) {
+      URI uri = URI.create("http://" + host + ":" + port + "/v1/completions");
       for (int t = 0; t < threadCount; t++) {
         String prompt = "Client " + t + " says ";
         Thread th =
@@ -305,10 +320,21 @@ final class FaultSupport {
 
     static ServerProcess start(String name, Map<String, String> settings, String... args)
         throws IOException {
+      return start(name, List.of(), settings, args);
+    }
+
+    /**
+     * As {@link #start(String, Map, String...)}, with the JVM's command line after {@code launcher}
+     * ({@code ip netns exec NAME}: on another network host); the launcher must exec the JVM in its
+     * own process, so that {@link #kill()} reaches it.
+     */
+    static ServerProcess start(
+        String name, List<String> launcher, Map<String, String> settings, String... args)
+        throws IOException {
       String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
       String cp =
           System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
-      List<String> cmd = new ArrayList<>();
+      List<String> cmd = new ArrayList<>(launcher);
       cmd.add(java);
       cmd.add("-Xmx768m");
       cmd.add("-XX:TieredStopAtLevel=1");
