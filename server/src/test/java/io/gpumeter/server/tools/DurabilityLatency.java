@@ -5,6 +5,7 @@ import ch.qos.logback.classic.Logger;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.server.GpumeterServer;
+import io.gpumeter.server.PathProbe;
 import io.gpumeter.server.ServerConfig;
 import io.gpumeter.server.TestServers;
 import java.io.BufferedInputStream;
@@ -301,6 +302,7 @@ public final class DurabilityLatency {
         java.util.concurrent.locks.LockSupport.parkNanos(measureFrom - System.nanoTime());
       }
       Map<String, double[]> before = histograms(http, server.port());
+      PathProbe.reset();
       for (Thread th : threads) {
         th.join();
       }
@@ -320,6 +322,9 @@ public final class DurabilityLatency {
                 (long) n));
       }
       System.out.println(where);
+      if (PathProbe.ENABLED) {
+        System.out.println(probeLine(variant, kind));
+      }
       int total = 0;
       for (int c : counts) {
         total += c;
@@ -353,6 +358,26 @@ public final class DurabilityLatency {
           pct(overhead, 99),
           pct(devices, 50));
     }
+  }
+
+  /**
+   * The {@link PathProbe}'s phases over the measured window ({@code -Dgpumeter.probe.path=true}):
+   * p50 and mean of each, in milliseconds.
+   */
+  private static String probeLine(String variant, String kind) {
+    StringBuilder line =
+        new StringBuilder(
+            "  path (" + variant + ", " + kind + ", n " + PathProbe.count() + ", p50/mean ms):");
+    for (PathProbe.Phase p : PathProbe.Phase.values()) {
+      line.append(
+          String.format(
+              Locale.ROOT,
+              "  %s %.3f/%.3f",
+              p.name().toLowerCase(Locale.ROOT),
+              ms(PathProbe.quantile(p, 0.5)),
+              ms(PathProbe.mean(p))));
+    }
+    return line.toString();
   }
 
   private static final Pattern HISTOGRAM =
