@@ -302,8 +302,7 @@ final class CompletionsEndpoint {
   }
 
   /** Submission and the answer, once the budget reserved the estimate ({@code reservation}). */
-  private void start(
-      CompletionContext c, Budgets.Reservation reservation, PathProbe.Trace trace) {
+  private void start(CompletionContext c, Budgets.Reservation reservation, PathProbe.Trace trace) {
     Submitted submitted;
     try {
       submitted = submit(c, reservation);
