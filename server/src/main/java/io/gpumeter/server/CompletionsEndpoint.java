@@ -304,13 +304,13 @@ final class CompletionsEndpoint {
   /** Submission and the answer, once the budget reserved the estimate ({@code reservation}). */
   private void start(CompletionContext c, Budgets.Reservation reservation, PathProbe.Trace trace) {
     Submitted submitted;
+    PathProbe.submitted(trace); // before: the scheduler may start the step before submit returns
     try {
       submitted = submit(c, reservation);
     } catch (RuntimeException | Error e) {
       reservation.settle(0); // nothing ran
       throw e;
     }
-    PathProbe.submitted(trace);
     // Settled with the charge once it is recorded; nothing is charged when it could not be.
     submitted
         .generation()

@@ -16,12 +16,13 @@ import java.util.Map;
  * <ol>
  *   <li>{@link Phase#PARSE}: from the exchange's start (the aggregated request reached the API
  *       handler) to {@code generate}: routing, cached authentication, body parse, tokenize;
- *   <li>{@link Phase#ADMIT}: budget reservation and {@code submit} to the scheduler;
+ *   <li>{@link Phase#ADMIT}: admission and the budget reservation, up to the {@code submit} call;
  *   <li>{@link Phase#QUEUE}: the usage record's {@code queue_ns}, submission to the first step's
  *       start (the scheduler thread's wake-up and admission);
  *   <li>{@link Phase#DEVICE}: the timed model steps ({@code device_time_ns});
  *   <li>{@link Phase#STEP_HOST}: the rest until the result completes on the scheduler thread: host
- *       work around the timed steps (sampling, stop checks), building and publishing the record;
+ *       work around the timed steps (sampling, stop checks), building and publishing the record, and
+ *       the {@code submit} call's own work on the loop before the scheduler reads its clock;
  *   <li>{@link Phase#HOP}: from the result's completion to the answer's continuation running on the
  *       event loop (the loop's wake-up);
  *   <li>{@link Phase#ANSWER}: decode the text, the receipt, JSON encode and write and flush;
