@@ -21,8 +21,8 @@ import java.util.Map;
  *       start (the scheduler thread's wake-up and admission);
  *   <li>{@link Phase#DEVICE}: the timed model steps ({@code device_time_ns});
  *   <li>{@link Phase#STEP_HOST}: the rest until the result completes on the scheduler thread: host
- *       work around the timed steps (sampling, stop checks), building and publishing the record, and
- *       the {@code submit} call's own work on the loop before the scheduler reads its clock;
+ *       work around the timed steps (sampling, stop checks), building and publishing the record,
+ *       and the {@code submit} call's own work on the loop before the scheduler reads its clock;
  *   <li>{@link Phase#HOP}: from the result's completion to the answer's continuation running on the
  *       event loop (the loop's wake-up);
  *   <li>{@link Phase#ANSWER}: decode the text, the receipt, JSON encode and write and flush;

@@ -67,8 +67,8 @@ import org.slf4j.LoggerFactory;
  * of PostgreSQL's commit).
  *
  * <p>With {@code -Dgpumeter.probe.path=true} on the JVM the server's {@link PathProbe} stamps each
- * completion's path, and each run also prints a {@code path (...)} line: p50 and mean of each
- * phase (parse, admit, queue, device, step_host, hop, answer, server) over the measured window.
+ * completion's path, and each run also prints a {@code path (...)} line: p50 and mean of each phase
+ * (parse, admit, queue, device, step_host, hop, answer, server) over the measured window.
  *
  * <p>With {@code --rounds N} the modes alternate N times (durable, fast, durable, ...) and each
  * round is reported, so drift of the machine shows. {@code --set} passes any server setting
