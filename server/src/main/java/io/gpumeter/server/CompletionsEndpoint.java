@@ -259,6 +259,7 @@ final class CompletionsEndpoint {
    */
   void generate(CompletionContext c) {
     Exchange ex = c.ex();
+    PathProbe.Trace trace = PathProbe.begin(ex.startNanos()); // null unless probing (debug)
     if (!billing.canAcceptWork()) {
       // Nothing unmetered is served: if the charge could not be made durable, do not start.
       LedgerHealth health = billing.health(); // the reason (and a second look)
@@ -293,7 +294,7 @@ final class CompletionsEndpoint {
             return;
           }
           try {
-            start(c, reservation);
+            start(c, reservation, trace);
           } catch (Exception | Error e) {
             ex.fail(e);
           }
@@ -301,8 +302,9 @@ final class CompletionsEndpoint {
   }
 
   /** Submission and the answer, once the budget reserved the estimate ({@code reservation}). */
-  private void start(CompletionContext c, Budgets.Reservation reservation) {
+  private void start(CompletionContext c, Budgets.Reservation reservation, PathProbe.Trace trace) {
     Submitted submitted;
+    PathProbe.submitted(trace); // before: the scheduler may start the step before submit returns
     try {
       submitted = submit(c, reservation);
     } catch (RuntimeException | Error e) {
@@ -324,7 +326,7 @@ final class CompletionsEndpoint {
                             reservation.settle(notDurable == null ? r.usage().deviceNs() : 0));
               }
             });
-    follow(c, submitted);
+    follow(c, submitted, trace);
   }
 
   /** A submitted generation with what follows it: its metrics observer and its stream, if any. */
@@ -384,7 +386,7 @@ final class CompletionsEndpoint {
   }
 
   /** Cancellation on disconnect, the durability wait and the answer (streamed or whole). */
-  private void follow(CompletionContext c, Submitted submitted) {
+  private void follow(CompletionContext c, Submitted submitted, PathProbe.Trace trace) {
     Exchange ex = c.ex();
     String requestId = c.requestId();
     ApiKeyPrincipal principal = c.principal();
@@ -455,10 +457,21 @@ final class CompletionsEndpoint {
     // the result and again for the commit.
     CompletableFuture<Answered> answered =
         observed.thenCompose(
-            result -> result.durable().handle((ok, err) -> new Answered(result, err)));
+            result -> {
+              PathProbe.completed(trace);
+              return result.durable().handle((ok, err) -> new Answered(result, err));
+            });
     ex.then(
         answered,
-        a -> ex.then(balance, b -> finish(c, a.result(), a.notDurable(), receipt(a.result(), b))));
+        a -> {
+          PathProbe.onLoop(trace);
+          ex.then(
+              balance,
+              b -> {
+                finish(c, a.result(), a.notDurable(), receipt(a.result(), b));
+                PathProbe.written(trace, a.result());
+              });
+        });
   }
 
   /** A finished generation and why its charge is not durable (null when it is). */

@@ -48,8 +48,8 @@ import javax.sql.DataSource;
  * entries only spare repeats of the same key. What bounds the lookups an attacker can cause is the
  * server's per-address throttle of failed authentications, checked before this class.
  *
- * <p>All methods do blocking JDBC (except on a cache hit): call them off the event loop. Thread
- * safe.
+ * <p>All methods do blocking JDBC (except on a cache hit): call them off the event loop, except
+ * {@link #cachedPrincipal}, which only reads the cache. Thread safe.
  */
 public final class ApiKeys {
   public static final String KEY_PREFIX = "gm_";
@@ -229,6 +229,20 @@ public final class ApiKeys {
     }
     byte[] hash = sha256(presented);
     return cache.get(HexFormat.of().formatHex(hash), k -> lookup(hash));
+  }
+
+  /**
+   * The principal of a valid, unrevoked key when this instance's cache holds it now; empty
+   * otherwise (not cached, cached as unknown or revoked, or malformed). Never touches the database,
+   * so it may run on an event loop: a hit spares the hop to a blocking thread that {@link
+   * #authenticate} needs on a miss. Revocation drops the entry as for {@link #authenticate}.
+   */
+  public Optional<ApiKeyPrincipal> cachedPrincipal(String presented) {
+    if (!isWellFormed(presented)) {
+      return Optional.empty();
+    }
+    Optional<ApiKeyPrincipal> hit = cache.getIfPresent(HexFormat.of().formatHex(sha256(presented)));
+    return hit != null ? hit : Optional.empty();
   }
 
   private Optional<ApiKeyPrincipal> lookup(byte[] hash) {

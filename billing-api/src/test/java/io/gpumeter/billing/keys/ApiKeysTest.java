@@ -143,6 +143,38 @@ class ApiKeysTest {
   }
 
   @Test
+  void cachedPrincipalAnswersOnlyFromTheCacheAndForgetsARevokedKey() {
+    AtomicLong now = new AtomicLong();
+    ApiKeys replica =
+        new ApiKeys(
+            db.dataSource(),
+            new ApiKeyCacheConfig(100, Duration.ofSeconds(60), Duration.ofSeconds(5)),
+            now::get);
+    CreatedApiKey k = keys.create("cached-only");
+    long lookups = replica.databaseLookups();
+    // Not cached yet: empty, and no database lookup was made for it.
+    assertThat(replica.cachedPrincipal(k.plaintext())).isEmpty();
+    assertThat(replica.databaseLookups()).isEqualTo(lookups);
+    assertThat(replica.authenticate(k.plaintext())).isPresent();
+    assertThat(replica.cachedPrincipal(k.plaintext()))
+        .map(ApiKeyPrincipal::keyId)
+        .contains(k.keyId());
+    // A key cached as unknown, and a malformed one, are empty too.
+    String unknown = "gm_" + "Y".repeat(40);
+    assertThat(replica.authenticate(unknown)).isEmpty();
+    assertThat(replica.cachedPrincipal(unknown)).isEmpty();
+    assertThat(replica.cachedPrincipal("not-a-key")).isEmpty();
+    // Revoked through this instance: dropped at once.
+    replica.revoke(k.keyId());
+    assertThat(replica.cachedPrincipal(k.plaintext())).isEmpty();
+    // Past the positive TTL an entry is gone as for authenticate.
+    CreatedApiKey other = keys.create("cached-only");
+    assertThat(replica.authenticate(other.plaintext())).isPresent();
+    now.addAndGet(TimeUnit.SECONDS.toNanos(61));
+    assertThat(replica.cachedPrincipal(other.plaintext())).isEmpty();
+  }
+
+  @Test
   void revocationOnAnotherReplicaIsSeenAfterThePositiveTtl() {
     AtomicLong now = new AtomicLong();
     ApiKeys replica =

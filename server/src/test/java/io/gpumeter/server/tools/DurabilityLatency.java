@@ -5,6 +5,7 @@ import ch.qos.logback.classic.Logger;
 import io.gpumeter.batching.StepListener;
 import io.gpumeter.billing.CreatedApiKey;
 import io.gpumeter.server.GpumeterServer;
+import io.gpumeter.server.PathProbe;
 import io.gpumeter.server.ServerConfig;
 import io.gpumeter.server.TestServers;
 import java.io.BufferedInputStream;
@@ -64,6 +65,10 @@ import org.slf4j.LoggerFactory;
  * <p>{@code --modes} takes {@code durable}, {@code fast} and {@code durable-local} ({@code durable}
  * with {@code ledger.commit_point=local}: the answer waits for the local commit log's sync instead
  * of PostgreSQL's commit).
+ *
+ * <p>With {@code -Dgpumeter.probe.path=true} on the JVM the server's {@link PathProbe} stamps each
+ * completion's path, and each run also prints a {@code path (...)} line: p50 and mean of each phase
+ * (parse, admit, queue, device, step_host, hop, answer, server) over the measured window.
  *
  * <p>With {@code --rounds N} the modes alternate N times (durable, fast, durable, ...) and each
  * round is reported, so drift of the machine shows. {@code --set} passes any server setting
@@ -301,6 +306,7 @@ public final class DurabilityLatency {
         java.util.concurrent.locks.LockSupport.parkNanos(measureFrom - System.nanoTime());
       }
       Map<String, double[]> before = histograms(http, server.port());
+      PathProbe.reset();
       for (Thread th : threads) {
         th.join();
       }
@@ -320,6 +326,9 @@ public final class DurabilityLatency {
                 (long) n));
       }
       System.out.println(where);
+      if (PathProbe.ENABLED) {
+        System.out.println(probeLine(variant, kind));
+      }
       int total = 0;
       for (int c : counts) {
         total += c;
@@ -353,6 +362,26 @@ public final class DurabilityLatency {
           pct(overhead, 99),
           pct(devices, 50));
     }
+  }
+
+  /**
+   * The {@link PathProbe}'s phases over the measured window ({@code -Dgpumeter.probe.path=true}):
+   * p50 and mean of each, in milliseconds.
+   */
+  private static String probeLine(String variant, String kind) {
+    StringBuilder line =
+        new StringBuilder(
+            "  path (" + variant + ", " + kind + ", n " + PathProbe.count() + ", p50/mean ms):");
+    for (PathProbe.Phase p : PathProbe.Phase.values()) {
+      line.append(
+          String.format(
+              Locale.ROOT,
+              "  %s %.3f/%.3f",
+              p.name().toLowerCase(Locale.ROOT),
+              ms(PathProbe.quantile(p, 0.5)),
+              ms(PathProbe.mean(p))));
+    }
+    return line.toString();
   }
 
   private static final Pattern HISTOGRAM =
