@@ -222,6 +222,7 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
           p.future.complete(null);
         }
       }
+      acknowledged();
     } catch (LedgerWriteException e) {
       if (e.isRecordError() && batch.size() > 1) {
         LOG.warn(
@@ -238,6 +239,15 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
     } catch (RuntimeException e) {
       LOG.error("Ledger store failed on {} usage records", batch.size(), e);
       failAll(batch, e);
+    }
+  }
+
+  /** Tells the store its batch's answers are handed over (it may start deferred work now). */
+  private void acknowledged() {
+    try {
+      store.acknowledged();
+    } catch (RuntimeException e) {
+      LOG.warn("Ledger store failed after a batch was acknowledged", e);
     }
   }
 
