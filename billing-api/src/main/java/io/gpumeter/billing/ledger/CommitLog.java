@@ -76,8 +76,9 @@ public final class CommitLog implements AutoCloseable {
             return t;
           });
 
-  // guarded by lock
-  private final List<Group> queued = new ArrayList<>();
+  // guarded by lock; the leader takes queued whole and leaves free (its last list, cleared) there
+  private List<Group> queued = new ArrayList<>();
+  private List<Group> free = new ArrayList<>();
   private boolean syncing;
   private boolean closed;
 
@@ -85,6 +86,8 @@ public final class CommitLog implements AutoCloseable {
   private FileChannel active;
   private long activeNumber;
   private long position;
+  // the leader's write buffer, reused (grown when a group needs more)
+  private ByteBuffer writeBuffer = ByteBuffer.allocateDirect(64 * 1024);
   // the next segment, being prepared or ready (number activeNumber + 1), or null
   private CompletableFuture<FileChannel> spare;
 
@@ -168,21 +171,29 @@ public final class CommitLog implements AutoCloseable {
         return done; // the leader in flight takes it with the next group
       }
       syncing = true;
-      mine = new ArrayList<>(queued);
-      queued.clear();
+      mine = takeQueued();
     }
     while (true) {
       writeAndSync(mine);
+      mine.clear();
       synchronized (lock) {
+        free = mine;
         if (queued.isEmpty()) {
           syncing = false;
           lock.notifyAll();
           return done;
         }
-        mine = new ArrayList<>(queued);
-        queued.clear();
+        mine = takeQueued();
       }
     }
+  }
+
+  /** The groups queued so far, for the leader; their list is replaced by the free one. */
+  private List<Group> takeQueued() {
+    List<Group> mine = queued;
+    queued = free;
+    free = null; // the leader gives its list back when it is done with it
+    return mine;
   }
 
   private void writeAndSync(List<Group> groups) {
@@ -201,7 +212,13 @@ public final class CommitLog implements AutoCloseable {
       if (active == null || position + total > segmentBytes) {
         roll();
       }
-      ByteBuffer buf = ByteBuffer.allocate(total);
+      if (writeBuffer.capacity() < total) {
+        writeBuffer =
+            ByteBuffer.allocateDirect(
+                (int) Math.min(segmentBytes, Math.max(total, 2L * writeBuffer.capacity())));
+      }
+      ByteBuffer buf = writeBuffer;
+      buf.clear();
       for (Group g : groups) {
         buf.put(g.bytes);
       }

@@ -332,6 +332,12 @@ public final class FailoverLedgerStore implements LedgerStore {
     return state == null || text.contains(state) ? text : text + " (SQLState " + state + ")";
   }
 
+  /** Passes the writer's hand-over on to the database store (the local commit log ships then). */
+  @Override
+  public void acknowledged() {
+    database.acknowledged();
+  }
+
   /** Cheap (volatile reads): can a record handed over now be made durable? */
   @Override
   public boolean isAccepting() {

@@ -45,6 +45,16 @@ public interface LedgerStore {
     return true;
   }
 
+  /**
+   * Called by {@link LedgerWriter} on its thread after it completed the futures of a batch that
+   * {@link #write} made durable, so that the answers waiting for them are handed over first. A
+   * store that defers work of its own past the commit starts it here rather than in {@code write}:
+   * the local commit log's shipping to PostgreSQL ({@link LocalCommitLedgerStore}), which would
+   * otherwise compete with the answers for the CPU. Must not block and must not throw. A store must
+   * still make progress when this is never called (other callers of {@code write}), only later.
+   */
+  default void acknowledged() {}
+
   /** Why {@link #isAccepting()} is false, or null when it is true. */
   default String refusalReason() {
     return null;

@@ -32,7 +32,9 @@ import org.slf4j.LoggerFactory;
  * them in parallel, each on its own connection; the store is safe for concurrent batches. Futures
  * complete on the writer thread after the commit (normally, also for a duplicate request id) or
  * exceptionally if the store failed; callers that do real work in a continuation should use the
- * {@code *Async} variants.
+ * {@code *Async} variants. After completing a stored batch's futures the writer calls {@link
+ * LedgerStore#acknowledged()}, where a store starts work it deferred past the commit (the local
+ * commit log's shipping), so that work follows the answers instead of competing with them.
  *
  * <p>Group commit: an idle writer commits a lone record at once, so a quiet server pays one commit
  * per charge and no wait. Records published while a commit is in flight queue up and form the next
@@ -222,6 +224,7 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
           p.future.complete(null);
         }
       }
+      acknowledged();
     } catch (LedgerWriteException e) {
       if (e.isRecordError() && batch.size() > 1) {
         LOG.warn(
@@ -238,6 +241,15 @@ public final class LedgerWriter implements UsageSink, AutoCloseable {
     } catch (RuntimeException e) {
       LOG.error("Ledger store failed on {} usage records", batch.size(), e);
       failAll(batch, e);
+    }
+  }
+
+  /** Tells the store its batch's answers are handed over (it may start deferred work now). */
+  private void acknowledged() {
+    try {
+      store.acknowledged();
+    } catch (RuntimeException e) {
+      LOG.warn("Ledger store failed after a batch was acknowledged", e);
     }
   }
 

@@ -13,8 +13,10 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -178,5 +180,55 @@ class LedgerWriterUnitTest {
         }
       }
     }
+  }
+
+  /**
+   * The store hears of the hand-over ({@link LedgerStore#acknowledged()}, where the local commit
+   * log starts shipping) only after every future of the batch it made durable is complete, and not
+   * for a batch that failed.
+   */
+  @Test
+  void theStoreHearsOfTheHandOverOnlyAfterTheBatchsFuturesCompleted() throws Exception {
+    Map<String, CompletableFuture<Void>> futures = new ConcurrentHashMap<>();
+    List<Boolean> doneAtAck = Collections.synchronizedList(new ArrayList<>());
+    CountDownLatch gate = new CountDownLatch(1);
+    LedgerStore store =
+        new LedgerStore() {
+          private List<UsageRecord> last = List.of();
+
+          @Override
+          public int write(List<UsageRecord> records) throws LedgerWriteException {
+            try {
+              gate.await();
+            } catch (InterruptedException e) {
+              Thread.currentThread().interrupt();
+            }
+            if (records.stream().anyMatch(r -> r.requestId().startsWith("bad"))) {
+              throw new LedgerWriteException("refused", null, false);
+            }
+            last = List.copyOf(records);
+            return records.size();
+          }
+
+          @Override
+          public void acknowledged() {
+            doneAtAck.add(last.stream().allMatch(r -> futures.get(r.requestId()).isDone()));
+          }
+        };
+    LedgerConfig cfg = LedgerConfig.defaults().withMaxBatchSize(4);
+    try (LedgerWriter ledger = new LedgerWriter(store, cfg)) {
+      for (String id : List.of("a-0", "a-1", "a-2", "a-3", "a-4")) {
+        futures.put(id, ledger.publish(TestSupport.record(id, 1, T0)));
+      }
+      gate.countDown();
+      CompletableFuture.allOf(futures.values().toArray(CompletableFuture[]::new))
+          .get(30, TimeUnit.SECONDS);
+      CompletableFuture<Void> bad = ledger.publish(TestSupport.record("bad-0", 1, T0));
+      assertThatThrownBy(() -> bad.get(30, TimeUnit.SECONDS))
+          .isInstanceOf(ExecutionException.class);
+    }
+    // 5 records in batches of at most 4 (the first may be taken alone): 2 or 3 acknowledged
+    // batches, none for the refused one, each after all of its futures completed
+    assertThat(doneAtAck).hasSizeBetween(2, 3).containsOnly(true);
   }
 }
