@@ -62,7 +62,7 @@ public final class ServerConfig {
     k.put("ledger.durability", "durable");
     k.put("ledger.allow_unsafe_database", "false");
     k.put("ledger.writers", "1");
-    k.put("ledger.commit_point", "local");
+    k.put("ledger.commit_point", "postgres");
     k.put("ledger.commit_log_max_bytes", "1g");
     k.put("outbox.dir", "");
     k.put("outbox.max_bytes", "1g");

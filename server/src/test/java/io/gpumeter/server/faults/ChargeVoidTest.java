@@ -53,7 +53,7 @@ class ChargeVoidTest {
     Database pg = FaultSupport.startPostgres(tmp.resolve("pg"), pgPort);
     GpumeterServer server = null;
     try {
-      // the outbox's contract: pinned to postgres (with the local commit point, the default, the
+      // the outbox's contract: pinned to postgres (with the local commit point the
       // log keeps charges while PostgreSQL is down: LocalCommitLogFullTest)
       server =
           GpumeterServer.start(
