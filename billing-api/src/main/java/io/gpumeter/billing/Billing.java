@@ -52,6 +52,13 @@ public final class Billing implements AutoCloseable {
    */
   static final Duration RECONCILE_SHIP_WAIT = Duration.ofSeconds(10);
 
+  /**
+   * How long a usage or request-log read waits for the charges acknowledged before it to be shipped
+   * from the local commit log (read-your-writes) before it refuses with {@link
+   * ShippingLagException} rather than answer short.
+   */
+  public static final Duration READ_SHIP_WAIT = Duration.ofSeconds(5);
+
   private static final Duration INVALIDATION_RETRY = Duration.ofSeconds(1);
 
   private final Database database;
@@ -77,7 +84,7 @@ public final class Billing implements AutoCloseable {
     this.ownsDatabase = ownsDatabase;
     this.databaseDurability = checkDurability(database, config.ledger().durability());
     this.apiKeys = new ApiKeys(database.dataSource(), config.apiKeyCache(), Ticker.systemTicker());
-    this.usage = new UsageQueries(database.dataSource());
+    this.usage = new UsageQueries(database.dataSource(), this::awaitReadYourWrites);
     this.idempotencyKeys =
         new io.gpumeter.billing.idempotency.JdbcIdempotencyKeys(
             database.dataSource(), config.clock());
@@ -421,13 +428,36 @@ public final class Billing implements AutoCloseable {
    */
   private void flushMeasured() {
     ledger.flushMeasured();
-    if (!ledger.awaitShipped(RECONCILE_SHIP_WAIT)) {
+    if (!ledger.awaitAcknowledgedShipped(RECONCILE_SHIP_WAIT)) {
       throw new ShippingLagException(
           ledger.unshippedRecords()
               + " charges in the local commit log were not shipped to the billing database within "
               + RECONCILE_SHIP_WAIT.toSeconds()
               + " s; a reconciliation now would count them as drift. Retry later.");
     }
+  }
+
+  /**
+   * Read-your-writes for the usage reads ({@link #usage()}): with a local commit point, waits up to
+   * {@link #READ_SHIP_WAIT} until every charge acknowledged before the call is in PostgreSQL; at
+   * once with commit point postgres.
+   *
+   * @throws ShippingLagException if they were not shipped in time (503 with Retry-After)
+   */
+  private void awaitReadYourWrites() {
+    Ledger l = ledger; // null while the constructor runs: nothing acknowledged yet
+    if (l != null && !l.awaitAcknowledgedShipped(READ_SHIP_WAIT)) {
+      throw new ShippingLagException(
+          l.unshippedRecords()
+              + " charges in the local commit log were not shipped to the billing database within "
+              + READ_SHIP_WAIT.toSeconds()
+              + " s; an answer now could miss charges already acknowledged. Retry later.");
+    }
+  }
+
+  /** The local commit log's size on disk in bytes (0 with commit point postgres). */
+  public long commitLogBytes() {
+    return ledger.commitLogBytes();
   }
 
   /** Charges committed to the local commit log and not yet in PostgreSQL (0 with postgres). */

@@ -144,6 +144,16 @@ public final class BillingAdmin implements AutoCloseable {
     return Billing.outboxDirectory(database.config(), ledger);
   }
 
+  /**
+   * What the local commit log of {@code ledger} (beside its outbox folder, possibly a running
+   * server's) holds that this database does not yet: read without changing the log. Empty when
+   * there is no log.
+   */
+  public CommitLogBacklog commitLogBacklog(LedgerConfig ledger) {
+    return io.gpumeter.billing.ledger.CommitLogBacklogReader.read(
+        Ledger.commitLogDirectory(outboxDirectory(ledger)), database.ledgerDataSource());
+  }
+
   /** The read side of the ledger (the {@code usage} command: a key's hourly usage). */
   public io.gpumeter.billing.usage.UsageQueries usage() {
     return usage;

@@ -176,6 +176,18 @@ final class MetricsWriter {
         () -> billing.health().deadLettersWaiting());
     gauge(
         properties,
+        "gpumeter_commit_log_unshipped_records",
+        "Charges acknowledged from the local commit log and not yet stored in the billing database"
+            + " (0 with ledger.commit_point=postgres).",
+        billing::unshippedRecords);
+    gauge(
+        properties,
+        "gpumeter_commit_log_bytes",
+        "Bytes the local commit log holds on disk, preallocated segments included; at"
+            + " ledger.commit_log_max_bytes new charges are refused (0 with commit point postgres).",
+        billing::commitLogBytes);
+    gauge(
+        properties,
         "gpumeter_ready",
         "1 when the server is ready for traffic.",
         () -> readiness.isReady() ? 1 : 0);

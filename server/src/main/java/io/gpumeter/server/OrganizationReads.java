@@ -2,6 +2,7 @@ package io.gpumeter.server;
 
 import io.gpumeter.billing.ApiKeyPrincipal;
 import io.gpumeter.billing.KeyScope;
+import io.gpumeter.billing.ShippingLagException;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import java.util.Set;
@@ -80,9 +81,29 @@ final class OrganizationReads {
           if (cause instanceof ApiException api) {
             throw api;
           }
-          log.warn("{} could not be read", what, cause);
-          throw unavailable(what);
+          if (!(cause instanceof ShippingLagException)) {
+            log.warn("{} could not be read", what, cause);
+          }
+          throw unavailable(what, cause);
         });
+  }
+
+  /**
+   * 503 with Retry-After for a read that failed with {@code failure}: the shipping lag's own
+   * message when charges acknowledged before the read still wait in the local commit log
+   * (read-your-writes: never a short answer), else {@link #unavailable(String)}.
+   */
+  static ApiException unavailable(String what, Throwable failure) {
+    if (Exchange.unwrap(failure) instanceof ShippingLagException lag) {
+      return new ApiException(
+              HttpResponseStatus.SERVICE_UNAVAILABLE,
+              ApiException.SERVER,
+              what + " cannot be read yet: " + lag.getMessage(),
+              null,
+              CompletionsEndpoint.BILLING_UNAVAILABLE)
+          .withHeader(HttpHeaderNames.RETRY_AFTER, CompletionsEndpoint.RETRY_AFTER_SECONDS);
+    }
+    return unavailable(what);
   }
 
   /** 503: the billing database cannot answer a read now. */

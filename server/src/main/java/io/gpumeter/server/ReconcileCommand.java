@@ -1,12 +1,17 @@
 package io.gpumeter.server;
 
 import io.gpumeter.billing.BillingAdmin;
+import io.gpumeter.billing.CommitLogBacklog;
+import io.gpumeter.billing.LedgerConfig;
 import io.gpumeter.billing.ReconciliationReport;
 import java.io.PrintWriter;
+import java.time.Duration;
 import java.time.Instant;
 import java.time.OffsetDateTime;
 import java.time.format.DateTimeParseException;
 import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.LockSupport;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.Mixin;
@@ -21,7 +26,10 @@ import picocli.CommandLine.TypeConversionException;
  * model and device, and per replica) on stdout; exit status {@link Main#EXIT_DRIFT} when a line or
  * a replica drifts. Only the database is started (or, when a server runs on the embedded folder,
  * reached over TCP): no ledger, no outbox. A running server writes its measured totals every
- * minute, so the last minute may lag; {@code GET /admin/reconcile} flushes them first.
+ * minute, so the last minute may lag; {@code GET /admin/reconcile} flushes them first. With a local
+ * commit log beside the outbox folder (same node), charges in it that are not yet in the database
+ * are shipping lag: it waits {@code --shipping-wait} for them, then refuses (status {@link
+ * #EXIT_SHIPPING_LAG}) rather than report them as drift.
  */
 @Command(
     name = "reconcile",
@@ -37,9 +45,17 @@ import picocli.CommandLine.TypeConversionException;
       "0:no line drifts",
       "1:failure",
       "2:bad arguments or settings",
-      "3:a line drifts"
+      "3:a line drifts",
+      "4:charges still wait in the local commit log (shipping lag, not drift); retry"
     })
 final class ReconcileCommand implements Callable<Integer> {
+  /**
+   * Exit status when charges acknowledged into a local commit log (a running server's, or one a
+   * killed server left) are not yet in PostgreSQL after {@code --shipping-wait}: no report is
+   * printed, since it would count them as drift.
+   */
+  static final int EXIT_SHIPPING_LAG = 4;
+
   @Spec CommandSpec spec;
 
   @Mixin ConfigOption config;
@@ -68,6 +84,15 @@ final class ReconcileCommand implements Callable<Integer> {
               + " ledger_replica). Without it: the whole ledger, with drift per replica.")
   java.util.UUID replica;
 
+  @Option(
+      names = "--shipping-wait",
+      paramLabel = "SECONDS",
+      defaultValue = "10",
+      description =
+          "With a local commit log (ledger.commit_point=local): how long to wait for the charges"
+              + " in it to reach the database before refusing with status 4 (default: ${DEFAULT-VALUE}).")
+  long shippingWaitSeconds;
+
   @Override
   public Integer call() throws Exception {
     if (!to.isAfter(from)) {
@@ -77,7 +102,24 @@ final class ReconcileCommand implements Callable<Integer> {
     ServerConfig settings = config.load();
     PrintWriter out = spec.commandLine().getOut();
     PrintWriter err = spec.commandLine().getErr();
+    if (shippingWaitSeconds < 0) {
+      throw new ParameterException(
+          spec.commandLine(), "--shipping-wait must be 0 or more, got " + shippingWaitSeconds);
+    }
     try (BillingAdmin admin = BillingAdmin.open(settings.toolDatabaseConfig())) {
+      CommitLogBacklog lag =
+          awaitShipped(
+              admin, settings.billingConfig().ledger(), Duration.ofSeconds(shippingWaitSeconds));
+      if (lag.waiting()) {
+        err.println(
+            "Shipping lag: "
+                + lag.describe()
+                + " (a running server ships them in commit order; a stopped one at its next"
+                + " start). A report now would count them as drift, so none is printed; retry"
+                + " later.");
+        err.flush();
+        return EXIT_SHIPPING_LAG;
+      }
       ReconciliationReport report = admin.reconcile(from, to, replica);
       out.print(report.toText());
       out.flush();
@@ -92,6 +134,23 @@ final class ReconcileCommand implements Callable<Integer> {
         err.flush();
       }
       return drift ? Main.EXIT_DRIFT : 0;
+    }
+  }
+
+  /**
+   * Reads the local commit log beside the outbox folder (read-only) until the database holds all of
+   * it or {@code wait} has passed; polls every 200 ms.
+   */
+  private static CommitLogBacklog awaitShipped(
+      BillingAdmin admin, LedgerConfig ledger, Duration wait) {
+    long end = System.nanoTime() + wait.toNanos();
+    while (true) {
+      CommitLogBacklog lag = admin.commitLogBacklog(ledger);
+      long left = end - System.nanoTime();
+      if (!lag.waiting() || left <= 0) {
+        return lag;
+      }
+      LockSupport.parkNanos(Math.min(left, TimeUnit.MILLISECONDS.toNanos(200)));
     }
   }
 

@@ -187,7 +187,7 @@ final class UsageCompletionsEndpoint<R> {
     ex.then(
         done.exceptionally(
             e -> {
-              throw OrganizationReads.unavailable(report.what());
+              throw OrganizationReads.unavailable(report.what(), e);
             }),
         v -> {});
   }

@@ -79,7 +79,7 @@ final class UsageEndpoint {
     ex.then(
         report.exceptionally(
             e -> {
-              throw OrganizationReads.unavailable("Usage");
+              throw OrganizationReads.unavailable("Usage", e);
             }),
         r -> ex.respondJson(HttpResponseStatus.OK, g -> write(g, principal, r.report(), r.kv())));
   }

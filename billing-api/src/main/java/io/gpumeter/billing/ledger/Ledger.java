@@ -170,6 +170,22 @@ public final class Ledger implements AutoCloseable {
     return local == null || local.awaitShipped(deadline);
   }
 
+  /**
+   * Waits until every charge acknowledged before this call (committed to the local commit log) is
+   * stored in PostgreSQL, at most {@code deadline}; charges committed meanwhile do not delay it.
+   * True at once with commit point POSTGRES.
+   *
+   * @return whether they were shipped in time
+   */
+  public boolean awaitAcknowledgedShipped(Duration deadline) {
+    return local == null || local.awaitShippedThrough(local.committedPosition(), deadline);
+  }
+
+  /** The local commit log's size on disk in bytes (0 with POSTGRES). */
+  public long commitLogBytes() {
+    return local == null ? 0 : local.bytesOnDisk();
+  }
+
   /** Charges committed to the local commit log and not yet in PostgreSQL (0 with POSTGRES). */
   public long unshippedRecords() {
     return local == null ? 0 : local.unshippedRecords();

@@ -63,7 +63,14 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
   private volatile boolean closed;
   private boolean keepSegments; // shipper thread only
 
-  private record Shipment(long segment, List<UsageRecord> records, MeasuredBatch measured) {}
+  // read-your-writes: shipments are numbered as they are queued (in queue order, so in shipping
+  // order); a read waits until the shipper has passed the number queued when it started
+  private final AtomicLong queuedShipments = new AtomicLong();
+  private final Object shippedMonitor = new Object();
+  private long shippedThrough; // guarded by shippedMonitor
+
+  private record Shipment(
+      long number, long segment, List<UsageRecord> records, MeasuredBatch measured) {}
 
   private LocalCommitLedgerStore(
       CommitLog commitLog, LedgerStore downstream, Duration retryDelay, long maxBytes) {
@@ -145,10 +152,52 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
             "could not commit " + records.size() + " records to the local log", e, false);
       }
       unshippedRecords.addAndGet(records.size());
-      queue.add(new Shipment(segment, List.copyOf(records), measured));
+      enqueue(segment, records, measured);
       return records.size(); // like the outbox: new or not is known only downstream
     } finally {
       committing.decrementAndGet();
+    }
+  }
+
+  private void enqueue(long segment, List<UsageRecord> records, MeasuredBatch measured) {
+    List<UsageRecord> copy = List.copyOf(records);
+    synchronized (queuedShipments) { // numbers follow queue order
+      queue.add(new Shipment(queuedShipments.incrementAndGet(), segment, copy, measured));
+    }
+  }
+
+  /**
+   * The shipping position of everything acknowledged so far: every {@link #write} that has returned
+   * is at or before it. Pass it to {@link #awaitShippedThrough}.
+   */
+  public long committedPosition() {
+    return queuedShipments.get();
+  }
+
+  /**
+   * Waits until the shipper has passed {@code position} (every batch acknowledged before {@link
+   * #committedPosition()} returned it is stored downstream, or refused as bad data and kept in the
+   * log), at most {@code deadline}. Unlike {@link #awaitShipped}, later writes do not delay it, so
+   * it ends under continuous load.
+   *
+   * @return whether the position was passed in time
+   */
+  public boolean awaitShippedThrough(long position, Duration deadline) {
+    long end = System.nanoTime() + deadline.toNanos();
+    synchronized (shippedMonitor) {
+      while (shippedThrough < position) {
+        long left = end - System.nanoTime();
+        if (left <= 0) {
+          return false;
+        }
+        try {
+          TimeUnit.NANOSECONDS.timedWait(shippedMonitor, left);
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+          return false;
+        }
+      }
+      return true;
     }
   }
 
@@ -251,6 +300,10 @@ public final class LocalCommitLedgerStore implements LedgerStore, AutoCloseable 
       }
       unshippedRecords.addAndGet(-s.records.size());
       shippedBatches.incrementAndGet();
+      synchronized (shippedMonitor) {
+        shippedThrough = s.number;
+        shippedMonitor.notifyAll();
+      }
       dropShippedSegments(s.segment);
     }
   }

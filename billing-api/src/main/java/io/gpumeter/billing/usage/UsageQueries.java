@@ -44,10 +44,23 @@ public final class UsageQueries {
 
   private final DataSource dataSource;
   private final RequestLog requestLog;
+  private final Runnable readFence;
 
   public UsageQueries(DataSource dataSource) {
+    this(dataSource, () -> {});
+  }
+
+  /**
+   * Reads whose every per-key read ({@link #requests}, {@link #usage}, {@link #buckets}, {@link
+   * #costBuckets}, {@link #find}, {@link #kvUsage}) first runs {@code readFence}: with a local
+   * commit point it waits until the charges acknowledged before the read are in PostgreSQL, or
+   * throws ({@link io.gpumeter.billing.ShippingLagException}) rather than let the read answer
+   * short.
+   */
+  public UsageQueries(DataSource dataSource, Runnable readFence) {
     this.dataSource = Objects.requireNonNull(dataSource, "dataSource");
     this.requestLog = new RequestLog(dataSource);
+    this.readFence = Objects.requireNonNull(readFence, "readFence");
   }
 
   /**
@@ -66,6 +79,7 @@ public final class UsageQueries {
     if (limit < 1) {
       throw new IllegalArgumentException("limit must be positive, was " + limit);
     }
+    readFence.run();
     return requestLog.page(accountId, onlyKey, limit, before);
   }
 
@@ -77,6 +91,7 @@ public final class UsageQueries {
    * @throws BillingException if the database fails
    */
   public UsageReport usage(long apiKeyId, Instant from, Instant to) {
+    readFence.run();
     Objects.requireNonNull(from, "from");
     Objects.requireNonNull(to, "to");
     if (to.isBefore(from)) {
@@ -143,6 +158,7 @@ public final class UsageQueries {
   public long buckets(UsageBucketQuery query, UsageRowSink sink) throws IOException {
     Objects.requireNonNull(query, "query");
     Objects.requireNonNull(sink, "sink");
+    readFence.run();
     long n = 0;
     try (Connection c = dataSource.getConnection()) {
       c.setAutoCommit(false); // the PostgreSQL driver uses a cursor only inside a transaction
@@ -194,6 +210,7 @@ public final class UsageQueries {
   public long costBuckets(UsageBucketQuery query, CostRowSink sink) throws IOException {
     Objects.requireNonNull(query, "query");
     Objects.requireNonNull(sink, "sink");
+    readFence.run();
     long n = 0;
     try (Connection c = dataSource.getConnection()) {
       c.setAutoCommit(false); // the PostgreSQL driver uses a cursor only inside a transaction
@@ -264,6 +281,7 @@ public final class UsageQueries {
    * @throws BillingException if the database fails
    */
   public Optional<StoredUsage> find(String requestId) {
+    readFence.run();
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -326,6 +344,7 @@ public final class UsageQueries {
    * @throws BillingException if the database fails
    */
   public List<KvUsage> kvUsage(long apiKeyId, Instant from, Instant to) {
+    readFence.run();
     Instant start = from.truncatedTo(ChronoUnit.HOURS);
     Instant end = to.truncatedTo(ChronoUnit.HOURS);
     if (end.isBefore(to)) {

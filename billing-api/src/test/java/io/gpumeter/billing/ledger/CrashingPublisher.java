@@ -2,6 +2,7 @@ package io.gpumeter.billing.ledger;
 
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.BillingConfig;
+import io.gpumeter.billing.CommitPoint;
 import io.gpumeter.billing.DatabaseConfig;
 import io.gpumeter.billing.LedgerConfig;
 import io.gpumeter.billing.TestSupport;
@@ -23,7 +24,8 @@ import java.time.Instant;
  * others. It never closes Billing: the test kills it with SIGKILL (and if its stdin ends, the test
  * is gone, it halts).
  *
- * <p>Arguments: jdbc url, outbox folder, id prefix, api key id.
+ * <p>Arguments: jdbc url, outbox folder, id prefix, api key id, and optionally the commit point
+ * ({@code POSTGRES} or {@code LOCAL}).
  */
 public final class CrashingPublisher {
   private CrashingPublisher() {}
@@ -33,6 +35,7 @@ public final class CrashingPublisher {
     Path outbox = Path.of(args[1]);
     String prefix = args[2];
     long keyId = Long.parseLong(args[3]);
+    // args[4], optional: the commit point (POSTGRES or LOCAL; POSTGRES when absent)
     PrintStream out = new PrintStream(System.out, false, StandardCharsets.UTF_8);
     LedgerConfig ledger =
         LedgerConfig.custom()
@@ -41,6 +44,7 @@ public final class CrashingPublisher {
             .replayInterval(Duration.ofMillis(100))
             .retryBackoff(Duration.ofMillis(20))
             .maxBatchSize(100)
+            .commitPoint(args.length > 4 ? CommitPoint.valueOf(args[4]) : CommitPoint.POSTGRES)
             .build();
     DatabaseConfig db =
         DatabaseConfig.builder()

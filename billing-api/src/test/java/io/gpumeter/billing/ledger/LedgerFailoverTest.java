@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.gpumeter.billing.Billing;
 import io.gpumeter.billing.BillingConfig;
+import io.gpumeter.billing.CommitPoint;
 import io.gpumeter.billing.DatabaseConfig;
 import io.gpumeter.billing.LedgerConfig;
 import io.gpumeter.billing.LedgerHealth;
@@ -182,7 +183,20 @@ class LedgerFailoverTest {
 
   @Test
   void sigkillOfPostgresDuringALoadLosesAndDoublesNothing() throws Exception {
-    long key = 9101;
+    killPostgresUnderLoad(CommitPoint.POSTGRES, 9101, "kill-", "outbox-kill");
+  }
+
+  /**
+   * The same with the local commit log as commit point: while PostgreSQL is down the log keeps the
+   * charges (nothing goes to the outbox) and ships them, once each, when it is back.
+   */
+  @Test
+  void sigkillOfPostgresDuringALoadWithALocalCommitPointLosesAndDoublesNothing() throws Exception {
+    killPostgresUnderLoad(CommitPoint.LOCAL, 9105, "lkill-", "outbox-lkill");
+  }
+
+  private void killPostgresUnderLoad(CommitPoint point, long key, String prefix, String outbox)
+      throws Exception {
     Map<String, CompletableFuture<Void>> futures = new ConcurrentHashMap<>();
     AtomicBoolean stop = new AtomicBoolean();
     // Each phase publishes a fixed number of records, so the work (and the outbox to replay) is
@@ -190,7 +204,8 @@ class LedgerFailoverTest {
     // restarted PostgreSQL, and the outbox to replay within the deadline grew with the load
     // (21,000 records at load 20). 800 at first: the kill comes after 400, with more on the way.
     Semaphore permits = new Semaphore(PHASE * 2);
-    try (Billing billing = billing(fastFailover("outbox-kill").maxBatchSize(200).build())) {
+    try (Billing billing =
+        billing(fastFailover(outbox).commitPoint(point).maxBatchSize(200).build())) {
       List<Thread> publishers = new ArrayList<>();
       for (int t = 0; t < 4; t++) {
         int thread = t;
@@ -206,7 +221,7 @@ class LedgerFailoverTest {
                     } catch (InterruptedException e) {
                       return;
                     }
-                    String id = "kill-" + thread + "-" + i;
+                    String id = prefix + thread + "-" + i;
                     futures.put(id, billing.ledger().publish(record(id, key)));
                     if (i % 10 == 9) {
                       try {
@@ -253,9 +268,13 @@ class LedgerFailoverTest {
         }
       }
       awaitReplayed(billing);
+      assertThat(billing.awaitShipped(Duration.ofSeconds(60)))
+          .as("the local commit log shipped: " + billing.unshippedRecords() + " left")
+          .isTrue();
       LedgerHealth health = billing.health();
       System.out.printf(
-          "kill -9 under load: %d published (%d before the kill), %d durable, %d failed,"
+          point
+              + ": kill -9 under load: %d published (%d before the kill), %d durable, %d failed,"
               + " %d through the outbox, %d replayed%n",
           futures.size(),
           atKill,
@@ -264,10 +283,19 @@ class LedgerFailoverTest {
           health.outboxedRecords(),
           health.replayedRecords());
       assertThat(failed).as("futures that failed").isEmpty();
-      assertThat(health.outboxedRecords()).as("records that went through the outbox").isPositive();
+      if (point == CommitPoint.POSTGRES) {
+        assertThat(health.outboxedRecords())
+            .as("records that went through the outbox")
+            .isPositive();
+      } else {
+        assertThat(health.outboxedRecords())
+            .as("with a local commit point the log, not the outbox, keeps what PostgreSQL misses")
+            .isZero();
+        assertThat(billing.unshippedRecords()).isZero();
+      }
       assertThat(health.replayedRecords()).isEqualTo(health.outboxedRecords());
 
-      Map<String, Integer> stored = storedCounts("kill-");
+      Map<String, Integer> stored = storedCounts(prefix);
       assertThat(stored.values()).allMatch(n -> n == 1);
       assertThat(stored.keySet()).containsAll(durable);
       assertThat(stored).hasSameSizeAs(futures);
@@ -385,8 +413,22 @@ class LedgerFailoverTest {
 
   @Test
   void aKilledProcessLeavesItsOutboxToTheNextAndEveryDurableRecordLandsOnce() throws Exception {
-    long key = 9104;
-    Path outbox = tmp.resolve("outbox-crash");
+    killPublishingProcess(CommitPoint.POSTGRES, 9104, "crash", "outbox-crash");
+  }
+
+  /**
+   * The same with the local commit log as commit point: what the killed process acknowledged while
+   * PostgreSQL was down is in its commit log, shipped by the next process before it opens.
+   */
+  @Test
+  void aKilledProcessWithALocalCommitPointLeavesItsLogToTheNextAndEveryDurableRecordLandsOnce()
+      throws Exception {
+    killPublishingProcess(CommitPoint.LOCAL, 9106, "lcrash", "outbox-lcrash");
+  }
+
+  private void killPublishingProcess(CommitPoint point, long key, String prefix, String outboxName)
+      throws Exception {
+    Path outbox = tmp.resolve(outboxName);
     String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
     String cp =
         System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
@@ -400,8 +442,9 @@ class LedgerFailoverTest {
                 CrashingPublisher.class.getName(),
                 db.jdbcUrl() + "?password=" + TestSupport.ownerPassword(tmp.resolve("pg")),
                 outbox.toString(),
-                "crash",
-                Long.toString(key))
+                prefix,
+                Long.toString(key),
+                point.name())
             .redirectErrorStream(true)
             .start();
     Set<String> durable = ConcurrentHashMap.newKeySet();
@@ -455,22 +498,33 @@ class LedgerFailoverTest {
       assertThat(reader.isAlive()).as("the child's output read to its end").isFalse();
     }
     int durableAtCrash = durable.size();
-    try (Stream<Path> s = Files.list(outbox)) {
-      assertThat(s.anyMatch(p -> p.getFileName().toString().startsWith("segment-")))
-          .as("the dead process left outbox segments")
+    Path left = point == CommitPoint.POSTGRES ? outbox : Ledger.commitLogDirectory(outbox);
+    String leftPrefix = point == CommitPoint.POSTGRES ? "segment-" : "commit-";
+    try (Stream<Path> s = Files.list(left)) {
+      assertThat(s.anyMatch(p -> p.getFileName().toString().startsWith(leftPrefix)))
+          .as("the dead process left segments in " + left)
           .isTrue();
     }
 
     assertThat(db.ensureEmbeddedRunning()).isTrue();
-    try (Billing next = billing(fastFailover("outbox-crash").build())) {
+    try (Billing next = billing(fastFailover(outboxName).commitPoint(point).build())) {
       awaitReplayed(next);
       System.out.printf(
-          "process crash: %d durable before SIGKILL, %d failed, %d replayed by the next"
+          point
+              + ": process crash: %d durable before SIGKILL, %d failed, %d replayed by the next"
               + " process%n",
-          durableAtCrash, failed.size(), next.health().replayedRecords());
-      assertThat(next.health().replayedRecords()).isPositive();
+          durableAtCrash,
+          failed.size(),
+          next.health().replayedRecords());
+      if (point == CommitPoint.POSTGRES) {
+        assertThat(next.health().replayedRecords()).isPositive();
+      } else {
+        // shipped from the log before open returned; nothing was outboxed
+        assertThat(next.health().replayedRecords()).isZero();
+        assertThat(next.unshippedRecords()).isZero();
+      }
     }
-    Map<String, Integer> stored = storedCounts("crash-");
+    Map<String, Integer> stored = storedCounts(prefix + "-");
     assertThat(failed).as("futures that failed in the child").isEmpty();
     assertThat(stored.values()).allMatch(n -> n == 1);
     assertThat(stored.keySet()).containsAll(durable);

@@ -36,12 +36,15 @@ class OutboxFullTest {
     Database pg = FaultSupport.startPostgres(tmp.resolve("pg"), pgPort);
     GpumeterServer server = null;
     try {
+      // the outbox's contract: pinned to postgres (with the local commit point the
+      // log keeps charges while PostgreSQL is down: LocalCommitLogFullTest)
       server =
           GpumeterServer.start(
               TestServers.config("outbox-full")
                   .set("db.url", FaultSupport.jdbcUrl(tmp.resolve("pg"), pgPort))
                   .set("db.user", "postgres")
                   .set("outbox.max_bytes", "4k")
+                  .set("ledger.commit_point", "postgres")
                   .build(),
               StepListener.NONE);
       GpumeterServer s = server;
