@@ -44,11 +44,11 @@ import java.util.stream.Stream;
  *
  * <p>Each slice is measured in its steady state: its clients start together, run for {@code --ramp}
  * seconds (default 3) before the window opens; a request's tokens count by the part of its life
- * inside the window; the server's CPU is read at the window's ends; after it the clients finish
- * the requests they have begun. Before any slice, {@code
- * --warmup} seconds (default 10) of each mode at 32 clients are run and dropped, so the JIT
- * compiles the streaming path before it is measured (a short warm-up left C2 compiling it during
- * the first measured slices: up to a fifth of the server's CPU in them).
+ * inside the window; the server's CPU is read at the window's ends; after it the clients finish the
+ * requests they have begun. Before any slice, {@code --warmup} seconds (default 10) of each mode at
+ * 32 clients are run and dropped, so the JIT compiles the streaming path before it is measured (a
+ * short warm-up left C2 compiling it during the first measured slices: up to a fifth of the
+ * server's CPU in them).
  *
  * <p>Clients ({@code --client raw|jdk|raw,jdk}, default {@code raw}): {@code raw} is {@link
  * RawSseClient}, a blocking socket per client that splits events by bytes and parses only the usage
@@ -458,15 +458,15 @@ public final class StreamingThroughput {
   }
 
   /**
-   * {@code clients} threads loop requests for {@code ramp + len}; the window is {@code [ramp, ramp +
-   * len)}. Each request adds the share of its tokens that falls inside the window (its tokens times
-   * the part of its life inside the window, as if made evenly: a completion's tokens all arrive at
-   * its end, and at 32 clients the requests run in step, so counting whole requests that finish in
-   * the window made a slice's figure jump by a batch of 32 requests), a request started inside the
-   * window adds its TTFT and gaps, and the server's CPU is read at the window's two ends. So neither
-   * the ramp (every client's first request starts at once) nor the tail (clients finishing their
-   * last request, fewer and fewer in the batch) is measured: the window sees the steady load of
-   * {@code clients} concurrent requests.
+   * {@code clients} threads loop requests for {@code ramp + len}; the window is {@code [ramp, ramp
+   * + len)}. Each request adds the share of its tokens that falls inside the window (its tokens
+   * times the part of its life inside the window, as if made evenly: a completion's tokens all
+   * arrive at its end, and at 32 clients the requests run in step, so counting whole requests that
+   * finish in the window made a slice's figure jump by a batch of 32 requests), a request started
+   * inside the window adds its TTFT and gaps, and the server's CPU is read at the window's two
+   * ends. So neither the ramp (every client's first request starts at once) nor the tail (clients
+   * finishing their last request, fewer and fewer in the batch) is measured: the window sees the
+   * steady load of {@code clients} concurrent requests.
    */
   private Slice load(
       Target target, int clients, boolean stream, Duration ramp, Duration len, String kind)
