@@ -119,12 +119,13 @@ final class SseStream {
   private Generation generation;
   private boolean delivered;
   private boolean dropped;
-  private boolean started;
 
   /**
-   * Events produced before {@link #start} sent the head (the head waits for the receipt's funds).
+   * Whether {@link #start} sent the head. Before it (the head waits for the receipt's funds) the
+   * text waits in its lane's {@code unsent}, the one buffer before the head: drains only take
+   * tokens then, and {@link #finish} and {@link #close} come after {@code start}.
    */
-  private final List<Json.Writer> early = new ArrayList<>();
+  private boolean started;
 
   /**
    * A token on its way from the scheduler thread to the event loop, or (with {@code prompt} set)
@@ -315,20 +316,18 @@ final class SseStream {
     this.generation = generation;
     started = true;
     if (!ex.startStream()) {
-      early.clear();
       return;
     }
+    boolean opened = false;
     for (int i = 0; i < lanes.length; i++) {
       Json.Writer opening = format.opening(i);
       if (opening != null) {
-        write(opening);
+        opened |= write(opening, false) != null; // flushed with the text that arrived before
       }
     }
-    writeUnsent(); // text that arrived before the head, then what finished meanwhile
-    for (Json.Writer w : early) {
-      write(w);
+    if (!writeUnsent() && opened) { // the text that arrived before the head
+      ex.flushStream();
     }
-    early.clear();
   }
 
   /**
@@ -360,8 +359,8 @@ final class SseStream {
     }
   }
 
-  /** One event per choice with text not sent yet, then one flush. */
-  private void writeUnsent() {
+  /** One event per choice with text not sent yet, then one flush; whether it wrote any. */
+  private boolean writeUnsent() {
     boolean wrote = false;
     for (int i = 0; i < lanes.length; i++) {
       Lane lane = lanes[i];
@@ -374,6 +373,7 @@ final class SseStream {
     if (wrote) {
       ex.flushStream();
     }
+    return wrote;
   }
 
   private void onToken(int choice, int token, TokenLogprob logprob) {
@@ -437,7 +437,7 @@ final class SseStream {
       Lane lane = lanes[i];
       String rest = lane.holdback.offer(lane.decoder.flush()) + lane.holdback.finish();
       lane.sentChars += rest.length();
-      String text = lane.unsent == null ? rest : lane.unsent + rest; // unsent: before the head
+      String text = lane.unsent == null ? rest : lane.unsent + rest; // taken above, unwritten
       lane.unsent = null;
       FinishReason why =
           i < result.choices().size()
@@ -464,10 +464,10 @@ final class SseStream {
       return;
     }
     if (includeUsage) {
-      write(format.usage(result, receipt));
+      write(format.usage(result, receipt), false); // flushed with the end: one write, not three
     }
     if (!ex.isDone()) {
-      ex.writeStream(Unpooled.wrappedBuffer(DONE));
+      ex.writeStream(Unpooled.wrappedBuffer(DONE), false);
       ex.endStream(StreamReceipts.trailers(ex, result.usage(), receipt));
     }
   }
@@ -492,8 +492,7 @@ final class SseStream {
       return null;
     }
     if (!started) {
-      early.add(writer); // bounded by what the model makes while the head waits (BalanceCache)
-      return null;
+      throw new IllegalStateException("an event before the stream's head");
     }
     return checked(ex.writeStream(event(ex.alloc(), writer), flush));
   }
