@@ -61,6 +61,9 @@ public final class Billing implements AutoCloseable {
 
   private static final Duration INVALIDATION_RETRY = Duration.ofSeconds(1);
 
+  /** How often the settler thread prices and deducts the stored charges (V25). */
+  private static final Duration SETTLE_EVERY = Duration.ofSeconds(1);
+
   private final Database database;
   private final boolean ownsDatabase;
   private final ApiKeys apiKeys;
@@ -73,6 +76,7 @@ public final class Billing implements AutoCloseable {
   private final ScheduledExecutorService maintenanceScheduler;
   private final DatabaseDurability databaseDurability;
   private final ScheduledExecutorService measuredFlusher;
+  private final ScheduledExecutorService settler;
   private final io.gpumeter.billing.ledger.ChargeVoids chargeVoids;
   private final IdempotencyKeys idempotencyKeys;
   private final io.gpumeter.billing.budget.LeasedBudgets budgets;
@@ -133,6 +137,20 @@ public final class Billing implements AutoCloseable {
           flushEvery.toMillis(),
           TimeUnit.MILLISECONDS);
     }
+    // Prices and deducts the stored charges off the ledger's write path (V25; every money read
+    // also settles first, so this only keeps each of those runs small).
+    this.settler =
+        Executors.newSingleThreadScheduledExecutor(
+            t -> {
+              Thread th = new Thread(t, "gpumeter-settler");
+              th.setDaemon(true);
+              return th;
+            });
+    settler.scheduleWithFixedDelay(
+        () -> settleQuietly(database.dataSource()),
+        SETTLE_EVERY.toMillis(),
+        SETTLE_EVERY.toMillis(),
+        TimeUnit.MILLISECONDS);
     RetentionConfig retention = config.retention();
     if (retention != null) {
       this.maintenance =
@@ -473,6 +491,14 @@ public final class Billing implements AutoCloseable {
     return ledger.awaitShipped(deadline);
   }
 
+  private static void settleQuietly(javax.sql.DataSource dataSource) {
+    try {
+      io.gpumeter.billing.pricing.Settlement.settle(dataSource);
+    } catch (java.sql.SQLException | RuntimeException e) {
+      LOG.warn("Settling the stored charges failed (retried in {})", SETTLE_EVERY, e);
+    }
+  }
+
   private void runMaintenanceQuietly() {
     try {
       maintenance.run();
@@ -508,6 +534,7 @@ public final class Billing implements AutoCloseable {
       steps.add(measuredFlusher::shutdownNow);
     }
     steps.add(chargeVoids::close);
+    steps.add(settler::shutdownNow);
     steps.add(ledger::close); // drains the writer, then writes the measured time left
     if (maintenanceScheduler != null) {
       steps.add(maintenanceScheduler::shutdownNow);

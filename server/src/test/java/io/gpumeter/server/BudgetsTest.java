@@ -296,6 +296,7 @@ class BudgetsTest {
   }
 
   static int rows(long keyId) throws SQLException {
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement("SELECT count(*) FROM usage_records WHERE api_key_id = ?")) {
@@ -308,6 +309,7 @@ class BudgetsTest {
   }
 
   static BigDecimal overspendNanoMicros(long account) throws SQLException {
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(

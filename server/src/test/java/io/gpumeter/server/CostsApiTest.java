@@ -208,6 +208,7 @@ class CostsApiTest {
   void theTotalIsTheSumOfTheStoredChargeCostsFromTheRollupAndFromTheRawRecords() throws Exception {
     BigInteger stored = BigInteger.ZERO;
     int charges = 0;
+    SettledCharges.settle(db.maintenanceDataSource());
     try (Connection c = db.maintenanceDataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -240,6 +241,7 @@ class CostsApiTest {
     assertThat(s.get(1).get("session_id").asText()).isEqualTo("s2");
     assertAmount(s.get(1), micros(3_000_001, 4_000_999));
     // the rollup V14 keeps equals the stored costs of the charges that are not voided
+    SettledCharges.settle(db.maintenanceDataSource());
     try (Connection c = db.maintenanceDataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(

@@ -170,6 +170,7 @@ class FastModeBudgetsTest {
   /** The account's stored cost per ledger batch, in commit order (one statement: one now()). */
   static List<BigInteger> batchCosts(long account) throws SQLException {
     List<BigInteger> out = new ArrayList<>();
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -188,6 +189,7 @@ class FastModeBudgetsTest {
 
   static Set<String> storedIds(long keyId) throws SQLException {
     Set<String> out = new HashSet<>();
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement("SELECT request_id FROM usage_records WHERE api_key_id = ?")) {
@@ -202,6 +204,7 @@ class FastModeBudgetsTest {
   }
 
   static long count(String sql, long arg) throws SQLException {
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps = c.prepareStatement(sql)) {
       ps.setLong(1, arg);
@@ -213,6 +216,7 @@ class FastModeBudgetsTest {
   }
 
   static BigInteger overspendNanoMicros(long account) throws SQLException {
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(

@@ -673,6 +673,7 @@ class InvoiceEndToEndTest {
 
   private static Map<String, Stored> stored(long... keys) throws SQLException {
     Map<String, Stored> out = new HashMap<>();
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -713,6 +714,7 @@ class InvoiceEndToEndTest {
   }
 
   private static long count(String table, long... keys) throws SQLException {
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement("SELECT count(*) FROM " + table + " WHERE api_key_id = ANY (?)")) {
@@ -757,6 +759,7 @@ class InvoiceEndToEndTest {
   }
 
   private static BigInteger querySum(String sql, long arg) throws SQLException {
+    SettledCharges.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps = c.prepareStatement(sql)) {
       ps.setLong(1, arg);

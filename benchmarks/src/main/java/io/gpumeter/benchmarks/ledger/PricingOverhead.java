@@ -3,6 +3,7 @@ package io.gpumeter.benchmarks.ledger;
 import io.gpumeter.billing.DatabaseConfig;
 import io.gpumeter.billing.db.Database;
 import io.gpumeter.billing.ledger.JdbcLedgerStore;
+import io.gpumeter.billing.pricing.Settlement;
 import io.gpumeter.metering.UsageRecord;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -14,15 +15,17 @@ import java.util.List;
 import javax.sql.DataSource;
 
 /**
- * What pricing and deduction at charge time (trigger {@code usage_records_price}) cost the ledger's
- * batch path: the same {@link LedgerThroughput} workload (UNNEST, one connection) written in
- * alternating rounds with the trigger disabled, with V18's set-based deduction (statement-level
- * cache triggers, the rollup in the function) and with V20's (V18's plus the class-weighted pool
- * and the plan's overage price), on one database in one run, so the three are compared side by side
- * under the same load. (V16 mode, with V7's per-row cache triggers and V14's rollup trigger, was
- * dropped when V20 dropped {@code cost_hourly_add()}; its figures stay in RESULTS.md.) Every
- * record's account exists, has a price for its (model, device class) and prepaid credit; half the
- * accounts are on a plan whose small allowance runs out during the run, so all deduction steps run.
+ * What pricing and deduction cost the ledger's batch path: the same {@link LedgerThroughput}
+ * workload (UNNEST, one connection) written in alternating rounds on one database in one run, so
+ * the modes are compared side by side under the same load: {@code off} (no pricing: V25's gate
+ * trigger disabled and no {@code settle_seq}, the unpriced path before V25), {@code V20} (V20's
+ * {@code price_and_deduct_charges()} as the statement trigger in the insert, the path before V25)
+ * and {@code V25} (the write path of V25: the record with its {@code settle_seq} under the gate;
+ * then {@code settle_charges()} after every {@link #SETTLE_CHUNK} records, as the settler thread
+ * does; printed as the write path, the settlement and their sum). Every record's account exists,
+ * has a price for its (model, device class) and prepaid credit; half the accounts are on a plan
+ * whose small allowance runs out during the run, so all deduction steps run. (V16 and V18 modes
+ * were dropped as the functions they needed were; their figures stay in RESULTS.md.)
  *
  * <p>Usage: {@code PricingOverhead [records per round] [batch] [rounds]}.
  */
@@ -83,32 +86,70 @@ public final class PricingOverhead {
         long postmaster = db.embeddedPostmasterPid().orElseThrow();
         JdbcLedgerStore store = new JdbcLedgerStore(one, JdbcLedgerStore.Method.UNNEST);
         LedgerThroughput.writeAll(store, LedgerThroughput.records("warm", 20_000), batch);
+        Settlement.settle(owner); // V25's write path is the migrated default: the warm-up settled
         System.out.println(
             "| pricing | round | records | seconds | records/s | PostgreSQL CPU µs/record (all processes) |");
         System.out.println("|---|---:|---:|---:|---:|---:|");
-        String v18 = function("V18__set_based_caches.sql", "price_and_deduct_charges");
         String v20 = function("V20__plan_pools_and_overage.sql", "price_and_deduct_charges");
+        try (Connection c = owner.getConnection();
+            Statement st = c.createStatement()) {
+          st.execute(v20);
+          st.execute(
+              "CREATE TRIGGER usage_records_price AFTER INSERT ON usage_records"
+                  + " REFERENCING NEW TABLE AS new_rows"
+                  + " FOR EACH STATEMENT EXECUTE FUNCTION price_and_deduct_charges()");
+        }
         for (int round = 1; round <= rounds; round++) {
-          for (String mode : new String[] {"off", "V18", "V20"}) {
+          for (String mode : new String[] {"off", "V20", "V25"}) {
             try (Connection c = owner.getConnection();
                 Statement st = c.createStatement()) {
+              boolean v21 = mode.equals("V25");
+              // off and V20: no settle_seq (the settler never sees those records), no gate
               st.execute(
                   "ALTER TABLE usage_records "
-                      + (mode.equals("off") ? "DISABLE" : "ENABLE")
+                      + (mode.equals("V20") ? "ENABLE" : "DISABLE")
                       + " TRIGGER usage_records_price");
-              if (!mode.equals("off")) {
-                st.execute(mode.equals("V18") ? v18 : v20);
-              }
+              st.execute(
+                  "ALTER TABLE usage_records "
+                      + (v21 ? "ENABLE" : "DISABLE")
+                      + " TRIGGER usage_records_settle_gate");
+              st.execute(
+                  "ALTER TABLE usage_records ALTER COLUMN settle_seq "
+                      + (v21 ? "SET DEFAULT nextval('usage_settle_seq')" : "DROP DEFAULT"));
             }
             List<UsageRecord> rs = LedgerThroughput.records("p" + round + mode, records);
-            long cpu0 = serverTicks(postmaster);
-            long t0 = System.nanoTime();
-            LedgerThroughput.writeAll(store, rs, batch);
-            double s = (System.nanoTime() - t0) / 1e9;
-            double serverUs = (serverTicks(postmaster) - cpu0) * 1e4 / records;
-            System.out.printf(
-                "| %s | %d | %d | %.2f | %,.0f | %.1f |%n",
-                mode, round, records, s, records / s, serverUs);
+            long writeTicks = 0;
+            long settleTicks = 0;
+            long writeNs = 0;
+            long settleNs = 0;
+            long settled = 0;
+            // V25: the settler's run after every SETTLE_CHUNK records, about what one second of
+            // the ledger at this rate gives the settler thread (Billing.SETTLE_EVERY)
+            int chunk = mode.equals("V25") ? SETTLE_CHUNK : records;
+            for (int from = 0; from < rs.size(); from += chunk) {
+              List<UsageRecord> part = rs.subList(from, Math.min(rs.size(), from + chunk));
+              long cpu0 = serverTicks(postmaster);
+              long t0 = System.nanoTime();
+              LedgerThroughput.writeAll(store, part, batch);
+              writeNs += System.nanoTime() - t0;
+              long cpu1 = serverTicks(postmaster);
+              writeTicks += cpu1 - cpu0;
+              if (mode.equals("V25")) {
+                long t1 = System.nanoTime();
+                settled += Settlement.settle(owner);
+                settleNs += System.nanoTime() - t1;
+                settleTicks += serverTicks(postmaster) - cpu1;
+              }
+            }
+            print(mode + " write", round, records, writeNs, writeTicks);
+            if (mode.equals("V25")) {
+              if (settled != records) {
+                throw new IllegalStateException(
+                    "settled " + settled + " charges of " + records + " records");
+              }
+              print("V25 settle", round, records, settleNs, settleTicks);
+              print("V25 total", round, records, writeNs + settleNs, writeTicks + settleTicks);
+            }
           }
         }
         try (Connection c = owner.getConnection();
@@ -125,6 +166,16 @@ public final class PricingOverhead {
         }
       }
     }
+  }
+
+  /** The settler's run after this many records in V25 mode. */
+  static final int SETTLE_CHUNK = 2_000;
+
+  static void print(String what, int round, int records, long ns, long ticks) {
+    double s = ns / 1e9;
+    System.out.printf(
+        "| %s | %d | %d | %.2f | %,.0f | %.1f |%n",
+        what, round, records, s, records / s, ticks * 1e4 / records);
   }
 
   /**

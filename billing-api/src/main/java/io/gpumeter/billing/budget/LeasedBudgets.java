@@ -3,6 +3,7 @@ package io.gpumeter.billing.budget;
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.Budgets;
 import io.gpumeter.billing.InsufficientQuotaException;
+import io.gpumeter.billing.pricing.Settlement;
 import java.math.BigDecimal;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -235,6 +236,9 @@ public final class LeasedBudgets implements Budgets, AutoCloseable {
     try (Connection c = dataSource.getConnection()) {
       c.setAutoCommit(false);
       try {
+        // Stored charges settled first, in this transaction and before the account's lock (the
+        // settlement's lock order): the funds read below are net of every charge stored so far.
+        Settlement.settle(c);
         Funds f = readFunds(c, a.id);
         if (f == null) {
           c.rollback();

@@ -7,6 +7,7 @@ import io.gpumeter.billing.Invoice;
 import io.gpumeter.billing.InvoiceLine;
 import io.gpumeter.billing.InvoiceVerification;
 import io.gpumeter.billing.plans.Accounts;
+import io.gpumeter.billing.pricing.Settlement;
 import java.math.BigInteger;
 import java.sql.Connection;
 import java.sql.Date;
@@ -85,6 +86,7 @@ public final class Invoices {
    */
   public Invoice show(String account, YearMonth month) {
     Account a = accounts.require(account);
+    settle();
     try (Connection c = dataSource.getConnection()) {
       Invoice stored = stored(c, a, month);
       return stored != null ? stored : draft(c, a, month);
@@ -96,6 +98,7 @@ public final class Invoices {
   /** Every month of {@code account} with an invoice or charges, oldest first. */
   public List<Invoice> list(String account) {
     Account a = accounts.require(account);
+    settle();
     TreeSet<YearMonth> months = new TreeSet<>();
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
@@ -137,6 +140,8 @@ public final class Invoices {
     try (Connection c = dataSource.getConnection()) {
       c.setAutoCommit(false);
       try {
+        // every charge stored so far on this month's invoice (a later one goes late)
+        Settlement.settle(c);
         try (PreparedStatement lock =
             c.prepareStatement("SELECT pg_advisory_xact_lock(hashtext('account:' || ?))")) {
           lock.setLong(1, a.id());
@@ -228,6 +233,7 @@ public final class Invoices {
    */
   public InvoiceVerification verify(String account, YearMonth month) {
     Account a = accounts.require(account);
+    settle();
     try (Connection c = dataSource.getConnection()) {
       Invoice stored = stored(c, a, month);
       Invoice stated = stored != null ? stored : draft(c, a, month);
@@ -458,5 +464,14 @@ public final class Invoices {
 
   private static Date date(YearMonth m) {
     return Date.valueOf(m.atDay(1));
+  }
+
+  /** Settles the stored charges first (V25): what is read next is net of every stored charge. */
+  private void settle() {
+    try {
+      Settlement.settle(dataSource);
+    } catch (SQLException e) {
+      throw new BillingException("could not settle the stored charges", e);
+    }
   }
 }

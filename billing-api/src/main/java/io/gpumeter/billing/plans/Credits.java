@@ -5,6 +5,7 @@ import io.gpumeter.billing.Balance;
 import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.CreditGrant;
 import io.gpumeter.billing.pricing.Money;
+import io.gpumeter.billing.pricing.Settlement;
 import java.math.BigDecimal;
 import java.math.BigInteger;
 import java.sql.Connection;
@@ -106,6 +107,7 @@ public final class Credits {
   /** The grants of {@code account} with what is left of each, in the order charges use them. */
   public List<CreditGrant> list(String account) {
     Account a = accounts.require(account);
+    settle();
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -154,6 +156,7 @@ public final class Credits {
 
   private Balance balance(long accountId, String what) {
     Instant now = clock.instant();
+    settle();
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -202,6 +205,7 @@ public final class Credits {
    */
   public int expire() {
     Timestamp now = Timestamp.from(clock.instant());
+    settle();
     try (Connection c = dataSource.getConnection()) {
       List<Long> due = new ArrayList<>();
       try (PreparedStatement ps =
@@ -252,6 +256,7 @@ public final class Credits {
    * deductions. Empty when consistent.
    */
   public List<String> verifyBalances() {
+    settle();
     try (Connection c = dataSource.getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -281,6 +286,15 @@ public final class Credits {
       return out;
     } catch (SQLException e) {
       throw new BillingException("could not verify balances", e);
+    }
+  }
+
+  /** Settles the stored charges first (V25): what is read next is net of every stored charge. */
+  private void settle() {
+    try {
+      Settlement.settle(dataSource);
+    } catch (SQLException e) {
+      throw new BillingException("could not settle the stored charges", e);
     }
   }
 }

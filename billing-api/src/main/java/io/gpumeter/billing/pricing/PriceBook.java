@@ -75,6 +75,8 @@ public final class PriceBook {
           "price version must end after it starts: " + from + " .. " + to);
     }
     try (Connection c = dataSource.getConnection()) {
+      // the stored charges priced first (V25), so "already priced a charge" below sees them all
+      Settlement.settle(c);
       c.setAutoCommit(false);
       try {
         try (PreparedStatement close =
@@ -175,12 +177,21 @@ public final class PriceBook {
    * @throws BillingException if the database fails
    */
   public Optional<ChargeCost> chargeCost(String requestId) {
-    try (Connection c = dataSource.getConnection();
-        PreparedStatement ps =
-            c.prepareStatement(
-                "SELECT p.device_ns, p.cost_nmicros, a.currency, p.price_version_id,"
-                    + " p.price_micros_per_s FROM charge_prices p JOIN accounts a"
-                    + " ON a.id = p.account_id WHERE p.request_id = ?")) {
+    try (Connection c = dataSource.getConnection()) {
+      Settlement.settle(c); // a stored charge is priced by the settler (V25)
+      return chargeCost(c, requestId);
+    } catch (SQLException e) {
+      throw new BillingException("could not read the cost of request " + requestId, e);
+    }
+  }
+
+  private static Optional<ChargeCost> chargeCost(Connection c, String requestId)
+      throws SQLException {
+    try (PreparedStatement ps =
+        c.prepareStatement(
+            "SELECT p.device_ns, p.cost_nmicros, a.currency, p.price_version_id,"
+                + " p.price_micros_per_s FROM charge_prices p JOIN accounts a"
+                + " ON a.id = p.account_id WHERE p.request_id = ?")) {
       ps.setString(1, requestId);
       try (ResultSet rs = ps.executeQuery()) {
         if (!rs.next()) {
@@ -197,8 +208,6 @@ public final class PriceBook {
                 rs.getLong(4),
                 rs.getLong(5)));
       }
-    } catch (SQLException e) {
-      throw new BillingException("could not read the cost of request " + requestId, e);
     }
   }
 }

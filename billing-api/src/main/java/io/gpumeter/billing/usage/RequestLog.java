@@ -4,6 +4,7 @@ import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.ChargeBreakdown;
 import io.gpumeter.billing.ChargedRequest;
 import io.gpumeter.billing.pricing.Money;
+import io.gpumeter.billing.pricing.Settlement;
 import java.math.BigDecimal;
 import java.math.BigInteger;
 import java.sql.Connection;
@@ -59,6 +60,7 @@ final class RequestLog {
    */
   Optional<List<ChargedRequest>> page(long accountId, Long onlyKey, int limit, String before) {
     try (Connection c = dataSource.getConnection()) {
+      Settlement.settle(c); // the stored charges priced first (V25)
       Timestamp cursorAt = null;
       if (before != null) {
         cursorAt = cursor(c, accountId, onlyKey, before);

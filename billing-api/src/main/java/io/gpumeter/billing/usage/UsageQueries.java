@@ -13,6 +13,7 @@ import io.gpumeter.billing.UsageReport;
 import io.gpumeter.billing.UsageRowSink;
 import io.gpumeter.billing.UsageTotals;
 import io.gpumeter.billing.pricing.Money;
+import io.gpumeter.billing.pricing.Settlement;
 import io.gpumeter.metering.TimerInfo;
 import io.gpumeter.metering.UsageRecord;
 import io.gpumeter.metering.UsageStatus;
@@ -213,6 +214,7 @@ public final class UsageQueries {
     readFence.run();
     long n = 0;
     try (Connection c = dataSource.getConnection()) {
+      Settlement.settle(c); // the stored charges priced first (V25), in a transaction of its own
       c.setAutoCommit(false); // the PostgreSQL driver uses a cursor only inside a transaction
       try {
         String currency;

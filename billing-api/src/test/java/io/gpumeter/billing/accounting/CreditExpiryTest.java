@@ -70,6 +70,8 @@ class CreditExpiryTest {
   }
 
   static BigInteger entrySum(long accountId) throws SQLException {
+    io.gpumeter.billing.pricing.Settlement.settle(
+        db.dataSource()); // V25: deducted off the write path
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(

@@ -141,10 +141,12 @@ class PlanPoolDeductionTest {
         List<String> a = run("rbr" + seed, rbr, plan, batch, grants);
         List<String> b = run("set" + seed, set, plan, batch, grants);
         assertThat(b).as("seed %d: set-based == record by record", seed).isEqualTo(a);
+        List<String> settled = run("stl" + seed, null, plan, batch, grants);
+        assertThat(settled).as("seed %d: settled (V25) == record by record", seed).isEqualTo(a);
         assertThat(b)
             .as("seed %d: the rows == the Java model of the rule", seed)
             .isEqualTo(model("set" + seed, plan, batch, grants));
-        for (String copy : new String[] {"rbr" + seed, "set" + seed}) {
+        for (String copy : new String[] {"rbr" + seed, "set" + seed, "stl" + seed}) {
           for (String acct : new String[] {"pooled", "postpaid", "planless"}) {
             YearMonth month = YearMonth.now(ZoneOffset.UTC);
             Invoice invoice = money.invoice(copy + "-" + acct, month);
@@ -259,9 +261,7 @@ class PlanPoolDeductionTest {
           grant(c, ids[a], grants[a] / 2 + 1, Instant.now().plus(Duration.ofDays(30)));
         }
       }
-      try (Statement st = c.createStatement()) {
-        st.execute(function);
-      }
+      LegacyPricing.install(c, function);
       StringBuilder sql =
           new StringBuilder(
               "INSERT INTO usage_records (request_id, api_key_id, account_id, model, device,"
@@ -290,6 +290,7 @@ class PlanPoolDeductionTest {
         }
         assertThat(ps.executeUpdate()).isEqualTo(batch.size());
       }
+      LegacyPricing.finish(c, function);
       List<String> out = new ArrayList<>();
       try (PreparedStatement ps =
           c.prepareStatement(

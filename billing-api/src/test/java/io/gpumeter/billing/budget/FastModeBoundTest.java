@@ -165,6 +165,8 @@ class FastModeBoundTest {
   }
 
   static long deductions(long account) throws SQLException {
+    io.gpumeter.billing.pricing.Settlement.settle(
+        db.dataSource()); // V25: deducted off the write path
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement("SELECT count(*) FROM charge_deductions WHERE account_id = ?")) {
@@ -177,6 +179,7 @@ class FastModeBoundTest {
   }
 
   static BigDecimal overspend(long account) throws SQLException {
+    io.gpumeter.billing.pricing.Settlement.settle(db.dataSource());
     try (Connection c = db.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(

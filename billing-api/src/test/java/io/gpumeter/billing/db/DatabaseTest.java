@@ -58,7 +58,7 @@ class DatabaseTest {
             s.executeQuery(
                 "SELECT count(*) FROM flyway_schema_history WHERE success AND version IS NOT NULL")) {
           rs.next();
-          assertThat(rs.getInt(1)).isEqualTo(23);
+          assertThat(rs.getInt(1)).isEqualTo(24);
         }
       }
     }

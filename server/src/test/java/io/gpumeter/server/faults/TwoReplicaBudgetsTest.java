@@ -202,6 +202,7 @@ class TwoReplicaBudgetsTest {
 
   /** {count, max device_ns} of the key's records. */
   private static long[] charged(Database pg, long keyId) throws Exception {
+    io.gpumeter.server.SettledCharges.settle(pg.dataSource());
     try (Connection c = pg.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(
@@ -216,6 +217,7 @@ class TwoReplicaBudgetsTest {
   }
 
   private static BigDecimal overspend(Database pg, long account) throws Exception {
+    io.gpumeter.server.SettledCharges.settle(pg.dataSource());
     try (Connection c = pg.dataSource().getConnection();
         PreparedStatement ps =
             c.prepareStatement(
