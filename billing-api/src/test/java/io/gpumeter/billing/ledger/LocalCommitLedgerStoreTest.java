@@ -1,6 +1,7 @@
 package io.gpumeter.billing.ledger;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 
 import io.gpumeter.billing.MeasuredDelta;
 import io.gpumeter.billing.TestSupport;
@@ -165,17 +166,24 @@ class LocalCommitLedgerStoreTest {
       while (store.isAccepting()) {
         assertThat(i).as("the bound is reached within a few segments").isLessThan(1000);
         store.write(List.of(record(model, i++)), null);
+        store.acknowledged(); // as LedgerWriter does once the batch's futures are complete
       }
       assertThat(store.bytesOnDisk()).isGreaterThan(max);
-      assertThat(store.refusalReason())
-          .contains("the local commit log is full")
-          .contains("records not shipped")
-          .contains("database down (test)");
+      // the log can fill before the shipper's first attempt has failed: wait for that attempt
+      await()
+          .atMost(Duration.ofSeconds(10))
+          .untilAsserted(
+              () ->
+                  assertThat(store.refusalReason())
+                      .contains("the local commit log is full")
+                      .contains("records not shipped")
+                      .contains("database down (test)"));
       down.set(false);
       assertThat(store.awaitShipped(Duration.ofSeconds(30))).isTrue();
       // one more batch: the shipper (one thread) finished dropping the shipped segments after the
       // earlier batches before it ships this one
       store.write(List.of(record(model, i++)), null);
+      store.acknowledged();
       assertThat(store.awaitShipped(Duration.ofSeconds(30))).isTrue();
       assertThat(store.bytesOnDisk()).isLessThanOrEqualTo(max);
       assertThat(store.isAccepting()).isTrue();
