@@ -1,6 +1,5 @@
 package io.gpumeter.billing;
 
-import io.gpumeter.billing.pricing.Money;
 import java.math.BigInteger;
 
 /**
@@ -12,9 +11,11 @@ import java.math.BigInteger;
  * postpaid, or nobody (bounded overspend).
  *
  * <p>The amounts are exact nano-micro-units; the micro-unit figures are rounded by the one rule
- * ({@link Money#roundToMicros}) exactly as an invoice line rounds: {@code amountMicros} = round(
- * amount), {@code creditsMicros} = round(credits), {@code dueMicros} = amount - credits. So a
- * line's figures are the rounded sums of its requests' exact figures, never a sum of rounded ones.
+ * ({@code pricing.Money#roundToMicros}) exactly as an invoice line rounds: {@code amountMicros} =
+ * round( amount), {@code creditsMicros} = round(credits), {@code dueMicros} = amount - credits. So
+ * a line's figures are the rounded sums of its requests' exact figures, never a sum of rounded
+ * ones. Build one with {@code pricing.Receipts.breakdown}, which computes the amount and rounds it
+ * (this API type depends on no billing subpackage: ArchitectureTest).
  *
  * @param includedNs device ns the plan's allowance covered
  * @param poolUsedPpmNs what the charge took from the plan's pool, in ppm-ns (weighted device-ns x
@@ -25,6 +26,9 @@ import java.math.BigInteger;
  * @param creditsNanoMicros paid from prepaid credits
  * @param postpaidNanoMicros owed as postpaid overage
  * @param overspendNanoMicros paid by nobody (the bounded overspend of invariant 22)
+ * @param amountNanoMicros {@code billableNs x unitPriceMicrosPerSecond}, exact nano-micro-units
+ * @param amountMicros the amount rounded by the one rule
+ * @param creditsMicros the credits applied rounded by the one rule
  */
 public record ChargeBreakdown(
     long includedNs,
@@ -33,14 +37,17 @@ public record ChargeBreakdown(
     long unitPriceMicrosPerSecond,
     BigInteger creditsNanoMicros,
     BigInteger postpaidNanoMicros,
-    BigInteger overspendNanoMicros) {
+    BigInteger overspendNanoMicros,
+    BigInteger amountNanoMicros,
+    long amountMicros,
+    long creditsMicros) {
 
   /**
    * @throws IllegalArgumentException when the paid parts do not add up to {@code billableNs x
    *     unitPriceMicrosPerSecond} (a ledger row that breaks the deduction's rule)
    */
   public ChargeBreakdown {
-    BigInteger amount = Money.cost(billableNs, unitPriceMicrosPerSecond);
+    BigInteger amount = amountNanoMicros;
     if (includedNs < 0
         || poolUsedPpmNs.signum() < 0
         || !creditsNanoMicros.add(postpaidNanoMicros).add(overspendNanoMicros).equals(amount)) {
@@ -58,21 +65,6 @@ public record ChargeBreakdown(
               + ", overspend "
               + overspendNanoMicros);
     }
-  }
-
-  /** {@code billableNs x unitPriceMicrosPerSecond}, exact nano-micro-units. */
-  public BigInteger amountNanoMicros() {
-    return Money.cost(billableNs, unitPriceMicrosPerSecond);
-  }
-
-  /** The amount rounded by the one rule. */
-  public long amountMicros() {
-    return Money.roundToMicros(amountNanoMicros());
-  }
-
-  /** The credits applied rounded by the one rule. */
-  public long creditsMicros() {
-    return Money.roundToMicros(creditsNanoMicros);
   }
 
   /** What is left to pay after credits: {@code amountMicros - creditsMicros}, as on an invoice. */

@@ -4,6 +4,7 @@ import io.gpumeter.billing.BillingException;
 import io.gpumeter.billing.ChargeBreakdown;
 import io.gpumeter.billing.ChargedRequest;
 import io.gpumeter.billing.pricing.Money;
+import io.gpumeter.billing.pricing.Receipts;
 import io.gpumeter.billing.pricing.Settlement;
 import java.math.BigDecimal;
 import java.math.BigInteger;
@@ -157,7 +158,7 @@ final class RequestLog {
     if (rs.wasNull()) {
       return null;
     }
-    return new ChargeBreakdown(
+    return Receipts.breakdown(
         included,
         rs.getBigDecimal(22).toBigIntegerExact(),
         rs.getLong(23),

@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.gpumeter.billing.ChargeBreakdown;
 import io.gpumeter.billing.InvoiceLine;
 import io.gpumeter.billing.pricing.Money;
+import io.gpumeter.billing.pricing.Receipts;
 import java.math.BigInteger;
 import java.util.ArrayList;
 import java.util.List;
@@ -41,7 +42,7 @@ class ChargeBreakdownPropertiesTest {
         BigInteger rest = amount.subtract(credits);
         boolean postpaid = rnd.nextBoolean();
         ChargeBreakdown b =
-            new ChargeBreakdown(
+            Receipts.breakdown(
                 included,
                 pool,
                 billable,
@@ -86,18 +87,18 @@ class ChargeBreakdownPropertiesTest {
     BigInteger one = BigInteger.ONE;
     // 10 ns at 3 micro-units/s = 30 nano-micro-units
     assertThat(
-            new ChargeBreakdown(
+            Receipts.breakdown(
                     0, BigInteger.ZERO, 10, 3, BigInteger.TEN, BigInteger.TEN, BigInteger.TEN)
                 .dueMicros())
         .isZero();
     assertThatThrownBy(
             () ->
-                new ChargeBreakdown(0, BigInteger.ZERO, 10, 3, BigInteger.TEN, BigInteger.TEN, one))
+                Receipts.breakdown(0, BigInteger.ZERO, 10, 3, BigInteger.TEN, BigInteger.TEN, one))
         .isInstanceOf(IllegalArgumentException.class)
         .hasMessageContaining("add up to billable x price = 30");
     assertThatThrownBy(
             () ->
-                new ChargeBreakdown(
+                Receipts.breakdown(
                     -1, BigInteger.ZERO, 10, 3, BigInteger.TEN, BigInteger.TEN, BigInteger.TEN))
         .isInstanceOf(IllegalArgumentException.class);
   }
